@@ -1,0 +1,92 @@
+//! The kinds shoal stores. Each has `apiVersion`, `kind`, `metadata`, a `spec` the user
+//! owns and a `status` the system owns; Event carries its fields at the top level, as
+//! in Kubernetes.
+
+mod event;
+mod gitsync;
+mod logpipeline;
+mod network;
+mod node;
+mod service;
+mod task;
+
+pub use event::{Event, EventType, ObjectReference};
+pub use gitsync::{GitSync, GitSyncSpec, GitSyncStatus, InventoryEntry};
+pub use logpipeline::{LogPipeline, LogPipelineSpec, LogPipelineStatus};
+pub use network::{Network, NetworkDriver, NetworkSpec, NetworkStatus};
+pub use node::{Availability, Node, NodeResources, NodeRole, NodeSpec, NodeState, NodeStatus};
+pub use service::{Service, ServiceSpec, ServiceStatus};
+pub use task::{Task, TaskSpec, TaskState, TaskStatus};
+
+/// Defines a spec/status kind: the struct, its `Resource` impl and the checks every
+/// kind shares (kind name, metadata), then the spec's own `Validate`.
+macro_rules! define_kind {
+    (
+        $(#[$doc:meta])*
+        $name:ident {
+            kind: $kind:literal,
+            plural: $plural:literal,
+            short: [$($short:literal),*],
+            spec: $spec:ty,
+            status: $status:ty,
+            dotted_names: $dots:expr $(,)?
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        pub struct $name {
+            pub api_version: $crate::meta::ApiVersion,
+            #[schemars(extend("const" = $kind))]
+            pub kind: String,
+            pub metadata: $crate::meta::ObjectMeta,
+            #[serde(default)]
+            pub spec: $spec,
+            /// Written by the system; ignored when applied.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub status: Option<$status>,
+        }
+
+        impl $name {
+            pub fn new(name: impl Into<String>, spec: $spec) -> Self {
+                $name {
+                    api_version: $crate::meta::ApiVersion::V1,
+                    kind: $kind.to_string(),
+                    metadata: $crate::meta::ObjectMeta::named(name),
+                    spec,
+                    status: None,
+                }
+            }
+        }
+
+        impl $crate::object::Resource for $name {
+            const KIND: &'static str = $kind;
+            const PLURAL: &'static str = $plural;
+            const SHORT: &'static [&'static str] = &[$($short),*];
+            fn metadata(&self) -> &$crate::meta::ObjectMeta {
+                &self.metadata
+            }
+            fn metadata_mut(&mut self) -> &mut $crate::meta::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+
+        impl $crate::validate::Validate for $name {
+            fn validate(&self, p: &mut $crate::validate::Problems) {
+                if self.kind != $kind {
+                    p.push("kind", format!("expected {:?}, found {:?}", $kind, self.kind));
+                }
+                self.metadata.validate(p, $dots);
+                self.spec.validate(p);
+            }
+        }
+    };
+}
+pub(crate) use define_kind;
+
+/// Reports an empty required string field.
+pub(crate) fn require(p: &mut crate::validate::Problems, path: &str, value: &str) {
+    if value.trim().is_empty() {
+        p.push(path, "required field is missing");
+    }
+}

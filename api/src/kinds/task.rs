@@ -1,0 +1,85 @@
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::service::check_env;
+use super::{define_kind, require};
+use crate::meta::{Condition, Timestamp};
+use crate::validate::{Problems, Validate};
+
+define_kind! {
+    /// One container: a slot of a Service, or a one-off applied directly.
+    Task {
+        kind: "Task",
+        plural: "tasks",
+        short: [],
+        spec: TaskSpec,
+        status: TaskStatus,
+        dotted_names: true,
+    }
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskSpec {
+    #[serde(default)]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// The node this task is bound to; set by the scheduler unless given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+impl Validate for TaskSpec {
+    fn validate(&self, p: &mut Problems) {
+        require(p, "spec.image", &self.image);
+        check_env(p, "spec.env", &self.env);
+        if let Some(node) = &self.node {
+            if let Err(why) = crate::meta::check_name(node, true) {
+                p.push("spec.node", why);
+            }
+        }
+    }
+}
+
+/// A task's life, in Swarm's words.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    #[default]
+    Pending,
+    Assigned,
+    Preparing,
+    Starting,
+    Running,
+    Complete,
+    Failed,
+    Rejected,
+    Shutdown,
+    Orphaned,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStatus {
+    #[serde(default)]
+    pub state: TaskState,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Timestamp>,
+}
