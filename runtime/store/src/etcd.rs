@@ -1,0 +1,294 @@
+//! The etcd backend: every Store operation is one etcd request (a transaction where a
+//! comparison is needed), so etcd's own guarantees carry over unchanged.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare, CompareOp, EventType as EtcdEventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
+};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::{
+    EventType, KeyValue, LeaseId, ListResult, Result, Revision, Store, StoreError, WatchEvent,
+    WatchStream,
+};
+
+pub struct EtcdStore {
+    client: Client,
+}
+
+fn etcd_err(e: etcd_client::Error) -> StoreError {
+    match e {
+        etcd_client::Error::GRpcStatus(s) if s.message().contains("required revision has been compacted") => {
+            StoreError::Compacted { compact_revision: 0 }
+        }
+        etcd_client::Error::GRpcStatus(s) if s.message().contains("requested lease not found") => {
+            StoreError::LeaseNotFound(0)
+        }
+        etcd_client::Error::LeaseKeepAliveError(m) if m.contains("lease not found") => {
+            StoreError::LeaseNotFound(0)
+        }
+        etcd_client::Error::TransportError(t) => StoreError::Unavailable(t.to_string()),
+        etcd_client::Error::GRpcStatus(s)
+            if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) =>
+        {
+            StoreError::Unavailable(s.message().to_string())
+        }
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+fn to_kv(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
+    Ok(KeyValue {
+        key: kv
+            .key_str()
+            .map_err(|_| StoreError::Backend("non-UTF-8 key in etcd".into()))?
+            .to_string(),
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        version: kv.version(),
+        lease: kv.lease(),
+    })
+}
+
+impl EtcdStore {
+    /// Connects to the given endpoints (`http://host:port`). Fails fast when etcd does
+    /// not answer, so `shoal server --store` reports a wrong address at once.
+    pub async fn connect(endpoints: &[String]) -> Result<Self> {
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+        let mut client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("etcd at {}: {e}", endpoints.join(","))))?;
+        client
+            .status()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("etcd at {}: {e}", endpoints.join(","))))?;
+        Ok(EtcdStore { client })
+    }
+
+    fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Runs `txn` guarded by `compare`; on failure, reads the key to say why.
+    async fn guarded(&self, key: &str, compare: Compare, op: TxnOp, expected: Option<Revision>) -> Result<Revision> {
+        let txn = Txn::new()
+            .when([compare])
+            .and_then([op])
+            .or_else([TxnOp::get(key, None)]);
+        let resp = self.client().txn(txn).await.map_err(etcd_err)?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        if resp.succeeded() {
+            return Ok(revision);
+        }
+        let current = resp.op_responses().into_iter().find_map(|r| match r {
+            etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
+            _ => None,
+        });
+        Err(match (current, expected) {
+            (None, _) => StoreError::NotFound { key: key.into() },
+            (Some(current), Some(expected)) => StoreError::Conflict {
+                key: key.into(),
+                expected,
+                current,
+            },
+            (Some(_), None) => StoreError::AlreadyExists { key: key.into() },
+        })
+    }
+}
+
+fn put_options(lease: Option<LeaseId>) -> Option<PutOptions> {
+    lease.map(|l| PutOptions::new().with_lease(l))
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let resp = self.client().get(key, None).await.map_err(etcd_err)?;
+        resp.kvs().first().map(to_kv).transpose()
+    }
+
+    async fn list(&self, prefix: &str) -> Result<ListResult> {
+        let resp = self
+            .client()
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(etcd_err)?;
+        Ok(ListResult {
+            items: resp.kvs().iter().map(to_kv).collect::<Result<_>>()?,
+            revision: resp.header().map(|h| h.revision()).unwrap_or(0),
+        })
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision> {
+        let compare = Compare::create_revision(key, CompareOp::Equal, 0);
+        let op = TxnOp::put(key, value, put_options(lease));
+        self.guarded(key, compare, op, None).await.map_err(|e| match e {
+            // A lease error surfaces as a gRPC status; everything else is "it exists".
+            StoreError::NotFound { key } => StoreError::AlreadyExists { key },
+            other => lease_error(other, lease),
+        })
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+        lease: Option<LeaseId>,
+    ) -> Result<Revision> {
+        let compare = Compare::mod_revision(key, CompareOp::Equal, expected);
+        let op = TxnOp::put(key, value, put_options(lease));
+        self.guarded(key, compare, op, Some(expected))
+            .await
+            .map_err(|e| lease_error(e, lease))
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision> {
+        let compare = match expected {
+            Some(rev) => Compare::mod_revision(key, CompareOp::Equal, rev),
+            None => Compare::create_revision(key, CompareOp::Greater, 0),
+        };
+        self.guarded(key, compare, TxnOp::delete(key, None), expected)
+            .await
+            .map_err(|e| match (e, expected) {
+                (StoreError::AlreadyExists { key }, None) => StoreError::NotFound { key },
+                (e, _) => e,
+            })
+    }
+
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
+        let mut options = WatchOptions::new().with_prefix().with_prev_key();
+        if from > 0 {
+            options = options.with_start_revision(from);
+        }
+        let mut stream = self
+            .client()
+            .watch(prefix, Some(options))
+            .await
+            .map_err(etcd_err)?;
+        // The first response confirms creation or reports compaction.
+        let first = stream.message().await.map_err(etcd_err)?;
+        if let Some(r) = &first {
+            if r.compact_revision() > 0 || r.canceled() {
+                return Err(StoreError::Compacted {
+                    compact_revision: r.compact_revision(),
+                });
+            }
+        }
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut pending = first;
+            loop {
+                let resp = match pending.take() {
+                    Some(r) => r,
+                    None => match stream.message().await {
+                        Ok(Some(r)) => r,
+                        Ok(None) => {
+                            let _ = tx.send(Err(StoreError::Unavailable("etcd watch ended".into()))).await;
+                            return;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(etcd_err(e))).await;
+                            return;
+                        }
+                    },
+                };
+                if resp.compact_revision() > 0 {
+                    let _ = tx
+                        .send(Err(StoreError::Compacted {
+                            compact_revision: resp.compact_revision(),
+                        }))
+                        .await;
+                    return;
+                }
+                for ev in resp.events() {
+                    let converted = convert_event(ev);
+                    if tx.send(converted).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(ReceiverStream::new(rx).boxed())
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
+        let secs = ttl.as_secs().max(1) as i64;
+        let resp = self.client().lease_grant(secs, None).await.map_err(etcd_err)?;
+        Ok(resp.id())
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
+        let (mut keeper, mut stream) = self
+            .client()
+            .lease_keep_alive(lease)
+            .await
+            .map_err(etcd_err)?;
+        keeper.keep_alive().await.map_err(|e| lease_error(etcd_err(e), Some(lease)))?;
+        match stream.message().await.map_err(|e| lease_error(etcd_err(e), Some(lease)))? {
+            Some(r) if r.ttl() > 0 => Ok(()),
+            _ => Err(StoreError::LeaseNotFound(lease)),
+        }
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
+        self.client()
+            .lease_revoke(lease)
+            .await
+            .map(|_| ())
+            .map_err(|e| lease_error(etcd_err(e), Some(lease)))
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        match self.client().compact(revision, None).await {
+            Ok(_) => Ok(()),
+            Err(e) => match etcd_err(e) {
+                // Compacting to an already compacted revision is a no-op, as in the embedded store.
+                StoreError::Compacted { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn revision(&self) -> Result<Revision> {
+        let resp = self
+            .client()
+            .get("\0", Some(GetOptions::new().with_count_only()))
+            .await
+            .map_err(etcd_err)?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    fn backend(&self) -> &'static str {
+        "etcd"
+    }
+}
+
+fn lease_error(e: StoreError, lease: Option<LeaseId>) -> StoreError {
+    match e {
+        StoreError::LeaseNotFound(_) => StoreError::LeaseNotFound(lease.unwrap_or(0)),
+        other => other,
+    }
+}
+
+fn convert_event(ev: &etcd_client::Event) -> Result<WatchEvent> {
+    let kv = ev
+        .kv()
+        .ok_or_else(|| StoreError::Backend("etcd event without a key".into()))?;
+    Ok(WatchEvent {
+        event_type: match ev.event_type() {
+            EtcdEventType::Put => EventType::Put,
+            EtcdEventType::Delete => EventType::Delete,
+        },
+        kv: to_kv(kv)?,
+        prev: ev.prev_kv().map(to_kv).transpose()?,
+    })
+}

@@ -1,0 +1,421 @@
+//! Objects on top of the key-value store: the metadata rules every writer follows.
+//!
+//! Keys are `/shoal/<plural>/<name>`; values are the object's JSON without
+//! `resourceVersion`, which is the key's `mod_revision` and is filled in on read.
+//!
+//! # Guarantees
+//! - `metadata.generation` starts at 1 and moves only when the user-owned body (spec,
+//!   labels and annotations don't count) changes.
+//! - `uid` and `creationTimestamp` are set once, by the server.
+//! - Every write compares on the revision it read: a lost race is `Conflict`, never a
+//!   silent overwrite.
+//! - Deleting an object with finalizers only sets `deletionTimestamp`; it is removed
+//!   when an update clears the last finalizer.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde_json::Value;
+use shoal_api::{DynamicObject, KindDesc, Resource};
+
+use crate::{EventType, KeyValue, LeaseId, Revision, Store, StoreError};
+
+pub const ROOT: &str = "/shoal/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("{kind}/{name} not found")]
+    NotFound { kind: String, name: String },
+    #[error("{kind}/{name} already exists")]
+    AlreadyExists { kind: String, name: String },
+    #[error("{kind}/{name} was changed by someone else (resourceVersion {current}, you had {expected}); get it again and retry")]
+    Conflict {
+        kind: String,
+        name: String,
+        expected: Revision,
+        current: Revision,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored {key} is unreadable: {why}")]
+    Corrupt { key: String, why: String },
+}
+
+pub type Result<T, E = ObjectError> = std::result::Result<T, E>;
+
+/// What `apply` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl std::fmt::Display for ApplyOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ApplyOutcome::Created => "created",
+            ApplyOutcome::Configured => "configured",
+            ApplyOutcome::Unchanged => "unchanged",
+        })
+    }
+}
+
+/// What `delete` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeleteOutcome {
+    Deleted(DynamicObject),
+    /// Finalizers remain: the object is marked and waits for its controllers.
+    Pending(DynamicObject),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectWatchEvent {
+    pub change: ChangeType,
+    pub object: DynamicObject,
+    pub revision: Revision,
+}
+
+pub type ObjectWatchStream = BoxStream<'static, Result<ObjectWatchEvent>>;
+
+/// The object layer. Cheap to clone.
+#[derive(Clone)]
+pub struct ObjectStore {
+    store: Arc<dyn Store>,
+}
+
+pub fn kind_prefix(kind: &KindDesc) -> String {
+    format!("{ROOT}{}/", kind.plural)
+}
+
+pub fn object_key(kind: &KindDesc, name: &str) -> String {
+    format!("{ROOT}{}/{name}", kind.plural)
+}
+
+fn desc_of(obj: &DynamicObject) -> Result<&'static KindDesc> {
+    obj.kind_desc()
+        .ok_or_else(|| ObjectError::Invalid(format!("unknown kind {:?}", obj.kind)))
+}
+
+fn decode(kv: &KeyValue) -> Result<DynamicObject> {
+    let mut obj: DynamicObject = serde_json::from_slice(&kv.value).map_err(|e| ObjectError::Corrupt {
+        key: kv.key.clone(),
+        why: e.to_string(),
+    })?;
+    obj.metadata.resource_version = Some(kv.mod_revision.to_string());
+    Ok(obj)
+}
+
+fn encode(obj: &DynamicObject) -> Result<Vec<u8>> {
+    let mut stored = obj.clone();
+    stored.metadata.resource_version = None;
+    serde_json::to_vec(&stored).map_err(|e| ObjectError::Invalid(e.to_string()))
+}
+
+fn parse_rv(obj: &DynamicObject) -> Result<Option<Revision>> {
+    match &obj.metadata.resource_version {
+        None => Ok(None),
+        Some(rv) => rv
+            .parse()
+            .map(Some)
+            .map_err(|_| ObjectError::Invalid(format!("metadata.resourceVersion {rv:?} is not a revision"))),
+    }
+}
+
+/// Whether two objects differ in anything the user owns.
+pub fn user_fields_equal(a: &DynamicObject, b: &DynamicObject) -> bool {
+    a.user_body() == b.user_body()
+        && a.metadata.labels == b.metadata.labels
+        && a.metadata.annotations == b.metadata.annotations
+        && a.metadata.finalizers == b.metadata.finalizers
+        && a.metadata.owner_references == b.metadata.owner_references
+}
+
+impl ObjectStore {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        ObjectStore { store }
+    }
+
+    pub fn raw(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn map_err(&self, e: StoreError, kind: &str, name: &str) -> ObjectError {
+        match e {
+            StoreError::NotFound { .. } => ObjectError::NotFound {
+                kind: kind.into(),
+                name: name.into(),
+            },
+            StoreError::AlreadyExists { .. } => ObjectError::AlreadyExists {
+                kind: kind.into(),
+                name: name.into(),
+            },
+            StoreError::Conflict {
+                expected, current, ..
+            } => ObjectError::Conflict {
+                kind: kind.into(),
+                name: name.into(),
+                expected,
+                current,
+            },
+            other => ObjectError::Store(other),
+        }
+    }
+
+    pub async fn get(&self, kind: &KindDesc, name: &str) -> Result<Option<DynamicObject>> {
+        match self.store.get(&object_key(kind, name)).await? {
+            Some(kv) => decode(&kv).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn list(&self, kind: &KindDesc) -> Result<(Vec<DynamicObject>, Revision)> {
+        let list = self.store.list(&kind_prefix(kind)).await?;
+        let items = list.items.iter().map(decode).collect::<Result<_>>()?;
+        Ok((items, list.revision))
+    }
+
+    /// Creates a new object, setting uid, generation and creationTimestamp.
+    pub async fn create(&self, obj: DynamicObject, lease: Option<LeaseId>) -> Result<DynamicObject> {
+        let kind = desc_of(&obj)?;
+        let mut obj = obj;
+        let meta = &mut obj.metadata;
+        meta.uid = Some(uuid::Uuid::new_v4().to_string());
+        meta.generation = Some(1);
+        meta.creation_timestamp = Some(Utc::now());
+        meta.deletion_timestamp = None;
+        meta.resource_version = None;
+        let rev = self
+            .store
+            .create(&object_key(kind, obj.name()), encode(&obj)?, lease)
+            .await
+            .map_err(|e| self.map_err(e, &obj.kind, &obj.metadata.name))?;
+        obj.metadata.resource_version = Some(rev.to_string());
+        Ok(obj)
+    }
+
+    /// Replaces the user-owned parts of the object at the revision in its
+    /// `resourceVersion`, keeping status and server-set metadata. Removing the last
+    /// finalizer of an object being deleted deletes it.
+    pub async fn update(&self, obj: DynamicObject, lease: Option<LeaseId>) -> Result<DynamicObject> {
+        let kind = desc_of(&obj)?;
+        let name = obj.name().to_string();
+        let current = self.get(kind, &name).await?.ok_or_else(|| ObjectError::NotFound {
+            kind: obj.kind.clone(),
+            name: name.clone(),
+        })?;
+        let expected = match parse_rv(&obj)? {
+            Some(rv) => rv,
+            None => parse_rv(&current)?.unwrap_or(0),
+        };
+        let merged = merge_user_fields(&current, obj);
+        self.write(kind, merged, expected, lease).await
+    }
+
+    /// Replaces `status` at the given revision (or the current one when None).
+    pub async fn update_status(
+        &self,
+        kind: &KindDesc,
+        name: &str,
+        status: Value,
+        expected: Option<Revision>,
+    ) -> Result<DynamicObject> {
+        let current = self.get(kind, name).await?.ok_or_else(|| ObjectError::NotFound {
+            kind: kind.kind.into(),
+            name: name.into(),
+        })?;
+        let expected = match expected {
+            Some(e) => e,
+            None => parse_rv(&current)?.unwrap_or(0),
+        };
+        let mut next = current;
+        next.body.insert("status".into(), status);
+        self.write(kind, next, expected, None).await
+    }
+
+    async fn write(
+        &self,
+        kind: &KindDesc,
+        mut obj: DynamicObject,
+        expected: Revision,
+        lease: Option<LeaseId>,
+    ) -> Result<DynamicObject> {
+        let key = object_key(kind, obj.name());
+        if obj.metadata.deletion_timestamp.is_some() && obj.metadata.finalizers.is_empty() {
+            let rev = self
+                .store
+                .delete(&key, Some(expected))
+                .await
+                .map_err(|e| self.map_err(e, kind.kind, &obj.metadata.name))?;
+            obj.metadata.resource_version = Some(rev.to_string());
+            return Ok(obj);
+        }
+        let rev = self
+            .store
+            .update(&key, encode(&obj)?, expected, lease)
+            .await
+            .map_err(|e| self.map_err(e, kind.kind, &obj.metadata.name))?;
+        obj.metadata.resource_version = Some(rev.to_string());
+        Ok(obj)
+    }
+
+    /// Create-or-update from a manifest. Retries lost races unless the manifest pinned a
+    /// `resourceVersion`. With `dry_run`, reports what would happen and writes nothing.
+    pub async fn apply(&self, obj: DynamicObject, dry_run: bool) -> Result<(ApplyOutcome, DynamicObject)> {
+        let kind = desc_of(&obj)?;
+        let pinned = parse_rv(&obj)?;
+        for _ in 0..16 {
+            let current = self.get(kind, obj.name()).await?;
+            let Some(current) = current else {
+                if pinned.is_some() {
+                    return Err(ObjectError::NotFound {
+                        kind: obj.kind.clone(),
+                        name: obj.name().into(),
+                    });
+                }
+                if dry_run {
+                    return Ok((ApplyOutcome::Created, obj));
+                }
+                match self.create(obj.clone(), None).await {
+                    Ok(created) => return Ok((ApplyOutcome::Created, created)),
+                    Err(ObjectError::AlreadyExists { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            let current_rv = parse_rv(&current)?.unwrap_or(0);
+            if let Some(pinned) = pinned {
+                if pinned != current_rv {
+                    return Err(ObjectError::Conflict {
+                        kind: obj.kind.clone(),
+                        name: obj.name().into(),
+                        expected: pinned,
+                        current: current_rv,
+                    });
+                }
+            }
+            let merged = merge_user_fields(&current, obj.clone());
+            if user_fields_equal(&current, &merged) {
+                return Ok((ApplyOutcome::Unchanged, current));
+            }
+            if dry_run {
+                return Ok((ApplyOutcome::Configured, merged));
+            }
+            match self.write(kind, merged, current_rv, None).await {
+                Ok(updated) => return Ok((ApplyOutcome::Configured, updated)),
+                Err(ObjectError::Conflict { .. }) if pinned.is_none() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ObjectError::Invalid(format!(
+            "{}/{} keeps changing under us; try again",
+            obj.kind,
+            obj.name()
+        )))
+    }
+
+    /// Deletes, or marks for deletion when finalizers remain.
+    pub async fn delete(&self, kind: &KindDesc, name: &str) -> Result<DeleteOutcome> {
+        for _ in 0..16 {
+            let current = self.get(kind, name).await?.ok_or_else(|| ObjectError::NotFound {
+                kind: kind.kind.into(),
+                name: name.into(),
+            })?;
+            let rv = parse_rv(&current)?.unwrap_or(0);
+            let key = object_key(kind, name);
+            if current.metadata.finalizers.is_empty() {
+                return match self.store.delete(&key, Some(rv)).await {
+                    Ok(_) => Ok(DeleteOutcome::Deleted(current)),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => Err(self.map_err(e, kind.kind, name)),
+                };
+            }
+            if current.metadata.deletion_timestamp.is_some() {
+                return Ok(DeleteOutcome::Pending(current));
+            }
+            let mut marked = current;
+            marked.metadata.deletion_timestamp = Some(Utc::now());
+            match self.store.update(&key, encode(&marked)?, rv, None).await {
+                Ok(rev) => {
+                    marked.metadata.resource_version = Some(rev.to_string());
+                    return Ok(DeleteOutcome::Pending(marked));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(self.map_err(e, kind.kind, name)),
+            }
+        }
+        Err(ObjectError::Invalid(format!("{}/{name} keeps changing under us; try again", kind.kind)))
+    }
+
+    /// Changes to objects of `kind` from revision `from` (0: from now).
+    pub async fn watch(&self, kind: &KindDesc, from: Revision) -> Result<ObjectWatchStream> {
+        let stream = self.store.watch(&kind_prefix(kind), from).await?;
+        Ok(stream
+            .map(|item| {
+                let ev = item?;
+                let revision = ev.revision();
+                let (change, kv) = match (ev.event_type, ev.prev) {
+                    (EventType::Delete, Some(prev)) => (ChangeType::Deleted, prev),
+                    (EventType::Delete, None) => {
+                        return Err(ObjectError::Corrupt {
+                            key: ev.kv.key,
+                            why: "delete event without the previous value".into(),
+                        })
+                    }
+                    (EventType::Put, None) => (ChangeType::Added, ev.kv),
+                    (EventType::Put, Some(_)) => (ChangeType::Modified, ev.kv),
+                };
+                let mut object = decode(&kv)?;
+                if change == ChangeType::Deleted {
+                    object.metadata.resource_version = Some(revision.to_string());
+                }
+                Ok(ObjectWatchEvent {
+                    change,
+                    object,
+                    revision,
+                })
+            })
+            .boxed())
+    }
+
+    /// Typed helpers for controllers.
+    pub async fn get_typed<R: Resource>(&self, name: &str) -> Result<Option<R>> {
+        let kind = shoal_api::kind_by_name(R::KIND)
+            .ok_or_else(|| ObjectError::Invalid(format!("unknown kind {}", R::KIND)))?;
+        match self.get(kind, name).await? {
+            Some(obj) => obj.to_typed().map(Some).map_err(|e| ObjectError::Corrupt {
+                key: object_key(kind, name),
+                why: e.to_string(),
+            }),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The next stored state when `incoming` replaces `current`'s user-owned fields.
+fn merge_user_fields(current: &DynamicObject, incoming: DynamicObject) -> DynamicObject {
+    let mut next = current.clone();
+    let status = next.body.remove("status");
+    next.body = incoming.user_body();
+    if let Some(status) = status {
+        next.body.insert("status".into(), status);
+    }
+    next.metadata.labels = incoming.metadata.labels;
+    next.metadata.annotations = incoming.metadata.annotations;
+    next.metadata.finalizers = incoming.metadata.finalizers;
+    next.metadata.owner_references = incoming.metadata.owner_references;
+    if next.user_body() != current.user_body() {
+        next.metadata.generation = Some(current.metadata.generation.unwrap_or(0) + 1);
+    }
+    next
+}
