@@ -1,1 +1,105 @@
-fn main() {}
+//! The `shoal` binary: argument parsing and wiring. Each command lives in `cmd/`.
+
+mod cmd;
+mod manifests;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7443";
+
+#[derive(Parser)]
+#[command(name = "shoal", version, about = "Docker Swarm's features, built the Kubernetes way")]
+pub struct Cli {
+    /// The shoal API server.
+    #[arg(long, global = true, env = "SHOAL_SERVER", default_value = DEFAULT_SERVER)]
+    server: String,
+    /// CA certificate (PEM) to trust for an https:// server.
+    #[arg(long, global = true, env = "SHOAL_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum)]
+    output: Option<Format>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Yaml,
+    Json,
+    Wide,
+    Name,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API server and the controllers.
+    Server(cmd::server::Args),
+    /// Create or update objects from manifests.
+    Apply(cmd::apply::Args),
+    /// List objects, or show one.
+    Get(cmd::get::Args),
+    /// Show an object in detail, with its conditions and recent events.
+    Describe(cmd::describe::Args),
+    /// Delete objects by name or by manifest.
+    Delete(cmd::delete::Args),
+    /// Show what apply would change. Exit 0: no change, 1: changes, >1: error.
+    Diff(cmd::diff::Args),
+    /// Show reconcile events.
+    Events(cmd::events::Args),
+    /// Show client and server versions, the store and the controller leader.
+    Version,
+    /// Print a shell completion script.
+    Completion {
+        shell: clap_complete::Shell,
+    },
+}
+
+/// What a command hands back to `main`: an exit code, or an error to print.
+pub type Outcome = anyhow::Result<ExitCode>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let fail_code = if matches!(cli.command, Command::Diff(_)) { 2 } else { 1 };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            output::print_error(&e);
+            ExitCode::from(fail_code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Outcome {
+    let ctx = cmd::Context {
+        server: cli.server,
+        ca_cert: cli.ca_cert,
+        format: cli.output,
+    };
+    match cli.command {
+        Command::Server(a) => cmd::server::run(a).await,
+        Command::Apply(a) => cmd::apply::run(&ctx, a).await,
+        Command::Get(a) => cmd::get::run(&ctx, a).await,
+        Command::Describe(a) => cmd::describe::run(&ctx, a).await,
+        Command::Delete(a) => cmd::delete::run(&ctx, a).await,
+        Command::Diff(a) => cmd::diff::run(&ctx, a).await,
+        Command::Events(a) => cmd::events::run(&ctx, a).await,
+        Command::Version => cmd::version(&ctx).await,
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "shoal", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -11,6 +11,7 @@ pub mod meta;
 pub mod object;
 pub mod quantity;
 pub mod schema;
+mod schema_check;
 pub mod selector;
 pub mod validate;
 pub mod yaml;

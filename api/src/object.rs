@@ -128,6 +128,12 @@ pub fn kind_names() -> String {
 
 fn decode_as<R: Resource>(value: Value) -> Result<DynamicObject, Problems> {
     let mut problems = Problems::default();
+    // The schema pass finds every structural problem; serde below would stop at one.
+    let schema = crate::schema_check::cached_schema(R::KIND, || schemars::schema_for!(R));
+    crate::schema_check::check(&schema, &value, &mut problems);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
     let typed: R = match serde_path_to_error::deserialize(value) {
         Ok(t) => t,
         Err(e) => {

@@ -1,0 +1,261 @@
+//! The gRPC handlers. Each one decodes, checks, calls the object layer, and maps errors
+//! to gRPC codes a client can act on.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::Value;
+use shoal_api::object::KindDesc;
+use shoal_api::{kind_by_name, DynamicObject, Selector};
+use shoal_store::objects::{DeleteOutcome, ObjectError};
+use shoal_store::{ObjectStore, Store};
+use tonic::{Request, Response, Status};
+
+use crate::pb::{self, api_server::Api};
+use crate::watch::watch_stream;
+use crate::CONTROLLER_LEADER_KEY;
+
+/// Most manifests one apply may carry.
+const MAX_APPLY: usize = 10_000;
+
+#[derive(Clone)]
+pub struct ApiService {
+    objects: ObjectStore,
+    server_id: String,
+}
+
+impl ApiService {
+    pub fn new(store: Arc<dyn Store>, server_id: String) -> Self {
+        ApiService {
+            objects: ObjectStore::new(store),
+            server_id,
+        }
+    }
+}
+
+pub(crate) fn status_of(e: ObjectError) -> Status {
+    match e {
+        ObjectError::NotFound { .. } => Status::not_found(e.to_string()),
+        ObjectError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
+        ObjectError::Conflict { .. } => Status::aborted(e.to_string()),
+        ObjectError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        ObjectError::Store(shoal_store::StoreError::Unavailable(_)) => Status::unavailable(e.to_string()),
+        ObjectError::Store(shoal_store::StoreError::Compacted { .. }) => Status::out_of_range(e.to_string()),
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+pub(crate) fn kind_of(name: &str) -> Result<&'static KindDesc, Status> {
+    kind_by_name(name).ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "unknown kind {name:?}; known kinds: {}",
+            shoal_api::object::kind_names()
+        ))
+    })
+}
+
+pub(crate) fn selector_of(text: &str) -> Result<Selector, Status> {
+    Selector::parse(text).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+pub(crate) fn to_json(obj: &DynamicObject) -> Result<String, Status> {
+    serde_json::to_string(obj).map_err(|e| Status::internal(e.to_string()))
+}
+
+/// Whether an Event is about `reference` ("Kind/name").
+pub(crate) fn involves(obj: &DynamicObject, reference: &str) -> bool {
+    if reference.is_empty() {
+        return true;
+    }
+    let Some(involved) = obj.body.get("involvedObject") else {
+        return false;
+    };
+    let kind = involved.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let name = involved.get("name").and_then(Value::as_str).unwrap_or_default();
+    match reference.split_once('/') {
+        Some((k, n)) => {
+            let k = kind_by_name(k).map_or(k, |d| d.kind);
+            k == kind && n == name
+        }
+        None => false,
+    }
+}
+
+/// Decodes and validates a manifest the client sent, as if it came from a file.
+fn check_manifest(m: &pb::Manifest) -> Result<DynamicObject, Vec<String>> {
+    let source = if m.source.is_empty() { "request" } else { &m.source };
+    let value: Value = serde_json::from_str(&m.json).map_err(|e| vec![format!("{source}: not JSON: {e}")])?;
+    let obj = shoal_api::yaml::decode_value(value).map_err(|problems| {
+        problems
+            .into_iter()
+            .map(|(path, msg)| {
+                if path.is_empty() {
+                    format!("{source}: {msg}")
+                } else {
+                    format!("{source}: {path}: {msg}")
+                }
+            })
+            .collect::<Vec<_>>()
+    })?;
+    let desc = obj.kind_desc().ok_or_else(|| vec![format!("{source}: unknown kind")])?;
+    if !desc.user_writable {
+        return Err(vec![format!(
+            "{source}: {} objects are written by shoal itself and cannot be applied",
+            desc.kind
+        )]);
+    }
+    Ok(obj)
+}
+
+#[tonic::async_trait]
+impl Api for ApiService {
+    #[tracing::instrument(skip_all, fields(manifests = req.get_ref().manifests.len(), dry_run = req.get_ref().dry_run))]
+    async fn apply(&self, req: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
+        let req = req.into_inner();
+        if req.manifests.len() > MAX_APPLY {
+            return Err(Status::invalid_argument(format!(
+                "{} manifests in one apply; the limit is {MAX_APPLY}",
+                req.manifests.len()
+            )));
+        }
+        let mut objects = Vec::with_capacity(req.manifests.len());
+        let mut problems = Vec::new();
+        let mut seen = HashSet::new();
+        for m in &req.manifests {
+            match check_manifest(m) {
+                Ok(obj) => {
+                    if !seen.insert((obj.kind.clone(), obj.metadata.name.clone())) {
+                        problems.push(format!("{}: {} appears twice in this apply", m.source, obj.reference()));
+                    }
+                    objects.push(obj);
+                }
+                Err(list) => problems.extend(list),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Status::invalid_argument(problems.join("\n")));
+        }
+        let mut results = Vec::with_capacity(objects.len());
+        for obj in objects {
+            let (kind, name) = (obj.kind.clone(), obj.metadata.name.clone());
+            let (outcome, stored) = self.objects.apply(obj, req.dry_run).await.map_err(status_of)?;
+            tracing::info!(%kind, %name, %outcome, "applied");
+            results.push(pb::ApplyResult {
+                kind,
+                name,
+                outcome: outcome.to_string(),
+                json: to_json(&stored)?,
+            });
+        }
+        Ok(Response::new(pb::ApplyResponse { results }))
+    }
+
+    #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind, name = %req.get_ref().name))]
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::ObjectResponse>, Status> {
+        let req = req.into_inner();
+        let kind = kind_of(&req.kind)?;
+        match self.objects.get(kind, &req.name).await.map_err(status_of)? {
+            Some(obj) => Ok(Response::new(pb::ObjectResponse { json: to_json(&obj)? })),
+            None => Err(Status::not_found(format!("{}/{} not found", kind.kind, req.name))),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind))]
+    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        let req = req.into_inner();
+        let kind = kind_of(&req.kind)?;
+        let selector = selector_of(&req.label_selector)?;
+        let (items, revision) = self.objects.list(kind).await.map_err(status_of)?;
+        let items = items
+            .iter()
+            .filter(|o| selector.matches(&o.metadata.labels) && involves(o, &req.involved_object))
+            .map(to_json)
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(pb::ListResponse { items, revision }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update(&self, req: Request<pb::UpdateRequest>) -> Result<Response<pb::ObjectResponse>, Status> {
+        let value: Value = serde_json::from_str(&req.get_ref().json)
+            .map_err(|e| Status::invalid_argument(format!("not JSON: {e}")))?;
+        let obj = shoal_api::yaml::decode_value(value).map_err(|p| {
+            Status::invalid_argument(
+                p.into_iter().map(|(path, m)| format!("{path}: {m}")).collect::<Vec<_>>().join("\n"),
+            )
+        })?;
+        let updated = self.objects.update(obj, None).await.map_err(status_of)?;
+        Ok(Response::new(pb::ObjectResponse { json: to_json(&updated)? }))
+    }
+
+    #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind, name = %req.get_ref().name))]
+    async fn update_status(
+        &self,
+        req: Request<pb::UpdateStatusRequest>,
+    ) -> Result<Response<pb::ObjectResponse>, Status> {
+        let req = req.into_inner();
+        let kind = kind_of(&req.kind)?;
+        let status: Value = serde_json::from_str(&req.status_json)
+            .map_err(|e| Status::invalid_argument(format!("status is not JSON: {e}")))?;
+        let expected = if req.resource_version.is_empty() {
+            None
+        } else {
+            Some(req.resource_version.parse().map_err(|_| {
+                Status::invalid_argument(format!("resourceVersion {:?} is not a revision", req.resource_version))
+            })?)
+        };
+        // Check the result still decodes as its kind before storing it.
+        if let Some(mut current) = self.objects.get(kind, &req.name).await.map_err(status_of)? {
+            current.body.insert("status".into(), status.clone());
+            let value = serde_json::to_value(&current).map_err(|e| Status::internal(e.to_string()))?;
+            (kind.decode)(value).map_err(|p| {
+                Status::invalid_argument(p.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+            })?;
+        }
+        let updated = self
+            .objects
+            .update_status(kind, &req.name, status, expected)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::ObjectResponse { json: to_json(&updated)? }))
+    }
+
+    #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind, name = %req.get_ref().name))]
+    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        let req = req.into_inner();
+        let kind = kind_of(&req.kind)?;
+        let (outcome, obj) = match self.objects.delete(kind, &req.name).await.map_err(status_of)? {
+            DeleteOutcome::Deleted(o) => ("deleted", o),
+            DeleteOutcome::Pending(o) => ("pending", o),
+        };
+        tracing::info!(kind = kind.kind, name = %req.name, outcome, "delete");
+        Ok(Response::new(pb::DeleteResponse {
+            outcome: outcome.into(),
+            json: to_json(&obj)?,
+        }))
+    }
+
+    type WatchStream = watch::ResponseStream;
+
+    #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind))]
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        watch_stream(self.objects.clone(), req.into_inner()).await.map(Response::new)
+    }
+
+    async fn info(&self, _: Request<pb::InfoRequest>) -> Result<Response<pb::InfoResponse>, Status> {
+        let store = self.objects.raw();
+        let leader = store
+            .get(CONTROLLER_LEADER_KEY)
+            .await
+            .map_err(|e| status_of(e.into()))?
+            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+            .unwrap_or_default();
+        Ok(Response::new(pb::InfoResponse {
+            version: env!("CARGO_PKG_VERSION").into(),
+            store: store.backend().into(),
+            server_id: self.server_id.clone(),
+            leader,
+        }))
+    }
+}
+
+use crate::watch;

@@ -1,0 +1,177 @@
+//! The controller loop: changes → keyed queue → `reconcile(obj, ctx)`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use shoal_api::Resource;
+use shoal_store::ObjectStore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::cache::{Change, Reader, Reflector};
+use crate::queue::{Backoff, WorkQueue};
+
+/// What to do after a reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Reconcile again after this long, even if nothing changes.
+    Requeue(Duration),
+    /// Nothing to do until the object (or something it watches) changes.
+    AwaitChange,
+    /// Retry with the controller's exponential backoff for this object.
+    Backoff,
+}
+
+impl Action {
+    pub fn requeue(after: Duration) -> Self {
+        Action::Requeue(after)
+    }
+    pub fn await_change() -> Self {
+        Action::AwaitChange
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// For logs and spans: `gc`, `service`.
+    pub name: &'static str,
+    /// Objects reconciled at once (never the same object twice).
+    pub concurrency: usize,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl ControllerConfig {
+    pub fn named(name: &'static str) -> Self {
+        ControllerConfig {
+            name,
+            concurrency: 4,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+pub struct Controller<K: Resource> {
+    config: ControllerConfig,
+    objects: ObjectStore,
+    queue: WorkQueue,
+    reflector: Reflector<K>,
+    secondary: Vec<Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>>,
+}
+
+impl<K: Resource> Controller<K> {
+    pub fn new(objects: ObjectStore, config: ControllerConfig) -> Self {
+        let queue = WorkQueue::new();
+        let mut reflector = Reflector::<K>::new(objects.clone());
+        let q = queue.clone();
+        reflector.on_change(move |c| match c {
+            Change::Applied(k) | Change::Deleted(k) => q.add(k.name()),
+        });
+        Controller {
+            config,
+            objects,
+            queue,
+            reflector,
+            secondary: Vec::new(),
+        }
+    }
+
+    /// The primary kind's cache, for reconcile contexts and mappers.
+    pub fn reader(&self) -> Reader<K> {
+        self.reflector.reader()
+    }
+
+    /// Also reconciles the objects `map` names whenever an object of kind `C` changes
+    /// (e.g. the owner of a Task that changed).
+    pub fn watches<C: Resource>(self, map: impl Fn(&C) -> Vec<String> + Send + Sync + 'static) -> Self {
+        let reflector = Reflector::<C>::new(self.objects.clone());
+        self.watches_reflector(reflector, map)
+    }
+
+    /// As [`watches`](Self::watches), with a reflector whose reader the caller keeps.
+    pub fn watches_reflector<C: Resource>(
+        mut self,
+        mut reflector: Reflector<C>,
+        map: impl Fn(&C) -> Vec<String> + Send + Sync + 'static,
+    ) -> Self {
+        let q = self.queue.clone();
+        reflector.on_change(move |c| {
+            let (Change::Applied(obj) | Change::Deleted(obj)) = c;
+            for name in map(obj) {
+                q.add(&name);
+            }
+        });
+        self.secondary.push(Box::new(move |token| Box::pin(reflector.run(token))));
+        self
+    }
+
+    /// Runs until `shutdown`. `reconcile` sees the cached object; objects deleted before
+    /// their turn are skipped. `error_policy` decides what a failure means.
+    pub async fn run<Ctx, E, F, Fut, P>(self, reconcile: F, error_policy: P, ctx: Arc<Ctx>, shutdown: CancellationToken)
+    where
+        Ctx: Send + Sync + 'static,
+        E: std::fmt::Display + Send + 'static,
+        F: Fn(Arc<K>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Action, E>> + Send + 'static,
+        P: Fn(Arc<K>, &E, Arc<Ctx>) -> Action + Send + Sync + 'static,
+    {
+        let Controller {
+            config,
+            queue,
+            reflector,
+            secondary,
+            ..
+        } = self;
+        tracing::info!(controller = config.name, kind = K::KIND, "controller starting");
+        let reader = reflector.reader();
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(reflector.run(shutdown.clone()));
+        for s in secondary {
+            tasks.spawn(s(shutdown.clone()));
+        }
+        reader.wait_ready().await;
+        let reconcile = Arc::new(reconcile);
+        let error_policy = Arc::new(error_policy);
+        let backoff = Arc::new(Backoff::new(config.backoff_base, config.backoff_max));
+        for _ in 0..config.concurrency.max(1) {
+            let (queue, reader, ctx) = (queue.clone(), reader.clone(), ctx.clone());
+            let (reconcile, error_policy, backoff) = (reconcile.clone(), error_policy.clone(), backoff.clone());
+            let name = config.name;
+            tasks.spawn(async move {
+                while let Some(key) = queue.next().await {
+                    let Some(obj) = reader.get(&key) else {
+                        backoff.succeeded(&key);
+                        queue.done(&key);
+                        continue;
+                    };
+                    let span = tracing::info_span!("reconcile", controller = name, kind = K::KIND, object = %key);
+                    let result = reconcile(obj.clone(), ctx.clone()).instrument(span.clone()).await;
+                    let action = match result {
+                        Ok(action) => {
+                            backoff.succeeded(&key);
+                            action
+                        }
+                        Err(e) => {
+                            span.in_scope(|| tracing::warn!(error = %e, "reconcile failed"));
+                            error_policy(obj, &e, ctx.clone())
+                        }
+                    };
+                    queue.done(&key);
+                    match action {
+                        Action::AwaitChange => {}
+                        Action::Requeue(after) => queue.add_after(&key, after),
+                        Action::Backoff => queue.add_after(&key, backoff.failed(&key)),
+                    }
+                }
+            });
+        }
+        shutdown.cancelled().await;
+        queue.shut_down();
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        tracing::info!(controller = config.name, "controller stopped");
+    }
+}

@@ -1,0 +1,140 @@
+//! Leader election on a store lease, so that with several servers exactly one runs the
+//! controllers.
+//!
+//! The leader holds a key created under a lease it keeps alive. If it dies, the lease
+//! expires and the key disappears; the others watch the key and race to create it.
+//! A leader that cannot renew its lease in time steps down (cancels its work) before
+//! the lease can expire, so two leaders never act at once for longer than a renewal.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use shoal_store::{EventType, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+
+pub struct LeaderElection {
+    store: Arc<dyn Store>,
+    key: String,
+    identity: String,
+    ttl: Duration,
+}
+
+impl LeaderElection {
+    pub fn new(store: Arc<dyn Store>, key: impl Into<String>, identity: impl Into<String>) -> Self {
+        LeaderElection {
+            store,
+            key: key.into(),
+            identity: identity.into(),
+            ttl: Duration::from_secs(3),
+        }
+    }
+
+    /// How long a dead leader keeps the role before another takes over.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Campaigns until `shutdown`; while leading, runs `lead(token)`, where `token` is
+    /// cancelled when leadership is lost. Resigns (revokes the lease) on shutdown so a
+    /// successor takes over at once.
+    pub async fn run<F, Fut>(self, shutdown: CancellationToken, lead: F)
+    where
+        F: Fn(CancellationToken) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        while !shutdown.is_cancelled() {
+            match self.try_acquire().await {
+                Ok(Some(lease)) => {
+                    tracing::info!(identity = %self.identity, "became the controller leader");
+                    let term = shutdown.child_token();
+                    let renew = self.renew(lease, term.clone());
+                    let work = lead(term.clone());
+                    tokio::select! {
+                        _ = renew => tracing::warn!(identity = %self.identity, "lost the controller lease; stepping down"),
+                        _ = work => {}
+                    }
+                    term.cancel();
+                    // Best effort: on a lost lease this fails, which is fine.
+                    let _ = self.store.revoke_lease(lease).await;
+                }
+                Ok(None) => self.wait_for_vacancy(&shutdown).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "leader election: store error; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.ttl / 3) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn try_acquire(&self) -> Result<Option<i64>, StoreError> {
+        let lease = self.store.grant_lease(self.ttl).await?;
+        match self.store.create(&self.key, self.identity.clone().into_bytes(), Some(lease)).await {
+            Ok(_) => Ok(Some(lease)),
+            Err(StoreError::AlreadyExists { .. }) => {
+                let _ = self.store.revoke_lease(lease).await;
+                Ok(None)
+            }
+            Err(e) => {
+                let _ = self.store.revoke_lease(lease).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Keeps the lease alive; returns when it cannot be renewed within a third of the
+    /// TTL (so the leader stops before the lease can lapse) or `term` is cancelled.
+    async fn renew(&self, lease: i64, term: CancellationToken) {
+        let period = self.ttl / 3;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = term.cancelled() => return,
+            }
+            match tokio::time::timeout(period, self.store.keep_alive(lease)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "controller lease renewal failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!("controller lease renewal timed out");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Returns when the leader key is deleted, or after a while to re-check.
+    async fn wait_for_vacancy(&self, shutdown: &CancellationToken) {
+        let watch = async {
+            let rev = self.store.revision().await?;
+            if self.store.get(&self.key).await?.is_none() {
+                return Ok(());
+            }
+            let mut stream = self.store.watch(&self.key, rev + 1).await?;
+            while let Some(ev) = stream.next().await {
+                let ev = ev?;
+                if ev.kv.key == self.key && ev.event_type == EventType::Delete {
+                    return Ok(());
+                }
+            }
+            Ok::<(), StoreError>(())
+        };
+        tokio::select! {
+            r = watch => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "leader watch ended");
+                    tokio::time::sleep(self.ttl / 3).await;
+                }
+            }
+            _ = tokio::time::sleep(self.ttl * 10) => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+}

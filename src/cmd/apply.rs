@@ -1,0 +1,43 @@
+use std::process::ExitCode;
+
+use shoal_apiserver::pb;
+
+use super::Context;
+use crate::{manifests, output, Outcome};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A manifest file, a directory of them, or - for stdin. Repeatable.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<String>,
+    /// Check and report what would happen, without writing anything.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub async fn run(ctx: &Context, a: Args) -> Outcome {
+    let manifests = manifests::read_all(&a.files)?;
+    let request = pb::ApplyRequest {
+        manifests: manifests
+            .iter()
+            .map(|m| {
+                Ok(pb::Manifest {
+                    json: serde_json::to_string(&m.object)?,
+                    source: format!("{}: doc {}", m.file, m.doc),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+        dry_run: a.dry_run,
+    };
+    let response = ctx.client().await?.apply(request).await?.into_inner();
+    let suffix = if a.dry_run { " (dry run)" } else { "" };
+    for r in response.results {
+        match ctx.format {
+            Some(crate::Format::Json) | Some(crate::Format::Yaml) => {
+                output::print_one(&output::parse_object(&r.json)?, ctx.format)?
+            }
+            _ => println!("{}/{} {}{suffix}", r.kind.to_ascii_lowercase(), r.name, r.outcome),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,65 @@
+//! One module per command.
+
+pub mod apply;
+pub mod delete;
+pub mod describe;
+pub mod diff;
+pub mod events;
+pub mod get;
+pub mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use shoal_apiserver::client::connect;
+use shoal_apiserver::pb::api_client::ApiClient;
+use shoal_apiserver::pb::InfoRequest;
+use tonic::transport::Channel;
+
+use crate::{Format, Outcome};
+
+/// What every client command needs.
+pub struct Context {
+    pub server: String,
+    pub ca_cert: Option<PathBuf>,
+    pub format: Option<Format>,
+}
+
+impl Context {
+    pub async fn client(&self) -> anyhow::Result<ApiClient<Channel>> {
+        Ok(connect(&self.server, self.ca_cert.as_deref()).await?)
+    }
+}
+
+/// Resolves a kind the way users type it, with the list of kinds when it is unknown.
+pub fn kind(name: &str) -> anyhow::Result<&'static shoal_api::KindDesc> {
+    shoal_api::kind_by_name(name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown kind {name:?}; known kinds: {} (singular, plural or short names work)",
+            shoal_api::object::kind_names()
+        )
+    })
+}
+
+/// Splits `kind/name` (as in `service/web`).
+pub fn kind_and_name(reference: &str) -> anyhow::Result<(&'static shoal_api::KindDesc, String)> {
+    let (k, n) = reference
+        .split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("{reference:?}: expected KIND/NAME, like service/web"))?;
+    if n.is_empty() {
+        anyhow::bail!("{reference:?}: the name is missing");
+    }
+    Ok((kind(k)?, n.to_string()))
+}
+
+pub async fn version(ctx: &Context) -> Outcome {
+    println!("client: shoal {}", env!("CARGO_PKG_VERSION"));
+    let info = ctx.client().await?.info(InfoRequest {}).await?.into_inner();
+    println!("server: shoal {} ({})", info.version, info.server_id);
+    println!("store: {}", info.store);
+    println!(
+        "controller leader: {}",
+        if info.leader.is_empty() { "<none>" } else { &info.leader }
+    );
+    Ok(ExitCode::SUCCESS)
+}

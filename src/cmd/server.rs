@@ -1,0 +1,146 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use shoal_apiserver::{ApiService, ListenConfig, TlsFiles, CONTROLLER_LEADER_KEY};
+use shoal_reconcile::{CancellationToken, LeaderElection};
+use shoal_store::{ObjectStore, Store};
+
+use crate::Outcome;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where the embedded store keeps its data.
+    #[arg(long, env = "SHOAL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address for the API. Loopback unless TLS (or --insecure) is given.
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    listen: SocketAddr,
+    /// Use etcd instead of the embedded store: etcd://host:port[,host:port]
+    #[arg(long)]
+    store: Option<String>,
+    /// TLS certificate (PEM) for the API.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for the API.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plaintext on a non-loopback address.
+    #[arg(long)]
+    insecure: bool,
+    /// This server's name in leader election (default: host name and process id).
+    #[arg(long)]
+    id: Option<String>,
+    /// How long a dead leader holds the controllers before another server takes over.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    leader_ttl: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    s.parse::<shoal_api::Duration>().map(|d| d.0)
+}
+
+pub fn default_data_dir() -> PathBuf {
+    if nix_is_root() {
+        return PathBuf::from("/var/lib/shoal");
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("shoal")
+}
+
+fn nix_is_root() -> bool {
+    // /proc/self/status avoids a libc dependency in the binary for one syscall.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "shoal".into())
+}
+
+pub async fn run(a: Args) -> Outcome {
+    init_logging();
+    let tls = match (a.tls_cert, a.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => None,
+    };
+    let listen = ListenConfig {
+        addr: a.listen,
+        tls: tls.clone(),
+        insecure: a.insecure,
+    };
+    let data_dir = a.data_dir.unwrap_or_else(default_data_dir);
+    let store: Arc<dyn Store> = shoal_store::open(a.store.as_deref(), &data_dir)
+        .await
+        .with_context(|| match &a.store {
+            Some(url) => format!("cannot use the store {url}"),
+            None => format!("cannot open the embedded store in {}", data_dir.display()),
+        })?;
+    let listener = listen.bind().await?;
+    let id = a.id.unwrap_or_else(|| format!("{}-{}", host_name(), std::process::id()));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(
+        listen = %format!("{scheme}://{}", listener.local_addr()?),
+        store = store.backend(),
+        id = %id,
+        "shoal server ready"
+    );
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    let election = LeaderElection::new(store.clone(), CONTROLLER_LEADER_KEY, id.clone()).with_ttl(a.leader_ttl);
+    let objects = ObjectStore::new(store.clone());
+    let controllers = tokio::spawn(election.run(shutdown.clone(), move |term| run_controllers(objects.clone(), term)));
+    let service = ApiService::new(store, id);
+    let served = shoal_apiserver::serve(service, listener, tls.as_ref(), shutdown.clone().cancelled_owned()).await;
+    shutdown.cancel();
+    let _ = controllers.await;
+    served?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every controller, for as long as this server leads.
+async fn run_controllers(objects: ObjectStore, term: CancellationToken) {
+    let gc = tokio::spawn(shoal_controller_gc::run(objects, term.clone()));
+    term.cancelled().await;
+    let _ = gc.await;
+}
+
+async fn signal_shutdown(token: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            token.cancel();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    token.cancel();
+}

@@ -1,0 +1,184 @@
+//! The new-user session from the foundation issue, against a real `shoal server`, on
+//! both stores: apply, get, describe, diff, delete, bad manifests, restarts.
+
+mod support;
+
+use std::path::Path;
+
+use support::*;
+
+fn user_session(server: &mut Server) {
+    let examples = examples_copy();
+    let dir = examples.path().to_str().expect("utf8").to_string();
+
+    // First apply creates, second changes nothing.
+    let out = ok(server.shoal(&["apply", "-f", &dir]));
+    assert!(out.contains("service/web created"), "{out}");
+    assert!(out.contains("network/front created"), "{out}");
+    assert!(out.lines().all(|l| l.ends_with(" created")), "{out}");
+    let out = ok(server.shoal(&["apply", "-f", &dir]));
+    assert!(out.lines().all(|l| l.ends_with(" unchanged")), "{out}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+
+    // diff: nothing to change.
+    let same = server.shoal(&["diff", "-f", &dir]);
+    assert_eq!(same.status.code(), Some(0), "{}", stderr(&same));
+
+    // Editing replicas: diff shows it (exit 1), apply configures it, generation moves.
+    let web = Path::new(&dir).join("web.yaml");
+    let text = std::fs::read_to_string(&web).expect("read");
+    std::fs::write(&web, text.replace("replicas: 3", "replicas: 5")).expect("write");
+    let d = server.shoal(&["diff", "-f", &dir]);
+    assert_eq!(d.status.code(), Some(1), "{}", stderr(&d));
+    assert!(stdout(&d).contains("+  replicas: 5"), "{}", stdout(&d));
+    assert!(stdout(&d).contains("-  replicas: 3"), "{}", stdout(&d));
+    let out = ok(server.shoal(&["apply", "-f", &dir]));
+    assert!(out.contains("service/web configured"), "{out}");
+    assert!(out.contains("network/front unchanged"), "{out}");
+
+    // get in every format.
+    let list = json(server.shoal(&["get", "services", "-o", "json"]));
+    let items = list["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!(items[0]["spec"]["replicas"], 5);
+    assert_eq!(items[0]["metadata"]["generation"], 2);
+    let one = json(server.shoal(&["get", "svc", "web", "-o", "json"]));
+    assert_eq!(one["metadata"]["name"], "web");
+    assert!(one["metadata"]["uid"].is_string());
+    assert_eq!(ok(server.shoal(&["get", "service", "-o", "name"])).trim(), "service/web");
+    let yaml = ok(server.shoal(&["get", "svc", "web", "-o", "yaml"]));
+    assert!(yaml.contains("kind: Service") && yaml.contains("replicas: 5"), "{yaml}");
+    let table = ok(server.shoal(&["get", "svc"]));
+    assert!(table.starts_with("NAME") && table.contains("web"), "{table}");
+    let wide = ok(server.shoal(&["get", "svc", "-o", "wide"]));
+    assert!(wide.contains("app=web"), "{wide}");
+    let selected = json(server.shoal(&["get", "svc", "-l", "app=web", "-o", "json"]));
+    assert_eq!(selected["items"].as_array().map(Vec::len), Some(1));
+    let none = json(server.shoal(&["get", "svc", "-l", "app=nope", "-o", "json"]));
+    assert_eq!(none["items"].as_array().map(Vec::len), Some(0));
+
+    // describe shows spec and the events section.
+    let desc = ok(server.shoal(&["describe", "service", "web"]));
+    for part in ["Name:         web", "Kind:         Service", "Spec:", "replicas: 5", "Events:"] {
+        assert!(desc.contains(part), "missing {part:?} in:\n{desc}");
+    }
+
+    // A broken manifest changes nothing and says where every problem is.
+    let bad = Path::new(&dir).join("zz-bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: fine}\nspec: {image: x}\n---\n\
+         apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: api}\nspec:\n  image: x\n  replicas: three\n  ports: [1]\n",
+    )
+    .expect("write bad");
+    let applied = server.shoal(&["apply", "-f", bad.to_str().expect("utf8")]);
+    assert!(!applied.status.success());
+    let err = stderr(&applied);
+    assert!(
+        err.contains("zz-bad.yaml: doc 2, line 11: spec.replicas: expected an integer, found \"three\""),
+        "{err}"
+    );
+    assert!(err.contains("zz-bad.yaml: doc 2, line 12: spec.ports: unknown field"), "{err}");
+    assert!(!server.shoal(&["get", "svc", "fine"]).status.success(), "nothing may be written");
+    let d = server.shoal(&["diff", "-f", bad.to_str().expect("utf8")]);
+    assert_eq!(d.status.code(), Some(2), "diff errors exit 2");
+    std::fs::remove_file(&bad).expect("rm");
+
+    // Syntax errors and unknown kinds are one clear line each.
+    let o = server.shoal_stdin(&["apply", "-f", "-"], "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: [x\n");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("<stdin>: doc 1, line"), "{}", stderr(&o));
+    let o = server.shoal_stdin(&["apply", "-f", "-"], "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n");
+    assert!(stderr(&o).contains("line 1: apiVersion: unsupported apiVersion"), "{}", stderr(&o));
+    let o = server.shoal_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: shoal.dev/v1\nkind: Event\nmetadata: {name: x}\ntype: Normal\nreason: R\nmessage: m\ninvolvedObject: {kind: Service, name: web}\ncount: 1\nfirstTimestamp: 2026-01-01T00:00:00Z\nlastTimestamp: 2026-01-01T00:00:00Z\n",
+    );
+    assert!(stderr(&o).contains("written by shoal itself"), "{}", stderr(&o));
+    let o = server.shoal(&["get", "deployments"]);
+    assert!(!o.status.success() && stderr(&o).contains("unknown kind"), "{}", stderr(&o));
+
+    // Dry run reports without writing.
+    let o = ok(server.shoal_stdin(
+        &["apply", "--dry-run", "-f", "-"],
+        "apiVersion: shoal.dev/v1\nkind: Network\nmetadata: {name: back}\nspec: {driver: bridge}\n",
+    ));
+    assert!(o.contains("network/back created (dry run)"), "{o}");
+    assert!(!server.shoal(&["get", "network", "back"]).status.success());
+
+    // A restart keeps every object.
+    server.restart();
+    let nets = json(server.shoal(&["get", "networks", "-o", "json"]));
+    assert_eq!(nets["items"][0]["spec"]["subnet"], "10.10.1.0/24", "{nets}");
+    let svc = json(server.shoal(&["get", "svc", "web", "-o", "json"]));
+    assert_eq!(svc["spec"]["replicas"], 5);
+    let out = ok(server.shoal(&["apply", "-f", &dir]));
+    assert!(out.lines().all(|l| l.ends_with(" unchanged")), "{out}");
+
+    // delete by name and by file.
+    let out = ok(server.shoal(&["delete", "service", "web"]));
+    assert!(out.contains("service/web deleted"), "{out}");
+    let gone = server.shoal(&["get", "service", "web"]);
+    assert!(!gone.status.success() && stderr(&gone).contains("not found"), "{}", stderr(&gone));
+    let out = ok(server.shoal(&["delete", "-f", &Path::new(&dir).join("network.yaml").to_string_lossy()]));
+    assert!(out.contains("network/front deleted"), "{out}");
+}
+
+#[test]
+fn new_user_session_on_the_embedded_store() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::embedded(data.path());
+    user_session(&mut server);
+}
+
+#[test]
+fn new_user_session_on_etcd() {
+    let etcd = Etcd::start();
+    let mut server = Server::etcd(&etcd.address(), "etcd-session");
+    user_session(&mut server);
+}
+
+#[test]
+fn finalizers_hold_deletion_until_removed() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = Server::embedded(data.path());
+    let held = "apiVersion: shoal.dev/v1\nkind: Network\nmetadata: {name: held, finalizers: [example.com/hold]}\nspec: {}\n";
+    ok(server.shoal_stdin(&["apply", "-f", "-"], held));
+    let out = ok(server.shoal(&["delete", "network", "held"]));
+    assert!(out.contains("marked for deletion"), "{out}");
+    let obj = json(server.shoal(&["get", "network", "held", "-o", "json"]));
+    assert!(obj["metadata"]["deletionTimestamp"].is_string(), "{obj}");
+    // Removing the finalizer completes the deletion.
+    let released = held.replace(", finalizers: [example.com/hold]", "");
+    ok(server.shoal_stdin(&["apply", "-f", "-"], &released));
+    assert!(!server.shoal(&["get", "network", "held"]).status.success(), "deleted once released");
+}
+
+#[test]
+fn non_loopback_listen_needs_tls_or_insecure() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["server", "--listen", &format!("0.0.0.0:{}", free_port()), "--data-dir"])
+        .arg(data.path())
+        .output()
+        .expect("run");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("TLS is off"), "{}", stderr(&o));
+}
+
+#[test]
+fn unreachable_server_is_one_clear_error() {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let o = shoal_at(&url, &["get", "svc"], None);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("cannot reach the shoal server at") && err.lines().count() == 1, "{err}");
+}
+
+#[test]
+fn completion_scripts() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = shoal_at("http://127.0.0.1:1", &["completion", shell], None);
+        assert!(o.status.success() && stdout(&o).contains("shoal"), "{shell}");
+    }
+}

@@ -1,0 +1,173 @@
+//! Real `shoal` processes for end-to-end tests.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+pub use shoal_testkit::{eventually, free_port, Etcd};
+
+/// A `shoal server` process, killed on drop.
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub id: String,
+    store: Option<String>,
+}
+
+impl Server {
+    /// Embedded store in `data_dir`.
+    pub fn embedded(data_dir: &Path) -> Server {
+        Self::start(data_dir, None, "embedded")
+    }
+
+    /// etcd store at `address` (`127.0.0.1:PORT`).
+    pub fn etcd(address: &str, id: &str) -> Server {
+        let dir = std::env::temp_dir().join(format!("shoal-unused-{id}-{}", std::process::id()));
+        Self::start(&dir, Some(format!("etcd://{address}")), id)
+    }
+
+    fn start(data_dir: &Path, store: Option<String>, id: &str) -> Server {
+        let port = free_port();
+        let mut s = Server {
+            child: None,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            data_dir: data_dir.to_path_buf(),
+            id: id.to_string(),
+            store,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        cmd.arg("server")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--id")
+            .arg(&self.id)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            // Server logs are noise unless a failure is being chased.
+            .stderr(if std::env::var_os("SHOAL_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() });
+        if let Some(store) = &self.store {
+            cmd.arg("--store").arg(store);
+        }
+        self.child = Some(cmd.spawn().expect("start shoal server"));
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().expect("addr");
+        assert!(
+            shoal_testkit::wait_for_port(addr, Duration::from_secs(20)),
+            "shoal server did not start listening on {addr}"
+        );
+    }
+
+    /// Stops the server with SIGTERM and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Runs `shoal ARGS` against this server.
+    pub fn shoal(&self, args: &[&str]) -> Output {
+        shoal_at(&self.url, args, None)
+    }
+
+    /// Runs `shoal ARGS` with `stdin` as standard input.
+    pub fn shoal_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        shoal_at(&self.url, args, Some(stdin))
+    }
+
+    /// Starts a long-running `shoal ARGS` (like `get -w`) with piped stdout.
+    pub fn spawn_shoal(&self, args: &[&str]) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(args)
+            .env("SHOAL_SERVER", &self.url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn shoal")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn shoal_at(url: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(args)
+        .env("SHOAL_SERVER", url)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run shoal");
+    if let Some(text) = stdin {
+        if let Some(mut pipe) = child.stdin.take() {
+            pipe.write_all(text.as_bytes()).expect("write stdin");
+        }
+    }
+    child.wait_with_output().expect("shoal output")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+#[track_caller]
+pub fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "command failed ({}):\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+pub fn json(o: Output) -> serde_json::Value {
+    let text = ok(o);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The repository's example manifests, copied so a test may edit them.
+pub fn examples_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples");
+    for entry in std::fs::read_dir(src).expect("examples") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, dir.path().join(path.file_name().expect("name"))).expect("copy");
+    }
+    dir
+}
