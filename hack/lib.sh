@@ -1,0 +1,38 @@
+# Shared helpers for hack/*.sh. Source it; do not run it.
+
+# Installs the Debian packages shoal's tests and benchmarks need, when missing.
+ensure_packages() {
+    local missing=()
+    command -v etcd >/dev/null || missing+=(etcd-server)
+    command -v etcdctl >/dev/null || missing+=(etcd-client)
+    command -v protoc >/dev/null || missing+=(protobuf-compiler)
+    command -v runc >/dev/null || missing+=(runc)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "hack: installing ${missing[*]}" >&2
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+# Starts etcd on a free loopback port in a temp dir; sets ETCD_ENDPOINT and ETCD_PID.
+start_etcd() {
+    local dir port peer
+    dir=$(mktemp -d)
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    peer=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    etcd --name bench --data-dir "$dir/data" \
+        --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
+        --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+        --initial-cluster "bench=http://127.0.0.1:$peer" >"$dir/etcd.log" 2>&1 &
+    ETCD_PID=$!
+    ETCD_ENDPOINT="http://127.0.0.1:$port"
+    for _ in $(seq 100); do
+        ETCDCTL_API=3 etcdctl --endpoints "$ETCD_ENDPOINT" endpoint health >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    echo "etcd did not start; log:" >&2
+    cat "$dir/etcd.log" >&2
+    return 1
+}

@@ -1,0 +1,101 @@
+//! Reconcile events, watched live: the garbage collector deletes a Task whose owning
+//! Service is gone, and `shoal events -w`, `get -w`, `events --for` and `describe` show it.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use support::*;
+
+/// Lines from a running command, readable with a timeout.
+fn lines_of(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    panic!("no line containing {needle:?} arrived");
+}
+
+#[test]
+fn garbage_collection_is_reported_as_events() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = Server::embedded(data.path());
+    let mut events = server.spawn_shoal(&["events", "-w"]);
+    let event_lines = lines_of(&mut events);
+    let mut tasks = server.spawn_shoal(&["get", "tasks", "-w", "-o", "json"]);
+    let task_lines = lines_of(&mut tasks);
+
+    ok(server.shoal_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: web}\nspec: {image: local/busybox:1}\n",
+    ));
+    let svc = json(server.shoal(&["get", "svc", "web", "-o", "json"]));
+    let uid = svc["metadata"]["uid"].as_str().expect("uid").to_string();
+    let task = format!(
+        "apiVersion: shoal.dev/v1\nkind: Task\nmetadata:\n  name: web.1\n  labels: {{shoal.dev/service: web}}\n  \
+         ownerReferences: [{{kind: Service, name: web, uid: {uid}, controller: true}}]\nspec: {{image: local/busybox:1}}\n"
+    );
+    ok(server.shoal_stdin(&["apply", "-f", "-"], &task));
+    let added = wait_for_line(&task_lines, "\"ADDED\"");
+    let parsed: serde_json::Value = serde_json::from_str(&added).expect("json line");
+    assert_eq!(parsed["object"]["metadata"]["name"], "web.1");
+
+    // The owner goes; the collector follows.
+    ok(server.shoal(&["delete", "service", "web"]));
+    let deleted = wait_for_line(&task_lines, "\"DELETED\"");
+    assert!(deleted.contains("web.1"), "{deleted}");
+    let line = wait_for_line(&event_lines, "GarbageCollected");
+    assert!(line.contains("task/web.1") && line.contains("its owner Service/web is gone"), "{line}");
+    assert!(line.contains("Normal"), "{line}");
+
+    let listed = ok(server.shoal(&["events", "--for", "task/web.1"]));
+    assert!(listed.contains("GarbageCollected"), "{listed}");
+    let warnings = ok(server.shoal(&["events", "--types", "Warning", "-o", "json"]));
+    assert!(!warnings.contains("GarbageCollected"), "{warnings}");
+    let as_json = json(server.shoal(&["events", "-o", "json"]));
+    let ev = &as_json["items"][0];
+    assert_eq!(ev["reason"], "GarbageCollected");
+    assert_eq!(ev["involvedObject"]["name"], "web.1");
+    assert_eq!(ev["count"], 1);
+    assert_eq!(ev["source"], "garbage-collector");
+    let _ = events.kill();
+    let _ = tasks.kill();
+}
+
+#[test]
+fn a_task_whose_owner_was_recreated_is_collected() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = Server::embedded(data.path());
+    let svc = "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: api}\nspec: {image: x}\n";
+    ok(server.shoal_stdin(&["apply", "-f", "-"], svc));
+    let task = "apiVersion: shoal.dev/v1\nkind: Task\nmetadata:\n  name: api.1\n  \
+                ownerReferences: [{kind: Service, name: api, uid: not-the-real-uid}]\nspec: {image: x}\n";
+    ok(server.shoal_stdin(&["apply", "-f", "-"], task));
+    let gone = eventually(Duration::from_secs(20), || {
+        (!server.shoal(&["get", "task", "api.1"]).status.success()).then_some(())
+    });
+    assert!(gone.is_some(), "a task owned by a different incarnation must be collected");
+    let orphan_free = "apiVersion: shoal.dev/v1\nkind: Task\nmetadata: {name: solo}\nspec: {image: x}\n";
+    ok(server.shoal_stdin(&["apply", "-f", "-"], orphan_free));
+    std::thread::sleep(Duration::from_secs(1));
+    ok(server.shoal(&["get", "task", "solo"]));
+}

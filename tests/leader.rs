@@ -1,0 +1,56 @@
+//! Two servers on one etcd: one runs the controllers; when it is killed with -9, the
+//! other takes over once the dead leader's lease expires.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn leader_seen_by(server: &Server) -> Option<String> {
+    let o = server.shoal(&["version"]);
+    if !o.status.success() {
+        return None;
+    }
+    stdout(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("controller leader: "))
+        .filter(|l| *l != "<none>")
+        .map(str::to_string)
+}
+
+#[test]
+fn a_standby_server_takes_over_when_the_leader_dies() {
+    let etcd = Etcd::start();
+    let mut first = Server::etcd(&etcd.address(), "server-a");
+    let leader = eventually(Duration::from_secs(20), || leader_seen_by(&first)).expect("a leader is elected");
+    assert_eq!(leader, "server-a");
+    let second = Server::etcd(&etcd.address(), "server-b");
+    // The second server serves the API but does not lead.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(leader_seen_by(&second).as_deref(), Some("server-a"));
+
+    // Both servers share the data.
+    ok(first.shoal_stdin(&["apply", "-f", "-"], "apiVersion: shoal.dev/v1\nkind: Network\nmetadata: {name: shared}\nspec: {}\n"));
+    ok(second.shoal(&["get", "network", "shared"]));
+
+    let killed = Instant::now();
+    first.kill();
+    let new_leader = eventually(Duration::from_secs(30), || {
+        leader_seen_by(&second).filter(|l| l == "server-b")
+    });
+    let took = killed.elapsed();
+    eprintln!("leader takeover after kill -9: {:.1}s", took.as_secs_f64());
+    assert_eq!(new_leader.as_deref(), Some("server-b"), "the standby never took over");
+}
+
+#[test]
+fn a_leader_that_stops_cleanly_hands_over_at_once() {
+    let etcd = Etcd::start();
+    let mut first = Server::etcd(&etcd.address(), "clean-a");
+    eventually(Duration::from_secs(20), || leader_seen_by(&first).filter(|l| l == "clean-a")).expect("leader");
+    let second = Server::etcd(&etcd.address(), "clean-b");
+    first.stop();
+    let new_leader = eventually(Duration::from_secs(30), || leader_seen_by(&second).filter(|l| l == "clean-b"));
+    assert_eq!(new_leader.as_deref(), Some("clean-b"));
+}
