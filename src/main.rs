@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7443";
 
 #[derive(Parser)]
-#[command(name = "shoal", version, about = "Docker Swarm's features, built the Kubernetes way")]
+#[command(
+    name = "shoal",
+    version,
+    about = "Docker Swarm's features, built the Kubernetes way"
+)]
 pub struct Cli {
     /// The shoal API server.
     #[arg(long, global = true, env = "SHOAL_SERVER", default_value = DEFAULT_SERVER)]
@@ -54,9 +58,7 @@ enum Command {
     /// Show client and server versions, the store and the controller leader.
     Version,
     /// Print a shell completion script.
-    Completion {
-        shell: clap_complete::Shell,
-    },
+    Completion { shell: clap_complete::Shell },
 }
 
 /// What a command hands back to `main`: an exit code, or an error to print.
@@ -64,14 +66,21 @@ pub type Outcome = anyhow::Result<ExitCode>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    let fail_code = if matches!(cli.command, Command::Diff(_)) { 2 } else { 1 };
+    let fail_code = if matches!(cli.command, Command::Diff(_)) {
+        2
+    } else {
+        1
+    };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {

@@ -24,16 +24,25 @@ pub fn read_all(paths: &[String]) -> anyhow::Result<Vec<Manifest>> {
         }
         let path = Path::new(p);
         let meta = std::fs::metadata(path).with_context(|| format!("{p}: cannot read"))?;
-        let list = if meta.is_dir() { walk(path)? } else { vec![path.to_path_buf()] };
+        let list = if meta.is_dir() {
+            walk(path)?
+        } else {
+            vec![path.to_path_buf()]
+        };
         if meta.is_dir() && list.is_empty() {
             bail!("{p}: no .yaml, .yml or .json files in this directory");
         }
         for f in list {
             let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
             if len > shoal_api::yaml::MAX_INPUT_BYTES as u64 {
-                bail!("{}: {len} bytes is larger than the {} byte limit", f.display(), shoal_api::yaml::MAX_INPUT_BYTES);
+                bail!(
+                    "{}: {len} bytes is larger than the {} byte limit",
+                    f.display(),
+                    shoal_api::yaml::MAX_INPUT_BYTES
+                );
             }
-            let text = std::fs::read_to_string(&f).with_context(|| format!("{}: cannot read", f.display()))?;
+            let text = std::fs::read_to_string(&f)
+                .with_context(|| format!("{}: cannot read", f.display()))?;
             files.push((f.display().to_string(), text));
         }
     }
@@ -47,7 +56,11 @@ pub fn read_all(paths: &[String]) -> anyhow::Result<Vec<Manifest>> {
     }
     if !problems.is_empty() {
         let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        bail!("{}\nnothing was changed: {} problem(s) found", lines.join("\n"), problems.len());
+        bail!(
+            "{}\nnothing was changed: {} problem(s) found",
+            lines.join("\n"),
+            problems.len()
+        );
     }
     if manifests.is_empty() {
         bail!("no objects found in {}", paths.join(", "));
@@ -64,13 +77,19 @@ fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .collect();
     entries.sort();
     for path in entries {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if name.starts_with('.') {
             continue;
         }
         if path.is_dir() {
             out.extend(walk(&path)?);
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
             out.push(path);
         }
     }

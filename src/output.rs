@@ -25,7 +25,8 @@ fn status_text(s: &tonic::Status) -> String {
 }
 
 pub fn parse_object(json: &str) -> anyhow::Result<DynamicObject> {
-    serde_json::from_str(json).map_err(|e| anyhow::anyhow!("the server sent an unreadable object: {e}"))
+    serde_json::from_str(json)
+        .map_err(|e| anyhow::anyhow!("the server sent an unreadable object: {e}"))
 }
 
 pub fn lower_kind(obj: &DynamicObject) -> String {
@@ -41,9 +42,16 @@ pub fn to_yaml(v: &impl serde::Serialize) -> anyhow::Result<String> {
 }
 
 /// Prints a list in `format` (a table when None).
-pub fn print_list(kind: &str, items: &[DynamicObject], format: Option<Format>) -> anyhow::Result<()> {
+pub fn print_list(
+    kind: &str,
+    items: &[DynamicObject],
+    format: Option<Format>,
+) -> anyhow::Result<()> {
     match format {
-        Some(Format::Json) => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "items": items }))?),
+        Some(Format::Json) => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "items": items }))?
+        ),
         Some(Format::Yaml) => print!("{}", to_yaml(&serde_json::json!({ "items": items }))?),
         Some(Format::Name) => items.iter().for_each(|o| println!("{}", name_of(o))),
         Some(Format::Wide) | None => {
@@ -63,7 +71,8 @@ pub fn print_one(obj: &DynamicObject, format: Option<Format>) -> anyhow::Result<
         Some(Format::Json) => println!("{}", serde_json::to_string_pretty(obj)?),
         Some(Format::Yaml) => print!("{}", to_yaml(obj)?),
         Some(Format::Name) => println!("{}", name_of(obj)),
-        Some(Format::Wide) | None => Table::for_kind(&obj.kind, format == Some(Format::Wide)).print(std::slice::from_ref(obj)),
+        Some(Format::Wide) | None => Table::for_kind(&obj.kind, format == Some(Format::Wide))
+            .print(std::slice::from_ref(obj)),
     }
     Ok(())
 }
@@ -104,7 +113,11 @@ fn s(v: &Value, path: &[&str]) -> String {
     match cur {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
-        Value::Array(a) => a.iter().map(|x| x.as_str().map_or(x.to_string(), str::to_string)).collect::<Vec<_>>().join(","),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_str().map_or(x.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join(","),
         other => other.to_string(),
     }
 }
@@ -118,18 +131,32 @@ fn or_dash(v: String) -> String {
 }
 
 fn created(o: &DynamicObject, _: &Value) -> String {
-    age(o.metadata.creation_timestamp.map(|t| t.to_rfc3339()).as_deref())
+    age(o
+        .metadata
+        .creation_timestamp
+        .map(|t| t.to_rfc3339())
+        .as_deref())
 }
 
 fn labels(o: &DynamicObject, _: &Value) -> String {
-    or_dash(o.metadata.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+    or_dash(
+        o.metadata
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    )
 }
 
 fn condition(v: &Value, type_: &str) -> String {
     v.get("status")
         .and_then(|s| s.get("conditions"))
         .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(type_)))
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some(type_))
+        })
         .and_then(|c| c.get("status").and_then(Value::as_str))
         .unwrap_or("Unknown")
         .to_string()
@@ -145,7 +172,11 @@ impl Table {
                 name,
                 ("IMAGE", |_, v| s(v, &["spec", "image"])),
                 ("REPLICAS", |_, v| {
-                    format!("{}/{}", or_zero(s(v, &["status", "runningReplicas"])), s(v, &["spec", "replicas"]))
+                    format!(
+                        "{}/{}",
+                        or_zero(s(v, &["status", "runningReplicas"])),
+                        s(v, &["spec", "replicas"])
+                    )
                 }),
                 age_col,
             ],
@@ -155,7 +186,11 @@ impl Table {
                 ("NODE", |_, v| or_dash(s(v, &["spec", "node"]))),
                 ("STATE", |_, v| {
                     let st = s(v, &["status", "state"]);
-                    if st.is_empty() { "pending".into() } else { st }
+                    if st.is_empty() {
+                        "pending".into()
+                    } else {
+                        st
+                    }
                 }),
                 age_col,
             ],
@@ -177,20 +212,37 @@ impl Table {
                 ("URL", |_, v| s(v, &["spec", "url"])),
                 ("REF", |_, v| s(v, &["spec", "ref"])),
                 ("READY", |_, v| condition(v, "Ready")),
-                ("REVISION", |_, v| or_dash(s(v, &["status", "lastAppliedRevision"]).chars().take(12).collect())),
+                ("REVISION", |_, v| {
+                    or_dash(
+                        s(v, &["status", "lastAppliedRevision"])
+                            .chars()
+                            .take(12)
+                            .collect(),
+                    )
+                }),
                 age_col,
             ],
             "Event" => vec![
-                ("LAST SEEN", |_, v| age(v.get("lastTimestamp").and_then(Value::as_str))),
+                ("LAST SEEN", |_, v| {
+                    age(v.get("lastTimestamp").and_then(Value::as_str))
+                }),
                 ("TYPE", |_, v| s(v, &["type"])),
                 ("REASON", |_, v| s(v, &["reason"])),
                 ("OBJECT", |_, v| {
-                    format!("{}/{}", s(v, &["involvedObject", "kind"]).to_ascii_lowercase(), s(v, &["involvedObject", "name"]))
+                    format!(
+                        "{}/{}",
+                        s(v, &["involvedObject", "kind"]).to_ascii_lowercase(),
+                        s(v, &["involvedObject", "name"])
+                    )
                 }),
                 ("MESSAGE", |_, v| {
                     let count = v.get("count").and_then(Value::as_u64).unwrap_or(1);
                     let msg = s(v, &["message"]);
-                    if count > 1 { format!("{msg} (x{count})") } else { msg }
+                    if count > 1 {
+                        format!("{msg} (x{count})")
+                    } else {
+                        msg
+                    }
                 }),
             ],
             _ => vec![name, age_col],
@@ -200,7 +252,9 @@ impl Table {
                 "Service" => columns.push(("COMMAND", |_, v| s(v, &["spec", "command"]))),
                 "Task" => {
                     columns.push(("MESSAGE", |_, v| s(v, &["status", "message"])));
-                    columns.push(("CONTAINER", |_, v| s(v, &["status", "containerId"]).chars().take(12).collect()));
+                    columns.push(("CONTAINER", |_, v| {
+                        s(v, &["status", "containerId"]).chars().take(12).collect()
+                    }));
                 }
                 "Node" => columns.push(("ADDRESS", |_, v| or_dash(s(v, &["status", "address"])))),
                 "Event" => columns.push(("FROM", |_, v| s(v, &["source"]))),
@@ -241,7 +295,13 @@ fn or_zero(v: String) -> String {
 pub fn print_rows(rows: &[Vec<String>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for r in rows {
         println!("{}", format_row(r, &widths));

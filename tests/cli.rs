@@ -45,11 +45,20 @@ fn user_session(server: &mut Server) {
     let one = json(server.shoal(&["get", "svc", "web", "-o", "json"]));
     assert_eq!(one["metadata"]["name"], "web");
     assert!(one["metadata"]["uid"].is_string());
-    assert_eq!(ok(server.shoal(&["get", "service", "-o", "name"])).trim(), "service/web");
+    assert_eq!(
+        ok(server.shoal(&["get", "service", "-o", "name"])).trim(),
+        "service/web"
+    );
     let yaml = ok(server.shoal(&["get", "svc", "web", "-o", "yaml"]));
-    assert!(yaml.contains("kind: Service") && yaml.contains("replicas: 5"), "{yaml}");
+    assert!(
+        yaml.contains("kind: Service") && yaml.contains("replicas: 5"),
+        "{yaml}"
+    );
     let table = ok(server.shoal(&["get", "svc"]));
-    assert!(table.starts_with("NAME") && table.contains("web"), "{table}");
+    assert!(
+        table.starts_with("NAME") && table.contains("web"),
+        "{table}"
+    );
     let wide = ok(server.shoal(&["get", "svc", "-o", "wide"]));
     assert!(wide.contains("app=web"), "{wide}");
     let selected = json(server.shoal(&["get", "svc", "-l", "app=web", "-o", "json"]));
@@ -59,7 +68,13 @@ fn user_session(server: &mut Server) {
 
     // describe shows spec and the events section.
     let desc = ok(server.shoal(&["describe", "service", "web"]));
-    for part in ["Name:         web", "Kind:         Service", "Spec:", "replicas: 5", "Events:"] {
+    for part in [
+        "Name:         web",
+        "Kind:         Service",
+        "Spec:",
+        "replicas: 5",
+        "Events:",
+    ] {
         assert!(desc.contains(part), "missing {part:?} in:\n{desc}");
     }
 
@@ -75,28 +90,58 @@ fn user_session(server: &mut Server) {
     assert!(!applied.status.success());
     let err = stderr(&applied);
     assert!(
-        err.contains("zz-bad.yaml: doc 2, line 11: spec.replicas: expected an integer, found \"three\""),
+        err.contains(
+            "zz-bad.yaml: doc 2, line 11: spec.replicas: expected an integer, found \"three\""
+        ),
         "{err}"
     );
-    assert!(err.contains("zz-bad.yaml: doc 2, line 12: spec.ports: unknown field"), "{err}");
-    assert!(!server.shoal(&["get", "svc", "fine"]).status.success(), "nothing may be written");
+    assert!(
+        err.contains("zz-bad.yaml: doc 2, line 12: spec.ports: unknown field"),
+        "{err}"
+    );
+    assert!(
+        !server.shoal(&["get", "svc", "fine"]).status.success(),
+        "nothing may be written"
+    );
     let d = server.shoal(&["diff", "-f", bad.to_str().expect("utf8")]);
     assert_eq!(d.status.code(), Some(2), "diff errors exit 2");
     std::fs::remove_file(&bad).expect("rm");
 
     // Syntax errors and unknown kinds are one clear line each.
-    let o = server.shoal_stdin(&["apply", "-f", "-"], "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: [x\n");
+    let o = server.shoal_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: [x\n",
+    );
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("<stdin>: doc 1, line"), "{}", stderr(&o));
-    let o = server.shoal_stdin(&["apply", "-f", "-"], "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n");
-    assert!(stderr(&o).contains("line 1: apiVersion: unsupported apiVersion"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("<stdin>: doc 1, line"),
+        "{}",
+        stderr(&o)
+    );
+    let o = server.shoal_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n",
+    );
+    assert!(
+        stderr(&o).contains("line 1: apiVersion: unsupported apiVersion"),
+        "{}",
+        stderr(&o)
+    );
     let o = server.shoal_stdin(
         &["apply", "-f", "-"],
         "apiVersion: shoal.dev/v1\nkind: Event\nmetadata: {name: x}\ntype: Normal\nreason: R\nmessage: m\ninvolvedObject: {kind: Service, name: web}\ncount: 1\nfirstTimestamp: 2026-01-01T00:00:00Z\nlastTimestamp: 2026-01-01T00:00:00Z\n",
     );
-    assert!(stderr(&o).contains("written by shoal itself"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("written by shoal itself"),
+        "{}",
+        stderr(&o)
+    );
     let o = server.shoal(&["get", "deployments"]);
-    assert!(!o.status.success() && stderr(&o).contains("unknown kind"), "{}", stderr(&o));
+    assert!(
+        !o.status.success() && stderr(&o).contains("unknown kind"),
+        "{}",
+        stderr(&o)
+    );
 
     // Dry run reports without writing.
     let o = ok(server.shoal_stdin(
@@ -119,8 +164,16 @@ fn user_session(server: &mut Server) {
     let out = ok(server.shoal(&["delete", "service", "web"]));
     assert!(out.contains("service/web deleted"), "{out}");
     let gone = server.shoal(&["get", "service", "web"]);
-    assert!(!gone.status.success() && stderr(&gone).contains("not found"), "{}", stderr(&gone));
-    let out = ok(server.shoal(&["delete", "-f", &Path::new(&dir).join("network.yaml").to_string_lossy()]));
+    assert!(
+        !gone.status.success() && stderr(&gone).contains("not found"),
+        "{}",
+        stderr(&gone)
+    );
+    let out = ok(server.shoal(&[
+        "delete",
+        "-f",
+        &Path::new(&dir).join("network.yaml").to_string_lossy(),
+    ]));
     assert!(out.contains("network/front deleted"), "{out}");
 }
 
@@ -151,14 +204,22 @@ fn finalizers_hold_deletion_until_removed() {
     // Removing the finalizer completes the deletion.
     let released = held.replace(", finalizers: [example.com/hold]", "");
     ok(server.shoal_stdin(&["apply", "-f", "-"], &released));
-    assert!(!server.shoal(&["get", "network", "held"]).status.success(), "deleted once released");
+    assert!(
+        !server.shoal(&["get", "network", "held"]).status.success(),
+        "deleted once released"
+    );
 }
 
 #[test]
 fn non_loopback_listen_needs_tls_or_insecure() {
     let data = tempfile::tempdir().expect("tempdir");
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["server", "--listen", &format!("0.0.0.0:{}", free_port()), "--data-dir"])
+        .args([
+            "server",
+            "--listen",
+            &format!("0.0.0.0:{}", free_port()),
+            "--data-dir",
+        ])
         .arg(data.path())
         .output()
         .expect("run");
@@ -172,13 +233,19 @@ fn unreachable_server_is_one_clear_error() {
     let o = shoal_at(&url, &["get", "svc"], None);
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains("cannot reach the shoal server at") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("cannot reach the shoal server at") && err.lines().count() == 1,
+        "{err}"
+    );
 }
 
 #[test]
 fn completion_scripts() {
     for shell in ["bash", "zsh", "fish"] {
         let o = shoal_at("http://127.0.0.1:1", &["completion", shell], None);
-        assert!(o.status.success() && stdout(&o).contains("shoal"), "{shell}");
+        assert!(
+            o.status.success() && stdout(&o).contains("shoal"),
+            "{shell}"
+        );
     }
 }

@@ -64,7 +64,10 @@ fn garbage_collection_is_reported_as_events() {
     let deleted = wait_for_line(&task_lines, "\"DELETED\"");
     assert!(deleted.contains("web.1"), "{deleted}");
     let line = wait_for_line(&event_lines, "GarbageCollected");
-    assert!(line.contains("task/web.1") && line.contains("its owner Service/web is gone"), "{line}");
+    assert!(
+        line.contains("task/web.1") && line.contains("its owner Service/web is gone"),
+        "{line}"
+    );
     assert!(line.contains("Normal"), "{line}");
 
     let listed = ok(server.shoal(&["events", "--for", "task/web.1"]));
@@ -93,8 +96,12 @@ fn a_task_whose_owner_was_recreated_is_collected() {
     let gone = eventually(Duration::from_secs(20), || {
         (!server.shoal(&["get", "task", "api.1"]).status.success()).then_some(())
     });
-    assert!(gone.is_some(), "a task owned by a different incarnation must be collected");
-    let orphan_free = "apiVersion: shoal.dev/v1\nkind: Task\nmetadata: {name: solo}\nspec: {image: x}\n";
+    assert!(
+        gone.is_some(),
+        "a task owned by a different incarnation must be collected"
+    );
+    let orphan_free =
+        "apiVersion: shoal.dev/v1\nkind: Task\nmetadata: {name: solo}\nspec: {image: x}\n";
     ok(server.shoal_stdin(&["apply", "-f", "-"], orphan_free));
     std::thread::sleep(Duration::from_secs(1));
     ok(server.shoal(&["get", "task", "solo"]));

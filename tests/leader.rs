@@ -23,7 +23,8 @@ fn leader_seen_by(server: &Server) -> Option<String> {
 fn a_standby_server_takes_over_when_the_leader_dies() {
     let etcd = Etcd::start();
     let mut first = Server::etcd(&etcd.address(), "server-a");
-    let leader = eventually(Duration::from_secs(20), || leader_seen_by(&first)).expect("a leader is elected");
+    let leader = eventually(Duration::from_secs(20), || leader_seen_by(&first))
+        .expect("a leader is elected");
     assert_eq!(leader, "server-a");
     let second = Server::etcd(&etcd.address(), "server-b");
     // The second server serves the API but does not lead.
@@ -31,7 +32,10 @@ fn a_standby_server_takes_over_when_the_leader_dies() {
     assert_eq!(leader_seen_by(&second).as_deref(), Some("server-a"));
 
     // Both servers share the data.
-    ok(first.shoal_stdin(&["apply", "-f", "-"], "apiVersion: shoal.dev/v1\nkind: Network\nmetadata: {name: shared}\nspec: {}\n"));
+    ok(first.shoal_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: shoal.dev/v1\nkind: Network\nmetadata: {name: shared}\nspec: {}\n",
+    ));
     ok(second.shoal(&["get", "network", "shared"]));
 
     let killed = Instant::now();
@@ -41,16 +45,25 @@ fn a_standby_server_takes_over_when_the_leader_dies() {
     });
     let took = killed.elapsed();
     eprintln!("leader takeover after kill -9: {:.1}s", took.as_secs_f64());
-    assert_eq!(new_leader.as_deref(), Some("server-b"), "the standby never took over");
+    assert_eq!(
+        new_leader.as_deref(),
+        Some("server-b"),
+        "the standby never took over"
+    );
 }
 
 #[test]
 fn a_leader_that_stops_cleanly_hands_over_at_once() {
     let etcd = Etcd::start();
     let mut first = Server::etcd(&etcd.address(), "clean-a");
-    eventually(Duration::from_secs(20), || leader_seen_by(&first).filter(|l| l == "clean-a")).expect("leader");
+    eventually(Duration::from_secs(20), || {
+        leader_seen_by(&first).filter(|l| l == "clean-a")
+    })
+    .expect("leader");
     let second = Server::etcd(&etcd.address(), "clean-b");
     first.stop();
-    let new_leader = eventually(Duration::from_secs(30), || leader_seen_by(&second).filter(|l| l == "clean-b"));
+    let new_leader = eventually(Duration::from_secs(30), || {
+        leader_seen_by(&second).filter(|l| l == "clean-b")
+    });
     assert_eq!(new_leader.as_deref(), Some("clean-b"));
 }

@@ -17,7 +17,9 @@ pub mod validate;
 pub mod yaml;
 
 pub use kinds::*;
-pub use meta::{ApiVersion, Condition, ConditionStatus, ObjectMeta, OwnerReference, Timestamp, API_VERSION};
+pub use meta::{
+    ApiVersion, Condition, ConditionStatus, ObjectMeta, OwnerReference, Timestamp, API_VERSION,
+};
 pub use object::{kind_by_name, DynamicObject, KindDesc, Resource, KINDS};
 pub use quantity::{ByteSize, Duration};
 pub use selector::Selector;

@@ -215,7 +215,11 @@ fn friendly(path: &str, raw: &str) -> (String, String) {
         if let Some((found, expected)) = rest.rsplit_once(", expected ") {
             return (
                 path.to_string(),
-                format!("expected {}, found {}", expected_word(expected), found_word(found)),
+                format!(
+                    "expected {}, found {}",
+                    expected_word(expected),
+                    found_word(found)
+                ),
             );
         }
     }
@@ -269,10 +273,19 @@ mod tests {
     #[test]
     fn friendly_messages() {
         assert_eq!(
-            friendly("spec.replicas", "invalid type: string \"three\", expected u32"),
-            ("spec.replicas".into(), "expected an integer, found \"three\"".into())
+            friendly(
+                "spec.replicas",
+                "invalid type: string \"three\", expected u32"
+            ),
+            (
+                "spec.replicas".into(),
+                "expected an integer, found \"three\"".into()
+            )
         );
-        let (path, msg) = friendly("spec.replica", "unknown field `replica`, expected one of `image`, `replicas`");
+        let (path, msg) = friendly(
+            "spec.replica",
+            "unknown field `replica`, expected one of `image`, `replicas`",
+        );
         assert_eq!(path, "spec.replica");
         assert!(msg.contains("image, replicas"), "{msg}");
     }

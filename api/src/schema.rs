@@ -19,7 +19,10 @@ pub fn schema_files() -> Vec<(String, String)> {
             "if": {"properties": {"kind": {"const": desc.kind}}},
             "then": {"$ref": file.clone()}
         }));
-        files.push((file, pretty(&serde_json::to_value(&schema).unwrap_or(Value::Null))));
+        files.push((
+            file,
+            pretty(&serde_json::to_value(&schema).unwrap_or(Value::Null)),
+        ));
     }
     let all = json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -67,7 +70,10 @@ mod tests {
     #[test]
     fn schema_rejects_unknown_fields() {
         let files = schema_files();
-        let (_, svc) = files.iter().find(|(n, _)| n == "service.json").expect("service schema");
+        let (_, svc) = files
+            .iter()
+            .find(|(n, _)| n == "service.json")
+            .expect("service schema");
         let v: Value = serde_json::from_str(svc).expect("json");
         assert_eq!(v["additionalProperties"], Value::Bool(false), "{svc}");
     }

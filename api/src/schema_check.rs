@@ -79,7 +79,11 @@ impl<'a> Checker<'a> {
             return;
         }
         let schema = self.resolve(schema);
-        if let Some(branches) = schema.get("anyOf").or_else(|| schema.get("oneOf")).and_then(Value::as_array) {
+        if let Some(branches) = schema
+            .get("anyOf")
+            .or_else(|| schema.get("oneOf"))
+            .and_then(Value::as_array)
+        {
             let mut first_errors = None;
             for b in branches {
                 let mut p = Problems::default();
@@ -87,7 +91,8 @@ impl<'a> Checker<'a> {
                 if p.is_empty() {
                     return;
                 }
-                let is_null_branch = self.resolve(b).get("type").and_then(Value::as_str) == Some("null");
+                let is_null_branch =
+                    self.resolve(b).get("type").and_then(Value::as_str) == Some("null");
                 if first_errors.is_none() && !is_null_branch {
                     first_errors = Some(p);
                 }
@@ -105,8 +110,14 @@ impl<'a> Checker<'a> {
         }
         if let Some(options) = schema.get("enum").and_then(Value::as_array) {
             if !options.contains(v) {
-                let list: Vec<String> = options.iter().map(|o| o.as_str().map_or(o.to_string(), str::to_string)).collect();
-                out.push(path, format!("expected one of {}, found {}", list.join(", "), describe(v)));
+                let list: Vec<String> = options
+                    .iter()
+                    .map(|o| o.as_str().map_or(o.to_string(), str::to_string))
+                    .collect();
+                out.push(
+                    path,
+                    format!("expected one of {}, found {}", list.join(", "), describe(v)),
+                );
             }
             return;
         }
@@ -116,8 +127,15 @@ impl<'a> Checker<'a> {
             _ => Vec::new(),
         };
         if !types.is_empty() && !types.iter().any(|t| has_type(v, t)) {
-            let want = types.iter().find(|t| **t != "null").copied().unwrap_or(types[0]);
-            out.push(path, format!("expected {}, found {}", type_word(want), describe(v)));
+            let want = types
+                .iter()
+                .find(|t| **t != "null")
+                .copied()
+                .unwrap_or(types[0]);
+            out.push(
+                path,
+                format!("expected {}, found {}", type_word(want), describe(v)),
+            );
             return;
         }
         if let Some(n) = v.as_f64() {
@@ -126,7 +144,9 @@ impl<'a> Checker<'a> {
                     out.push(path, format!("must be at least {min}"));
                 }
             }
-            if schema.get("format").and_then(Value::as_str) == Some("uint32") && n > f64::from(u32::MAX) {
+            if schema.get("format").and_then(Value::as_str) == Some("uint32")
+                && n > f64::from(u32::MAX)
+            {
                 out.push(path, format!("must be at most {}", u32::MAX));
             }
         }
@@ -159,7 +179,9 @@ impl<'a> Checker<'a> {
                 Some(s) => self.check(s, val, &child, out, depth + 1),
                 None => match additional {
                     Some(Value::Bool(false)) => {
-                        let known: Vec<&str> = props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+                        let known: Vec<&str> = props
+                            .map(|p| p.keys().map(String::as_str).collect())
+                            .unwrap_or_default();
                         let hint = if known.is_empty() {
                             "this object takes no fields".to_string()
                         } else {
@@ -189,7 +211,9 @@ mod tests {
     use serde_json::json;
 
     fn problems(v: Value) -> Vec<String> {
-        let schema = cached_schema(crate::Service::KIND, || schemars::schema_for!(crate::Service));
+        let schema = cached_schema(crate::Service::KIND, || {
+            schemars::schema_for!(crate::Service)
+        });
         let mut p = Problems::default();
         check(&schema, &v, &mut p);
         p.0.iter().map(ToString::to_string).collect()
@@ -201,11 +225,28 @@ mod tests {
             "apiVersion": "shoal.dev/v1", "kind": "Service", "metadata": {"name": "x", "labelz": {}},
             "spec": {"image": 5, "replicas": "three", "ports": [1], "env": {"A": 1}}
         }));
-        assert!(p.contains(&"spec.replicas: expected an integer, found \"three\"".to_string()), "{p:?}");
-        assert!(p.iter().any(|e| e.starts_with("spec.ports: unknown field")), "{p:?}");
-        assert!(p.iter().any(|e| e.starts_with("metadata.labelz: unknown field")), "{p:?}");
-        assert!(p.contains(&"spec.image: expected a string, found 5".to_string()), "{p:?}");
-        assert!(p.iter().any(|e| e.starts_with("spec.env.A: expected a string")), "{p:?}");
+        assert!(
+            p.contains(&"spec.replicas: expected an integer, found \"three\"".to_string()),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|e| e.starts_with("spec.ports: unknown field")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|e| e.starts_with("metadata.labelz: unknown field")),
+            "{p:?}"
+        );
+        assert!(
+            p.contains(&"spec.image: expected a string, found 5".to_string()),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|e| e.starts_with("spec.env.A: expected a string")),
+            "{p:?}"
+        );
         assert_eq!(p.len(), 5, "{p:?}");
     }
 
@@ -216,8 +257,18 @@ mod tests {
             "spec": {"image": "a", "replicas": 2}
         }));
         assert!(p.is_empty(), "{p:?}");
-        let p = problems(json!({"apiVersion": "v2", "kind": "Service", "metadata": {"name": "x"}, "spec": {"replicas": -1}}));
-        assert!(p.iter().any(|e| e.starts_with("apiVersion: expected one of shoal.dev/v1")), "{p:?}");
-        assert!(p.iter().any(|e| e.starts_with("spec.replicas: must be at least 0")), "{p:?}");
+        let p = problems(
+            json!({"apiVersion": "v2", "kind": "Service", "metadata": {"name": "x"}, "spec": {"replicas": -1}}),
+        );
+        assert!(
+            p.iter()
+                .any(|e| e.starts_with("apiVersion: expected one of shoal.dev/v1")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|e| e.starts_with("spec.replicas: must be at least 0")),
+            "{p:?}"
+        );
     }
 }

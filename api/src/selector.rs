@@ -45,9 +45,15 @@ impl Selector {
             } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
                 Requirement::Equals(checked_key(k.trim()).map_err(|w| err(&w))?, v.trim().into())
             } else if let Some((k, set)) = split_set(term, " notin ") {
-                Requirement::NotIn(checked_key(k).map_err(|w| err(&w))?, set.map_err(|w| err(&w))?)
+                Requirement::NotIn(
+                    checked_key(k).map_err(|w| err(&w))?,
+                    set.map_err(|w| err(&w))?,
+                )
             } else if let Some((k, set)) = split_set(term, " in ") {
-                Requirement::In(checked_key(k).map_err(|w| err(&w))?, set.map_err(|w| err(&w))?)
+                Requirement::In(
+                    checked_key(k).map_err(|w| err(&w))?,
+                    set.map_err(|w| err(&w))?,
+                )
             } else {
                 Requirement::Exists(checked_key(term).map_err(|w| err(&w))?)
             };
@@ -132,7 +138,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

@@ -36,7 +36,12 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
             Some(crate::Format::Json) | Some(crate::Format::Yaml) => {
                 output::print_one(&output::parse_object(&r.json)?, ctx.format)?
             }
-            _ => println!("{}/{} {}{suffix}", r.kind.to_ascii_lowercase(), r.name, r.outcome),
+            _ => println!(
+                "{}/{} {}{suffix}",
+                r.kind.to_ascii_lowercase(),
+                r.name,
+                r.outcome
+            ),
         }
     }
     Ok(ExitCode::SUCCESS)

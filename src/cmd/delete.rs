@@ -32,10 +32,20 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     let mut client = ctx.client().await?;
     let mut failed = false;
     for (kind, name) in targets {
-        match client.delete(pb::DeleteRequest { kind: kind.clone(), name: name.clone() }).await {
+        match client
+            .delete(pb::DeleteRequest {
+                kind: kind.clone(),
+                name: name.clone(),
+            })
+            .await
+        {
             Ok(r) => {
                 let r = r.into_inner();
-                let what = if r.outcome == "pending" { "marked for deletion (finalizers remain)" } else { "deleted" };
+                let what = if r.outcome == "pending" {
+                    "marked for deletion (finalizers remain)"
+                } else {
+                    "deleted"
+                };
                 println!("{}/{name} {what}", kind.to_ascii_lowercase());
             }
             Err(status) => {
@@ -44,5 +54,9 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
             }
         }
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -26,7 +26,10 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     let mut client = ctx.client().await?;
     let obj = parse_object(
         &client
-            .get(pb::GetRequest { kind: desc.kind.into(), name: name.clone() })
+            .get(pb::GetRequest {
+                kind: desc.kind.into(),
+                name: name.clone(),
+            })
             .await?
             .into_inner()
             .json,
@@ -36,7 +39,10 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         if map.is_empty() {
             "<none>".to_string()
         } else {
-            map.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("\n              ")
+            map.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("\n              ")
         }
     };
     println!("Name:         {}", m.name);
@@ -44,7 +50,11 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     println!("Labels:       {}", kv(&m.labels));
     println!("Annotations:  {}", kv(&m.annotations));
     if let Some(ts) = m.creation_timestamp {
-        println!("Created:      {} ({} ago)", ts.to_rfc3339(), age(Some(&ts.to_rfc3339())));
+        println!(
+            "Created:      {} ({} ago)",
+            ts.to_rfc3339(),
+            age(Some(&ts.to_rfc3339()))
+        );
     }
     println!(
         "Generation:   {}    Resource version: {}",
@@ -52,10 +62,18 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         m.resource_version.as_deref().unwrap_or("")
     );
     if let Some(ts) = m.deletion_timestamp {
-        println!("Deleting:     since {} (finalizers: {})", ts.to_rfc3339(), m.finalizers.join(", "));
+        println!(
+            "Deleting:     since {} (finalizers: {})",
+            ts.to_rfc3339(),
+            m.finalizers.join(", ")
+        );
     }
     if !m.owner_references.is_empty() {
-        let owners: Vec<String> = m.owner_references.iter().map(|o| format!("{}/{}", o.kind, o.name)).collect();
+        let owners: Vec<String> = m
+            .owner_references
+            .iter()
+            .map(|o| format!("{}/{}", o.kind, o.name))
+            .collect();
         println!("Owned by:     {}", owners.join(", "));
     }
     let mut body = obj.body.clone();
@@ -75,10 +93,26 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         }
         if let Some(Value::Array(conds)) = conditions {
             println!("Conditions:");
-            let mut rows = vec![vec!["  TYPE", "STATUS", "REASON", "LAST TRANSITION", "MESSAGE"].into_iter().map(String::from).collect()];
+            let mut rows = vec![
+                vec!["  TYPE", "STATUS", "REASON", "LAST TRANSITION", "MESSAGE"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+            ];
             for c in conds {
-                let f = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-                rows.push(vec![format!("  {}", f("type")), f("status"), f("reason"), age(Some(&f("lastTransitionTime"))), f("message")]);
+                let f = |k: &str| {
+                    c.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                rows.push(vec![
+                    format!("  {}", f("type")),
+                    f("status"),
+                    f("reason"),
+                    age(Some(&f("lastTransitionTime"))),
+                    f("message"),
+                ]);
             }
             print_rows(&rows);
         }
@@ -92,19 +126,48 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
             })
             .await?
             .into_inner();
-        let mut events: Vec<_> = events.items.iter().map(|j| parse_object(j)).collect::<anyhow::Result<_>>()?;
-        let ts = |o: &shoal_api::DynamicObject| o.body.get("lastTimestamp").and_then(Value::as_str).unwrap_or_default().to_string();
+        let mut events: Vec<_> = events
+            .items
+            .iter()
+            .map(|j| parse_object(j))
+            .collect::<anyhow::Result<_>>()?;
+        let ts = |o: &shoal_api::DynamicObject| {
+            o.body
+                .get("lastTimestamp")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         events.sort_by_key(ts);
         if events.is_empty() {
             println!("Events:       <none>");
         } else {
             println!("Events:");
-            let mut rows = vec![vec!["  TYPE", "REASON", "AGE", "FROM", "MESSAGE"].into_iter().map(String::from).collect()];
+            let mut rows = vec![vec!["  TYPE", "REASON", "AGE", "FROM", "MESSAGE"]
+                .into_iter()
+                .map(String::from)
+                .collect()];
             for e in events.iter().rev().take(20).rev() {
-                let f = |k: &str| e.body.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+                let f = |k: &str| {
+                    e.body
+                        .get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                };
                 let count = e.body.get("count").and_then(Value::as_u64).unwrap_or(1);
-                let msg = if count > 1 { format!("{} (x{count})", f("message")) } else { f("message") };
-                rows.push(vec![format!("  {}", f("type")), f("reason"), age(Some(&f("lastTimestamp"))), f("source"), msg]);
+                let msg = if count > 1 {
+                    format!("{} (x{count})", f("message"))
+                } else {
+                    f("message")
+                };
+                rows.push(vec![
+                    format!("  {}", f("type")),
+                    f("reason"),
+                    age(Some(&f("lastTimestamp"))),
+                    f("source"),
+                    msg,
+                ]);
             }
             print_rows(&rows);
         }

@@ -19,12 +19,20 @@ pub struct Args {
 
 /// The parts of an object that apply can change, as YAML.
 fn comparable(obj: Option<&DynamicObject>) -> anyhow::Result<String> {
-    let Some(obj) = obj else { return Ok(String::new()) };
+    let Some(obj) = obj else {
+        return Ok(String::new());
+    };
     let mut v = serde_json::to_value(obj)?;
     if let Some(map) = v.as_object_mut() {
         map.remove("status");
         if let Some(Value::Object(meta)) = map.get_mut("metadata") {
-            for k in ["uid", "generation", "resourceVersion", "creationTimestamp", "deletionTimestamp"] {
+            for k in [
+                "uid",
+                "generation",
+                "resourceVersion",
+                "creationTimestamp",
+                "deletionTimestamp",
+            ] {
                 meta.remove(k);
             }
         }
@@ -39,7 +47,13 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     for m in manifests {
         let kind = m.object.kind.clone();
         let name = m.object.metadata.name.clone();
-        let live = match client.get(pb::GetRequest { kind: kind.clone(), name: name.clone() }).await {
+        let live = match client
+            .get(pb::GetRequest {
+                kind: kind.clone(),
+                name: name.clone(),
+            })
+            .await
+        {
             Ok(r) => Some(parse_object(&r.into_inner().json)?),
             Err(s) if s.code() == tonic::Code::NotFound => None,
             Err(s) => return Err(s.into()),
@@ -72,5 +86,9 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
                 .header(&format!("live/{label}"), &format!("applied/{label}"))
         );
     }
-    Ok(if differs { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if differs {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -23,7 +23,11 @@ pub struct Args {
 }
 
 fn last_seen(o: &DynamicObject) -> String {
-    o.body.get("lastTimestamp").and_then(|v| v.as_str()).unwrap_or_default().to_string()
+    o.body
+        .get("lastTimestamp")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string()
 }
 
 pub async fn run(ctx: &Context, a: Args) -> Outcome {
@@ -41,7 +45,10 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     }
     let wanted = |o: &DynamicObject| {
         a.types.is_empty()
-            || o.body.get("type").and_then(|v| v.as_str()).is_some_and(|t| a.types.iter().any(|w| w == t))
+            || o.body
+                .get("type")
+                .and_then(|v| v.as_str())
+                .is_some_and(|t| a.types.iter().any(|w| w == t))
     };
     let mut client = ctx.client().await?;
     if !a.watch {
@@ -53,8 +60,11 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
             })
             .await?
             .into_inner();
-        let mut items: Vec<DynamicObject> =
-            list.items.iter().map(|j| parse_object(j)).collect::<anyhow::Result<Vec<_>>>()?;
+        let mut items: Vec<DynamicObject> = list
+            .items
+            .iter()
+            .map(|j| parse_object(j))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         items.retain(|o| wanted(o));
         items.sort_by_key(last_seen);
         output::print_list("Event", &items, ctx.format)?;
@@ -71,7 +81,10 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         })
         .await?
         .into_inner();
-    let mut printer = Printer::new(ctx.format, Table::for_kind("Event", ctx.format == Some(Format::Wide)));
+    let mut printer = Printer::new(
+        ctx.format,
+        Table::for_kind("Event", ctx.format == Some(Format::Wide)),
+    );
     let mut initial = Vec::new();
     let mut synced = false;
     while let Some(msg) = stream.next().await {

@@ -48,7 +48,11 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
                 })
                 .await?
                 .into_inner();
-            let items = list.items.iter().map(|j| parse_object(j)).collect::<anyhow::Result<Vec<_>>>()?;
+            let items = list
+                .items
+                .iter()
+                .map(|j| parse_object(j))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             output::print_list(desc.kind, &items, ctx.format)?;
         }
     }
@@ -91,15 +95,32 @@ pub struct Printer {
 
 impl Printer {
     pub fn new(format: Option<Format>, table: Table) -> Self {
-        Printer { format, table, widths: None }
+        Printer {
+            format,
+            table,
+            widths: None,
+        }
     }
 
     pub fn print(&mut self, change: &str, obj: &shoal_api::DynamicObject) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         match self.format {
-            Some(Format::Json) => writeln!(out, "{}", serde_json::to_string(&serde_json::json!({"type": change, "object": obj}))?)?,
-            Some(Format::Yaml) => write!(out, "---\n{}", output::to_yaml(&serde_json::json!({"type": change, "object": obj}))?)?,
-            Some(Format::Name) => writeln!(out, "{} {}", output::name_of(obj), change.to_ascii_lowercase())?,
+            Some(Format::Json) => writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&serde_json::json!({"type": change, "object": obj}))?
+            )?,
+            Some(Format::Yaml) => write!(
+                out,
+                "---\n{}",
+                output::to_yaml(&serde_json::json!({"type": change, "object": obj}))?
+            )?,
+            Some(Format::Name) => writeln!(
+                out,
+                "{} {}",
+                output::name_of(obj),
+                change.to_ascii_lowercase()
+            )?,
             _ => {
                 let mut header = self.table.header();
                 header.push("EVENT".into());
@@ -114,7 +135,11 @@ impl Printer {
                     writeln!(out, "{}", format_row(&header, &w))?;
                     self.widths = Some(w);
                 }
-                writeln!(out, "{}", format_row(&row, self.widths.as_deref().unwrap_or_default()))?;
+                writeln!(
+                    out,
+                    "{}",
+                    format_row(&row, self.widths.as_deref().unwrap_or_default())
+                )?;
             }
         }
         out.flush()?;

@@ -59,7 +59,11 @@ pub async fn version(ctx: &Context) -> Outcome {
     println!("store: {}", info.store);
     println!(
         "controller leader: {}",
-        if info.leader.is_empty() { "<none>" } else { &info.leader }
+        if info.leader.is_empty() {
+            "<none>"
+        } else {
+            &info.leader
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -58,13 +58,18 @@ fn nix_is_root() -> bool {
     // /proc/self/status avoids a libc dependency in the binary for one syscall.
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn")
+    });
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -98,7 +103,8 @@ pub async fn run(a: Args) -> Outcome {
             None => format!("cannot open the embedded store in {}", data_dir.display()),
         })?;
     let listener = listen.bind().await?;
-    let id = a.id.unwrap_or_else(|| format!("{}-{}", host_name(), std::process::id()));
+    let id =
+        a.id.unwrap_or_else(|| format!("{}-{}", host_name(), std::process::id()));
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         listen = %format!("{scheme}://{}", listener.local_addr()?),
@@ -109,11 +115,20 @@ pub async fn run(a: Args) -> Outcome {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
-    let election = LeaderElection::new(store.clone(), CONTROLLER_LEADER_KEY, id.clone()).with_ttl(a.leader_ttl);
+    let election = LeaderElection::new(store.clone(), CONTROLLER_LEADER_KEY, id.clone())
+        .with_ttl(a.leader_ttl);
     let objects = ObjectStore::new(store.clone());
-    let controllers = tokio::spawn(election.run(shutdown.clone(), move |term| run_controllers(objects.clone(), term)));
+    let controllers = tokio::spawn(election.run(shutdown.clone(), move |term| {
+        run_controllers(objects.clone(), term)
+    }));
     let service = ApiService::new(store, id);
-    let served = shoal_apiserver::serve(service, listener, tls.as_ref(), shutdown.clone().cancelled_owned()).await;
+    let served = shoal_apiserver::serve(
+        service,
+        listener,
+        tls.as_ref(),
+        shutdown.clone().cancelled_owned(),
+    )
+    .await;
     shutdown.cancel();
     let _ = controllers.await;
     served?;

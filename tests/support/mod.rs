@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+#[allow(unused_imports)]
 pub use shoal_testkit::{eventually, free_port, Etcd};
 
 /// A `shoal server` process, killed on drop.
@@ -56,7 +57,11 @@ impl Server {
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             // Server logs are noise unless a failure is being chased.
-            .stderr(if std::env::var_os("SHOAL_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() });
+            .stderr(if std::env::var_os("SHOAL_TEST_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
         if let Some(store) = &self.store {
             cmd.arg("--store").arg(store);
         }
@@ -71,7 +76,10 @@ impl Server {
     /// Stops the server with SIGTERM and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let _ = child.wait();
         }
     }
@@ -122,7 +130,11 @@ pub fn shoal_at(url: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args(args)
         .env("SHOAL_SERVER", url)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

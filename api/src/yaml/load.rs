@@ -171,7 +171,14 @@ impl Builder {
         }
     }
 
-    fn scalar(&mut self, text: String, style: TScalarStyle, anchor: usize, tag: Option<Tag>, mark: Marker) {
+    fn scalar(
+        &mut self,
+        text: String,
+        style: TScalarStyle,
+        anchor: usize,
+        tag: Option<Tag>,
+        mark: Marker,
+    ) {
         if let Some(Frame::Map { map, key, path, .. }) = self.stack.last_mut() {
             if key.is_none() {
                 if map.contains_key(&text) {
@@ -196,7 +203,10 @@ impl Builder {
 
     fn open(&mut self, mark: Marker, anchor: usize, is_map: bool) {
         let Some(path) = self.next_path() else {
-            self.fail(mark, "complex mapping keys (lists or mappings as keys) are not supported");
+            self.fail(
+                mark,
+                "complex mapping keys (lists or mappings as keys) are not supported",
+            );
             return;
         };
         if self.stack.len() >= MAX_DEPTH {
@@ -302,7 +312,9 @@ fn resolve_scalar(text: String, style: TScalarStyle, tag: Option<&Tag>) -> Resul
             return match tag.suffix.as_str() {
                 "str" => Ok(Value::String(text)),
                 "null" => Ok(Value::Null),
-                "bool" => parse_bool(&text).map(Value::Bool).ok_or_else(|| format!("{text:?} is not a boolean")),
+                "bool" => parse_bool(&text)
+                    .map(Value::Bool)
+                    .ok_or_else(|| format!("{text:?} is not a boolean")),
                 "int" => parse_int(&text).ok_or_else(|| format!("{text:?} is not an integer")),
                 "float" => parse_float(&text).ok_or_else(|| format!("{text:?} is not a number"))?,
                 other => Err(format!("unsupported tag !!{other}")),
@@ -361,7 +373,9 @@ fn parse_int(t: &str) -> Option<Value> {
 fn parse_float(t: &str) -> Option<Result<Value, String>> {
     let lower = t.to_ascii_lowercase();
     if matches!(lower.as_str(), ".inf" | "+.inf" | "-.inf" | ".nan") {
-        return Some(Err(format!("{t} is not representable; use a finite number")));
+        return Some(Err(format!(
+            "{t} is not representable; use a finite number"
+        )));
     }
     let looks_numeric = t
         .bytes()
@@ -371,7 +385,11 @@ fn parse_float(t: &str) -> Option<Result<Value, String>> {
         return None;
     }
     let f: f64 = t.parse().ok()?;
-    Some(Number::from_f64(f).map(Value::Number).ok_or_else(|| format!("{t} is not a finite number")))
+    Some(
+        Number::from_f64(f)
+            .map(Value::Number)
+            .ok_or_else(|| format!("{t} is not a finite number")),
+    )
 }
 
 #[cfg(test)]
@@ -411,7 +429,7 @@ mod tests {
         let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..10 {
             let prev = format!("*a{}", i - 1);
-            let row = vec![prev.as_str(); 10].join(", ");
+            let row = [prev.as_str(); 10].join(", ");
             text.push_str(&format!("a{i}: &a{i} [{row}]\n"));
         }
         let e = load_all(&text).unwrap_err();

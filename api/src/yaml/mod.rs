@@ -103,7 +103,10 @@ pub fn decode_value(value: Value) -> Result<DynamicObject, Vec<(String, String)>
 fn decode_doc(doc: &LoadedDoc) -> Result<DynamicObject, Vec<(String, String)>> {
     let one = |path: &str, msg: String| Err(vec![(path.to_string(), msg)]);
     let Some(map) = doc.value.as_object() else {
-        return one("", "a manifest must be a mapping with apiVersion, kind, metadata and spec".into());
+        return one(
+            "",
+            "a manifest must be a mapping with apiVersion, kind, metadata and spec".into(),
+        );
     };
     match map.get("apiVersion") {
         None => return one("apiVersion", "required field is missing".into()),
@@ -167,7 +170,9 @@ spec:
         assert_eq!(errs.len(), 1);
         let line = errs[0].to_string();
         assert!(
-            line.starts_with("web.yaml: doc 2, line 13: spec.replicas: expected an integer, found \"three\""),
+            line.starts_with(
+                "web.yaml: doc 2, line 13: spec.replicas: expected an integer, found \"three\""
+            ),
             "{line}"
         );
     }
@@ -177,16 +182,39 @@ spec:
         let text = "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: Bad_Name}\nspec: {}\n---\napiVersion: apps/v1\nkind: Deployment\n---\napiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: x}\nspec: {image: a, replica: 2}\n";
         let errs = decode_manifests("f.yaml", text).unwrap_err();
         let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-        assert!(all.iter().any(|e| e.contains("doc 1, line 3: metadata.name")), "{all:?}");
-        assert!(all.iter().any(|e| e.contains("doc 1") && e.contains("spec.image: required")), "{all:?}");
-        assert!(all.iter().any(|e| e.contains("doc 2, line 6: apiVersion")), "{all:?}");
-        assert!(all.iter().any(|e| e.contains("doc 3, line 12: spec.replica: unknown field")), "{all:?}");
+        assert!(
+            all.iter()
+                .any(|e| e.contains("doc 1, line 3: metadata.name")),
+            "{all:?}"
+        );
+        assert!(
+            all.iter()
+                .any(|e| e.contains("doc 1") && e.contains("spec.image: required")),
+            "{all:?}"
+        );
+        assert!(
+            all.iter().any(|e| e.contains("doc 2, line 6: apiVersion")),
+            "{all:?}"
+        );
+        assert!(
+            all.iter()
+                .any(|e| e.contains("doc 3, line 12: spec.replica: unknown field")),
+            "{all:?}"
+        );
     }
 
     #[test]
     fn unknown_kind_suggests() {
-        let errs = decode_manifests("f.yaml", "apiVersion: shoal.dev/v1\nkind: service\nmetadata: {name: x}\n").unwrap_err();
-        assert!(errs[0].message.contains("did you mean Service"), "{:?}", errs);
+        let errs = decode_manifests(
+            "f.yaml",
+            "apiVersion: shoal.dev/v1\nkind: service\nmetadata: {name: x}\n",
+        )
+        .unwrap_err();
+        assert!(
+            errs[0].message.contains("did you mean Service"),
+            "{:?}",
+            errs
+        );
     }
 
     proptest! {

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use shoal_api::{kind_by_name, Resource, Service, Task};
-use shoal_reconcile::{Action, CancellationToken, Controller, ControllerConfig, EventRecorder, Reader, Reflector};
+use shoal_reconcile::{
+    Action, CancellationToken, Controller, ControllerConfig, EventRecorder, Reader, Reflector,
+};
 use shoal_store::objects::ObjectError;
 use shoal_store::ObjectStore;
 
@@ -32,7 +34,12 @@ pub async fn run(objects: ObjectStore, shutdown: CancellationToken) {
         tasks
             .list()
             .iter()
-            .filter(|t| t.metadata.owner_references.iter().any(|o| o.kind == "Service" && o.name == svc.metadata.name))
+            .filter(|t| {
+                t.metadata
+                    .owner_references
+                    .iter()
+                    .any(|o| o.kind == "Service" && o.name == svc.metadata.name)
+            })
             .map(|t| t.name().to_string())
             .collect()
     });
@@ -41,28 +48,40 @@ pub async fn run(objects: ObjectStore, shutdown: CancellationToken) {
         objects,
         services: services_reader,
     });
-    controller.run(reconcile, |_, _, _| Action::Backoff, ctx, shutdown).await
+    controller
+        .run(reconcile, |_, _, _| Action::Backoff, ctx, shutdown)
+        .await
 }
 
 async fn reconcile(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, GcError> {
     for owner in &task.metadata.owner_references {
         let alive = match owner.kind.as_str() {
-            "Service" => ctx.services.get(&owner.name).map(|s| s.metadata.uid.clone()),
+            "Service" => ctx
+                .services
+                .get(&owner.name)
+                .map(|s| s.metadata.uid.clone()),
             other => match kind_by_name(other) {
-                Some(kind) => ctx.objects.get(kind, &owner.name).await?.map(|o| o.metadata.uid),
+                Some(kind) => ctx
+                    .objects
+                    .get(kind, &owner.name)
+                    .await?
+                    .map(|o| o.metadata.uid),
                 None => None,
             },
         };
         if alive.flatten().as_deref() == Some(owner.uid.as_str()) {
             continue;
         }
-        let kind = kind_by_name(Task::KIND).ok_or_else(|| ObjectError::Invalid("Task kind missing".into()))?;
+        let kind = kind_by_name(Task::KIND)
+            .ok_or_else(|| ObjectError::Invalid("Task kind missing".into()))?;
         match ctx.objects.delete(kind, task.name()).await {
             Ok(_) | Err(ObjectError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
         let message = format!("deleted: its owner {}/{} is gone", owner.kind, owner.name);
-        ctx.events.normal(task.as_ref(), "GarbageCollected", &message).await;
+        ctx.events
+            .normal(task.as_ref(), "GarbageCollected", &message)
+            .await;
         return Ok(Action::AwaitChange);
     }
     Ok(Action::AwaitChange)

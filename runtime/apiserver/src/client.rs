@@ -44,10 +44,13 @@ pub async fn connect(url: &str, ca_cert: Option<&Path>) -> Result<ApiClient<Chan
         }
         endpoint = endpoint.tls_config(tls).map_err(|e| bad(&e.to_string()))?;
     }
-    let channel = endpoint.connect().await.map_err(|e| ClientError::Unreachable {
-        url: url.into(),
-        why: source_chain(&e),
-    })?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| ClientError::Unreachable {
+            url: url.into(),
+            why: source_chain(&e),
+        })?;
     Ok(ApiClient::new(channel)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(64 << 20))

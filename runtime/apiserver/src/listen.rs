@@ -49,10 +49,12 @@ impl ListenConfig {
         if !self.addr.ip().is_loopback() && self.tls.is_none() && !self.insecure {
             return Err(ListenError::InsecureNonLoopback(self.addr));
         }
-        TcpListener::bind(self.addr).await.map_err(|source| ListenError::Bind {
-            addr: self.addr,
-            source,
-        })
+        TcpListener::bind(self.addr)
+            .await
+            .map_err(|source| ListenError::Bind {
+                addr: self.addr,
+                source,
+            })
     }
 }
 

@@ -39,8 +39,12 @@ pub(crate) fn status_of(e: ObjectError) -> Status {
         ObjectError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
         ObjectError::Conflict { .. } => Status::aborted(e.to_string()),
         ObjectError::Invalid(_) => Status::invalid_argument(e.to_string()),
-        ObjectError::Store(shoal_store::StoreError::Unavailable(_)) => Status::unavailable(e.to_string()),
-        ObjectError::Store(shoal_store::StoreError::Compacted { .. }) => Status::out_of_range(e.to_string()),
+        ObjectError::Store(shoal_store::StoreError::Unavailable(_)) => {
+            Status::unavailable(e.to_string())
+        }
+        ObjectError::Store(shoal_store::StoreError::Compacted { .. }) => {
+            Status::out_of_range(e.to_string())
+        }
         _ => Status::internal(e.to_string()),
     }
 }
@@ -70,8 +74,14 @@ pub(crate) fn involves(obj: &DynamicObject, reference: &str) -> bool {
     let Some(involved) = obj.body.get("involvedObject") else {
         return false;
     };
-    let kind = involved.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let name = involved.get("name").and_then(Value::as_str).unwrap_or_default();
+    let kind = involved
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let name = involved
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     match reference.split_once('/') {
         Some((k, n)) => {
             let k = kind_by_name(k).map_or(k, |d| d.kind);
@@ -83,8 +93,13 @@ pub(crate) fn involves(obj: &DynamicObject, reference: &str) -> bool {
 
 /// Decodes and validates a manifest the client sent, as if it came from a file.
 fn check_manifest(m: &pb::Manifest) -> Result<DynamicObject, Vec<String>> {
-    let source = if m.source.is_empty() { "request" } else { &m.source };
-    let value: Value = serde_json::from_str(&m.json).map_err(|e| vec![format!("{source}: not JSON: {e}")])?;
+    let source = if m.source.is_empty() {
+        "request"
+    } else {
+        &m.source
+    };
+    let value: Value =
+        serde_json::from_str(&m.json).map_err(|e| vec![format!("{source}: not JSON: {e}")])?;
     let obj = shoal_api::yaml::decode_value(value).map_err(|problems| {
         problems
             .into_iter()
@@ -97,7 +112,9 @@ fn check_manifest(m: &pb::Manifest) -> Result<DynamicObject, Vec<String>> {
             })
             .collect::<Vec<_>>()
     })?;
-    let desc = obj.kind_desc().ok_or_else(|| vec![format!("{source}: unknown kind")])?;
+    let desc = obj
+        .kind_desc()
+        .ok_or_else(|| vec![format!("{source}: unknown kind")])?;
     if !desc.user_writable {
         return Err(vec![format!(
             "{source}: {} objects are written by shoal itself and cannot be applied",
@@ -110,7 +127,10 @@ fn check_manifest(m: &pb::Manifest) -> Result<DynamicObject, Vec<String>> {
 #[tonic::async_trait]
 impl Api for ApiService {
     #[tracing::instrument(skip_all, fields(manifests = req.get_ref().manifests.len(), dry_run = req.get_ref().dry_run))]
-    async fn apply(&self, req: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
+    async fn apply(
+        &self,
+        req: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
         let req = req.into_inner();
         if req.manifests.len() > MAX_APPLY {
             return Err(Status::invalid_argument(format!(
@@ -125,7 +145,11 @@ impl Api for ApiService {
             match check_manifest(m) {
                 Ok(obj) => {
                     if !seen.insert((obj.kind.clone(), obj.metadata.name.clone())) {
-                        problems.push(format!("{}: {} appears twice in this apply", m.source, obj.reference()));
+                        problems.push(format!(
+                            "{}: {} appears twice in this apply",
+                            m.source,
+                            obj.reference()
+                        ));
                     }
                     objects.push(obj);
                 }
@@ -138,7 +162,11 @@ impl Api for ApiService {
         let mut results = Vec::with_capacity(objects.len());
         for obj in objects {
             let (kind, name) = (obj.kind.clone(), obj.metadata.name.clone());
-            let (outcome, stored) = self.objects.apply(obj, req.dry_run).await.map_err(status_of)?;
+            let (outcome, stored) = self
+                .objects
+                .apply(obj, req.dry_run)
+                .await
+                .map_err(status_of)?;
             tracing::info!(%kind, %name, %outcome, "applied");
             results.push(pb::ApplyResult {
                 kind,
@@ -151,17 +179,28 @@ impl Api for ApiService {
     }
 
     #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind, name = %req.get_ref().name))]
-    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::ObjectResponse>, Status> {
+    async fn get(
+        &self,
+        req: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::ObjectResponse>, Status> {
         let req = req.into_inner();
         let kind = kind_of(&req.kind)?;
         match self.objects.get(kind, &req.name).await.map_err(status_of)? {
-            Some(obj) => Ok(Response::new(pb::ObjectResponse { json: to_json(&obj)? })),
-            None => Err(Status::not_found(format!("{}/{} not found", kind.kind, req.name))),
+            Some(obj) => Ok(Response::new(pb::ObjectResponse {
+                json: to_json(&obj)?,
+            })),
+            None => Err(Status::not_found(format!(
+                "{}/{} not found",
+                kind.kind, req.name
+            ))),
         }
     }
 
     #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind))]
-    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
         let req = req.into_inner();
         let kind = kind_of(&req.kind)?;
         let selector = selector_of(&req.label_selector)?;
@@ -175,16 +214,24 @@ impl Api for ApiService {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn update(&self, req: Request<pb::UpdateRequest>) -> Result<Response<pb::ObjectResponse>, Status> {
+    async fn update(
+        &self,
+        req: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::ObjectResponse>, Status> {
         let value: Value = serde_json::from_str(&req.get_ref().json)
             .map_err(|e| Status::invalid_argument(format!("not JSON: {e}")))?;
         let obj = shoal_api::yaml::decode_value(value).map_err(|p| {
             Status::invalid_argument(
-                p.into_iter().map(|(path, m)| format!("{path}: {m}")).collect::<Vec<_>>().join("\n"),
+                p.into_iter()
+                    .map(|(path, m)| format!("{path}: {m}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
             )
         })?;
         let updated = self.objects.update(obj, None).await.map_err(status_of)?;
-        Ok(Response::new(pb::ObjectResponse { json: to_json(&updated)? }))
+        Ok(Response::new(pb::ObjectResponse {
+            json: to_json(&updated)?,
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind, name = %req.get_ref().name))]
@@ -200,15 +247,24 @@ impl Api for ApiService {
             None
         } else {
             Some(req.resource_version.parse().map_err(|_| {
-                Status::invalid_argument(format!("resourceVersion {:?} is not a revision", req.resource_version))
+                Status::invalid_argument(format!(
+                    "resourceVersion {:?} is not a revision",
+                    req.resource_version
+                ))
             })?)
         };
         // Check the result still decodes as its kind before storing it.
         if let Some(mut current) = self.objects.get(kind, &req.name).await.map_err(status_of)? {
             current.body.insert("status".into(), status.clone());
-            let value = serde_json::to_value(&current).map_err(|e| Status::internal(e.to_string()))?;
+            let value =
+                serde_json::to_value(&current).map_err(|e| Status::internal(e.to_string()))?;
             (kind.decode)(value).map_err(|p| {
-                Status::invalid_argument(p.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+                Status::invalid_argument(
+                    p.0.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                )
             })?;
         }
         let updated = self
@@ -216,14 +272,24 @@ impl Api for ApiService {
             .update_status(kind, &req.name, status, expected)
             .await
             .map_err(status_of)?;
-        Ok(Response::new(pb::ObjectResponse { json: to_json(&updated)? }))
+        Ok(Response::new(pb::ObjectResponse {
+            json: to_json(&updated)?,
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind, name = %req.get_ref().name))]
-    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let req = req.into_inner();
         let kind = kind_of(&req.kind)?;
-        let (outcome, obj) = match self.objects.delete(kind, &req.name).await.map_err(status_of)? {
+        let (outcome, obj) = match self
+            .objects
+            .delete(kind, &req.name)
+            .await
+            .map_err(status_of)?
+        {
             DeleteOutcome::Deleted(o) => ("deleted", o),
             DeleteOutcome::Pending(o) => ("pending", o),
         };
@@ -237,11 +303,19 @@ impl Api for ApiService {
     type WatchStream = watch::ResponseStream;
 
     #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind))]
-    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        watch_stream(self.objects.clone(), req.into_inner()).await.map(Response::new)
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        watch_stream(self.objects.clone(), req.into_inner())
+            .await
+            .map(Response::new)
     }
 
-    async fn info(&self, _: Request<pb::InfoRequest>) -> Result<Response<pb::InfoResponse>, Status> {
+    async fn info(
+        &self,
+        _: Request<pb::InfoRequest>,
+    ) -> Result<Response<pb::InfoResponse>, Status> {
         let store = self.objects.raw();
         let leader = store
             .get(CONTROLLER_LEADER_KEY)

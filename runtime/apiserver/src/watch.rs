@@ -16,7 +16,10 @@ use crate::service::{involves, kind_of, selector_of, status_of, to_json};
 
 pub type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
-pub async fn watch_stream(objects: ObjectStore, req: pb::WatchRequest) -> Result<ResponseStream, Status> {
+pub async fn watch_stream(
+    objects: ObjectStore,
+    req: pb::WatchRequest,
+) -> Result<ResponseStream, Status> {
     let kind = kind_of(&req.kind)?;
     let selector = selector_of(&req.label_selector)?;
     let wanted = move |o: &shoal_api::DynamicObject| {

@@ -37,11 +37,20 @@ impl<K> Clone for Reader<K> {
 
 impl<K: Resource> Reader<K> {
     pub fn get(&self, name: &str) -> Option<Arc<K>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     pub fn list(&self) -> Vec<Arc<K>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -72,7 +81,8 @@ pub struct Reflector<K> {
 
 impl<K: Resource> Reflector<K> {
     pub fn new(objects: ObjectStore) -> Self {
-        let kind = shoal_api::kind_by_name(K::KIND).unwrap_or_else(|| panic!("{} is not registered in api::KINDS", K::KIND));
+        let kind = shoal_api::kind_by_name(K::KIND)
+            .unwrap_or_else(|| panic!("{} is not registered in api::KINDS", K::KIND));
         let (ready_tx, ready_rx) = watch::channel(false);
         Reflector {
             objects,
@@ -151,7 +161,11 @@ impl<K: Resource> Reflector<K> {
         }
         let gone: Vec<Arc<K>> = {
             let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-            let gone = map.iter().filter(|(n, _)| !fresh.contains_key(*n)).map(|(_, v)| v.clone()).collect();
+            let gone = map
+                .iter()
+                .filter(|(n, _)| !fresh.contains_key(*n))
+                .map(|(_, v)| v.clone())
+                .collect();
             *map = fresh.clone();
             gone
         };
@@ -168,19 +182,28 @@ impl<K: Resource> Reflector<K> {
             let name = ev.object.metadata.name.clone();
             match ev.change {
                 ChangeType::Deleted => {
-                    let old = self.map.write().unwrap_or_else(|p| p.into_inner()).remove(&name);
+                    let old = self
+                        .map
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&name);
                     if let Some(old) = old.or_else(|| self.decode(&ev.object)) {
                         self.emit(Change::Deleted(old));
                     }
                 }
                 ChangeType::Added | ChangeType::Modified => {
                     if let Some(k) = self.decode(&ev.object) {
-                        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(name, k.clone());
+                        self.map
+                            .write()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(name, k.clone());
                         self.emit(Change::Applied(k));
                     }
                 }
             }
         }
-        Err(ObjectError::Store(StoreError::Unavailable("watch ended".into())))
+        Err(ObjectError::Store(StoreError::Unavailable(
+            "watch ended".into(),
+        )))
     }
 }

@@ -86,7 +86,10 @@ impl<K: Resource> Controller<K> {
 
     /// Also reconciles the objects `map` names whenever an object of kind `C` changes
     /// (e.g. the owner of a Task that changed).
-    pub fn watches<C: Resource>(self, map: impl Fn(&C) -> Vec<String> + Send + Sync + 'static) -> Self {
+    pub fn watches<C: Resource>(
+        self,
+        map: impl Fn(&C) -> Vec<String> + Send + Sync + 'static,
+    ) -> Self {
         let reflector = Reflector::<C>::new(self.objects.clone());
         self.watches_reflector(reflector, map)
     }
@@ -104,14 +107,20 @@ impl<K: Resource> Controller<K> {
                 q.add(&name);
             }
         });
-        self.secondary.push(Box::new(move |token| Box::pin(reflector.run(token))));
+        self.secondary
+            .push(Box::new(move |token| Box::pin(reflector.run(token))));
         self
     }
 
     /// Runs until `shutdown`. `reconcile` sees the cached object; objects deleted before
     /// their turn are skipped. `error_policy` decides what a failure means.
-    pub async fn run<Ctx, E, F, Fut, P>(self, reconcile: F, error_policy: P, ctx: Arc<Ctx>, shutdown: CancellationToken)
-    where
+    pub async fn run<Ctx, E, F, Fut, P>(
+        self,
+        reconcile: F,
+        error_policy: P,
+        ctx: Arc<Ctx>,
+        shutdown: CancellationToken,
+    ) where
         Ctx: Send + Sync + 'static,
         E: std::fmt::Display + Send + 'static,
         F: Fn(Arc<K>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
@@ -125,7 +134,11 @@ impl<K: Resource> Controller<K> {
             secondary,
             ..
         } = self;
-        tracing::info!(controller = config.name, kind = K::KIND, "controller starting");
+        tracing::info!(
+            controller = config.name,
+            kind = K::KIND,
+            "controller starting"
+        );
         let reader = reflector.reader();
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(reflector.run(shutdown.clone()));
@@ -138,7 +151,8 @@ impl<K: Resource> Controller<K> {
         let backoff = Arc::new(Backoff::new(config.backoff_base, config.backoff_max));
         for _ in 0..config.concurrency.max(1) {
             let (queue, reader, ctx) = (queue.clone(), reader.clone(), ctx.clone());
-            let (reconcile, error_policy, backoff) = (reconcile.clone(), error_policy.clone(), backoff.clone());
+            let (reconcile, error_policy, backoff) =
+                (reconcile.clone(), error_policy.clone(), backoff.clone());
             let name = config.name;
             tasks.spawn(async move {
                 while let Some(key) = queue.next().await {

@@ -39,15 +39,23 @@ impl EventRecorder {
     }
 
     pub async fn normal(&self, obj: &impl Resource, reason: &str, message: &str) {
-        self.record(reference(obj), EventType::Normal, reason, message).await
+        self.record(reference(obj), EventType::Normal, reason, message)
+            .await
     }
 
     pub async fn warning(&self, obj: &impl Resource, reason: &str, message: &str) {
-        self.record(reference(obj), EventType::Warning, reason, message).await
+        self.record(reference(obj), EventType::Warning, reason, message)
+            .await
     }
 
     /// Records an event. Failing to record never fails the caller's work: it is logged.
-    pub async fn record(&self, involved: ObjectReference, type_: EventType, reason: &str, message: &str) {
+    pub async fn record(
+        &self,
+        involved: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) {
         tracing::info!(object = %format!("{}/{}", involved.kind, involved.name), %type_, reason, message, "event");
         for _ in 0..5 {
             match self.try_record(&involved, type_, reason, message).await {
@@ -87,7 +95,8 @@ impl EventRecorder {
             Some(mut ev) => {
                 ev.count += 1;
                 ev.last_timestamp = now;
-                let obj = shoal_api::DynamicObject::from_typed(&ev).map_err(|e| ObjectError::Invalid(e.to_string()))?;
+                let obj = shoal_api::DynamicObject::from_typed(&ev)
+                    .map_err(|e| ObjectError::Invalid(e.to_string()))?;
                 self.objects.update(obj, Some(lease)).await.map(|_| ())
             }
             None => {
@@ -104,7 +113,8 @@ impl EventRecorder {
                     last_timestamp: now,
                     source: self.source.clone(),
                 };
-                let obj = shoal_api::DynamicObject::from_typed(&ev).map_err(|e| ObjectError::Invalid(e.to_string()))?;
+                let obj = shoal_api::DynamicObject::from_typed(&ev)
+                    .map_err(|e| ObjectError::Invalid(e.to_string()))?;
                 self.objects.create(obj, Some(lease)).await.map(|_| ())
             }
         }
@@ -121,14 +131,32 @@ pub fn reference<R: Resource>(obj: &R) -> ObjectReference {
 
 /// `<kind>.<name>.<hash>`: one Event per distinct occurrence on one object. The hash
 /// is FNV-1a, stable across builds, so every server names the same event the same way.
-fn event_name(involved: &ObjectReference, type_: EventType, reason: &str, message: &str, source: &str) -> String {
+fn event_name(
+    involved: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    message: &str,
+    source: &str,
+) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let uid = involved.uid.as_deref().unwrap_or_default();
-    for part in [involved.kind.as_str(), &involved.name, uid, &type_.to_string(), reason, message, source] {
+    for part in [
+        involved.kind.as_str(),
+        &involved.name,
+        uid,
+        &type_.to_string(),
+        reason,
+        message,
+        source,
+    ] {
         for b in part.bytes().chain([0xff]) {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
     }
-    format!("{}.{}.{h:016x}", involved.kind.to_ascii_lowercase(), involved.name)
+    format!(
+        "{}.{}.{h:016x}",
+        involved.kind.to_ascii_lowercase(),
+        involved.name
+    )
 }

@@ -50,11 +50,21 @@ impl LeaderElection {
                 Ok(Some(lease)) => {
                     tracing::info!(identity = %self.identity, "became the controller leader");
                     let term = shutdown.child_token();
-                    let renew = self.renew(lease, term.clone());
                     let work = lead(term.clone());
+                    tokio::pin!(work);
                     tokio::select! {
-                        _ = renew => tracing::warn!(identity = %self.identity, "lost the controller lease; stepping down"),
-                        _ = work => {}
+                        _ = &mut work => {}
+                        _ = self.renew(lease, term.clone()) => {
+                            if !term.is_cancelled() {
+                                tracing::warn!(identity = %self.identity, "lost the controller lease; stepping down");
+                            }
+                            // Let the controllers stop cleanly, but not for longer than
+                            // the lease: by then another leader may be acting.
+                            term.cancel();
+                            if tokio::time::timeout(self.ttl, &mut work).await.is_err() {
+                                tracing::warn!("controllers did not stop within the lease TTL");
+                            }
+                        }
                     }
                     term.cancel();
                     // Best effort: on a lost lease this fails, which is fine.
@@ -74,7 +84,11 @@ impl LeaderElection {
 
     async fn try_acquire(&self) -> Result<Option<i64>, StoreError> {
         let lease = self.store.grant_lease(self.ttl).await?;
-        match self.store.create(&self.key, self.identity.clone().into_bytes(), Some(lease)).await {
+        match self
+            .store
+            .create(&self.key, self.identity.clone().into_bytes(), Some(lease))
+            .await
+        {
             Ok(_) => Ok(Some(lease)),
             Err(StoreError::AlreadyExists { .. }) => {
                 let _ = self.store.revoke_lease(lease).await;

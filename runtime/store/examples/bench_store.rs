@@ -35,7 +35,12 @@ fn args() -> Args {
     a
 }
 
-async fn store_writes(store: Arc<dyn Store>, prefix: &str, writes: usize, concurrency: usize) -> f64 {
+async fn store_writes(
+    store: Arc<dyn Store>,
+    prefix: &str,
+    writes: usize,
+    concurrency: usize,
+) -> f64 {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..concurrency {
@@ -59,7 +64,9 @@ async fn store_writes(store: Arc<dyn Store>, prefix: &str, writes: usize, concur
 }
 
 async fn raw_etcd_puts(endpoint: &str, writes: usize, concurrency: usize) -> f64 {
-    let client = etcd_client::Client::connect([endpoint], None).await.expect("etcd");
+    let client = etcd_client::Client::connect([endpoint], None)
+        .await
+        .expect("etcd");
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..concurrency {
@@ -108,13 +115,26 @@ async fn main() {
     let a = args();
     let dir = tempfile::tempdir().expect("tempdir");
     let embedded: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("embedded"));
-    let etcd: Arc<dyn Store> = Arc::new(EtcdStore::connect(&[a.etcd.clone()]).await.expect("etcd"));
+    let etcd: Arc<dyn Store> = Arc::new(
+        EtcdStore::connect(std::slice::from_ref(&a.etcd))
+            .await
+            .expect("etcd"),
+    );
     let run = format!("/bench/{}/", std::process::id());
 
-    eprintln!("raw etcd puts: {} writes, {} concurrent", a.writes, a.concurrency);
+    eprintln!(
+        "raw etcd puts: {} writes, {} concurrent",
+        a.writes, a.concurrency
+    );
     let raw = raw_etcd_puts(&a.etcd, a.writes, a.concurrency).await;
     eprintln!("store writes (embedded)");
-    let w_emb = store_writes(embedded.clone(), &format!("{run}w/"), a.writes, a.concurrency).await;
+    let w_emb = store_writes(
+        embedded.clone(),
+        &format!("{run}w/"),
+        a.writes,
+        a.concurrency,
+    )
+    .await;
     eprintln!("store writes (etcd)");
     let w_etcd = store_writes(etcd.clone(), &format!("{run}w/"), a.writes, a.concurrency).await;
     eprintln!("watch latency");

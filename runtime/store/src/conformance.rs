@@ -17,11 +17,19 @@ pub fn checks() -> Vec<(&'static str, Check)> {
     vec![
         ("create_get_update_delete", |s, p| Box::pin(crud(s, p))),
         ("list_by_prefix", |s, p| Box::pin(list_by_prefix(s, p))),
-        ("watch_replays_history_then_live", |s, p| Box::pin(watch_history_then_live(s, p))),
+        ("watch_replays_history_then_live", |s, p| {
+            Box::pin(watch_history_then_live(s, p))
+        }),
         ("watch_from_now", |s, p| Box::pin(watch_from_now(s, p))),
-        ("compaction_signals_relist", |s, p| Box::pin(compaction(s, p))),
-        ("leases_expire_and_keep_alive", |s, p| Box::pin(leases(s, p))),
-        ("compare_and_swap_under_contention", |s, p| Box::pin(contention(s, p))),
+        ("compaction_signals_relist", |s, p| {
+            Box::pin(compaction(s, p))
+        }),
+        ("leases_expire_and_keep_alive", |s, p| {
+            Box::pin(leases(s, p))
+        }),
+        ("compare_and_swap_under_contention", |s, p| {
+            Box::pin(contention(s, p))
+        }),
     ]
 }
 
@@ -42,83 +50,174 @@ async fn next_event(stream: &mut WatchStream) -> WatchEvent {
 
 async fn crud(store: Arc<dyn Store>, p: String) {
     let k = format!("{p}a");
-    let r1 = store.create(&k, b"one".to_vec(), None).await.expect("create");
+    let r1 = store
+        .create(&k, b"one".to_vec(), None)
+        .await
+        .expect("create");
     assert!(
-        matches!(store.create(&k, b"x".to_vec(), None).await, Err(StoreError::AlreadyExists { .. })),
+        matches!(
+            store.create(&k, b"x".to_vec(), None).await,
+            Err(StoreError::AlreadyExists { .. })
+        ),
         "second create must fail"
     );
     let kv = store.get(&k).await.expect("get").expect("present");
-    assert_eq!((kv.value.as_slice(), kv.create_revision, kv.mod_revision, kv.version), (&b"one"[..], r1, r1, 1));
+    assert_eq!(
+        (
+            kv.value.as_slice(),
+            kv.create_revision,
+            kv.mod_revision,
+            kv.version
+        ),
+        (&b"one"[..], r1, r1, 1)
+    );
 
-    let r2 = store.update(&k, b"two".to_vec(), r1, None).await.expect("update");
+    let r2 = store
+        .update(&k, b"two".to_vec(), r1, None)
+        .await
+        .expect("update");
     assert!(r2 > r1, "revisions grow");
     match store.update(&k, b"stale".to_vec(), r1, None).await {
-        Err(StoreError::Conflict { expected, current, .. }) => assert_eq!((expected, current), (r1, r2)),
+        Err(StoreError::Conflict {
+            expected, current, ..
+        }) => assert_eq!((expected, current), (r1, r2)),
         other => panic!("stale update must conflict, got {other:?}"),
     }
     let kv = store.get(&k).await.expect("get").expect("present");
-    assert_eq!((kv.value.as_slice(), kv.create_revision, kv.mod_revision, kv.version), (&b"two"[..], r1, r2, 2));
+    assert_eq!(
+        (
+            kv.value.as_slice(),
+            kv.create_revision,
+            kv.mod_revision,
+            kv.version
+        ),
+        (&b"two"[..], r1, r2, 2)
+    );
     assert!(matches!(
         store.update(&format!("{p}missing"), vec![], 1, None).await,
         Err(StoreError::NotFound { .. })
     ));
-    assert!(matches!(store.delete(&k, Some(r1)).await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(
+        store.delete(&k, Some(r1)).await,
+        Err(StoreError::Conflict { .. })
+    ));
     let r3 = store.delete(&k, Some(r2)).await.expect("delete");
     assert!(r3 > r2);
     assert_eq!(store.get(&k).await.expect("get"), None);
-    assert!(matches!(store.delete(&k, None).await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(
+        store.delete(&k, None).await,
+        Err(StoreError::NotFound { .. })
+    ));
     assert!(store.revision().await.expect("revision") >= r3);
     // A deleted key can be created again, starting a new life.
-    let r4 = store.create(&k, b"again".to_vec(), None).await.expect("recreate");
+    let r4 = store
+        .create(&k, b"again".to_vec(), None)
+        .await
+        .expect("recreate");
     let kv = store.get(&k).await.expect("get").expect("present");
     assert_eq!((kv.create_revision, kv.version), (r4, 1));
 }
 
 async fn list_by_prefix(store: Arc<dyn Store>, p: String) {
     for name in ["c", "a", "b"] {
-        store.create(&format!("{p}x/{name}"), name.as_bytes().to_vec(), None).await.expect("create");
+        store
+            .create(&format!("{p}x/{name}"), name.as_bytes().to_vec(), None)
+            .await
+            .expect("create");
     }
-    store.create(&format!("{p}xy"), vec![], None).await.expect("create");
-    let last = store.create(&format!("{p}y/a"), vec![], None).await.expect("create");
+    store
+        .create(&format!("{p}xy"), vec![], None)
+        .await
+        .expect("create");
+    let last = store
+        .create(&format!("{p}y/a"), vec![], None)
+        .await
+        .expect("create");
     let list = store.list(&format!("{p}x/")).await.expect("list");
-    let keys: Vec<_> = list.items.iter().map(|kv| kv.key.trim_start_matches(&p).to_string()).collect();
+    let keys: Vec<_> = list
+        .items
+        .iter()
+        .map(|kv| kv.key.trim_start_matches(&p).to_string())
+        .collect();
     assert_eq!(keys, ["x/a", "x/b", "x/c"]);
-    assert!(list.revision >= last, "list revision {} < last write {last}", list.revision);
-    assert!(store.list(&format!("{p}none/")).await.expect("list").items.is_empty());
+    assert!(
+        list.revision >= last,
+        "list revision {} < last write {last}",
+        list.revision
+    );
+    assert!(store
+        .list(&format!("{p}none/"))
+        .await
+        .expect("list")
+        .items
+        .is_empty());
 }
 
 async fn watch_history_then_live(store: Arc<dyn Store>, p: String) {
     let k = format!("{p}w/a");
     let r1 = store.create(&k, b"1".to_vec(), None).await.expect("create");
-    store.create(&format!("{p}other"), vec![], None).await.expect("create other");
-    let r2 = store.update(&k, b"2".to_vec(), r1, None).await.expect("update");
+    store
+        .create(&format!("{p}other"), vec![], None)
+        .await
+        .expect("create other");
+    let r2 = store
+        .update(&k, b"2".to_vec(), r1, None)
+        .await
+        .expect("update");
     let mut w = store.watch(&format!("{p}w/"), r1).await.expect("watch");
     let e1 = next_event(&mut w).await;
-    assert_eq!((e1.event_type, e1.kv.mod_revision, e1.prev.clone()), (EventType::Put, r1, None));
+    assert_eq!(
+        (e1.event_type, e1.kv.mod_revision, e1.prev.clone()),
+        (EventType::Put, r1, None)
+    );
     let e2 = next_event(&mut w).await;
-    assert_eq!((e2.event_type, e2.kv.value.as_slice()), (EventType::Put, &b"2"[..]));
-    assert_eq!(e2.prev.as_ref().map(|p| p.value.as_slice()), Some(&b"1"[..]));
+    assert_eq!(
+        (e2.event_type, e2.kv.value.as_slice()),
+        (EventType::Put, &b"2"[..])
+    );
+    assert_eq!(
+        e2.prev.as_ref().map(|p| p.value.as_slice()),
+        Some(&b"1"[..])
+    );
     // Live from here on.
     let r3 = store.delete(&k, Some(r2)).await.expect("delete");
     let e3 = next_event(&mut w).await;
     assert_eq!((e3.event_type, e3.kv.mod_revision), (EventType::Delete, r3));
     assert_eq!(e3.prev.map(|p| p.value), Some(b"2".to_vec()));
-    let r4 = store.create(&format!("{p}w/b"), vec![], None).await.expect("create");
+    let r4 = store
+        .create(&format!("{p}w/b"), vec![], None)
+        .await
+        .expect("create");
     assert_eq!(next_event(&mut w).await.kv.mod_revision, r4);
 }
 
 async fn watch_from_now(store: Arc<dyn Store>, p: String) {
-    store.create(&format!("{p}old"), vec![], None).await.expect("create");
+    store
+        .create(&format!("{p}old"), vec![], None)
+        .await
+        .expect("create");
     let mut w = store.watch(&p, 0).await.expect("watch");
-    let r = store.create(&format!("{p}new"), vec![], None).await.expect("create");
+    let r = store
+        .create(&format!("{p}new"), vec![], None)
+        .await
+        .expect("create");
     let ev = next_event(&mut w).await;
     assert_eq!((ev.kv.key, ev.kv.mod_revision), (format!("{p}new"), r));
 }
 
 async fn compaction(store: Arc<dyn Store>, p: String) {
-    let r1 = store.create(&format!("{p}a"), vec![], None).await.expect("create");
-    store.create(&format!("{p}b"), vec![], None).await.expect("create");
-    let r3 = store.create(&format!("{p}c"), vec![], None).await.expect("create");
+    let r1 = store
+        .create(&format!("{p}a"), vec![], None)
+        .await
+        .expect("create");
+    store
+        .create(&format!("{p}b"), vec![], None)
+        .await
+        .expect("create");
+    let r3 = store
+        .create(&format!("{p}c"), vec![], None)
+        .await
+        .expect("create");
     store.compact(r3).await.expect("compact");
     match store.watch(&p, r1).await {
         Err(StoreError::Compacted { .. }) => {}
@@ -128,7 +227,10 @@ async fn compaction(store: Arc<dyn Store>, p: String) {
         },
         Err(other) => panic!("expected Compacted, got {other}"),
     }
-    let mut w = store.watch(&p, r3).await.expect("watch from the compaction point");
+    let mut w = store
+        .watch(&p, r3)
+        .await
+        .expect("watch from the compaction point");
     assert_eq!(next_event(&mut w).await.kv.mod_revision, r3);
 }
 
@@ -136,25 +238,46 @@ async fn leases(store: Arc<dyn Store>, p: String) {
     let ttl = Duration::from_secs(2);
     let lease = store.grant_lease(ttl).await.expect("grant");
     let k = format!("{p}leased");
-    store.create(&k, vec![], Some(lease)).await.expect("create with lease");
-    assert_eq!(store.get(&k).await.expect("get").map(|kv| kv.lease), Some(lease));
+    store
+        .create(&k, vec![], Some(lease))
+        .await
+        .expect("create with lease");
+    assert_eq!(
+        store.get(&k).await.expect("get").map(|kv| kv.lease),
+        Some(lease)
+    );
     let mut w = store.watch(&p, 0).await.expect("watch");
     // Kept alive for longer than its TTL, the key stays.
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         store.keep_alive(lease).await.expect("keep alive");
     }
-    assert!(store.get(&k).await.expect("get").is_some(), "kept-alive key must stay");
+    assert!(
+        store.get(&k).await.expect("get").is_some(),
+        "kept-alive key must stay"
+    );
     // Left alone, it expires with a delete event.
     let ev = match tokio::time::timeout(Duration::from_secs(15), w.next()).await {
         Ok(Some(Ok(ev))) => ev,
         other => panic!("expected the lease's key to expire, got {other:?}"),
     };
-    assert_eq!((ev.event_type, ev.kv.key.as_str()), (EventType::Delete, k.as_str()));
+    assert_eq!(
+        (ev.event_type, ev.kv.key.as_str()),
+        (EventType::Delete, k.as_str())
+    );
     assert!(store.get(&k).await.expect("get").is_none());
     let ka = store.keep_alive(lease).await;
-    assert!(matches!(ka, Err(StoreError::LeaseNotFound(_))), "keep-alive of an expired lease: {ka:?}");
-    assert!(store.create(&format!("{p}x"), vec![], Some(lease)).await.is_err(), "expired lease is unusable");
+    assert!(
+        matches!(ka, Err(StoreError::LeaseNotFound(_))),
+        "keep-alive of an expired lease: {ka:?}"
+    );
+    assert!(
+        store
+            .create(&format!("{p}x"), vec![], Some(lease))
+            .await
+            .is_err(),
+        "expired lease is unusable"
+    );
     // Revoking deletes at once.
     let lease = store.grant_lease(ttl).await.expect("grant");
     store.create(&k, vec![], Some(lease)).await.expect("create");
@@ -173,7 +296,10 @@ async fn contention(store: Arc<dyn Store>, p: String) {
                 loop {
                     let kv = store.get(&k).await.expect("get").expect("present");
                     let n: u64 = String::from_utf8_lossy(&kv.value).parse().expect("number");
-                    match store.update(&k, (n + 1).to_string().into_bytes(), kv.mod_revision, None).await {
+                    match store
+                        .update(&k, (n + 1).to_string().into_bytes(), kv.mod_revision, None)
+                        .await
+                    {
                         Ok(_) => break,
                         Err(StoreError::Conflict { .. }) => continue,
                         Err(e) => panic!("update: {e}"),
@@ -186,6 +312,10 @@ async fn contention(store: Arc<dyn Store>, p: String) {
         t.await.expect("task");
     }
     let kv = store.get(&k).await.expect("get").expect("present");
-    assert_eq!(kv.value, b"80".to_vec(), "every increment counted exactly once");
+    assert_eq!(
+        kv.value,
+        b"80".to_vec(),
+        "every increment counted exactly once"
+    );
     assert_eq!(kv.version, 81);
 }

@@ -23,8 +23,12 @@ pub struct EtcdStore {
 
 fn etcd_err(e: etcd_client::Error) -> StoreError {
     match e {
-        etcd_client::Error::GRpcStatus(s) if s.message().contains("required revision has been compacted") => {
-            StoreError::Compacted { compact_revision: 0 }
+        etcd_client::Error::GRpcStatus(s)
+            if s.message().contains("required revision has been compacted") =>
+        {
+            StoreError::Compacted {
+                compact_revision: 0,
+            }
         }
         etcd_client::Error::GRpcStatus(s) if s.message().contains("requested lease not found") => {
             StoreError::LeaseNotFound(0)
@@ -34,7 +38,10 @@ fn etcd_err(e: etcd_client::Error) -> StoreError {
         }
         etcd_client::Error::TransportError(t) => StoreError::Unavailable(t.to_string()),
         etcd_client::Error::GRpcStatus(s)
-            if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) =>
+            if matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+            ) =>
         {
             StoreError::Unavailable(s.message().to_string())
         }
@@ -65,11 +72,12 @@ impl EtcdStore {
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
         let mut client = Client::connect(endpoints, Some(options))
             .await
-            .map_err(|e| StoreError::Unavailable(format!("etcd at {}: {e}", endpoints.join(","))))?;
-        client
-            .status()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("etcd at {}: {e}", endpoints.join(","))))?;
+            .map_err(|e| {
+                StoreError::Unavailable(format!("etcd at {}: {e}", endpoints.join(",")))
+            })?;
+        client.status().await.map_err(|e| {
+            StoreError::Unavailable(format!("etcd at {}: {e}", endpoints.join(",")))
+        })?;
         Ok(EtcdStore { client })
     }
 
@@ -78,7 +86,13 @@ impl EtcdStore {
     }
 
     /// Runs `txn` guarded by `compare`; on failure, reads the key to say why.
-    async fn guarded(&self, key: &str, compare: Compare, op: TxnOp, expected: Option<Revision>) -> Result<Revision> {
+    async fn guarded(
+        &self,
+        key: &str,
+        compare: Compare,
+        op: TxnOp,
+        expected: Option<Revision>,
+    ) -> Result<Revision> {
         let txn = Txn::new()
             .when([compare])
             .and_then([op])
@@ -130,11 +144,13 @@ impl Store for EtcdStore {
     async fn create(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision> {
         let compare = Compare::create_revision(key, CompareOp::Equal, 0);
         let op = TxnOp::put(key, value, put_options(lease));
-        self.guarded(key, compare, op, None).await.map_err(|e| match e {
-            // A lease error surfaces as a gRPC status; everything else is "it exists".
-            StoreError::NotFound { key } => StoreError::AlreadyExists { key },
-            other => lease_error(other, lease),
-        })
+        self.guarded(key, compare, op, None)
+            .await
+            .map_err(|e| match e {
+                // A lease error surfaces as a gRPC status; everything else is "it exists".
+                StoreError::NotFound { key } => StoreError::AlreadyExists { key },
+                other => lease_error(other, lease),
+            })
     }
 
     async fn update(
@@ -192,7 +208,9 @@ impl Store for EtcdStore {
                     None => match stream.message().await {
                         Ok(Some(r)) => r,
                         Ok(None) => {
-                            let _ = tx.send(Err(StoreError::Unavailable("etcd watch ended".into()))).await;
+                            let _ = tx
+                                .send(Err(StoreError::Unavailable("etcd watch ended".into())))
+                                .await;
                             return;
                         }
                         Err(e) => {
@@ -222,7 +240,11 @@ impl Store for EtcdStore {
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
         let secs = ttl.as_secs().max(1) as i64;
-        let resp = self.client().lease_grant(secs, None).await.map_err(etcd_err)?;
+        let resp = self
+            .client()
+            .lease_grant(secs, None)
+            .await
+            .map_err(etcd_err)?;
         Ok(resp.id())
     }
 
@@ -232,8 +254,15 @@ impl Store for EtcdStore {
             .lease_keep_alive(lease)
             .await
             .map_err(etcd_err)?;
-        keeper.keep_alive().await.map_err(|e| lease_error(etcd_err(e), Some(lease)))?;
-        match stream.message().await.map_err(|e| lease_error(etcd_err(e), Some(lease)))? {
+        keeper
+            .keep_alive()
+            .await
+            .map_err(|e| lease_error(etcd_err(e), Some(lease)))?;
+        match stream
+            .message()
+            .await
+            .map_err(|e| lease_error(etcd_err(e), Some(lease)))?
+        {
             Some(r) if r.ttl() > 0 => Ok(()),
             _ => Err(StoreError::LeaseNotFound(lease)),
         }

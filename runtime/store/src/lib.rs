@@ -147,7 +147,9 @@ pub async fn open(
                 .map(|h| format!("http://{h}"))
                 .collect();
             if endpoints.is_empty() {
-                return Err(StoreError::Invalid(format!("--store {url:?}: no hosts given")));
+                return Err(StoreError::Invalid(format!(
+                    "--store {url:?}: no hosts given"
+                )));
             }
             Ok(std::sync::Arc::new(EtcdStore::connect(&endpoints).await?))
         }

@@ -15,8 +15,8 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::StreamExt;
 use serde_json::Value;
 use shoal_api::{DynamicObject, KindDesc, Resource};
 
@@ -109,10 +109,11 @@ fn desc_of(obj: &DynamicObject) -> Result<&'static KindDesc> {
 }
 
 fn decode(kv: &KeyValue) -> Result<DynamicObject> {
-    let mut obj: DynamicObject = serde_json::from_slice(&kv.value).map_err(|e| ObjectError::Corrupt {
-        key: kv.key.clone(),
-        why: e.to_string(),
-    })?;
+    let mut obj: DynamicObject =
+        serde_json::from_slice(&kv.value).map_err(|e| ObjectError::Corrupt {
+            key: kv.key.clone(),
+            why: e.to_string(),
+        })?;
     obj.metadata.resource_version = Some(kv.mod_revision.to_string());
     Ok(obj)
 }
@@ -126,10 +127,9 @@ fn encode(obj: &DynamicObject) -> Result<Vec<u8>> {
 fn parse_rv(obj: &DynamicObject) -> Result<Option<Revision>> {
     match &obj.metadata.resource_version {
         None => Ok(None),
-        Some(rv) => rv
-            .parse()
-            .map(Some)
-            .map_err(|_| ObjectError::Invalid(format!("metadata.resourceVersion {rv:?} is not a revision"))),
+        Some(rv) => rv.parse().map(Some).map_err(|_| {
+            ObjectError::Invalid(format!("metadata.resourceVersion {rv:?} is not a revision"))
+        }),
     }
 }
 
@@ -187,7 +187,11 @@ impl ObjectStore {
     }
 
     /// Creates a new object, setting uid, generation and creationTimestamp.
-    pub async fn create(&self, obj: DynamicObject, lease: Option<LeaseId>) -> Result<DynamicObject> {
+    pub async fn create(
+        &self,
+        obj: DynamicObject,
+        lease: Option<LeaseId>,
+    ) -> Result<DynamicObject> {
         let kind = desc_of(&obj)?;
         let mut obj = obj;
         let meta = &mut obj.metadata;
@@ -208,13 +212,20 @@ impl ObjectStore {
     /// Replaces the user-owned parts of the object at the revision in its
     /// `resourceVersion`, keeping status and server-set metadata. Removing the last
     /// finalizer of an object being deleted deletes it.
-    pub async fn update(&self, obj: DynamicObject, lease: Option<LeaseId>) -> Result<DynamicObject> {
+    pub async fn update(
+        &self,
+        obj: DynamicObject,
+        lease: Option<LeaseId>,
+    ) -> Result<DynamicObject> {
         let kind = desc_of(&obj)?;
         let name = obj.name().to_string();
-        let current = self.get(kind, &name).await?.ok_or_else(|| ObjectError::NotFound {
-            kind: obj.kind.clone(),
-            name: name.clone(),
-        })?;
+        let current = self
+            .get(kind, &name)
+            .await?
+            .ok_or_else(|| ObjectError::NotFound {
+                kind: obj.kind.clone(),
+                name: name.clone(),
+            })?;
         let expected = match parse_rv(&obj)? {
             Some(rv) => rv,
             None => parse_rv(&current)?.unwrap_or(0),
@@ -231,10 +242,13 @@ impl ObjectStore {
         status: Value,
         expected: Option<Revision>,
     ) -> Result<DynamicObject> {
-        let current = self.get(kind, name).await?.ok_or_else(|| ObjectError::NotFound {
-            kind: kind.kind.into(),
-            name: name.into(),
-        })?;
+        let current = self
+            .get(kind, name)
+            .await?
+            .ok_or_else(|| ObjectError::NotFound {
+                kind: kind.kind.into(),
+                name: name.into(),
+            })?;
         let expected = match expected {
             Some(e) => e,
             None => parse_rv(&current)?.unwrap_or(0),
@@ -272,7 +286,11 @@ impl ObjectStore {
 
     /// Create-or-update from a manifest. Retries lost races unless the manifest pinned a
     /// `resourceVersion`. With `dry_run`, reports what would happen and writes nothing.
-    pub async fn apply(&self, obj: DynamicObject, dry_run: bool) -> Result<(ApplyOutcome, DynamicObject)> {
+    pub async fn apply(
+        &self,
+        obj: DynamicObject,
+        dry_run: bool,
+    ) -> Result<(ApplyOutcome, DynamicObject)> {
         let kind = desc_of(&obj)?;
         let pinned = parse_rv(&obj)?;
         for _ in 0..16 {
@@ -327,10 +345,13 @@ impl ObjectStore {
     /// Deletes, or marks for deletion when finalizers remain.
     pub async fn delete(&self, kind: &KindDesc, name: &str) -> Result<DeleteOutcome> {
         for _ in 0..16 {
-            let current = self.get(kind, name).await?.ok_or_else(|| ObjectError::NotFound {
-                kind: kind.kind.into(),
-                name: name.into(),
-            })?;
+            let current = self
+                .get(kind, name)
+                .await?
+                .ok_or_else(|| ObjectError::NotFound {
+                    kind: kind.kind.into(),
+                    name: name.into(),
+                })?;
             let rv = parse_rv(&current)?.unwrap_or(0);
             let key = object_key(kind, name);
             if current.metadata.finalizers.is_empty() {
@@ -354,7 +375,10 @@ impl ObjectStore {
                 Err(e) => return Err(self.map_err(e, kind.kind, name)),
             }
         }
-        Err(ObjectError::Invalid(format!("{}/{name} keeps changing under us; try again", kind.kind)))
+        Err(ObjectError::Invalid(format!(
+            "{}/{name} keeps changing under us; try again",
+            kind.kind
+        )))
     }
 
     /// Changes to objects of `kind` from revision `from` (0: from now).

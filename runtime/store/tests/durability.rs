@@ -25,22 +25,38 @@ async fn restart_keeps_data_and_revisions_grow() {
     let last = {
         let store = EmbeddedStore::open(dir.path()).expect("open");
         for i in 0..20 {
-            store.create(&format!("/k/{i}"), vec![i as u8], None).await.expect("create");
+            store
+                .create(&format!("/k/{i}"), vec![i as u8], None)
+                .await
+                .expect("create");
         }
-        let lease = store.grant_lease(Duration::from_secs(60)).await.expect("lease");
-        store.create("/leased", vec![], Some(lease)).await.expect("leased");
+        let lease = store
+            .grant_lease(Duration::from_secs(60))
+            .await
+            .expect("lease");
+        store
+            .create("/leased", vec![], Some(lease))
+            .await
+            .expect("leased");
         store.revision().await.expect("revision")
     };
     let store = open_retrying(dir.path());
     assert_eq!(store.revision().await.expect("revision"), last);
     assert_eq!(store.list("/k/").await.expect("list").items.len(), 20);
-    assert!(store.get("/leased").await.expect("get").is_some(), "leases survive a restart");
+    assert!(
+        store.get("/leased").await.expect("get").is_some(),
+        "leases survive a restart"
+    );
     let next = store.create("/after", vec![], None).await.expect("create");
     assert!(next > last, "revision {next} must be above {last}");
     // Watch history survives too.
     use futures::StreamExt;
     let mut w = store.watch("/k/", 1).await.expect("watch");
-    let first = tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("event").expect("some").expect("ok");
+    let first = tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .expect("event")
+        .expect("some")
+        .expect("ok");
     assert_eq!(first.kv.key, "/k/0");
 }
 
@@ -48,7 +64,9 @@ async fn restart_keeps_data_and_revisions_grow() {
 async fn second_process_cannot_open_the_same_store() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _first = EmbeddedStore::open(dir.path()).expect("open");
-    let err = EmbeddedStore::open(dir.path()).err().expect("second open must fail");
+    let err = EmbeddedStore::open(dir.path())
+        .err()
+        .expect("second open must fail");
     assert!(err.to_string().contains("in use"), "{err}");
 }
 
@@ -58,7 +76,9 @@ const CHILD_ENV: &str = "SHOAL_STORE_CRASH_CHILD_DIR";
 /// starts and kills. It prints each key once the store has acknowledged it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let store = Arc::new(EmbeddedStore::open(std::path::Path::new(&dir)).expect("open"));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     for w in 0..8 {
@@ -66,7 +86,10 @@ async fn crash_child() {
         tokio::spawn(async move {
             for i in 0.. {
                 let key = format!("/crash/{w}/{i}");
-                store.create(&key, vec![7; 512], None).await.expect("create");
+                store
+                    .create(&key, vec![7; 512], None)
+                    .await
+                    .expect("create");
                 if tx.send(key).is_err() {
                     return;
                 }
@@ -121,5 +144,10 @@ async fn kill_9_loses_no_acknowledged_write() {
         .map(|kv| kv.key)
         .collect();
     let lost: Vec<&String> = acked.iter().filter(|k| !keys.contains(*k)).collect();
-    assert!(lost.is_empty(), "{} acknowledged writes lost, e.g. {:?}", lost.len(), lost.first());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        lost.len(),
+        lost.first()
+    );
 }

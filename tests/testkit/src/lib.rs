@@ -69,10 +69,19 @@ impl Etcd {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start etcd ({e}); run hack/test.sh, which installs etcd-server"));
-        let etcd = Etcd { child, port, _dir: dir };
+            .unwrap_or_else(|e| {
+                panic!("cannot start etcd ({e}); run hack/test.sh, which installs etcd-server")
+            });
+        let etcd = Etcd {
+            child,
+            port,
+            _dir: dir,
+        };
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        assert!(wait_for_port(addr, Duration::from_secs(20)), "etcd did not start; see its log");
+        assert!(
+            wait_for_port(addr, Duration::from_secs(20)),
+            "etcd did not start; see its log"
+        );
         // The port opens before the member is ready to serve; ask until it answers.
         let ready = eventually(Duration::from_secs(20), || {
             let out = Command::new("etcdctl")

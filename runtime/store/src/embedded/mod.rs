@@ -18,7 +18,9 @@ use async_trait::async_trait;
 use redb::{ReadableDatabase, TableDefinition};
 use tokio::sync::{broadcast, oneshot};
 
-use crate::{KeyValue, LeaseId, ListResult, Result, Revision, Store, StoreError, WatchEvent, WatchStream};
+use crate::{
+    KeyValue, LeaseId, ListResult, Result, Revision, Store, StoreError, WatchEvent, WatchStream,
+};
 use records::decode_kv;
 use writer::{Op, Request, Writer};
 
@@ -172,12 +174,19 @@ impl Store for EmbeddedStore {
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
-        watch::start(self.db.clone(), self.shared.clone(), prefix.to_string(), from)
+        watch::start(
+            self.db.clone(),
+            self.shared.clone(),
+            prefix.to_string(),
+            from,
+        )
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
         if ttl < Duration::from_millis(100) {
-            return Err(StoreError::Invalid("lease TTL must be at least 100ms".into()));
+            return Err(StoreError::Invalid(
+                "lease TTL must be at least 100ms".into(),
+            ));
         }
         self.send(Op::GrantLease { ttl }).await
     }

@@ -67,7 +67,9 @@ pub fn decode_event(bytes: &[u8]) -> Result<WatchEvent, StoreError> {
     };
     let len = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
     let key_len = len(take(4)?);
-    let key = std::str::from_utf8(take(key_len)?).map_err(|_| bad())?.to_string();
+    let key = std::str::from_utf8(take(key_len)?)
+        .map_err(|_| bad())?
+        .to_string();
     let kv_len = len(take(4)?);
     let kv = decode_kv(&key, take(kv_len)?)?;
     let rest = &bytes[at..];

@@ -88,14 +88,23 @@ impl Writer {
         let txn = db.begin_read().map_err(backend_err)?;
         let meta = txn.open_table(META).map_err(backend_err)?;
         let get = |k: &str| -> Result<i64, StoreError> {
-            Ok(meta.get(k).map_err(backend_err)?.map(|v| v.value()).unwrap_or(0))
+            Ok(meta
+                .get(k)
+                .map_err(backend_err)?
+                .map(|v| v.value())
+                .unwrap_or(0))
         };
         let revision = get("revision")?;
         let compacted = get("compacted")?;
         let next_lease = get("next_lease")?.max(1);
         let mut leases = HashMap::new();
         let now = Instant::now();
-        for entry in txn.open_table(LEASES).map_err(backend_err)?.iter().map_err(backend_err)? {
+        for entry in txn
+            .open_table(LEASES)
+            .map_err(backend_err)?
+            .iter()
+            .map_err(backend_err)?
+        {
             let (id, ttl_ms) = entry.map_err(backend_err)?;
             let ttl = Duration::from_millis(ttl_ms.value());
             leases.insert(
@@ -107,7 +116,12 @@ impl Writer {
                 },
             );
         }
-        for entry in txn.open_table(KV).map_err(backend_err)?.iter().map_err(backend_err)? {
+        for entry in txn
+            .open_table(KV)
+            .map_err(backend_err)?
+            .iter()
+            .map_err(backend_err)?
+        {
             let (k, v) = entry.map_err(backend_err)?;
             let kv = decode_kv(k.value(), v.value())?;
             if let Some(l) = leases.get_mut(&kv.lease) {
@@ -190,15 +204,20 @@ impl Writer {
                     self.compact_log(&mut t, self.revision - LOG_RETAIN / 2)?;
                 }
                 let mut meta = txn.open_table(META).map_err(backend_err)?;
-                meta.insert("revision", self.revision).map_err(backend_err)?;
-                meta.insert("compacted", self.compacted).map_err(backend_err)?;
-                meta.insert("next_lease", self.next_lease).map_err(backend_err)?;
+                meta.insert("revision", self.revision)
+                    .map_err(backend_err)?;
+                meta.insert("compacted", self.compacted)
+                    .map_err(backend_err)?;
+                meta.insert("next_lease", self.next_lease)
+                    .map_err(backend_err)?;
             }
             txn.commit().map_err(backend_err)
         })();
         match outcome {
             Ok(()) => {
-                self.shared.compacted.store(self.compacted, Ordering::SeqCst);
+                self.shared
+                    .compacted
+                    .store(self.compacted, Ordering::SeqCst);
                 self.shared.revision.store(self.revision, Ordering::SeqCst);
                 for ev in events {
                     // No receivers is fine: nobody is watching.
@@ -351,7 +370,8 @@ impl Writer {
             version: prev.as_ref().map_or(1, |p| p.version + 1),
             lease: lease.unwrap_or(0),
         };
-        t.kv.insert(key, encode_kv(&kv).as_slice()).map_err(backend_err)?;
+        t.kv.insert(key, encode_kv(&kv).as_slice())
+            .map_err(backend_err)?;
         if let Some(p) = &prev {
             if p.lease != kv.lease {
                 self.detach(p.lease, key, changes);
@@ -367,7 +387,9 @@ impl Writer {
             kv,
             prev,
         };
-        t.log.insert(self.revision, encode_event(&ev).as_slice()).map_err(backend_err)?;
+        t.log
+            .insert(self.revision, encode_event(&ev).as_slice())
+            .map_err(backend_err)?;
         events.push(ev);
         Ok(self.revision)
     }
@@ -394,7 +416,9 @@ impl Writer {
             },
             prev: Some(current),
         };
-        t.log.insert(self.revision, encode_event(&ev).as_slice()).map_err(backend_err)?;
+        t.log
+            .insert(self.revision, encode_event(&ev).as_slice())
+            .map_err(backend_err)?;
         events.push(ev);
         Ok(self.revision)
     }
