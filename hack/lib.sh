@@ -7,6 +7,7 @@ ensure_packages() {
     command -v etcdctl >/dev/null || missing+=(etcd-client)
     command -v protoc >/dev/null || missing+=(protobuf-compiler)
     command -v runc >/dev/null || missing+=(runc)
+    command -v openssl >/dev/null || missing+=(openssl)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "hack: installing ${missing[*]}" >&2
         local sudo=""

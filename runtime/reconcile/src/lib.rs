@@ -26,7 +26,7 @@ mod events;
 mod leader;
 mod queue;
 
-pub use cache::{Reader, Reflector};
+pub use cache::{Change, Reader, Reflector};
 pub use controller::{Action, Controller, ControllerConfig};
 pub use events::EventRecorder;
 pub use leader::LeaderElection;
