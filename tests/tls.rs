@@ -22,10 +22,64 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 fn make_certs(dir: &Path) {
-    openssl(dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=shoal test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
-    openssl(dir, &["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"]);
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n").expect("ext");
-    openssl(dir, &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1", "-extfile", "ext.cnf", "-out", "server.pem"]);
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=shoal test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.pem",
+        ],
+    );
 }
 
 #[test]
@@ -34,7 +88,17 @@ fn tls_server_on_all_interfaces() {
     make_certs(dir.path());
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["server", "--listen", &format!("0.0.0.0:{port}"), "--tls-cert", "server.pem", "--tls-key", "server.key", "--data-dir", "data"])
+        .args([
+            "server",
+            "--listen",
+            &format!("0.0.0.0:{port}"),
+            "--tls-cert",
+            "server.pem",
+            "--tls-key",
+            "server.key",
+            "--data-dir",
+            "data",
+        ])
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -55,7 +119,11 @@ fn tls_server_on_all_interfaces() {
     let untrusted = shoal_at(&url, &["get", "networks"], None);
     assert!(!untrusted.status.success());
     // Plaintext to a TLS port fails too.
-    let plain = shoal_at(&format!("http://127.0.0.1:{port}"), &["get", "networks"], None);
+    let plain = shoal_at(
+        &format!("http://127.0.0.1:{port}"),
+        &["get", "networks"],
+        None,
+    );
     assert!(!plain.status.success());
     let _ = child.kill();
     let _ = child.wait();

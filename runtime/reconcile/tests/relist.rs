@@ -30,7 +30,13 @@ impl Store for CompactsFirstWatch {
     async fn create(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision> {
         self.inner.create(key, value, lease).await
     }
-    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision, lease: Option<LeaseId>) -> Result<Revision> {
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+        lease: Option<LeaseId>,
+    ) -> Result<Revision> {
         self.inner.update(key, value, expected, lease).await
     }
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision> {
@@ -41,7 +47,9 @@ impl Store for CompactsFirstWatch {
         if first {
             let fail = async move {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                Err(StoreError::Compacted { compact_revision: from + 1 })
+                Err(StoreError::Compacted {
+                    compact_revision: from + 1,
+                })
             };
             return Ok(Box::pin(futures::stream::once(fail)));
         }
@@ -110,7 +118,11 @@ async fn compaction_triggers_a_relist_that_catches_up() {
     let mut names: Vec<String> = reader.list().iter().map(|n| n.name().to_string()).collect();
     names.sort();
     assert_eq!(names, ["b", "c"], "the relist caught up");
-    assert_eq!(*deleted.lock().expect("lock"), ["a"], "the missed deletion is reported");
+    assert_eq!(
+        *deleted.lock().expect("lock"),
+        ["a"],
+        "the missed deletion is reported"
+    );
 
     // And the new watch is live.
     objects.create(network("d"), None).await.expect("d");

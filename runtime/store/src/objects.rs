@@ -180,6 +180,16 @@ impl ObjectStore {
         }
     }
 
+    /// The object, or `NotFound`.
+    pub async fn get_existing(&self, kind: &KindDesc, name: &str) -> Result<DynamicObject> {
+        self.get(kind, name)
+            .await?
+            .ok_or_else(|| ObjectError::NotFound {
+                kind: kind.kind.into(),
+                name: name.into(),
+            })
+    }
+
     pub async fn list(&self, kind: &KindDesc) -> Result<(Vec<DynamicObject>, Revision)> {
         let list = self.store.list(&kind_prefix(kind)).await?;
         let items = list.items.iter().map(decode).collect::<Result<_>>()?;
@@ -219,13 +229,7 @@ impl ObjectStore {
     ) -> Result<DynamicObject> {
         let kind = desc_of(&obj)?;
         let name = obj.name().to_string();
-        let current = self
-            .get(kind, &name)
-            .await?
-            .ok_or_else(|| ObjectError::NotFound {
-                kind: obj.kind.clone(),
-                name: name.clone(),
-            })?;
+        let current = self.get_existing(kind, &name).await?;
         let expected = match parse_rv(&obj)? {
             Some(rv) => rv,
             None => parse_rv(&current)?.unwrap_or(0),
@@ -242,13 +246,7 @@ impl ObjectStore {
         status: Value,
         expected: Option<Revision>,
     ) -> Result<DynamicObject> {
-        let current = self
-            .get(kind, name)
-            .await?
-            .ok_or_else(|| ObjectError::NotFound {
-                kind: kind.kind.into(),
-                name: name.into(),
-            })?;
+        let current = self.get_existing(kind, name).await?;
         let expected = match expected {
             Some(e) => e,
             None => parse_rv(&current)?.unwrap_or(0),
@@ -345,13 +343,7 @@ impl ObjectStore {
     /// Deletes, or marks for deletion when finalizers remain.
     pub async fn delete(&self, kind: &KindDesc, name: &str) -> Result<DeleteOutcome> {
         for _ in 0..16 {
-            let current = self
-                .get(kind, name)
-                .await?
-                .ok_or_else(|| ObjectError::NotFound {
-                    kind: kind.kind.into(),
-                    name: name.into(),
-                })?;
+            let current = self.get_existing(kind, name).await?;
             let rv = parse_rv(&current)?.unwrap_or(0);
             let key = object_key(kind, name);
             if current.metadata.finalizers.is_empty() {
