@@ -170,14 +170,18 @@ impl Table {
         let mut columns: Vec<Column> = match kind {
             "Service" => vec![
                 name,
-                ("IMAGE", |_, v| s(v, &["spec", "image"])),
+                ("MODE", |_, v| {
+                    let m = s(v, &["spec", "mode"]);
+                    if m.is_empty() { "replicated".into() } else { m }
+                }),
                 ("REPLICAS", |_, v| {
                     format!(
                         "{}/{}",
                         or_zero(s(v, &["status", "runningReplicas"])),
-                        s(v, &["spec", "replicas"])
+                        or_zero(s(v, &["status", "replicas"]))
                     )
                 }),
+                ("IMAGE", |_, v| s(v, &["spec", "image"])),
                 age_col,
             ],
             "Task" => vec![

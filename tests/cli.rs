@@ -83,7 +83,7 @@ fn user_session(server: &mut Server) {
     std::fs::write(
         &bad,
         "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: fine}\nspec: {image: x}\n---\n\
-         apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: api}\nspec:\n  image: x\n  replicas: three\n  ports: [1]\n",
+         apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: api}\nspec:\n  image: x\n  replicas: three\n  portz: [1]\n",
     )
     .expect("write bad");
     let applied = server.shoal(&["apply", "-f", bad.to_str().expect("utf8")]);
@@ -96,7 +96,7 @@ fn user_session(server: &mut Server) {
         "{err}"
     );
     assert!(
-        err.contains("zz-bad.yaml: doc 2, line 12: spec.ports: unknown field"),
+        err.contains("zz-bad.yaml: doc 2, line 12: spec.portz: unknown field"),
         "{err}"
     );
     assert!(

@@ -223,14 +223,14 @@ mod tests {
     fn reports_every_problem() {
         let p = problems(json!({
             "apiVersion": "shoal.dev/v1", "kind": "Service", "metadata": {"name": "x", "labelz": {}},
-            "spec": {"image": 5, "replicas": "three", "ports": [1], "env": {"A": 1}}
+            "spec": {"image": 5, "replicas": "three", "portz": [1], "env": {"A": 1}}
         }));
         assert!(
             p.contains(&"spec.replicas: expected an integer, found \"three\"".to_string()),
             "{p:?}"
         );
         assert!(
-            p.iter().any(|e| e.starts_with("spec.ports: unknown field")),
+            p.iter().any(|e| e.starts_with("spec.portz: unknown field")),
             "{p:?}"
         );
         assert!(

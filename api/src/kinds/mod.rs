@@ -9,14 +9,18 @@ mod network;
 mod node;
 mod service;
 mod task;
+mod workload;
 
 pub use event::{Event, EventType, ObjectReference};
 pub use gitsync::{GitSync, GitSyncSpec, GitSyncStatus, InventoryEntry};
 pub use logpipeline::{LogPipeline, LogPipelineSpec, LogPipelineStatus};
 pub use network::{Network, NetworkDriver, NetworkSpec, NetworkStatus};
 pub use node::{Availability, Node, NodeResources, NodeRole, NodeSpec, NodeState, NodeStatus};
-pub use service::{Service, ServiceSpec, ServiceStatus};
-pub use task::{Task, TaskSpec, TaskState, TaskStatus};
+pub use service::{
+    parse_schedule, RevisionRecord, Service, ServiceSpec, ServiceStatus, UpdateState, UpdateStatus,
+};
+pub use task::{DesiredState, Task, TaskSpec, TaskState, TaskStatus};
+pub use workload::*;
 
 /// Defines a spec/status kind: the struct, its `Resource` impl and the checks every
 /// kind shares (kind name, metadata), then the spec's own `Validate`.

@@ -3,12 +3,13 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::workload::*;
 use super::{define_kind, require};
-use crate::meta::Condition;
+use crate::meta::{Condition, Timestamp};
 use crate::validate::{Problems, Validate};
 
 define_kind! {
-    /// A long-running, replicated container workload (Swarm's service).
+    /// A container workload (Swarm's service): replicated, global, a job or a cron job.
     Service {
         kind: "Service",
         plural: "services",
@@ -30,13 +31,42 @@ pub struct ServiceSpec {
     pub command: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// Number of tasks to run (default 1).
-    #[serde(default = "one")]
-    pub replicas: u32,
+    #[serde(default)]
+    pub mode: ServiceMode,
+    /// Tasks to run in mode `replicated` (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    #[serde(default)]
+    pub update: UpdateConfig,
+    #[serde(default, skip_serializing_if = "Placement::is_empty")]
+    pub placement: Placement,
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
+    /// For modes `job` and `cron`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobSpec>,
+    /// For mode `cron`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<CronSpec>,
 }
 
-fn one() -> u32 {
-    1
+impl ServiceSpec {
+    /// Desired tasks in mode `replicated`.
+    pub fn desired_replicas(&self) -> u32 {
+        self.replicas.unwrap_or(1)
+    }
+
+    /// The restart condition in force: `on-failure` for jobs, `any` otherwise, unless set.
+    pub fn restart_condition(&self) -> RestartCondition {
+        self.restart.condition.unwrap_or(match self.mode {
+            ServiceMode::Job | ServiceMode::Cron => RestartCondition::OnFailure,
+            _ => RestartCondition::Any,
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
@@ -46,19 +76,118 @@ pub struct ServiceStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Tasks wanted now.
     #[serde(default)]
     pub replicas: u32,
     #[serde(default)]
     pub running_replicas: u32,
+    /// Tasks running the current spec.
     #[serde(default)]
     pub updated_replicas: u32,
+    /// Jobs: tasks that completed successfully.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub succeeded: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateStatus>,
+    /// The spec before the last change, for `shoal rollout undo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_spec: Option<Box<ServiceSpec>>,
+    /// Recent spec revisions, newest last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RevisionRecord>,
+    /// Cron: when the last run was started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Timestamp>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateState {
+    Updating,
+    Paused,
+    Completed,
+    RollbackStarted,
+    RollbackPaused,
+    RollbackCompleted,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateStatus {
+    pub state: UpdateState,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// The generation being rolled out.
+    #[serde(default)]
+    pub generation: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Timestamp>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionRecord {
+    pub generation: i64,
+    pub image: String,
+    /// The task template hash of that revision.
+    pub template: String,
+    pub time: Timestamp,
 }
 
 impl Validate for ServiceSpec {
     fn validate(&self, p: &mut Problems) {
         require(p, "spec.image", &self.image);
         check_env(p, "spec.env", &self.env);
+        check_ports(p, "spec.ports", &self.ports);
+        check_placement(p, "spec.placement", &self.placement);
+        check_resources(p, "spec.resources", &self.resources);
+        if self.replicas.is_some() && self.mode != ServiceMode::Replicated {
+            p.push("spec.replicas", "only for mode: replicated");
+        }
+        if self.job.is_some() && !matches!(self.mode, ServiceMode::Job | ServiceMode::Cron) {
+            p.push("spec.job", "only for mode: job or cron");
+        }
+        if let Some(job) = &self.job {
+            if job.completions == 0 {
+                p.push("spec.job.completions", "must be at least 1");
+            }
+            if job.parallelism == 0 {
+                p.push("spec.job.parallelism", "must be at least 1");
+            }
+        }
+        match (&self.cron, self.mode) {
+            (None, ServiceMode::Cron) => p.push("spec.cron", "mode: cron needs cron.schedule"),
+            (Some(_), m) if m != ServiceMode::Cron => p.push("spec.cron", "only for mode: cron"),
+            (Some(c), _) => {
+                if let Err(why) = parse_schedule(&c.schedule) {
+                    p.push("spec.cron.schedule", why);
+                }
+            }
+            _ => {}
+        }
+        if !(0.0..=1.0).contains(&self.update.max_failure_ratio) {
+            p.push("spec.update.maxFailureRatio", "must be between 0 and 1");
+        }
+        if self.restart.delay.0 > std::time::Duration::from_secs(24 * 3600) {
+            p.push("spec.restart.delay", "must be at most 24h");
+        }
     }
+}
+
+/// Parses a five-field cron schedule (minute granularity, UTC), or an alias like `@hourly`.
+pub fn parse_schedule(text: &str) -> Result<croner::Cron, String> {
+    if text.split_whitespace().count() != 5 && !text.trim().starts_with('@') {
+        return Err(format!(
+            "{text:?}: expected five fields: minute hour day-of-month month day-of-week"
+        ));
+    }
+    text.parse::<croner::Cron>().map_err(|e| format!("{text:?}: {e}"))
 }
 
 /// Environment variable names: non-empty, no '=' and no NUL.

@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::service::check_env;
+use super::workload::*;
 use super::{define_kind, require};
 use crate::meta::{Condition, Timestamp};
 use crate::validate::{Problems, Validate};
@@ -32,12 +33,32 @@ pub struct TaskSpec {
     /// The node this task is bound to; set by the scheduler unless given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// `running`, or `shutdown` to have the node stop it.
+    #[serde(default)]
+    pub desired_state: DesiredState,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
+    #[serde(default, skip_serializing_if = "Placement::is_empty")]
+    pub placement: Placement,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    #[default]
+    Running,
+    Shutdown,
 }
 
 impl Validate for TaskSpec {
     fn validate(&self, p: &mut Problems) {
         require(p, "spec.image", &self.image);
         check_env(p, "spec.env", &self.env);
+        check_ports(p, "spec.ports", &self.ports);
+        check_placement(p, "spec.placement", &self.placement);
+        check_resources(p, "spec.resources", &self.resources);
         if let Some(node) = &self.node {
             if let Err(why) = crate::meta::check_name(node, true) {
                 p.push("spec.node", why);
@@ -63,6 +84,31 @@ pub enum TaskState {
     Orphaned,
 }
 
+impl TaskState {
+    /// The task will not run (again): nothing more happens to it.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Complete | TaskState::Failed | TaskState::Rejected | TaskState::Shutdown | TaskState::Orphaned
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Assigned => "assigned",
+            TaskState::Preparing => "preparing",
+            TaskState::Starting => "starting",
+            TaskState::Running => "running",
+            TaskState::Complete => "complete",
+            TaskState::Failed => "failed",
+            TaskState::Rejected => "rejected",
+            TaskState::Shutdown => "shutdown",
+            TaskState::Orphaned => "orphaned",
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskStatus {
@@ -82,4 +128,7 @@ pub struct TaskStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Timestamp>,
+    /// When the task last entered `running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
 }
