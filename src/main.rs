@@ -55,6 +55,8 @@ enum Command {
     Diff(cmd::diff::Args),
     /// Show reconcile events.
     Events(cmd::events::Args),
+    /// Run simulated nodes through the real agent API.
+    Sim(cmd::sim::Args),
     /// Show client and server versions, the store and the controller leader.
     Version,
     /// Print a shell completion script.
@@ -104,6 +106,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::Delete(a) => cmd::delete::run(&ctx, a).await,
         Command::Diff(a) => cmd::diff::run(&ctx, a).await,
         Command::Events(a) => cmd::events::run(&ctx, a).await,
+        Command::Sim(a) => cmd::sim::run(&ctx, a).await,
         Command::Version => cmd::version(&ctx).await,
         Command::Completion { shell } => {
             use clap::CommandFactory;

@@ -172,7 +172,11 @@ impl Table {
                 name,
                 ("MODE", |_, v| {
                     let m = s(v, &["spec", "mode"]);
-                    if m.is_empty() { "replicated".into() } else { m }
+                    if m.is_empty() {
+                        "replicated".into()
+                    } else {
+                        m
+                    }
                 }),
                 ("REPLICAS", |_, v| {
                     format!(

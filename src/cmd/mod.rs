@@ -7,6 +7,7 @@ pub mod diff;
 pub mod events;
 pub mod get;
 pub mod server;
+pub mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

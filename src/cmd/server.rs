@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use shoal_apiserver::{ApiService, ListenConfig, TlsFiles, CONTROLLER_LEADER_KEY};
+use shoal_apiserver::{
+    AgentService, ApiService, Dispatcher, HeartbeatConfig, ListenConfig, TlsFiles,
+    CONTROLLER_LEADER_KEY,
+};
 use shoal_reconcile::{CancellationToken, LeaderElection};
 use shoal_store::{ObjectStore, Store};
 
@@ -37,9 +40,12 @@ pub struct Args {
     /// How long a dead leader holds the controllers before another server takes over.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     leader_ttl: Duration,
+    /// How often agents heartbeat; a node is down after 3 missed heartbeats.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    heartbeat_period: Duration,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     s.parse::<shoal_api::Duration>().map(|d| d.0)
 }
 
@@ -121,9 +127,16 @@ pub async fn run(a: Args) -> Outcome {
     let controllers = tokio::spawn(election.run(shutdown.clone(), move |term| {
         run_controllers(objects.clone(), term)
     }));
+    let dispatcher = Dispatcher::start(ObjectStore::new(store.clone()), shutdown.clone());
+    let heartbeat = HeartbeatConfig {
+        period: a.heartbeat_period,
+        missed: 3,
+    };
+    let agent = AgentService::new(ObjectStore::new(store.clone()), dispatcher, heartbeat);
     let service = ApiService::new(store, id);
     let served = shoal_apiserver::serve(
         service,
+        agent,
         listener,
         tls.as_ref(),
         shutdown.clone().cancelled_owned(),

@@ -187,7 +187,8 @@ pub fn parse_schedule(text: &str) -> Result<croner::Cron, String> {
             "{text:?}: expected five fields: minute hour day-of-month month day-of-week"
         ));
     }
-    text.parse::<croner::Cron>().map_err(|e| format!("{text:?}: {e}"))
+    text.parse::<croner::Cron>()
+        .map_err(|e| format!("{text:?}: {e}"))
 }
 
 /// Environment variable names: non-empty, no '=' and no NUL.

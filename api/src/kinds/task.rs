@@ -89,7 +89,11 @@ impl TaskState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            TaskState::Complete | TaskState::Failed | TaskState::Rejected | TaskState::Shutdown | TaskState::Orphaned
+            TaskState::Complete
+                | TaskState::Failed
+                | TaskState::Rejected
+                | TaskState::Shutdown
+                | TaskState::Orphaned
         )
     }
 

@@ -147,7 +147,9 @@ fn is_zero(n: &u32) -> bool {
 
 impl Placement {
     pub fn is_empty(&self) -> bool {
-        self.constraints.is_empty() && self.preferences.is_empty() && self.max_replicas_per_node == 0
+        self.constraints.is_empty()
+            && self.preferences.is_empty()
+            && self.max_replicas_per_node == 0
     }
 }
 
@@ -167,7 +169,9 @@ impl Constraint {
         } else if let Some((a, v)) = text.split_once("==") {
             (a, true, v)
         } else {
-            return Err(format!("{text:?}: expected ATTRIBUTE == VALUE or ATTRIBUTE != VALUE"));
+            return Err(format!(
+                "{text:?}: expected ATTRIBUTE == VALUE or ATTRIBUTE != VALUE"
+            ));
         };
         let attribute = attr.trim().to_string();
         check_attribute(&attribute).map_err(|why| format!("{text:?}: {why}"))?;
@@ -187,7 +191,12 @@ impl Constraint {
 pub fn check_attribute(attr: &str) -> Result<(), String> {
     match attr {
         "node.name" | "node.hostname" | "node.role" => Ok(()),
-        a if a.strip_prefix("node.labels.").is_some_and(|k| !k.is_empty()) => Ok(()),
+        a if a
+            .strip_prefix("node.labels.")
+            .is_some_and(|k| !k.is_empty()) =>
+        {
+            Ok(())
+        }
         a => Err(format!(
             "unknown attribute {a:?}: use node.name, node.role or node.labels.KEY"
         )),
@@ -316,16 +325,25 @@ pub(crate) fn check_resources(p: &mut Problems, path: &str, r: &Resources) {
     for (name, amounts) in [("reservations", &r.reservations), ("limits", &r.limits)] {
         if let Some(a) = amounts {
             if !(a.cpu.is_finite() && a.cpu >= 0.0) {
-                p.push(format!("{path}.{name}.cpu"), "must be a number of CPUs, 0 or more");
+                p.push(
+                    format!("{path}.{name}.cpu"),
+                    "must be a number of CPUs, 0 or more",
+                );
             }
         }
     }
     if let (Some(res), Some(lim)) = (&r.reservations, &r.limits) {
         if lim.cpu > 0.0 && res.cpu > lim.cpu {
-            p.push(format!("{path}.reservations.cpu"), "is more than limits.cpu");
+            p.push(
+                format!("{path}.reservations.cpu"),
+                "is more than limits.cpu",
+            );
         }
         if lim.memory.0 > 0 && res.memory.0 > lim.memory.0 {
-            p.push(format!("{path}.reservations.memory"), "is more than limits.memory");
+            p.push(
+                format!("{path}.reservations.memory"),
+                "is more than limits.memory",
+            );
         }
     }
 }
@@ -334,14 +352,23 @@ pub(crate) fn check_ports(p: &mut Problems, path: &str, ports: &[PortSpec]) {
     let mut seen = std::collections::HashSet::new();
     for (i, port) in ports.iter().enumerate() {
         if port.target == 0 {
-            p.push(format!("{path}[{i}].target"), "must be a port from 1 to 65535");
+            p.push(
+                format!("{path}[{i}].target"),
+                "must be a port from 1 to 65535",
+            );
         }
         if port.published == Some(0) {
-            p.push(format!("{path}[{i}].published"), "must be a port from 1 to 65535");
+            p.push(
+                format!("{path}[{i}].published"),
+                "must be a port from 1 to 65535",
+            );
         }
         if let Some(published) = port.published {
             if !seen.insert((published, port.protocol)) {
-                p.push(format!("{path}[{i}].published"), format!("port {published} is published twice"));
+                p.push(
+                    format!("{path}[{i}].published"),
+                    format!("port {published} is published twice"),
+                );
             }
         }
     }
@@ -354,7 +381,10 @@ mod tests {
     #[test]
     fn constraints() {
         let c = Constraint::parse("node.labels.zone == eu").expect("ok");
-        assert_eq!((c.attribute.as_str(), c.equals, c.value.as_str()), ("node.labels.zone", true, "eu"));
+        assert_eq!(
+            (c.attribute.as_str(), c.equals, c.value.as_str()),
+            ("node.labels.zone", true, "eu")
+        );
         let c = Constraint::parse("node.role!=manager").expect("ok");
         assert!(!c.equals);
         assert!(Constraint::parse("node.zone == eu").is_err());

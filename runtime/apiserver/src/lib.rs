@@ -7,11 +7,15 @@
 //! - The server never trusts the client's validation: it decodes and checks again.
 //! - A non-loopback listen address requires TLS unless explicitly made insecure.
 
+pub mod agent;
 pub mod client;
+mod dispatcher;
 mod listen;
 mod service;
 mod watch;
 
+pub use agent::{AgentService, HeartbeatConfig};
+pub use dispatcher::Dispatcher;
 pub use listen::{serve, ListenConfig, ListenError, TlsFiles};
 pub use service::ApiService;
 

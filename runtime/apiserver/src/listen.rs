@@ -8,8 +8,9 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
+use crate::pb::agent_server::AgentServer;
 use crate::pb::api_server::ApiServer;
-use crate::ApiService;
+use crate::{AgentService, ApiService};
 
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -58,9 +59,10 @@ impl ListenConfig {
     }
 }
 
-/// Serves the API (with gRPC reflection) on `listener` until `shutdown` completes.
+/// Serves the API and the agent API (with gRPC reflection) on `listener` until `shutdown` completes.
 pub async fn serve(
     service: ApiService,
+    agent: AgentService,
     listener: TcpListener,
     tls: Option<&TlsFiles>,
     shutdown: impl std::future::Future<Output = ()> + Send,
@@ -92,6 +94,7 @@ pub async fn serve(
     builder
         .add_service(reflection)
         .add_service(ApiServer::new(service).max_decoding_message_size(64 << 20))
+        .add_service(AgentServer::new(agent).max_decoding_message_size(64 << 20))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| ListenError::Serve(e.to_string()))

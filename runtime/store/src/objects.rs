@@ -24,6 +24,9 @@ use crate::{EventType, KeyValue, LeaseId, Revision, Store, StoreError};
 
 pub const ROOT: &str = "/shoal/";
 
+/// `<HEARTBEAT_PREFIX><node>` exists while the node's heartbeat lease is alive.
+pub const HEARTBEAT_PREFIX: &str = "/shoal/heartbeats/";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
     #[error("{kind}/{name} not found")]

@@ -1,0 +1,13 @@
+//! The node agent side of shoal.
+//!
+//! [`session`] speaks the agent API: register, heartbeat, follow the node's
+//! assignments, report task status (batched). What happens to a task is an
+//! [`Executor`]'s business: [`sim::SimExecutor`] pretends, like Kubernetes' hollow
+//! nodes, so hundreds of nodes fit on one small machine; the container runtime will be
+//! another executor.
+
+pub mod glob;
+pub mod session;
+pub mod sim;
+
+pub use session::{run_node, Executor, NodeConfig, Reporter};

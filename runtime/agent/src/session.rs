@@ -1,0 +1,240 @@
+//! One node's session with the server: registration, heartbeats, the assignment stream
+//! (reconnecting and resyncing), and batched status reports.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_api::{Task, TaskStatus};
+use shoal_apiserver::pb::agent_client::AgentClient;
+use shoal_apiserver::pb::{self};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub cpu: f64,
+    pub memory_bytes: u64,
+    pub address: String,
+    pub role: String,
+}
+
+/// What an agent does with its tasks.
+pub trait Executor: Send + Sync + 'static {
+    /// A task was assigned to this node, or changed (desired state, for one).
+    fn upsert(&self, task: Arc<Task>, reporter: Reporter);
+    /// A task is no longer this node's: stop and forget it.
+    fn remove(&self, name: &str);
+    /// After a (re)connect: these are all the node's tasks; forget any others.
+    fn resync(&self, names: &[String]);
+}
+
+/// Queues status reports; they are sent in batches.
+#[derive(Clone)]
+pub struct Reporter {
+    tx: mpsc::UnboundedSender<pb::TaskStatusReport>,
+}
+
+impl Reporter {
+    pub fn report(&self, task: &Task, status: &TaskStatus) {
+        let report = pb::TaskStatusReport {
+            task: task.metadata.name.clone(),
+            uid: task.metadata.uid.clone().unwrap_or_default(),
+            status_json: serde_json::to_string(status).unwrap_or_default(),
+        };
+        // The receiver lives as long as the session; a send after shutdown is moot.
+        let _ = self.tx.send(report);
+    }
+}
+
+const BATCH: usize = 256;
+
+/// Runs the node until `shutdown`: registers (again, whenever the lease is lost),
+/// heartbeats, follows assignments and sends reports.
+pub async fn run_node(
+    channel: Channel,
+    config: NodeConfig,
+    executor: Arc<dyn Executor>,
+    shutdown: CancellationToken,
+) {
+    let client = AgentClient::new(channel).max_decoding_message_size(256 << 20);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let reporter = Reporter { tx };
+    tokio::spawn(send_reports(
+        client.clone(),
+        config.name.clone(),
+        rx,
+        shutdown.clone(),
+    ));
+    tokio::spawn(follow_assignments(
+        client.clone(),
+        config.name.clone(),
+        executor,
+        reporter,
+        shutdown.clone(),
+    ));
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        let registered = client
+            .clone()
+            .register(pb::RegisterRequest {
+                name: config.name.clone(),
+                labels: config.labels.clone().into_iter().collect(),
+                cpu: config.cpu,
+                memory_bytes: config.memory_bytes,
+                address: config.address.clone(),
+                role: config.role.clone(),
+            })
+            .await;
+        let r = match registered {
+            Ok(r) => r.into_inner(),
+            Err(e) => {
+                tracing::warn!(node = %config.name, error = %e.message(), "register failed; retrying");
+                sleep_or_stop(backoff, &shutdown).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        let period = Duration::from_millis(r.heartbeat_period_ms.max(100));
+        loop {
+            if sleep_or_stop(period, &shutdown).await {
+                return;
+            }
+            let beat = client
+                .clone()
+                .heartbeat(pb::HeartbeatRequest {
+                    node: config.name.clone(),
+                    lease: r.lease,
+                })
+                .await;
+            match beat {
+                Ok(_) => {}
+                Err(e) if e.code() == tonic::Code::NotFound => break,
+                Err(e) => {
+                    tracing::debug!(node = %config.name, error = %e.message(), "heartbeat failed")
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps; returns true when shut down meanwhile.
+async fn sleep_or_stop(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = shutdown.cancelled() => true,
+    }
+}
+
+async fn follow_assignments(
+    client: AgentClient<Channel>,
+    node: String,
+    executor: Arc<dyn Executor>,
+    reporter: Reporter,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        let stream = client
+            .clone()
+            .assignments(pb::AssignmentsRequest { node: node.clone() })
+            .await;
+        let mut stream = match stream {
+            Ok(s) => s.into_inner(),
+            Err(e) => {
+                tracing::debug!(%node, error = %e.message(), "assignments unavailable; retrying");
+                sleep_or_stop(Duration::from_millis(500), &shutdown).await;
+                continue;
+            }
+        };
+        let mut initial = Vec::new();
+        let mut synced = false;
+        loop {
+            let msg = tokio::select! {
+                m = stream.message() => m,
+                _ = shutdown.cancelled() => return,
+            };
+            let a = match msg {
+                Ok(Some(a)) => a,
+                _ => break,
+            };
+            if a.r#type == "SYNCED" {
+                executor.resync(&initial);
+                synced = true;
+                continue;
+            }
+            let task: Task = match serde_json::from_str(&a.task_json) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "unreadable task in assignment");
+                    continue;
+                }
+            };
+            match a.r#type.as_str() {
+                "REMOVED" => executor.remove(&task.metadata.name),
+                _ => {
+                    if !synced {
+                        initial.push(task.metadata.name.clone());
+                    }
+                    executor.upsert(Arc::new(task), reporter.clone());
+                }
+            }
+        }
+        sleep_or_stop(Duration::from_millis(200), &shutdown).await;
+    }
+}
+
+async fn send_reports(
+    client: AgentClient<Channel>,
+    node: String,
+    mut rx: mpsc::UnboundedReceiver<pb::TaskStatusReport>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            r = rx.recv() => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let Some(first) = first else { return };
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut attempt = 0u32;
+        loop {
+            let sent = client
+                .clone()
+                .report_status(pb::ReportStatusRequest {
+                    node: node.clone(),
+                    reports: batch.clone(),
+                })
+                .await;
+            match sent {
+                Ok(r) => {
+                    for e in r.into_inner().errors {
+                        tracing::debug!(%node, error = %e, "status report refused");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    tracing::debug!(%node, error = %e.message(), "status report failed; retrying");
+                    if sleep_or_stop(
+                        Duration::from_millis(200 * u64::from(attempt.min(10))),
+                        &shutdown,
+                    )
+                    .await
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

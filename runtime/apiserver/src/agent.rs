@@ -1,0 +1,349 @@
+//! The agent API: registration with a heartbeat lease, the node's task stream, and
+//! task status reports. Agents never touch the store; this is all they get.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use shoal_api::{
+    kind_by_name, ByteSize, DynamicObject, KindDesc, Node, NodeResources, NodeRole, NodeSpec,
+    NodeState, NodeStatus, Resource, Task, TaskState, TaskStatus,
+};
+use shoal_store::objects::{ObjectError, HEARTBEAT_PREFIX};
+use shoal_store::{ObjectStore, StoreError};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::dispatcher::Dispatcher;
+use crate::pb::{self, agent_server::Agent};
+use crate::service::status_of;
+
+/// How often agents heartbeat, and how many misses make a node down.
+#[derive(Debug, Clone, Copy)]
+pub struct HeartbeatConfig {
+    pub period: Duration,
+    pub missed: u32,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            period: Duration::from_secs(5),
+            missed: 3,
+        }
+    }
+}
+
+impl HeartbeatConfig {
+    pub fn ttl(&self) -> Duration {
+        self.period * self.missed
+    }
+}
+
+/// lastHeartbeat in Node status is refreshed at most this often, to keep heartbeats
+/// from turning into a stream of writes; liveness itself is the lease.
+const HEARTBEAT_STATUS_EVERY: Duration = Duration::from_secs(30);
+
+pub struct AgentService {
+    objects: ObjectStore,
+    dispatcher: Arc<Dispatcher>,
+    heartbeat: HeartbeatConfig,
+    status_written: Mutex<HashMap<String, Instant>>,
+}
+
+fn kind(name: &str) -> Result<&'static KindDesc, Status> {
+    kind_by_name(name).ok_or_else(|| Status::internal(format!("{name} kind missing")))
+}
+
+fn check_node_name(name: &str) -> Result<(), Status> {
+    shoal_api::meta::check_name(name, true)
+        .map_err(|why| Status::invalid_argument(format!("node name: {why}")))
+}
+
+impl AgentService {
+    pub fn new(
+        objects: ObjectStore,
+        dispatcher: Arc<Dispatcher>,
+        heartbeat: HeartbeatConfig,
+    ) -> Self {
+        AgentService {
+            objects,
+            dispatcher,
+            heartbeat,
+            status_written: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn node_status(req: &pb::RegisterRequest, previous: Option<NodeStatus>) -> NodeStatus {
+        let mut status = previous.unwrap_or_default();
+        status.state = NodeState::Ready;
+        status.address = (!req.address.is_empty()).then(|| req.address.clone());
+        status.resources = Some(NodeResources {
+            cpu: req.cpu,
+            memory: ByteSize(req.memory_bytes),
+        });
+        status.last_heartbeat = Some(Utc::now());
+        status
+    }
+
+    async fn upsert_node(&self, req: &pb::RegisterRequest) -> Result<(), ObjectError> {
+        let desc = kind_by_name(Node::KIND)
+            .ok_or_else(|| ObjectError::Invalid("Node kind missing".into()))?;
+        for _ in 0..8 {
+            match self.objects.get_typed::<Node>(&req.name).await? {
+                None => {
+                    let role = if req.role == "manager" {
+                        NodeRole::Manager
+                    } else {
+                        NodeRole::Worker
+                    };
+                    let mut node = Node::new(
+                        &req.name,
+                        NodeSpec {
+                            role,
+                            ..Default::default()
+                        },
+                    );
+                    node.metadata.labels = req.labels.clone().into_iter().collect();
+                    node.status = Some(Self::node_status(req, None));
+                    let obj = DynamicObject::from_typed(&node)
+                        .map_err(|e| ObjectError::Invalid(e.to_string()))?;
+                    match self.objects.create(obj, None).await {
+                        Ok(_) => return Ok(()),
+                        Err(ObjectError::AlreadyExists { .. }) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Some(mut node) => {
+                    let mut labels = node.metadata.labels.clone();
+                    labels.extend(req.labels.clone());
+                    if labels != node.metadata.labels {
+                        node.metadata.labels = labels;
+                        let obj = DynamicObject::from_typed(&node)
+                            .map_err(|e| ObjectError::Invalid(e.to_string()))?;
+                        match self.objects.update(obj, None).await {
+                            Ok(_) => {}
+                            Err(ObjectError::Conflict { .. }) => continue,
+                            Err(e) => return Err(e),
+                        }
+                        continue;
+                    }
+                    let status = Self::node_status(req, node.status.take());
+                    let value = serde_json::to_value(&status)
+                        .map_err(|e| ObjectError::Invalid(e.to_string()))?;
+                    let rv = node
+                        .metadata
+                        .resource_version
+                        .as_deref()
+                        .and_then(|r| r.parse().ok());
+                    match self.objects.update_status(desc, &req.name, value, rv).await {
+                        Ok(_) => return Ok(()),
+                        Err(ObjectError::Conflict { .. }) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Err(ObjectError::Invalid(format!(
+            "node {} keeps changing; try again",
+            req.name
+        )))
+    }
+
+    async fn touch_heartbeat_status(&self, node: &str) {
+        {
+            let mut written = self
+                .status_written
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match written.get(node) {
+                Some(at) if at.elapsed() < HEARTBEAT_STATUS_EVERY => return,
+                _ => {
+                    written.insert(node.to_string(), Instant::now());
+                }
+            }
+        }
+        let Ok(desc) = kind(Node::KIND) else { return };
+        if let Ok(Some(n)) = self.objects.get_typed::<Node>(node).await {
+            let mut status = n.status.unwrap_or_default();
+            status.last_heartbeat = Some(Utc::now());
+            if let Ok(value) = serde_json::to_value(&status) {
+                let rv = n
+                    .metadata
+                    .resource_version
+                    .as_deref()
+                    .and_then(|r| r.parse().ok());
+                // A lost race only delays the timestamp; the lease is what counts.
+                let _ = self.objects.update_status(desc, node, value, rv).await;
+            }
+        }
+    }
+
+    async fn apply_report(&self, node: &str, report: &pb::TaskStatusReport) -> Result<(), String> {
+        let reported: TaskStatus = serde_json::from_str(&report.status_json)
+            .map_err(|e| format!("{}: status is not a TaskStatus: {e}", report.task))?;
+        let desc = kind(Task::KIND).map_err(|e| e.message().to_string())?;
+        for _ in 0..8 {
+            let task: Task = match self.objects.get_typed(&report.task).await {
+                Ok(Some(t)) => t,
+                Ok(None) => return Err(format!("{}: no such task", report.task)),
+                Err(e) => return Err(format!("{}: {e}", report.task)),
+            };
+            if task.spec.node.as_deref() != Some(node) {
+                return Err(format!("{}: not assigned to node {node}", report.task));
+            }
+            if !report.uid.is_empty() && task.metadata.uid.as_deref() != Some(report.uid.as_str()) {
+                return Err(format!(
+                    "{}: report is for an older incarnation",
+                    report.task
+                ));
+            }
+            let mut status = task.status.clone().unwrap_or_default();
+            if status.state.is_terminal() && status.state != reported.state {
+                return Ok(()); // Nothing moves a task out of a terminal state.
+            }
+            if status.state != reported.state {
+                status.last_transition_time = Some(Utc::now());
+                if reported.state == TaskState::Running {
+                    status.started_at = Some(Utc::now());
+                }
+            }
+            status.state = reported.state;
+            status.message = reported.message.clone();
+            status.exit_code = reported.exit_code;
+            status.container_id = reported.container_id.clone();
+            status.addresses = reported.addresses.clone();
+            if task.status.as_ref() == Some(&status) {
+                return Ok(());
+            }
+            let value = serde_json::to_value(&status).map_err(|e| e.to_string())?;
+            let rv = task
+                .metadata
+                .resource_version
+                .as_deref()
+                .and_then(|r| r.parse().ok());
+            match self
+                .objects
+                .update_status(desc, &report.task, value, rv)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(ObjectError::Conflict { .. }) => continue,
+                Err(e) => return Err(format!("{}: {e}", report.task)),
+            }
+        }
+        Err(format!("{}: kept changing; report again", report.task))
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    #[tracing::instrument(skip_all, fields(node = %req.get_ref().name))]
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let req = req.into_inner();
+        check_node_name(&req.name)?;
+        self.upsert_node(&req).await.map_err(status_of)?;
+        let store = self.objects.raw();
+        let lease = store
+            .grant_lease(self.heartbeat.ttl())
+            .await
+            .map_err(|e| status_of(e.into()))?;
+        let key = format!("{HEARTBEAT_PREFIX}{}", req.name);
+        for _ in 0..8 {
+            let r = match store.get(&key).await.map_err(|e| status_of(e.into()))? {
+                None => {
+                    store
+                        .create(&key, req.name.clone().into_bytes(), Some(lease))
+                        .await
+                }
+                Some(kv) => {
+                    store
+                        .update(
+                            &key,
+                            req.name.clone().into_bytes(),
+                            kv.mod_revision,
+                            Some(lease),
+                        )
+                        .await
+                }
+            };
+            match r {
+                Ok(_) => break,
+                Err(
+                    StoreError::Conflict { .. }
+                    | StoreError::AlreadyExists { .. }
+                    | StoreError::NotFound { .. },
+                ) => continue,
+                Err(e) => return Err(status_of(e.into())),
+            }
+        }
+        tracing::info!(lease, "node registered");
+        Ok(Response::new(pb::RegisterResponse {
+            lease,
+            heartbeat_period_ms: self.heartbeat.period.as_millis() as u64,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let req = req.into_inner();
+        match self.objects.raw().keep_alive(req.lease).await {
+            Ok(()) => {}
+            Err(StoreError::LeaseNotFound(_)) => {
+                return Err(Status::not_found(format!(
+                    "node {}: heartbeat lease expired; register again",
+                    req.node
+                )))
+            }
+            Err(e) => return Err(status_of(e.into())),
+        }
+        self.touch_heartbeat_status(&req.node).await;
+        Ok(Response::new(pb::HeartbeatResponse {}))
+    }
+
+    type AssignmentsStream = ReceiverStream<Result<pb::Assignment, Status>>;
+
+    async fn assignments(
+        &self,
+        req: Request<pb::AssignmentsRequest>,
+    ) -> Result<Response<Self::AssignmentsStream>, Status> {
+        let node = req.into_inner().node;
+        check_node_name(&node)?;
+        let mut rx = self.dispatcher.subscribe(&node).await;
+        let (tx, out) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            while let Some(a) = rx.recv().await {
+                if tx.send(Ok(a)).await.is_err() {
+                    return;
+                }
+            }
+            // The dispatcher dropped us (too slow); the agent reconnects and resyncs.
+            let _ = tx
+                .send(Err(Status::aborted(
+                    "assignment stream fell behind; reconnect",
+                )))
+                .await;
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = %req.get_ref().node, reports = req.get_ref().reports.len()))]
+    async fn report_status(
+        &self,
+        req: Request<pb::ReportStatusRequest>,
+    ) -> Result<Response<pb::ReportStatusResponse>, Status> {
+        let req = req.into_inner();
+        check_node_name(&req.node)?;
+        let results =
+            futures::future::join_all(req.reports.iter().map(|r| self.apply_report(&req.node, r)))
+                .await;
+        let errors = results.into_iter().filter_map(Result::err).collect();
+        Ok(Response::new(pb::ReportStatusResponse { errors }))
+    }
+}

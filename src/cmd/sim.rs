@@ -1,0 +1,130 @@
+//! `shoal sim`: N simulated nodes in one process, through the real agent API.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_agent::sim::{SimConfig, SimExecutor};
+use shoal_agent::{run_node, NodeConfig};
+use shoal_reconcile::CancellationToken;
+use tonic::transport::Endpoint;
+
+use super::Context;
+use crate::Outcome;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// How many nodes.
+    #[arg(long)]
+    nodes: usize,
+    /// Node names are PREFIX-0 .. PREFIX-(N-1).
+    #[arg(long, default_value = "sim")]
+    prefix: String,
+    /// From assigned to running.
+    #[arg(long, default_value = "100ms", value_parser = super::server::parse_duration)]
+    start_delay: Duration,
+    /// Tasks whose image matches this glob fail once started.
+    #[arg(long)]
+    fail_images: Option<String>,
+    /// How long job and cron tasks run before completing.
+    #[arg(long, default_value = "1s", value_parser = super::server::parse_duration)]
+    job_duration: Duration,
+    /// Labels for every node: k=v,k=v
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Labels for one node: NAME:k=v (repeatable), e.g. sim-0:zone=eu
+    #[arg(long = "node-label")]
+    node_labels: Vec<String>,
+    /// CPUs per node.
+    #[arg(long, default_value_t = 4.0)]
+    cpu: f64,
+    /// Memory per node.
+    #[arg(long, default_value = "8g")]
+    memory: shoal_api::ByteSize,
+}
+
+fn parse_labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--labels {kv:?}: expected key=value"))?;
+            shoal_api::meta::check_label_key(k)
+                .map_err(|why| anyhow::anyhow!("--labels {kv:?}: {why}"))?;
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+pub async fn run(ctx: &Context, a: Args) -> Outcome {
+    super::server::init_logging();
+    if a.nodes == 0 {
+        anyhow::bail!("--nodes must be at least 1");
+    }
+    shoal_api::meta::check_name(&format!("{}-0", a.prefix), false)
+        .map_err(|why| anyhow::anyhow!("--prefix {:?}: {why}", a.prefix))?;
+    let labels = parse_labels(&a.labels)?;
+    let mut per_node: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for item in &a.node_labels {
+        let (node, kv) = item
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--node-label {item:?}: expected NODE:key=value"))?;
+        per_node
+            .entry(node.to_string())
+            .or_default()
+            .extend(parse_labels(&[kv.to_string()])?);
+    }
+    let config = SimConfig {
+        start_delay: a.start_delay,
+        fail_images: a.fail_images.clone(),
+        job_duration: a.job_duration,
+    };
+    let shutdown = CancellationToken::new();
+    // HTTP/2 allows ~200 concurrent streams per connection; give each 100 nodes their own.
+    let mut channels = Vec::new();
+    for _ in 0..a.nodes.div_ceil(100) {
+        let endpoint = Endpoint::from_shared(ctx.server.clone())?.tcp_nodelay(true);
+        channels.push(endpoint.connect_lazy());
+    }
+    for i in 0..a.nodes {
+        let name = format!("{}-{i}", a.prefix);
+        let mut node_labels = labels.clone();
+        node_labels.insert("shoal.dev/simulated".into(), "true".into());
+        if let Some(extra) = per_node.get(&name) {
+            node_labels.extend(extra.clone());
+        }
+        let node = NodeConfig {
+            name,
+            labels: node_labels,
+            cpu: a.cpu,
+            memory_bytes: a.memory.0,
+            address: "127.0.0.1".into(),
+            role: "worker".into(),
+        };
+        let executor = Arc::new(SimExecutor::new(config.clone()));
+        tokio::spawn(run_node(
+            channels[i / 100].clone(),
+            node,
+            executor,
+            shutdown.clone(),
+        ));
+    }
+    eprintln!(
+        "shoal sim: {} nodes {}-0..{}-{} on {}",
+        a.nodes,
+        a.prefix,
+        a.prefix,
+        a.nodes - 1,
+        ctx.server
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    shutdown.cancel();
+    Ok(ExitCode::SUCCESS)
+}
