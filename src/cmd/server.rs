@@ -150,9 +150,15 @@ pub async fn run(a: Args) -> Outcome {
 
 /// Every controller, for as long as this server leads.
 async fn run_controllers(objects: ObjectStore, term: CancellationToken) {
-    let gc = tokio::spawn(shoal_controller_gc::run(objects, term.clone()));
+    let all = vec![
+        tokio::spawn(shoal_controller_gc::run(objects.clone(), term.clone())),
+        tokio::spawn(shoal_controller_node::run(objects.clone(), term.clone())),
+        tokio::spawn(shoal_controller_scheduler::run(objects.clone(), term.clone())),
+    ];
     term.cancelled().await;
-    let _ = gc.await;
+    for c in all {
+        let _ = c.await;
+    }
 }
 
 async fn signal_shutdown(token: CancellationToken) {

@@ -246,7 +246,8 @@ impl Agent for AgentService {
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let req = req.into_inner();
         check_node_name(&req.name)?;
-        self.upsert_node(&req).await.map_err(status_of)?;
+        // The heartbeat key goes first: a Node that shows up ready without one would be
+        // seen as down by the node controller.
         let store = self.objects.raw();
         let lease = store
             .grant_lease(self.heartbeat.ttl())
@@ -281,6 +282,7 @@ impl Agent for AgentService {
                 Err(e) => return Err(status_of(e.into())),
             }
         }
+        self.upsert_node(&req).await.map_err(status_of)?;
         tracing::info!(lease, "node registered");
         Ok(Response::new(pb::RegisterResponse {
             lease,

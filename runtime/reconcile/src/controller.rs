@@ -79,6 +79,20 @@ impl<K: Resource> Controller<K> {
         }
     }
 
+    /// The queue, for other sources of work (a raw store watch, a timer).
+    pub fn queue(&self) -> WorkQueue {
+        self.queue.clone()
+    }
+
+    /// Runs `f` beside the controller, until shutdown (another watch feeding the queue).
+    pub fn with_background(
+        mut self,
+        f: impl FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send + 'static,
+    ) -> Self {
+        self.secondary.push(Box::new(f));
+        self
+    }
+
     /// The primary kind's cache, for reconcile contexts and mappers.
     pub fn reader(&self) -> Reader<K> {
         self.reflector.reader()

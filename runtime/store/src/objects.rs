@@ -241,6 +241,44 @@ impl ObjectStore {
         self.write(kind, merged, expected, lease).await
     }
 
+    /// Writes the whole object (user fields and status) at its `resourceVersion`, for
+    /// controllers that change both at once (the scheduler binding a task).
+    pub async fn replace(&self, obj: DynamicObject) -> Result<DynamicObject> {
+        let kind = desc_of(&obj)?;
+        let current = self.get_existing(kind, obj.name()).await?;
+        let expected = match parse_rv(&obj)? {
+            Some(rv) => rv,
+            None => parse_rv(&current)?.unwrap_or(0),
+        };
+        let status = obj.body.get("status").cloned();
+        let mut merged = merge_user_fields(&current, obj);
+        match status {
+            Some(s) => merged.body.insert("status".into(), s),
+            None => merged.body.remove("status"),
+        };
+        self.write(kind, merged, expected, None).await
+    }
+
+    /// Creates `obj` keeping the identity it carries (uid, creationTimestamp,
+    /// generation): moving an object to a new name, as tasks move into slot history.
+    pub async fn create_preserving_identity(&self, obj: DynamicObject) -> Result<DynamicObject> {
+        let kind = desc_of(&obj)?;
+        let mut obj = obj;
+        obj.metadata.resource_version = None;
+        if obj.metadata.uid.is_none() {
+            obj.metadata.uid = Some(uuid::Uuid::new_v4().to_string());
+        }
+        obj.metadata.creation_timestamp.get_or_insert_with(Utc::now);
+        obj.metadata.generation.get_or_insert(1);
+        let rev = self
+            .store
+            .create(&object_key(kind, obj.name()), encode(&obj)?, None)
+            .await
+            .map_err(|e| self.map_err(e, &obj.kind, &obj.metadata.name))?;
+        obj.metadata.resource_version = Some(rev.to_string());
+        Ok(obj)
+    }
+
     /// Replaces `status` at the given revision (or the current one when None).
     pub async fn update_status(
         &self,

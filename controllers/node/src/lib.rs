@@ -1,0 +1,167 @@
+//! The node controller. A node is `ready` while its heartbeat key (kept alive by the
+//! agent through a lease) exists, and `down` once the lease lapses: three missed
+//! heartbeats. A down node's unfinished tasks are marked `orphaned`, which the service
+//! controller replaces elsewhere. Every transition is an Event.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use shoal_api::meta::set_condition;
+use shoal_api::{kind_by_name, ConditionStatus, Node, NodeState, Resource, Task, TaskState};
+use shoal_reconcile::{
+    Action, CancellationToken, Controller, ControllerConfig, EventRecorder, Reader, Reflector, WorkQueue,
+};
+use shoal_store::objects::{ObjectError, HEARTBEAT_PREFIX};
+use shoal_store::{EventType, ObjectStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Store(#[from] ObjectError),
+}
+
+type Alive = Arc<RwLock<HashSet<String>>>;
+
+pub struct Context {
+    objects: ObjectStore,
+    alive: Alive,
+    tasks: Reader<Task>,
+    events: EventRecorder,
+}
+
+pub async fn run(objects: ObjectStore, shutdown: CancellationToken) {
+    let alive: Alive = Arc::default();
+    let controller = Controller::<Node>::new(objects.clone(), ControllerConfig::named("node"));
+    let tasks = Reflector::<Task>::new(objects.clone());
+    let task_reader = tasks.reader();
+    let queue = controller.queue();
+    let (hb_objects, hb_alive) = (objects.clone(), alive.clone());
+    let controller = controller
+        // A task landing on a down node is orphaned too.
+        .watches_reflector(tasks, |t: &Task| t.spec.node.clone().into_iter().collect())
+        .with_background(move |token| Box::pin(follow_heartbeats(hb_objects, hb_alive, queue, token)));
+    let ctx = Arc::new(Context {
+        events: EventRecorder::new(objects.clone(), "node-controller"),
+        objects,
+        alive,
+        tasks: task_reader,
+    });
+    controller.run(reconcile, |_, _, _| Action::Backoff, ctx, shutdown).await
+}
+
+/// Keeps `alive` equal to the set of heartbeat keys and queues every node that changes.
+async fn follow_heartbeats(objects: ObjectStore, alive: Alive, queue: WorkQueue, shutdown: CancellationToken) {
+    let store = objects.raw().clone();
+    while !shutdown.is_cancelled() {
+        let result: Result<(), StoreError> = async {
+            let list = store.list(HEARTBEAT_PREFIX).await?;
+            let fresh: HashSet<String> =
+                list.items.iter().map(|kv| kv.key.trim_start_matches(HEARTBEAT_PREFIX).to_string()).collect();
+            let changed: Vec<String> = {
+                let mut set = alive.write().unwrap_or_else(|p| p.into_inner());
+                let changed = set.symmetric_difference(&fresh).cloned().collect();
+                *set = fresh;
+                changed
+            };
+            for n in changed {
+                queue.add(&n);
+            }
+            let mut watch = store.watch(HEARTBEAT_PREFIX, list.revision + 1).await?;
+            while let Some(ev) = watch.next().await {
+                let ev = ev?;
+                let node = ev.kv.key.trim_start_matches(HEARTBEAT_PREFIX).to_string();
+                let mut set = alive.write().unwrap_or_else(|p| p.into_inner());
+                let changed = match ev.event_type {
+                    EventType::Put => set.insert(node.clone()),
+                    EventType::Delete => set.remove(&node),
+                };
+                drop(set);
+                if changed {
+                    queue.add(&node);
+                }
+            }
+            Err(StoreError::Unavailable("heartbeat watch ended".into()))
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "heartbeat watch restarting");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, NodeError> {
+    let name = node.name().to_string();
+    let alive = ctx.alive.read().unwrap_or_else(|p| p.into_inner()).contains(&name);
+    let want = if alive { NodeState::Ready } else { NodeState::Down };
+    let mut status = node.status.clone().unwrap_or_default();
+    // The heartbeat watch and the node watch are separate streams; a node that has
+    // just registered may show up here before its heartbeat key does.
+    if !alive && status.state == NodeState::Ready {
+        let since = status.last_heartbeat.map(|t| Utc::now() - t);
+        if since.is_some_and(|d| d < chrono::Duration::seconds(2)) {
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+    }
+    if status.state != want {
+        status.state = want;
+        let (cond, reason, message) = if alive {
+            (ConditionStatus::True, "NodeReady", format!("node {name} is ready"))
+        } else {
+            (
+                ConditionStatus::False,
+                "NodeDown",
+                format!("node {name} missed its heartbeats and is down"),
+            )
+        };
+        set_condition(&mut status.conditions, "Ready", cond, reason, &message, Utc::now());
+        status.observed_generation = node.metadata.generation;
+        let kind = kind_by_name(Node::KIND).ok_or_else(|| ObjectError::Invalid("Node kind missing".into()))?;
+        let rv = node.metadata.resource_version.as_deref().and_then(|r| r.parse().ok());
+        let value = serde_json::to_value(&status).map_err(|e| ObjectError::Invalid(e.to_string()))?;
+        match ctx.objects.update_status(kind, &name, value, rv).await {
+            Ok(_) => {}
+            Err(ObjectError::Conflict { .. }) => return Ok(Action::requeue(Duration::ZERO)),
+            Err(e) => return Err(e.into()),
+        }
+        if alive {
+            ctx.events.normal(node.as_ref(), reason, &message).await;
+        } else {
+            ctx.events.warning(node.as_ref(), reason, &message).await;
+        }
+    }
+    if !alive {
+        orphan_tasks(&ctx, &name).await?;
+    }
+    Ok(Action::AwaitChange)
+}
+
+/// Marks the unfinished tasks of a down node `orphaned`.
+async fn orphan_tasks(ctx: &Context, node: &str) -> Result<(), ObjectError> {
+    let kind = kind_by_name(Task::KIND).ok_or_else(|| ObjectError::Invalid("Task kind missing".into()))?;
+    for task in ctx.tasks.list() {
+        if task.spec.node.as_deref() != Some(node) {
+            continue;
+        }
+        let mut status = task.status.clone().unwrap_or_default();
+        if status.state.is_terminal() {
+            continue;
+        }
+        status.state = TaskState::Orphaned;
+        status.message = format!("node {node} is down");
+        status.last_transition_time = Some(Utc::now());
+        let rv = task.metadata.resource_version.as_deref().and_then(|r| r.parse().ok());
+        let value = serde_json::to_value(&status).map_err(|e| ObjectError::Invalid(e.to_string()))?;
+        match ctx.objects.update_status(kind, task.name(), value, rv).await {
+            Ok(_) | Err(ObjectError::Conflict { .. } | ObjectError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

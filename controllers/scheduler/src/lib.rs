@@ -1,0 +1,152 @@
+//! The scheduler: binds pending tasks to nodes.
+//!
+//! Unlike the keyed controllers it works in rounds: whenever tasks or nodes change, it
+//! takes every pending task, places them all in memory against one snapshot of the
+//! nodes (accounting for each placement as it goes), then writes the bindings
+//! concurrently. One round costs one pass over the nodes per task and lets the store
+//! batch the writes (group commit, or many requests in flight to etcd).
+//!
+//! Filters: ready, availability active, constraints, reservations, host-mode ports,
+//! maxReplicasPerNode. Score: fewest tasks of the same service, then the emptiest group
+//! of a `spread` preference, then fewest tasks overall.
+
+mod placement;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use shoal_api::{DesiredState, DynamicObject, Node, Resource, Task, TaskState};
+use shoal_reconcile::{CancellationToken, EventRecorder, Reader, Reflector};
+use shoal_store::objects::ObjectError;
+use shoal_store::ObjectStore;
+use tokio::sync::Notify;
+
+pub use placement::{place, NodeInfo, Placement};
+
+/// Bindings written at once.
+const WRITE_CONCURRENCY: usize = 128;
+
+fn needs_binding(t: &Task) -> bool {
+    t.spec.node.is_none()
+        && t.spec.desired_state == DesiredState::Running
+        && t.metadata.deletion_timestamp.is_none()
+        && t.status.as_ref().is_none_or(|s| s.state == TaskState::Pending)
+}
+
+pub async fn run(objects: ObjectStore, shutdown: CancellationToken) {
+    let wake = Arc::new(Notify::new());
+    let mut tasks = Reflector::<Task>::new(objects.clone());
+    let mut nodes = Reflector::<Node>::new(objects.clone());
+    let w = wake.clone();
+    tasks.on_change(move |_| w.notify_one());
+    let w = wake.clone();
+    nodes.on_change(move |_| w.notify_one());
+    let (task_reader, node_reader) = (tasks.reader(), nodes.reader());
+    let t1 = tokio::spawn(tasks.run(shutdown.clone()));
+    let t2 = tokio::spawn(nodes.run(shutdown.clone()));
+    task_reader.wait_ready().await;
+    node_reader.wait_ready().await;
+    tracing::info!("scheduler starting");
+    let events = EventRecorder::new(objects.clone(), "scheduler");
+    let mut warned: HashMap<String, String> = HashMap::new();
+    while !shutdown.is_cancelled() {
+        let bound = round(&objects, &task_reader, &node_reader, &events, &mut warned).await;
+        if bound > 0 {
+            continue; // More may have arrived while writing.
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            // Pending tasks are retried even without changes (a node's resources freeing).
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.cancelled() => break,
+        }
+        // Let a burst of changes land before the next round.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t1.abort();
+    t2.abort();
+}
+
+/// One scheduling round; returns how many tasks were bound.
+async fn round(
+    objects: &ObjectStore,
+    tasks: &Reader<Task>,
+    nodes: &Reader<Node>,
+    events: &EventRecorder,
+    warned: &mut HashMap<String, String>,
+) -> usize {
+    let all_tasks = tasks.list();
+    let mut pending: Vec<Arc<Task>> = all_tasks.iter().filter(|t| needs_binding(t)).cloned().collect();
+    if pending.is_empty() {
+        warned.clear();
+        return 0;
+    }
+    pending.sort_by(|a, b| {
+        (a.metadata.creation_timestamp, &a.metadata.name).cmp(&(b.metadata.creation_timestamp, &b.metadata.name))
+    });
+    let node_list = nodes.list();
+    let span = tracing::info_span!("schedule", pending = pending.len(), nodes = node_list.len());
+    let _enter = span.enter();
+    let mut infos = placement::snapshot(&node_list, &all_tasks);
+    let mut binds = Vec::new();
+    let mut unschedulable = Vec::new();
+    for task in &pending {
+        match place(task, &mut infos) {
+            Placement::Node(n) => binds.push((task.clone(), n)),
+            Placement::Nowhere(reason) => unschedulable.push((task.clone(), reason)),
+        }
+    }
+    drop(_enter);
+    let bound = futures::stream::iter(binds)
+        .map(|(task, node)| bind(objects, task, node))
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .filter(|ok| futures::future::ready(*ok))
+        .count()
+        .await;
+    for (task, reason) in unschedulable {
+        let message = format!("no suitable node: {reason}");
+        if warned.get(task.name()) == Some(&message) {
+            continue;
+        }
+        warned.insert(task.name().to_string(), message.clone());
+        if task.status.as_ref().map(|s| &s.message) != Some(&message) {
+            set_pending_message(objects, &task, &message).await;
+            events.warning(task.as_ref(), "FailedScheduling", &message).await;
+        }
+    }
+    tracing::debug!(bound, "scheduling round done");
+    bound
+}
+
+async fn bind(objects: &ObjectStore, task: Arc<Task>, node: String) -> bool {
+    let mut t = (*task).clone();
+    t.spec.node = Some(node);
+    let mut status = t.status.take().unwrap_or_default();
+    status.state = TaskState::Assigned;
+    status.message = String::new();
+    status.last_transition_time = Some(Utc::now());
+    t.status = Some(status);
+    let Ok(obj) = DynamicObject::from_typed(&t) else { return false };
+    match objects.replace(obj).await {
+        Ok(_) => true,
+        Err(ObjectError::Conflict { .. } | ObjectError::NotFound { .. }) => false,
+        Err(e) => {
+            tracing::warn!(task = %task.name(), error = %e, "bind failed");
+            false
+        }
+    }
+}
+
+async fn set_pending_message(objects: &ObjectStore, task: &Task, message: &str) {
+    let mut status = task.status.clone().unwrap_or_default();
+    status.state = TaskState::Pending;
+    status.message = message.to_string();
+    let Some(kind) = shoal_api::kind_by_name(Task::KIND) else { return };
+    let rv = task.metadata.resource_version.as_deref().and_then(|r| r.parse().ok());
+    if let Ok(value) = serde_json::to_value(&status) {
+        let _ = objects.update_status(kind, task.name(), value, rv).await;
+    }
+}
