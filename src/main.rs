@@ -55,6 +55,14 @@ enum Command {
     Diff(cmd::diff::Args),
     /// Show reconcile events.
     Events(cmd::events::Args),
+    /// Set a replicated service's replicas: service/NAME=N
+    Scale(cmd::scale::Args),
+    /// Follow, list or undo a service's rollouts.
+    #[command(subcommand)]
+    Rollout(cmd::rollout::Command),
+    /// Drain, pause or activate a node.
+    #[command(subcommand)]
+    Node(cmd::node::Command),
     /// Run simulated nodes through the real agent API.
     Sim(cmd::sim::Args),
     /// Show client and server versions, the store and the controller leader.
@@ -106,6 +114,9 @@ async fn run(cli: Cli) -> Outcome {
         Command::Delete(a) => cmd::delete::run(&ctx, a).await,
         Command::Diff(a) => cmd::diff::run(&ctx, a).await,
         Command::Events(a) => cmd::events::run(&ctx, a).await,
+        Command::Scale(a) => cmd::scale::run(&ctx, a).await,
+        Command::Rollout(c) => cmd::rollout::run(&ctx, c).await,
+        Command::Node(c) => cmd::node::run(&ctx, c).await,
         Command::Sim(a) => cmd::sim::run(&ctx, a).await,
         Command::Version => cmd::version(&ctx).await,
         Command::Completion { shell } => {

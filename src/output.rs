@@ -179,9 +179,15 @@ impl Table {
                     }
                 }),
                 ("REPLICAS", |_, v| {
+                    // Jobs count completions; everything else, running tasks.
+                    let done = if s(v, &["spec", "mode"]) == "job" {
+                        "succeeded"
+                    } else {
+                        "runningReplicas"
+                    };
                     format!(
                         "{}/{}",
-                        or_zero(s(v, &["status", "runningReplicas"])),
+                        or_zero(s(v, &["status", done])),
                         or_zero(s(v, &["status", "replicas"]))
                     )
                 }),

@@ -6,6 +6,10 @@ pub mod describe;
 pub mod diff;
 pub mod events;
 pub mod get;
+pub mod modify;
+pub mod node;
+pub mod rollout;
+pub mod scale;
 pub mod server;
 pub mod sim;
 

@@ -153,7 +153,11 @@ async fn run_controllers(objects: ObjectStore, term: CancellationToken) {
     let all = vec![
         tokio::spawn(shoal_controller_gc::run(objects.clone(), term.clone())),
         tokio::spawn(shoal_controller_node::run(objects.clone(), term.clone())),
-        tokio::spawn(shoal_controller_scheduler::run(objects.clone(), term.clone())),
+        tokio::spawn(shoal_controller_scheduler::run(
+            objects.clone(),
+            term.clone(),
+        )),
+        tokio::spawn(shoal_controller_service::run(objects.clone(), term.clone())),
     ];
     term.cancelled().await;
     for c in all {

@@ -89,10 +89,7 @@ pub struct ServiceStatus {
     pub succeeded: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateStatus>,
-    /// The spec before the last change, for `shoal rollout undo`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous_spec: Option<Box<ServiceSpec>>,
-    /// Recent spec revisions, newest last.
+    /// Recent spec revisions, newest last (`shoal rollout history`, `undo`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RevisionRecord>,
     /// Cron: when the last run was started.
@@ -126,6 +123,9 @@ pub struct UpdateStatus {
     pub generation: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
+    /// When the last batch of tasks was started; the next waits `update.delay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_batch_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Timestamp>,
 }
@@ -134,10 +134,13 @@ pub struct UpdateStatus {
 #[serde(rename_all = "camelCase")]
 pub struct RevisionRecord {
     pub generation: i64,
-    pub image: String,
     /// The task template hash of that revision.
     pub template: String,
     pub time: Timestamp,
+    /// Why it was made: `apply`, `rollback`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cause: String,
+    pub spec: Box<ServiceSpec>,
 }
 
 impl Validate for ServiceSpec {
@@ -180,14 +183,19 @@ impl Validate for ServiceSpec {
     }
 }
 
-/// Parses a five-field cron schedule (minute granularity, UTC), or an alias like `@hourly`.
+/// Parses a cron schedule in UTC: five fields (minute hour day-of-month month
+/// day-of-week), six with seconds first, or an alias like `@hourly`.
 pub fn parse_schedule(text: &str) -> Result<croner::Cron, String> {
-    if text.split_whitespace().count() != 5 && !text.trim().starts_with('@') {
+    let fields = text.split_whitespace().count();
+    if !(fields == 5 || fields == 6 || (fields == 1 && text.trim().starts_with('@'))) {
         return Err(format!(
-            "{text:?}: expected five fields: minute hour day-of-month month day-of-week"
+            "{text:?}: expected five fields: minute hour day-of-month month day-of-week (or six, with seconds first)"
         ));
     }
-    text.parse::<croner::Cron>()
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .build()
+        .parse(text)
         .map_err(|e| format!("{text:?}: {e}"))
 }
 

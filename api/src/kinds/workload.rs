@@ -295,7 +295,7 @@ pub enum ConcurrencyPolicy {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CronSpec {
-    /// Five-field cron syntax (`*/5 * * * *`), in UTC.
+    /// Cron syntax in UTC: `*/5 * * * *` (or six fields, seconds first: `*/10 * * * * *`).
     pub schedule: String,
     #[serde(default)]
     pub concurrency: ConcurrencyPolicy,

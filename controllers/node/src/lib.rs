@@ -12,7 +12,8 @@ use futures::StreamExt;
 use shoal_api::meta::set_condition;
 use shoal_api::{kind_by_name, ConditionStatus, Node, NodeState, Resource, Task, TaskState};
 use shoal_reconcile::{
-    Action, CancellationToken, Controller, ControllerConfig, EventRecorder, Reader, Reflector, WorkQueue,
+    Action, CancellationToken, Controller, ControllerConfig, EventRecorder, Reader, Reflector,
+    WorkQueue,
 };
 use shoal_store::objects::{ObjectError, HEARTBEAT_PREFIX};
 use shoal_store::{EventType, ObjectStore, StoreError};
@@ -42,24 +43,36 @@ pub async fn run(objects: ObjectStore, shutdown: CancellationToken) {
     let controller = controller
         // A task landing on a down node is orphaned too.
         .watches_reflector(tasks, |t: &Task| t.spec.node.clone().into_iter().collect())
-        .with_background(move |token| Box::pin(follow_heartbeats(hb_objects, hb_alive, queue, token)));
+        .with_background(move |token| {
+            Box::pin(follow_heartbeats(hb_objects, hb_alive, queue, token))
+        });
     let ctx = Arc::new(Context {
         events: EventRecorder::new(objects.clone(), "node-controller"),
         objects,
         alive,
         tasks: task_reader,
     });
-    controller.run(reconcile, |_, _, _| Action::Backoff, ctx, shutdown).await
+    controller
+        .run(reconcile, |_, _, _| Action::Backoff, ctx, shutdown)
+        .await
 }
 
 /// Keeps `alive` equal to the set of heartbeat keys and queues every node that changes.
-async fn follow_heartbeats(objects: ObjectStore, alive: Alive, queue: WorkQueue, shutdown: CancellationToken) {
+async fn follow_heartbeats(
+    objects: ObjectStore,
+    alive: Alive,
+    queue: WorkQueue,
+    shutdown: CancellationToken,
+) {
     let store = objects.raw().clone();
     while !shutdown.is_cancelled() {
         let result: Result<(), StoreError> = async {
             let list = store.list(HEARTBEAT_PREFIX).await?;
-            let fresh: HashSet<String> =
-                list.items.iter().map(|kv| kv.key.trim_start_matches(HEARTBEAT_PREFIX).to_string()).collect();
+            let fresh: HashSet<String> = list
+                .items
+                .iter()
+                .map(|kv| kv.key.trim_start_matches(HEARTBEAT_PREFIX).to_string())
+                .collect();
             let changed: Vec<String> = {
                 let mut set = alive.write().unwrap_or_else(|p| p.into_inner());
                 let changed = set.symmetric_difference(&fresh).cloned().collect();
@@ -98,8 +111,16 @@ async fn follow_heartbeats(objects: ObjectStore, alive: Alive, queue: WorkQueue,
 
 async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, NodeError> {
     let name = node.name().to_string();
-    let alive = ctx.alive.read().unwrap_or_else(|p| p.into_inner()).contains(&name);
-    let want = if alive { NodeState::Ready } else { NodeState::Down };
+    let alive = ctx
+        .alive
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&name);
+    let want = if alive {
+        NodeState::Ready
+    } else {
+        NodeState::Down
+    };
     let mut status = node.status.clone().unwrap_or_default();
     // The heartbeat watch and the node watch are separate streams; a node that has
     // just registered may show up here before its heartbeat key does.
@@ -112,7 +133,11 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, NodeErr
     if status.state != want {
         status.state = want;
         let (cond, reason, message) = if alive {
-            (ConditionStatus::True, "NodeReady", format!("node {name} is ready"))
+            (
+                ConditionStatus::True,
+                "NodeReady",
+                format!("node {name} is ready"),
+            )
         } else {
             (
                 ConditionStatus::False,
@@ -120,11 +145,24 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, NodeErr
                 format!("node {name} missed its heartbeats and is down"),
             )
         };
-        set_condition(&mut status.conditions, "Ready", cond, reason, &message, Utc::now());
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            cond,
+            reason,
+            &message,
+            Utc::now(),
+        );
         status.observed_generation = node.metadata.generation;
-        let kind = kind_by_name(Node::KIND).ok_or_else(|| ObjectError::Invalid("Node kind missing".into()))?;
-        let rv = node.metadata.resource_version.as_deref().and_then(|r| r.parse().ok());
-        let value = serde_json::to_value(&status).map_err(|e| ObjectError::Invalid(e.to_string()))?;
+        let kind = kind_by_name(Node::KIND)
+            .ok_or_else(|| ObjectError::Invalid("Node kind missing".into()))?;
+        let rv = node
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|r| r.parse().ok());
+        let value =
+            serde_json::to_value(&status).map_err(|e| ObjectError::Invalid(e.to_string()))?;
         match ctx.objects.update_status(kind, &name, value, rv).await {
             Ok(_) => {}
             Err(ObjectError::Conflict { .. }) => return Ok(Action::requeue(Duration::ZERO)),
@@ -144,7 +182,8 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, NodeErr
 
 /// Marks the unfinished tasks of a down node `orphaned`.
 async fn orphan_tasks(ctx: &Context, node: &str) -> Result<(), ObjectError> {
-    let kind = kind_by_name(Task::KIND).ok_or_else(|| ObjectError::Invalid("Task kind missing".into()))?;
+    let kind =
+        kind_by_name(Task::KIND).ok_or_else(|| ObjectError::Invalid("Task kind missing".into()))?;
     for task in ctx.tasks.list() {
         if task.spec.node.as_deref() != Some(node) {
             continue;
@@ -156,9 +195,18 @@ async fn orphan_tasks(ctx: &Context, node: &str) -> Result<(), ObjectError> {
         status.state = TaskState::Orphaned;
         status.message = format!("node {node} is down");
         status.last_transition_time = Some(Utc::now());
-        let rv = task.metadata.resource_version.as_deref().and_then(|r| r.parse().ok());
-        let value = serde_json::to_value(&status).map_err(|e| ObjectError::Invalid(e.to_string()))?;
-        match ctx.objects.update_status(kind, task.name(), value, rv).await {
+        let rv = task
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|r| r.parse().ok());
+        let value =
+            serde_json::to_value(&status).map_err(|e| ObjectError::Invalid(e.to_string()))?;
+        match ctx
+            .objects
+            .update_status(kind, task.name(), value, rv)
+            .await
+        {
             Ok(_) | Err(ObjectError::Conflict { .. } | ObjectError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }

@@ -33,7 +33,9 @@ fn needs_binding(t: &Task) -> bool {
     t.spec.node.is_none()
         && t.spec.desired_state == DesiredState::Running
         && t.metadata.deletion_timestamp.is_none()
-        && t.status.as_ref().is_none_or(|s| s.state == TaskState::Pending)
+        && t.status
+            .as_ref()
+            .is_none_or(|s| s.state == TaskState::Pending)
 }
 
 pub async fn run(objects: ObjectStore, shutdown: CancellationToken) {
@@ -79,13 +81,18 @@ async fn round(
     warned: &mut HashMap<String, String>,
 ) -> usize {
     let all_tasks = tasks.list();
-    let mut pending: Vec<Arc<Task>> = all_tasks.iter().filter(|t| needs_binding(t)).cloned().collect();
+    let mut pending: Vec<Arc<Task>> = all_tasks
+        .iter()
+        .filter(|t| needs_binding(t))
+        .cloned()
+        .collect();
     if pending.is_empty() {
         warned.clear();
         return 0;
     }
     pending.sort_by(|a, b| {
-        (a.metadata.creation_timestamp, &a.metadata.name).cmp(&(b.metadata.creation_timestamp, &b.metadata.name))
+        (a.metadata.creation_timestamp, &a.metadata.name)
+            .cmp(&(b.metadata.creation_timestamp, &b.metadata.name))
     });
     let node_list = nodes.list();
     let span = tracing::info_span!("schedule", pending = pending.len(), nodes = node_list.len());
@@ -114,7 +121,9 @@ async fn round(
         warned.insert(task.name().to_string(), message.clone());
         if task.status.as_ref().map(|s| &s.message) != Some(&message) {
             set_pending_message(objects, &task, &message).await;
-            events.warning(task.as_ref(), "FailedScheduling", &message).await;
+            events
+                .warning(task.as_ref(), "FailedScheduling", &message)
+                .await;
         }
     }
     tracing::debug!(bound, "scheduling round done");
@@ -129,7 +138,9 @@ async fn bind(objects: &ObjectStore, task: Arc<Task>, node: String) -> bool {
     status.message = String::new();
     status.last_transition_time = Some(Utc::now());
     t.status = Some(status);
-    let Ok(obj) = DynamicObject::from_typed(&t) else { return false };
+    let Ok(obj) = DynamicObject::from_typed(&t) else {
+        return false;
+    };
     match objects.replace(obj).await {
         Ok(_) => true,
         Err(ObjectError::Conflict { .. } | ObjectError::NotFound { .. }) => false,
@@ -144,8 +155,14 @@ async fn set_pending_message(objects: &ObjectStore, task: &Task, message: &str) 
     let mut status = task.status.clone().unwrap_or_default();
     status.state = TaskState::Pending;
     status.message = message.to_string();
-    let Some(kind) = shoal_api::kind_by_name(Task::KIND) else { return };
-    let rv = task.metadata.resource_version.as_deref().and_then(|r| r.parse().ok());
+    let Some(kind) = shoal_api::kind_by_name(Task::KIND) else {
+        return;
+    };
+    let rv = task
+        .metadata
+        .resource_version
+        .as_deref()
+        .and_then(|r| r.parse().ok());
     if let Ok(value) = serde_json::to_value(&status) {
         let _ = objects.update_status(kind, task.name(), value, rv).await;
     }

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use shoal_api::{Availability, Constraint, DesiredState, Node, NodeState, Protocol, PublishMode, Task};
+use shoal_api::{
+    Availability, Constraint, DesiredState, Node, NodeState, Protocol, PublishMode, Task,
+};
 
 /// What the scheduler knows of one node during a round.
 #[derive(Debug, Clone)]
@@ -29,11 +31,16 @@ pub enum Placement {
 }
 
 fn service_of(t: &Task) -> String {
-    t.metadata.labels.get("shoal.dev/service").cloned().unwrap_or_default()
+    t.metadata
+        .labels
+        .get("shoal.dev/service")
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn holds_resources(t: &Task) -> bool {
-    t.spec.desired_state == DesiredState::Running && !t.status.as_ref().is_some_and(|s| s.state.is_terminal())
+    t.spec.desired_state == DesiredState::Running
+        && !t.status.as_ref().is_some_and(|s| s.state.is_terminal())
 }
 
 /// Nodes with what their current tasks already use.
@@ -63,7 +70,11 @@ pub fn snapshot(nodes: &[Arc<Node>], tasks: &[Arc<Task>]) -> Vec<NodeInfo> {
         })
         .collect();
     infos.sort_by(|a, b| a.name.cmp(&b.name));
-    let index: HashMap<String, usize> = infos.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+    let index: HashMap<String, usize> = infos
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.clone(), i))
+        .collect();
     for t in tasks.iter().filter(|t| holds_resources(t)) {
         if let Some(i) = t.spec.node.as_ref().and_then(|n| index.get(n)) {
             account(&mut infos[*i], t);
@@ -90,7 +101,10 @@ fn attribute<'a>(n: &'a NodeInfo, attr: &str) -> Option<&'a str> {
     match attr {
         "node.name" | "node.hostname" => Some(&n.name),
         "node.role" => Some(n.role),
-        a => a.strip_prefix("node.labels.").and_then(|k| n.labels.get(k)).map(String::as_str),
+        a => a
+            .strip_prefix("node.labels.")
+            .and_then(|k| n.labels.get(k))
+            .map(String::as_str),
     }
 }
 
@@ -138,17 +152,30 @@ fn unfit(t: &Task, n: &NodeInfo, constraints: &[Constraint]) -> Option<String> {
 
 /// Picks a node for `t` and accounts for it in `nodes`.
 pub fn place(t: &Task, nodes: &mut [NodeInfo]) -> Placement {
-    let constraints: Vec<Constraint> =
-        t.spec.placement.constraints.iter().filter_map(|c| Constraint::parse(c).ok()).collect();
+    let constraints: Vec<Constraint> = t
+        .spec
+        .placement
+        .constraints
+        .iter()
+        .filter_map(|c| Constraint::parse(c).ok())
+        .collect();
     let service = service_of(t);
-    let spread: Vec<String> = t.spec.placement.preferences.iter().map(|p| p.spread.trim().to_string()).collect();
+    let spread: Vec<String> = t
+        .spec
+        .placement
+        .preferences
+        .iter()
+        .map(|p| p.spread.trim().to_string())
+        .collect();
     // Tasks of this service per value of each spread attribute.
     let mut groups: Vec<HashMap<Option<String>, usize>> = vec![HashMap::new(); spread.len()];
     if !spread.is_empty() {
         for n in nodes.iter() {
             let count = n.per_service.get(&service).copied().unwrap_or(0);
             for (i, attr) in spread.iter().enumerate() {
-                *groups[i].entry(attribute(n, attr).map(str::to_string)).or_default() += count;
+                *groups[i]
+                    .entry(attribute(n, attr).map(str::to_string))
+                    .or_default() += count;
             }
         }
     }
@@ -162,9 +189,18 @@ pub fn place(t: &Task, nodes: &mut [NodeInfo]) -> Placement {
         let spread_score: Vec<usize> = spread
             .iter()
             .enumerate()
-            .map(|(g, attr)| groups[g].get(&attribute(n, attr).map(str::to_string)).copied().unwrap_or(0))
+            .map(|(g, attr)| {
+                groups[g]
+                    .get(&attribute(n, attr).map(str::to_string))
+                    .copied()
+                    .unwrap_or(0)
+            })
             .collect();
-        let score = (n.per_service.get(&service).copied().unwrap_or(0), spread_score, n.tasks);
+        let score = (
+            n.per_service.get(&service).copied().unwrap_or(0),
+            spread_score,
+            n.tasks,
+        );
         if best.as_ref().is_none_or(|(_, s)| score < *s) {
             best = Some((i, score));
         }
@@ -192,7 +228,10 @@ mod tests {
 
     fn node(name: &str, labels: &[(&str, &str)]) -> Arc<Node> {
         let mut n = Node::new(name, NodeSpec::default());
-        n.metadata.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        n.metadata.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         n.status = Some(NodeStatus {
             state: NodeState::Ready,
             resources: Some(NodeResources {
@@ -206,7 +245,9 @@ mod tests {
 
     fn task(service: &str, spec: TaskSpec) -> Task {
         let mut t = Task::new(format!("{service}.1"), spec);
-        t.metadata.labels.insert("shoal.dev/service".into(), service.into());
+        t.metadata
+            .labels
+            .insert("shoal.dev/service".into(), service.into());
         t
     }
 
@@ -238,30 +279,65 @@ mod tests {
         let mut infos = snapshot(&nodes, &[]);
         let mut s = spec();
         s.placement.constraints = vec!["node.labels.zone == eu".into()];
-        assert!(matches!(place(&task("web", s.clone()), &mut infos), Placement::Node(n) if n == "a"));
+        assert!(
+            matches!(place(&task("web", s.clone()), &mut infos), Placement::Node(n) if n == "a")
+        );
         s.placement.constraints = vec!["node.labels.zone == mars".into()];
         match place(&task("web", s), &mut infos) {
-            Placement::Nowhere(why) => assert!(why.contains("2 nodes: constraint node.labels.zone == mars"), "{why}"),
+            Placement::Nowhere(why) => assert!(
+                why.contains("2 nodes: constraint node.labels.zone == mars"),
+                "{why}"
+            ),
             Placement::Node(n) => panic!("placed on {n}"),
         }
         let mut big = spec();
-        big.resources.reservations = Some(shoal_api::ResourceAmounts { cpu: 1.5, memory: Default::default() });
-        assert!(matches!(place(&task("db", big.clone()), &mut infos), Placement::Node(_)));
-        assert!(matches!(place(&task("db", big.clone()), &mut infos), Placement::Node(_)));
-        assert!(matches!(place(&task("db", big), &mut infos), Placement::Nowhere(w) if w.contains("not enough CPU")));
+        big.resources.reservations = Some(shoal_api::ResourceAmounts {
+            cpu: 1.5,
+            memory: Default::default(),
+        });
+        assert!(matches!(
+            place(&task("db", big.clone()), &mut infos),
+            Placement::Node(_)
+        ));
+        assert!(matches!(
+            place(&task("db", big.clone()), &mut infos),
+            Placement::Node(_)
+        ));
+        assert!(
+            matches!(place(&task("db", big), &mut infos), Placement::Nowhere(w) if w.contains("not enough CPU"))
+        );
         let mut port = spec();
-        port.ports = vec![shoal_api::PortSpec { target: 80, published: Some(80), protocol: Protocol::Tcp, mode: PublishMode::Host }];
-        assert!(matches!(place(&task("lb", port.clone()), &mut infos), Placement::Node(_)));
-        assert!(matches!(place(&task("lb2", port.clone()), &mut infos), Placement::Node(_)));
-        assert!(matches!(place(&task("lb3", port), &mut infos), Placement::Nowhere(w) if w.contains("host port 80")));
+        port.ports = vec![shoal_api::PortSpec {
+            target: 80,
+            published: Some(80),
+            protocol: Protocol::Tcp,
+            mode: PublishMode::Host,
+        }];
+        assert!(matches!(
+            place(&task("lb", port.clone()), &mut infos),
+            Placement::Node(_)
+        ));
+        assert!(matches!(
+            place(&task("lb2", port.clone()), &mut infos),
+            Placement::Node(_)
+        ));
+        assert!(
+            matches!(place(&task("lb3", port), &mut infos), Placement::Nowhere(w) if w.contains("host port 80"))
+        );
     }
 
     #[test]
     fn spread_preference_balances_racks() {
-        let nodes = vec![node("a1", &[("rack", "a")]), node("a2", &[("rack", "a")]), node("b1", &[("rack", "b")])];
+        let nodes = vec![
+            node("a1", &[("rack", "a")]),
+            node("a2", &[("rack", "a")]),
+            node("b1", &[("rack", "b")]),
+        ];
         let mut infos = snapshot(&nodes, &[]);
         let mut s = spec();
-        s.placement.preferences = vec![shoal_api::SpreadPreference { spread: "node.labels.rack".into() }];
+        s.placement.preferences = vec![shoal_api::SpreadPreference {
+            spread: "node.labels.rack".into(),
+        }];
         s.placement.max_replicas_per_node = 2;
         let mut racks = HashMap::new();
         for _ in 0..4 {

@@ -1,0 +1,93 @@
+//! The task template of a service: what every task of one spec revision shares, its
+//! hash (tasks carry it as a label, so outdated tasks are easy to find), and new tasks.
+
+use shoal_api::{DesiredState, OwnerReference, Service, ServiceMode, ServiceSpec, Task, TaskSpec};
+
+pub const SERVICE: &str = "shoal.dev/service";
+pub const SLOT: &str = "shoal.dev/slot";
+pub const TEMPLATE: &str = "shoal.dev/template";
+pub const ATTEMPT: &str = "shoal.dev/attempt";
+pub const HISTORY: &str = "shoal.dev/history";
+pub const MODE: &str = "shoal.dev/mode";
+pub const RUN: &str = "shoal.dev/run";
+
+/// FNV-1a of the container fields: stable across builds and servers.
+pub fn template_hash(spec: &ServiceSpec) -> String {
+    let parts = serde_json::json!({
+        "image": spec.image,
+        "command": spec.command,
+        "env": spec.env,
+        "ports": spec.ports,
+        "resources": spec.resources,
+        "placement": spec.placement,
+    });
+    let text = parts.to_string();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:010x}", h & 0xff_ffff_ffff)
+}
+
+pub fn mode_name(mode: ServiceMode) -> &'static str {
+    match mode {
+        ServiceMode::Replicated => "replicated",
+        ServiceMode::Global => "global",
+        ServiceMode::Job => "job",
+        ServiceMode::Cron => "cron",
+    }
+}
+
+/// A new task for `slot` of `svc`, from its current spec.
+pub fn new_task(
+    svc: &Service,
+    name: &str,
+    slot: &str,
+    attempt: u32,
+    node: Option<String>,
+    run: Option<&str>,
+) -> Task {
+    let spec = &svc.spec;
+    let mut t = Task::new(
+        name,
+        TaskSpec {
+            image: spec.image.clone(),
+            command: spec.command.clone(),
+            env: spec.env.clone(),
+            node,
+            desired_state: DesiredState::Running,
+            ports: spec.ports.clone(),
+            resources: spec.resources.clone(),
+            placement: spec.placement.clone(),
+        },
+    );
+    let labels = &mut t.metadata.labels;
+    labels.insert(SERVICE.into(), svc.metadata.name.clone());
+    labels.insert(SLOT.into(), slot.into());
+    labels.insert(TEMPLATE.into(), template_hash(spec));
+    labels.insert(ATTEMPT.into(), attempt.to_string());
+    labels.insert(MODE.into(), mode_name(spec.mode).into());
+    if let Some(run) = run {
+        labels.insert(RUN.into(), run.into());
+    }
+    t.metadata.owner_references = vec![OwnerReference {
+        kind: "Service".into(),
+        name: svc.metadata.name.clone(),
+        uid: svc.metadata.uid.clone().unwrap_or_default(),
+        controller: true,
+    }];
+    t
+}
+
+pub fn label<'a>(t: &'a Task, key: &str) -> Option<&'a str> {
+    t.metadata.labels.get(key).map(String::as_str)
+}
+
+pub fn attempt_of(t: &Task) -> u32 {
+    label(t, ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(1)
+}
+
+pub fn is_history(t: &Task) -> bool {
+    label(t, HISTORY) == Some("true")
+}

@@ -1,0 +1,35 @@
+use std::process::ExitCode;
+
+use super::{modify::modify, Context};
+use crate::Outcome;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Move tasks off the node and take no new ones.
+    Drain { name: String },
+    /// Take no new tasks; keep the running ones.
+    Pause { name: String },
+    /// Take tasks again.
+    Activate { name: String },
+}
+
+pub async fn run(ctx: &Context, c: Command) -> Outcome {
+    let (name, availability, done) = match &c {
+        Command::Drain { name } => (name, "drain", "drained"),
+        Command::Pause { name } => (name, "pause", "paused"),
+        Command::Activate { name } => (name, "active", "activated"),
+    };
+    modify(ctx, "Node", name, |obj| {
+        let spec = obj
+            .body
+            .entry("spec")
+            .or_insert_with(|| serde_json::json!({}))
+            .as_object_mut()
+            .ok_or_else(|| anyhow::anyhow!("node/{name} has a malformed spec"))?;
+        spec.insert("availability".into(), availability.into());
+        Ok(())
+    })
+    .await?;
+    println!("node/{name} {done}");
+    Ok(ExitCode::SUCCESS)
+}
