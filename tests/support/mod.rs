@@ -17,6 +17,7 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub id: String,
     store: Option<String>,
+    extra: Vec<String>,
 }
 
 impl Server {
@@ -31,7 +32,22 @@ impl Server {
         Self::start(&dir, Some(format!("etcd://{address}")), id)
     }
 
+    /// Embedded store, with extra `shoal server` flags.
+    pub fn embedded_with(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::start_with(data_dir, None, "embedded", extra)
+    }
+
+    /// etcd store, with extra `shoal server` flags.
+    pub fn etcd_with(address: &str, id: &str, extra: &[&str]) -> Server {
+        let dir = std::env::temp_dir().join(format!("shoal-unused-{id}-{}", std::process::id()));
+        Self::start_with(&dir, Some(format!("etcd://{address}")), id, extra)
+    }
+
     fn start(data_dir: &Path, store: Option<String>, id: &str) -> Server {
+        Self::start_with(data_dir, store, id, &[])
+    }
+
+    fn start_with(data_dir: &Path, store: Option<String>, id: &str, extra: &[&str]) -> Server {
         let port = free_port();
         let mut s = Server {
             child: None,
@@ -40,6 +56,7 @@ impl Server {
             data_dir: data_dir.to_path_buf(),
             id: id.to_string(),
             store,
+            extra: extra.iter().map(|e| e.to_string()).collect(),
         };
         s.spawn();
         s
@@ -65,6 +82,7 @@ impl Server {
         if let Some(store) = &self.store {
             cmd.arg("--store").arg(store);
         }
+        cmd.args(&self.extra);
         self.child = Some(cmd.spawn().expect("start shoal server"));
         let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().expect("addr");
         assert!(
@@ -107,6 +125,23 @@ impl Server {
         shoal_at(&self.url, args, Some(stdin))
     }
 
+    /// Starts `shoal sim ARGS` against this server; killed on drop.
+    pub fn sim(&self, args: &[&str]) -> Sim {
+        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .arg("sim")
+            .args(args)
+            .env("SHOAL_SERVER", &self.url)
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("SHOAL_TEST_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("start shoal sim");
+        Sim { child: Some(child) }
+    }
+
     /// Starts a long-running `shoal ARGS` (like `get -w`) with piped stdout.
     pub fn spawn_shoal(&self, args: &[&str]) -> Child {
         Command::new(env!("CARGO_BIN_EXE_shoal"))
@@ -116,6 +151,27 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn shoal")
+    }
+}
+
+/// A `shoal sim` process.
+pub struct Sim {
+    child: Option<Child>,
+}
+
+impl Sim {
+    /// `kill -9`: its nodes stop heartbeating.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

@@ -25,6 +25,9 @@ pub struct NodeInfo {
     pub per_service: HashMap<String, usize>,
 }
 
+/// Lower is better: tasks of the same service, then spread groups, then all tasks.
+type Score = (usize, Vec<usize>, usize);
+
 pub enum Placement {
     Node(String),
     Nowhere(String),
@@ -180,7 +183,7 @@ pub fn place(t: &Task, nodes: &mut [NodeInfo]) -> Placement {
         }
     }
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    let mut best: Option<(usize, (usize, Vec<usize>, usize))> = None;
+    let mut best: Option<(usize, Score)> = None;
     for (i, n) in nodes.iter().enumerate() {
         if let Some(why) = unfit(t, n, &constraints) {
             *reasons.entry(why).or_default() += 1;

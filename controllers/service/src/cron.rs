@@ -55,18 +55,18 @@ pub fn plan_runs(view: &View, idx: &Index, plan: &mut Plan) -> Vec<Slot> {
             runs.entry(run.to_string()).or_default().push(t);
         }
     }
+    // A run is over when enough tasks completed, or when it was stopped (replaced).
     let finished = |tasks: &[&Arc<Task>]| {
         let complete = tasks
             .iter()
             .filter(|t| state(t) == TaskState::Complete)
             .count();
-        complete >= job.completions as usize
-            || (tasks.iter().all(|t| state(t).is_terminal())
-                && !tasks.is_empty()
-                && complete < job.completions as usize
-                && tasks
-                    .iter()
-                    .any(|t| t.spec.desired_state == shoal_api::DesiredState::Shutdown))
+        let stopped = !tasks.is_empty()
+            && tasks.iter().all(|t| state(t).is_terminal())
+            && tasks
+                .iter()
+                .any(|t| t.spec.desired_state == shoal_api::DesiredState::Shutdown);
+        complete >= job.completions as usize || stopped
     };
     let mut active: Vec<String> = runs
         .iter()

@@ -1,0 +1,352 @@
+//! Orchestration end to end: a real server (embedded store and etcd) with simulated
+//! nodes speaking the real agent API. Replicas converge, scale, roll out, roll back,
+//! jobs complete, cron ticks, drains empty nodes, dead nodes' tasks move, and an
+//! impossible constraint says so once.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+fn apply(server: &Server, yaml: &str) {
+    ok(server.shoal_stdin(&["apply", "-f", "-"], yaml));
+}
+
+fn tasks(server: &Server, service: &str) -> Vec<Value> {
+    let list = json(server.shoal(&[
+        "get",
+        "tasks",
+        "-l",
+        &format!("shoal.dev/service={service}"),
+        "-o",
+        "json",
+    ]));
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn is_live(t: &Value) -> bool {
+    t["metadata"]["labels"]["shoal.dev/history"].is_null()
+}
+
+fn state(t: &Value) -> &str {
+    t["status"]["state"].as_str().unwrap_or("pending")
+}
+
+fn live_running(server: &Server, service: &str) -> Vec<Value> {
+    tasks(server, service)
+        .into_iter()
+        .filter(|t| is_live(t) && state(t) == "running")
+        .collect()
+}
+
+fn service(server: &Server, name: &str) -> Value {
+    json(server.shoal(&["get", "svc", name, "-o", "json"]))
+}
+
+fn events_for(server: &Server, reference: &str) -> Vec<Value> {
+    json(server.shoal(&["events", "--for", reference, "-o", "json"]))["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn has_event(server: &Server, reference: &str, reason: &str) -> bool {
+    events_for(server, reference)
+        .iter()
+        .any(|e| e["reason"] == reason)
+}
+
+#[track_caller]
+fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn web(image: &str, replicas: u32, update: &str) -> String {
+    format!(
+        "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  image: {image}\n  replicas: {replicas}\n  update: {update}\n"
+    )
+}
+
+fn scenario(server: &Server) {
+    let mut first = server.sim(&[
+        "--nodes",
+        "4",
+        "--prefix",
+        "a",
+        "--start-delay",
+        "50ms",
+        "--job-duration",
+        "300ms",
+        "--fail-images",
+        "bad/*",
+    ]);
+    wait("4 nodes ready", 20, || {
+        let nodes = json(server.shoal(&["get", "nodes", "-o", "json"]));
+        nodes["items"]
+            .as_array()
+            .is_some_and(|n| n.iter().filter(|n| n["status"]["state"] == "ready").count() == 4)
+    });
+
+    // Replicas converge.
+    let update = "{monitor: 1s, parallelism: 1, order: stop-first, failureAction: rollback}";
+    apply(server, &web("good/web:1", 3, update));
+    wait("3 running", 20, || live_running(server, "web").len() == 3);
+    let svc = service(server, "web");
+    assert_eq!(svc["status"]["runningReplicas"], 3, "{svc}");
+    let names: Vec<String> = tasks(server, "web")
+        .iter()
+        .map(|t| t["metadata"]["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    for n in ["web.1", "web.2", "web.3"] {
+        assert!(names.contains(&n.to_string()), "{names:?}");
+    }
+    let spread: std::collections::HashSet<String> = live_running(server, "web")
+        .iter()
+        .map(|t| t["spec"]["node"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(spread.len(), 3, "a service's tasks spread across nodes");
+
+    // Scale up and down.
+    assert!(ok(server.shoal(&["scale", "service/web=6"])).contains("scaled to 6"));
+    wait("6 running", 20, || live_running(server, "web").len() == 6);
+    ok(server.shoal(&["scale", "service/web=2"]));
+    wait("2 live tasks", 20, || {
+        tasks(server, "web").iter().filter(|t| is_live(t)).count() == 2
+    });
+    assert!(
+        has_event(server, "service/web", "ScaledUp")
+            && has_event(server, "service/web", "ScaledDown")
+    );
+
+    // A rolling update, stop-first, one at a time; rollout status follows it.
+    apply(server, &web("good/web:2", 2, update));
+    let status = server.shoal(&["rollout", "status", "service/web"]);
+    assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+    assert!(
+        stdout(&status).contains("successfully rolled out"),
+        "{}",
+        stdout(&status)
+    );
+    let live: Vec<Value> = tasks(server, "web").into_iter().filter(is_live).collect();
+    assert!(
+        live.iter()
+            .all(|t| t["spec"]["image"] == "good/web:2" && state(t) == "running"),
+        "{live:?}"
+    );
+    assert!(
+        has_event(server, "service/web", "UpdateStarted")
+            && has_event(server, "service/web", "UpdateCompleted")
+    );
+    assert!(
+        tasks(server, "web")
+            .iter()
+            .any(|t| !is_live(t) && t["spec"]["image"] == "good/web:1"),
+        "old tasks kept as history"
+    );
+
+    // start-first: the new task runs before the old one stops.
+    apply(
+        server,
+        &web(
+            "good/web:3",
+            2,
+            "{monitor: 1s, parallelism: 1, order: start-first, failureAction: rollback}",
+        ),
+    );
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let all = tasks(server, "web");
+        most = most.max(
+            all.iter()
+                .filter(|t| state(t) == "running" && t["spec"]["desiredState"] != "shutdown")
+                .count(),
+        );
+        let done = all
+            .iter()
+            .filter(|t| is_live(t))
+            .all(|t| t["spec"]["image"] == "good/web:3" && state(t) == "running")
+            && service(server, "web")["status"]["update"]["state"] == "completed";
+        if done {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        most > 2,
+        "start-first runs old and new side by side (saw at most {most} running)"
+    );
+    wait("start-first rollout complete", 30, || {
+        service(server, "web")["status"]["update"]["state"] == "completed"
+    });
+
+    // A failing version is rolled back automatically.
+    apply(server, &web("bad/web:4", 2, update));
+    let status = server.shoal(&["rollout", "status", "service/web"]);
+    assert_eq!(
+        status.status.code(),
+        Some(1),
+        "a rolled-back rollout is not a success: {}",
+        stdout(&status)
+    );
+    wait("rolled back", 30, || {
+        let s = service(server, "web");
+        s["spec"]["image"] == "good/web:3" && s["status"]["update"]["state"] == "rollback_completed"
+    });
+    wait("2 running after rollback", 30, || {
+        let live = live_running(server, "web");
+        live.len() == 2 && live.iter().all(|t| t["spec"]["image"] == "good/web:3")
+    });
+    assert!(
+        has_event(server, "service/web", "RollbackStarted")
+            && has_event(server, "service/web", "RolledBack")
+    );
+    let history = ok(server.shoal(&["rollout", "history", "service/web"]));
+    assert!(
+        history.contains("bad/web:4") && history.contains("rollback"),
+        "{history}"
+    );
+
+    // A job runs to completion.
+    apply(server, "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: batch}\nspec: {image: tools:1, mode: job, job: {completions: 3, parallelism: 2}}\n");
+    wait("job complete", 30, || {
+        let s = service(server, "batch");
+        s["status"]["succeeded"] == 3
+            && s["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Complete" && c["status"] == "True")
+            })
+    });
+    assert!(has_event(server, "service/batch", "JobCompleted"));
+
+    // Cron: a run per tick (a six-field schedule ticks every two seconds here).
+    apply(server, "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: tick}\nspec: {image: tools:1, mode: cron, cron: {schedule: \"*/2 * * * * *\", history: 2}}\n");
+    wait("two cron runs", 30, || {
+        events_for(server, "service/tick")
+            .iter()
+            .filter(|e| e["reason"] == "RunStarted")
+            .count()
+            >= 2
+    });
+    wait("finished runs beyond history are reaped", 30, || {
+        let runs: std::collections::HashSet<String> = tasks(server, "tick")
+            .iter()
+            .filter(|t| state(t) == "complete")
+            .filter_map(|t| {
+                t["metadata"]["labels"]["shoal.dev/run"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
+        !runs.is_empty() && runs.len() <= 2
+    });
+    ok(server.shoal(&["delete", "service", "tick"]));
+
+    // An impossible constraint: pending, with the reason, and one Warning.
+    apply(server, "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: nowhere}\nspec: {image: x, placement: {constraints: [\"node.labels.zone == mars\"]}}\n");
+    wait("pending with a reason", 20, || {
+        tasks(server, "nowhere").iter().any(|t| {
+            state(t) == "pending"
+                && t["status"]["message"].as_str().is_some_and(|m| {
+                    m.contains("no suitable node") && m.contains("node.labels.zone == mars")
+                })
+        })
+    });
+    std::thread::sleep(Duration::from_secs(6)); // several scheduling rounds
+    let warnings: Vec<Value> = events_for(server, "task/nowhere.1")
+        .into_iter()
+        .filter(|e| e["reason"] == "FailedScheduling")
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(
+        warnings[0]["count"], 1,
+        "one Warning, not one per retry: {warnings:?}"
+    );
+    assert_eq!(warnings[0]["type"], "Warning");
+
+    // Drain empties a node; activate brings it back.
+    let on_node = |node: &str| {
+        tasks(server, "web")
+            .iter()
+            .filter(|t| {
+                is_live(t)
+                    && t["spec"]["node"] == node
+                    && !matches!(state(t), "shutdown" | "failed" | "complete" | "orphaned")
+            })
+            .count()
+    };
+    let busy = live_running(server, "web")[0]["spec"]["node"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(ok(server.shoal(&["node", "drain", &busy])).contains("drained"));
+    wait("drained node empty", 30, || {
+        on_node(&busy) == 0 && live_running(server, "web").len() == 2
+    });
+    let node = json(server.shoal(&["get", "node", &busy, "-o", "json"]));
+    assert_eq!(node["spec"]["availability"], "drain");
+    ok(server.shoal(&["node", "activate", &busy]));
+
+    // A node process dies: its tasks are replaced on the others.
+    let _second = server.sim(&["--nodes", "2", "--prefix", "b", "--start-delay", "50ms"]);
+    wait("b nodes ready", 20, || {
+        let nodes = json(server.shoal(&["get", "nodes", "-o", "json"]));
+        nodes["items"]
+            .as_array()
+            .is_some_and(|n| n.iter().filter(|n| n["status"]["state"] == "ready").count() == 6)
+    });
+    first.kill();
+    wait("a nodes down", 30, || {
+        let nodes = json(server.shoal(&["get", "nodes", "-o", "json"]));
+        nodes["items"].as_array().is_some_and(|n| {
+            n.iter()
+                .filter(|n| {
+                    n["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|x| x.starts_with("a-"))
+                })
+                .all(|n| n["status"]["state"] == "down")
+        })
+    });
+    wait("web running on b nodes", 30, || {
+        let live = live_running(server, "web");
+        live.len() == 2
+            && live.iter().all(|t| {
+                t["spec"]["node"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("b-"))
+            })
+    });
+    assert!(has_event(server, "node/a-0", "NodeDown"));
+    assert!(
+        tasks(server, "web").iter().any(|t| state(t) == "orphaned"),
+        "the dead node's tasks are marked orphaned"
+    );
+}
+
+#[test]
+fn orchestration_on_the_embedded_store() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = Server::embedded_with(data.path(), &["--heartbeat-period", "1s"]);
+    scenario(&server);
+}
+
+#[test]
+fn orchestration_on_etcd() {
+    let etcd = Etcd::start();
+    let server = Server::etcd_with(
+        &etcd.address(),
+        "orchestration",
+        &["--heartbeat-period", "1s"],
+    );
+    scenario(&server);
+}
