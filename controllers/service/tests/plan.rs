@@ -1,0 +1,128 @@
+//! The planner on its own: no store, no clock but the one given.
+
+use std::sync::Arc;
+
+use chrono::{Duration as Chrono, Utc};
+use shoal_api::{
+    DesiredState, Node, OwnerReference, RestartCondition, Service, ServiceSpec, Task, TaskState, TaskStatus,
+};
+use shoal_controller_service::{plan_service, template_hash, View};
+
+fn service(replicas: u32) -> Service {
+    let mut s = Service::new(
+        "web",
+        ServiceSpec {
+            image: "img:1".into(),
+            replicas: Some(replicas),
+            ..Default::default()
+        },
+    );
+    s.metadata.uid = Some("svc-uid".into());
+    s.metadata.generation = Some(1);
+    s
+}
+
+fn task(svc: &Service, slot: u32, state: TaskState, ago_secs: i64) -> Arc<Task> {
+    let mut t = Task::new(format!("web.{slot}"), Default::default());
+    t.spec.image = svc.spec.image.clone();
+    t.spec.node = Some("n1".into());
+    let labels = &mut t.metadata.labels;
+    labels.insert("shoal.dev/service".into(), "web".into());
+    labels.insert("shoal.dev/slot".into(), slot.to_string());
+    labels.insert("shoal.dev/template".into(), template_hash(&svc.spec));
+    labels.insert("shoal.dev/attempt".into(), "1".into());
+    t.metadata.uid = Some(format!("t{slot}"));
+    t.metadata.owner_references = vec![OwnerReference {
+        kind: "Service".into(),
+        name: "web".into(),
+        uid: "svc-uid".into(),
+        controller: true,
+    }];
+    t.status = Some(TaskStatus {
+        state,
+        last_transition_time: Some(Utc::now() - Chrono::seconds(ago_secs)),
+        started_at: Some(Utc::now() - Chrono::seconds(ago_secs)),
+        ..Default::default()
+    });
+    Arc::new(t)
+}
+
+fn plan(svc: &Service, tasks: &[Arc<Task>]) -> shoal_controller_service::Plan {
+    let nodes: Vec<Arc<Node>> = Vec::new();
+    plan_service(&View {
+        svc,
+        tasks,
+        nodes: &nodes,
+        now: Utc::now(),
+    })
+}
+
+#[test]
+fn a_new_service_gets_one_task_per_slot() {
+    let svc = service(3);
+    let p = plan(&svc, &[]);
+    let names: Vec<&str> = p.creates.iter().map(|t| t.metadata.name.as_str()).collect();
+    assert_eq!(names, ["web.1", "web.2", "web.3"]);
+    let t = &p.creates[0];
+    assert_eq!(t.metadata.labels["shoal.dev/service"], "web");
+    assert_eq!(t.metadata.owner_references[0].uid, "svc-uid");
+    assert_eq!(p.status.replicas, 3);
+    assert_eq!(p.status.observed_generation, Some(1));
+}
+
+#[test]
+fn a_failed_task_is_replaced_after_the_restart_delay() {
+    let mut svc = service(1);
+    svc.spec.restart.delay = shoal_api::Duration::from_secs(5);
+    let recent = plan(&svc, &[task(&svc, 1, TaskState::Failed, 1)]);
+    assert!(recent.creates.is_empty() && recent.archives.is_empty());
+    assert!(recent.requeue.is_some_and(|d| d.as_secs() <= 4), "{:?}", recent.requeue);
+    let later = plan(&svc, &[task(&svc, 1, TaskState::Failed, 6)]);
+    assert_eq!(later.archives.len(), 1);
+    assert_eq!(later.creates[0].metadata.labels["shoal.dev/attempt"], "2");
+    assert!(later.events.iter().any(|e| e.reason == "TaskFailed" && e.warning));
+}
+
+#[test]
+fn restart_condition_none_and_max_attempts_stop_replacements() {
+    let mut svc = service(1);
+    svc.spec.restart.condition = Some(RestartCondition::None);
+    assert!(plan(&svc, &[task(&svc, 1, TaskState::Failed, 60)]).creates.is_empty());
+
+    svc.spec.restart.condition = Some(RestartCondition::OnFailure);
+    svc.spec.restart.max_attempts = 1;
+    let mut old = (*task(&svc, 1, TaskState::Failed, 120)).clone();
+    old.metadata.name = "web.1.1".into();
+    old.metadata.labels.insert("shoal.dev/history".into(), "true".into());
+    let mut current = (*task(&svc, 1, TaskState::Failed, 60)).clone();
+    current.metadata.labels.insert("shoal.dev/attempt".into(), "2".into());
+    let p = plan(&svc, &[Arc::new(old), Arc::new(current)]);
+    assert!(p.creates.is_empty(), "the second failure exceeds maxAttempts 1");
+}
+
+#[test]
+fn orphaned_tasks_are_replaced_at_once_and_scale_down_stops_extra_slots() {
+    let svc = service(1);
+    let p = plan(&svc, &[task(&svc, 1, TaskState::Orphaned, 0), task(&svc, 2, TaskState::Running, 30)]);
+    assert_eq!(p.archives.len(), 1, "orphaned web.1 moves to history");
+    assert_eq!(p.creates.len(), 1);
+    assert_eq!(p.shutdowns.len(), 1);
+    assert_eq!(p.shutdowns[0].metadata.name, "web.2");
+}
+
+#[test]
+fn a_spec_change_starts_a_rolling_update_one_batch_at_a_time() {
+    let old = service(3);
+    let tasks: Vec<Arc<Task>> = (1..=3).map(|i| task(&old, i, TaskState::Running, 60)).collect();
+    let mut svc = old.clone();
+    svc.spec.image = "img:2".into();
+    svc.metadata.generation = Some(2);
+    let mut status = plan(&old, &tasks).status;
+    status.observed_generation = Some(1);
+    svc.status = Some(status);
+    let p = plan(&svc, &tasks);
+    assert!(p.events.iter().any(|e| e.reason == "UpdateStarted"));
+    assert_eq!(p.shutdowns.len(), 1, "parallelism 1, stop-first: one old task stops");
+    assert!(p.creates.is_empty());
+    assert!(tasks.iter().all(|t| t.spec.desired_state == DesiredState::Running));
+}
