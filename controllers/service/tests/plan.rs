@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use chrono::{Duration as Chrono, Utc};
 use shoal_api::{
-    DesiredState, Node, OwnerReference, RestartCondition, Service, ServiceSpec, Task, TaskState, TaskStatus,
+    DesiredState, Node, OwnerReference, RestartCondition, Service, ServiceSpec, Task, TaskState,
+    TaskStatus,
 };
 use shoal_controller_service::{plan_service, template_hash, View};
 
@@ -76,34 +77,57 @@ fn a_failed_task_is_replaced_after_the_restart_delay() {
     svc.spec.restart.delay = shoal_api::Duration::from_secs(5);
     let recent = plan(&svc, &[task(&svc, 1, TaskState::Failed, 1)]);
     assert!(recent.creates.is_empty() && recent.archives.is_empty());
-    assert!(recent.requeue.is_some_and(|d| d.as_secs() <= 4), "{:?}", recent.requeue);
+    assert!(
+        recent.requeue.is_some_and(|d| d.as_secs() <= 4),
+        "{:?}",
+        recent.requeue
+    );
     let later = plan(&svc, &[task(&svc, 1, TaskState::Failed, 6)]);
     assert_eq!(later.archives.len(), 1);
     assert_eq!(later.creates[0].metadata.labels["shoal.dev/attempt"], "2");
-    assert!(later.events.iter().any(|e| e.reason == "TaskFailed" && e.warning));
+    assert!(later
+        .events
+        .iter()
+        .any(|e| e.reason == "TaskFailed" && e.warning));
 }
 
 #[test]
 fn restart_condition_none_and_max_attempts_stop_replacements() {
     let mut svc = service(1);
     svc.spec.restart.condition = Some(RestartCondition::None);
-    assert!(plan(&svc, &[task(&svc, 1, TaskState::Failed, 60)]).creates.is_empty());
+    assert!(plan(&svc, &[task(&svc, 1, TaskState::Failed, 60)])
+        .creates
+        .is_empty());
 
     svc.spec.restart.condition = Some(RestartCondition::OnFailure);
     svc.spec.restart.max_attempts = 1;
     let mut old = (*task(&svc, 1, TaskState::Failed, 120)).clone();
     old.metadata.name = "web.1.1".into();
-    old.metadata.labels.insert("shoal.dev/history".into(), "true".into());
+    old.metadata
+        .labels
+        .insert("shoal.dev/history".into(), "true".into());
     let mut current = (*task(&svc, 1, TaskState::Failed, 60)).clone();
-    current.metadata.labels.insert("shoal.dev/attempt".into(), "2".into());
+    current
+        .metadata
+        .labels
+        .insert("shoal.dev/attempt".into(), "2".into());
     let p = plan(&svc, &[Arc::new(old), Arc::new(current)]);
-    assert!(p.creates.is_empty(), "the second failure exceeds maxAttempts 1");
+    assert!(
+        p.creates.is_empty(),
+        "the second failure exceeds maxAttempts 1"
+    );
 }
 
 #[test]
 fn orphaned_tasks_are_replaced_at_once_and_scale_down_stops_extra_slots() {
     let svc = service(1);
-    let p = plan(&svc, &[task(&svc, 1, TaskState::Orphaned, 0), task(&svc, 2, TaskState::Running, 30)]);
+    let p = plan(
+        &svc,
+        &[
+            task(&svc, 1, TaskState::Orphaned, 0),
+            task(&svc, 2, TaskState::Running, 30),
+        ],
+    );
     assert_eq!(p.archives.len(), 1, "orphaned web.1 moves to history");
     assert_eq!(p.creates.len(), 1);
     assert_eq!(p.shutdowns.len(), 1);
@@ -113,7 +137,9 @@ fn orphaned_tasks_are_replaced_at_once_and_scale_down_stops_extra_slots() {
 #[test]
 fn a_spec_change_starts_a_rolling_update_one_batch_at_a_time() {
     let old = service(3);
-    let tasks: Vec<Arc<Task>> = (1..=3).map(|i| task(&old, i, TaskState::Running, 60)).collect();
+    let tasks: Vec<Arc<Task>> = (1..=3)
+        .map(|i| task(&old, i, TaskState::Running, 60))
+        .collect();
     let mut svc = old.clone();
     svc.spec.image = "img:2".into();
     svc.metadata.generation = Some(2);
@@ -122,7 +148,13 @@ fn a_spec_change_starts_a_rolling_update_one_batch_at_a_time() {
     svc.status = Some(status);
     let p = plan(&svc, &tasks);
     assert!(p.events.iter().any(|e| e.reason == "UpdateStarted"));
-    assert_eq!(p.shutdowns.len(), 1, "parallelism 1, stop-first: one old task stops");
+    assert_eq!(
+        p.shutdowns.len(),
+        1,
+        "parallelism 1, stop-first: one old task stops"
+    );
     assert!(p.creates.is_empty());
-    assert!(tasks.iter().all(|t| t.spec.desired_state == DesiredState::Running));
+    assert!(tasks
+        .iter()
+        .all(|t| t.spec.desired_state == DesiredState::Running));
 }

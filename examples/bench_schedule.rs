@@ -1,0 +1,385 @@
+//! Scheduling benchmark, on both stores, with simulated nodes through the real agent
+//! API (`shoal sim`) and a real `shoal server`:
+//!
+//! - placements_per_s: a 10,000-replica service on 1,000 nodes, from apply until every
+//!   task is bound to a node;
+//! - apply_to_running_p50/p99_ms: a 100-replica service, apply until all running (10 runs);
+//! - node_loss_recovery_s: a node process dies; seconds until its tasks run elsewhere
+//!   (default heartbeats: 5s period, down after 3 missed);
+//! - store_raw_writes_per_s: raw creates through the Store, same concurrency as the
+//!   controllers use, as the baseline.
+//!
+//! Usage: bench-schedule --etcd http://127.0.0.1:2379 [--nodes N] [--tasks N]
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_apiserver::pb::{self, api_client::ApiClient};
+use shoal_store::{EmbeddedStore, EtcdStore, Store};
+use tonic::transport::Channel;
+
+struct Args {
+    etcd: String,
+    nodes: usize,
+    tasks: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        etcd: "http://127.0.0.1:2379".into(),
+        nodes: 1000,
+        tasks: 10_000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let v = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--etcd" => a.etcd = v,
+            "--nodes" => a.nodes = v.parse().expect("--nodes: a number"),
+            "--tasks" => a.tasks = v.parse().expect("--tasks: a number"),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+fn shoal() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .join("shoal")
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str], server: Option<&str>) -> Proc {
+    let mut cmd = Command::new(shoal());
+    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
+    if let Some(s) = server {
+        cmd.env("SHOAL_SERVER", s);
+    }
+    Proc(cmd.spawn().expect("spawn shoal"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+async fn raw_writes(store: Arc<dyn Store>, n: usize) -> f64 {
+    let prefix = format!("/bench-raw/{}/", std::process::id());
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..64 {
+        let (store, prefix) = (store.clone(), prefix.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = w;
+            while i < n {
+                store
+                    .create(&format!("{prefix}{i:08}"), vec![b'x'; 700], None)
+                    .await
+                    .expect("create");
+                i += 64;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn list(
+    client: &mut ApiClient<Channel>,
+    kind: &str,
+    selector: &str,
+) -> Vec<serde_json::Value> {
+    let r = client
+        .list(pb::ListRequest {
+            kind: kind.into(),
+            label_selector: selector.into(),
+            involved_object: String::new(),
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    r.items
+        .iter()
+        .map(|j| serde_json::from_str(j).expect("json"))
+        .collect()
+}
+
+async fn apply(client: &mut ApiClient<Channel>, yaml: &str) {
+    let m = shoal_api::yaml::decode_manifests("bench", yaml).expect("manifest");
+    let manifests = m
+        .iter()
+        .map(|m| pb::Manifest {
+            json: serde_json::to_string(&m.object).expect("json"),
+            source: "bench".into(),
+        })
+        .collect();
+    client
+        .apply(pb::ApplyRequest {
+            manifests,
+            dry_run: false,
+        })
+        .await
+        .expect("apply");
+}
+
+async fn delete_and_wait(client: &mut ApiClient<Channel>, name: &str) {
+    let _ = client
+        .delete(pb::DeleteRequest {
+            kind: "Service".into(),
+            name: name.into(),
+        })
+        .await;
+    let selector = format!("shoal.dev/service={name}");
+    while !list(client, "Task", &selector).await.is_empty() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn wait_nodes(client: &mut ApiClient<Channel>, n: usize) {
+    loop {
+        let ready = list(client, "Node", "")
+            .await
+            .iter()
+            .filter(|n| n["status"]["state"] == "ready")
+            .count();
+        if ready >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Seconds from `since` until `done` holds for the tasks of `service` (checked by watching).
+async fn until_tasks(
+    client: &mut ApiClient<Channel>,
+    service: &str,
+    since: Instant,
+    done: impl Fn(&std::collections::HashMap<String, serde_json::Value>) -> bool,
+) -> Duration {
+    let mut stream = client
+        .watch(pb::WatchRequest {
+            kind: "Task".into(),
+            label_selector: format!("shoal.dev/service={service}"),
+            resource_version: 0,
+            send_initial: true,
+            name: String::new(),
+            involved_object: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut tasks = std::collections::HashMap::new();
+    while let Some(msg) = stream.message().await.expect("watch message") {
+        if msg.r#type != "SYNCED" {
+            let v: serde_json::Value = serde_json::from_str(&msg.json).expect("json");
+            let name = v["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if msg.r#type == "DELETED" {
+                tasks.remove(&name);
+            } else {
+                tasks.insert(name, v);
+            }
+        }
+        if done(&tasks) {
+            return since.elapsed();
+        }
+    }
+    panic!("watch ended");
+}
+
+fn live(t: &serde_json::Value) -> bool {
+    t["metadata"]["labels"]["shoal.dev/history"].is_null()
+}
+
+struct Figures {
+    placements: f64,
+    raw: f64,
+    p50: f64,
+    p99: f64,
+    recovery: f64,
+}
+
+async fn bench_store(a: &Args, etcd: Option<&str>) -> Figures {
+    let label = if etcd.is_some() { "etcd" } else { "embedded" };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw_store: Arc<dyn Store> = match etcd {
+        Some(e) => Arc::new(EtcdStore::connect(&[e.to_string()]).await.expect("etcd")),
+        None => Arc::new(EmbeddedStore::open(&dir.path().join("raw")).expect("embedded")),
+    };
+    eprintln!("[{label}] raw store writes");
+    let raw = raw_writes(raw_store, a.tasks).await;
+
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let data = dir.path().join("server");
+    let mut server_args = vec![
+        "server".to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--data-dir".into(),
+        data.display().to_string(),
+    ];
+    if let Some(e) = etcd {
+        server_args.push("--store".into());
+        server_args.push(format!("etcd://{}", e.trim_start_matches("http://")));
+    }
+    let server_refs: Vec<&str> = server_args.iter().map(String::as_str).collect();
+    let _server = spawn(&server_refs, None);
+    let mut client = loop {
+        match shoal_apiserver::client::connect(&url, None).await {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let nodes = a.nodes.to_string();
+    let _sim = spawn(
+        &["sim", "--nodes", &nodes, "--start-delay", "100ms"],
+        Some(&url),
+    );
+    eprintln!("[{label}] waiting for {} nodes", a.nodes);
+    wait_nodes(&mut client, a.nodes).await;
+
+    eprintln!("[{label}] placing {} tasks", a.tasks);
+    let t0 = Instant::now();
+    apply(&mut client, &format!("apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: bulk}}\nspec: {{image: bench:1, replicas: {}}}\n", a.tasks)).await;
+    let n = a.tasks;
+    let placed = until_tasks(&mut client, "bulk", t0, |ts| {
+        ts.values().filter(|t| !t["spec"]["node"].is_null()).count() >= n
+    })
+    .await;
+    let placements = a.tasks as f64 / placed.as_secs_f64();
+    eprintln!(
+        "[{label}] {} placements in {:.2}s; cleaning up",
+        a.tasks,
+        placed.as_secs_f64()
+    );
+    delete_and_wait(&mut client, "bulk").await;
+
+    eprintln!("[{label}] apply to running, 100 replicas x 10");
+    let mut samples = Vec::new();
+    for i in 0..10 {
+        let name = format!("r100-{i}");
+        let t0 = Instant::now();
+        apply(&mut client, &format!("apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{image: bench:1, replicas: 100}}\n")).await;
+        let took = until_tasks(&mut client, &name, t0, |ts| {
+            ts.values()
+                .filter(|t| live(t) && t["status"]["state"] == "running")
+                .count()
+                >= 100
+        })
+        .await;
+        samples.push(took.as_secs_f64() * 1000.0);
+        delete_and_wait(&mut client, &name).await;
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let p50 = samples[samples.len() / 2];
+    let p99 = samples[(samples.len() * 99 / 100).min(samples.len() - 1)];
+
+    eprintln!("[{label}] node loss");
+    let victim = spawn(
+        &[
+            "sim",
+            "--nodes",
+            "5",
+            "--prefix",
+            "victim",
+            "--labels",
+            "pool=loss",
+            "--start-delay",
+            "100ms",
+        ],
+        Some(&url),
+    );
+    let _spare = spawn(
+        &[
+            "sim",
+            "--nodes",
+            "5",
+            "--prefix",
+            "spare",
+            "--labels",
+            "pool=loss",
+            "--start-delay",
+            "100ms",
+        ],
+        Some(&url),
+    );
+    wait_nodes(&mut client, a.nodes + 10).await;
+    apply(&mut client, "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: lossy}\nspec: {image: bench:1, replicas: 20, placement: {constraints: [\"node.labels.pool == loss\"]}}\n").await;
+    until_tasks(&mut client, "lossy", Instant::now(), |ts| {
+        ts.values()
+            .filter(|t| live(t) && t["status"]["state"] == "running")
+            .count()
+            >= 20
+    })
+    .await;
+    let on_victims: HashSet<String> = list(&mut client, "Task", "shoal.dev/service=lossy")
+        .await
+        .iter()
+        .filter(|t| {
+            t["spec"]["node"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("victim"))
+        })
+        .filter_map(|t| t["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    eprintln!(
+        "[{label}] killing the node process holding {} tasks",
+        on_victims.len()
+    );
+    let t0 = Instant::now();
+    drop(victim);
+    let recovery = until_tasks(&mut client, "lossy", t0, |ts| {
+        let running: Vec<_> = ts
+            .values()
+            .filter(|t| live(t) && t["status"]["state"] == "running")
+            .collect();
+        running.len() >= 20
+            && running.iter().all(|t| {
+                t["spec"]["node"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("spare"))
+            })
+    })
+    .await
+    .as_secs_f64();
+    Figures {
+        placements,
+        raw,
+        p50,
+        p99,
+        recovery,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    let embedded = bench_store(&a, None).await;
+    let etcd = bench_store(&a, Some(&a.etcd)).await;
+    for (label, f) in [("embedded", &embedded), ("etcd", &etcd)] {
+        println!("placements_per_s.{label}: {:.0} tasks/s", f.placements);
+        println!("store_raw_writes_per_s.{label}: {:.0} writes/s", f.raw);
+        println!("apply_to_running_p50_ms.{label}: {:.0} ms", f.p50);
+        println!("apply_to_running_p99_ms.{label}: {:.0} ms", f.p99);
+        println!("node_loss_recovery_s.{label}: {:.1} s", f.recovery);
+    }
+}
