@@ -145,6 +145,24 @@ async fn list_by_prefix(store: Arc<dyn Store>, p: String) {
         "list revision {} < last write {last}",
         list.revision
     );
+    // Lists larger than any one response may be (etcd pages them).
+    let big = vec![b'x'; 16 << 10];
+    let mut tasks = Vec::new();
+    for i in 0..600 {
+        let (store, key, big) = (store.clone(), format!("{p}big/{i:04}"), big.clone());
+        tasks.push(tokio::spawn(async move {
+            store.create(&key, big, None).await.expect("create big")
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join");
+    }
+    let listed = store.list(&format!("{p}big/")).await.expect("list big");
+    assert_eq!(listed.items.len(), 600, "every key of a ~10 MiB list");
+    assert!(
+        listed.items.windows(2).all(|w| w[0].key < w[1].key),
+        "sorted"
+    );
     assert!(store
         .list(&format!("{p}none/"))
         .await

@@ -17,6 +17,23 @@ use crate::{
     WatchStream,
 };
 
+/// Keys per page when listing.
+const LIST_PAGE: i64 = 500;
+/// Largest response accepted: a page of 500 objects, each up to etcd's 1.5 MiB.
+const MAX_RESPONSE: usize = 1 << 30;
+
+/// The end of the key range a prefix covers (etcd's range_end).
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 pub struct EtcdStore {
     client: Client,
 }
@@ -130,15 +147,41 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<ListResult> {
-        let resp = self
-            .client()
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(etcd_err)?;
-        Ok(ListResult {
-            items: resp.kvs().iter().map(to_kv).collect::<Result<_>>()?,
-            revision: resp.header().map(|h| h.revision()).unwrap_or(0),
-        })
+        // Paged, all pages read at the first page's revision: one consistent snapshot
+        // without any single response growing past gRPC's message limits.
+        let end = prefix_end(prefix);
+        let mut start = prefix.as_bytes().to_vec();
+        let mut items = Vec::new();
+        let mut revision = 0;
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LIST_PAGE);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let resp = self
+                .client
+                .kv_client()
+                .max_decoding_message_size(MAX_RESPONSE)
+                .get(start.clone(), Some(options))
+                .await
+                .map_err(etcd_err)?;
+            if revision == 0 {
+                revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            for kv in resp.kvs() {
+                items.push(to_kv(kv)?);
+            }
+            match (resp.more(), resp.kvs().last()) {
+                (true, Some(last)) => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok(ListResult { items, revision })
     }
 
     async fn create(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision> {
@@ -186,7 +229,9 @@ impl Store for EtcdStore {
             options = options.with_start_revision(from);
         }
         let mut stream = self
-            .client()
+            .client
+            .watch_client()
+            .max_decoding_message_size(MAX_RESPONSE)
             .watch(prefix, Some(options))
             .await
             .map_err(etcd_err)?;
