@@ -165,12 +165,14 @@ async fn wait_nodes(client: &mut ApiClient<Channel>, n: usize) {
     }
 }
 
-/// Seconds from `since` until `done` holds for the tasks of `service` (checked by watching).
+/// Time from `since` until `need` tasks of `service` satisfy `ok` (followed by a watch;
+/// counted incrementally so the bench itself stays O(events)).
 async fn until_tasks(
     client: &mut ApiClient<Channel>,
     service: &str,
     since: Instant,
-    done: impl Fn(&std::collections::HashMap<String, serde_json::Value>) -> bool,
+    need: usize,
+    ok: impl Fn(&serde_json::Value) -> bool,
 ) -> Duration {
     let mut stream = client
         .watch(pb::WatchRequest {
@@ -184,7 +186,7 @@ async fn until_tasks(
         .await
         .expect("watch")
         .into_inner();
-    let mut tasks = std::collections::HashMap::new();
+    let mut matching: HashSet<String> = HashSet::new();
     while let Some(msg) = stream.message().await.expect("watch message") {
         if msg.r#type != "SYNCED" {
             let v: serde_json::Value = serde_json::from_str(&msg.json).expect("json");
@@ -192,13 +194,13 @@ async fn until_tasks(
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            if msg.r#type == "DELETED" {
-                tasks.remove(&name);
+            if msg.r#type != "DELETED" && ok(&v) {
+                matching.insert(name);
             } else {
-                tasks.insert(name, v);
+                matching.remove(&name);
             }
         }
-        if done(&tasks) {
+        if matching.len() >= need {
             return since.elapsed();
         }
     }
@@ -261,10 +263,7 @@ async fn bench_store(a: &Args, etcd: Option<&str>) -> Figures {
     let t0 = Instant::now();
     apply(&mut client, &format!("apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: bulk}}\nspec: {{image: bench:1, replicas: {}}}\n", a.tasks)).await;
     let n = a.tasks;
-    let placed = until_tasks(&mut client, "bulk", t0, |ts| {
-        ts.values().filter(|t| !t["spec"]["node"].is_null()).count() >= n
-    })
-    .await;
+    let placed = until_tasks(&mut client, "bulk", t0, n, |t| !t["spec"]["node"].is_null()).await;
     let placements = a.tasks as f64 / placed.as_secs_f64();
     eprintln!(
         "[{label}] {} placements in {:.2}s; cleaning up",
@@ -279,11 +278,8 @@ async fn bench_store(a: &Args, etcd: Option<&str>) -> Figures {
         let name = format!("r100-{i}");
         let t0 = Instant::now();
         apply(&mut client, &format!("apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{image: bench:1, replicas: 100}}\n")).await;
-        let took = until_tasks(&mut client, &name, t0, |ts| {
-            ts.values()
-                .filter(|t| live(t) && t["status"]["state"] == "running")
-                .count()
-                >= 100
+        let took = until_tasks(&mut client, &name, t0, 100, |t| {
+            live(t) && t["status"]["state"] == "running"
         })
         .await;
         samples.push(took.as_secs_f64() * 1000.0);
@@ -324,11 +320,8 @@ async fn bench_store(a: &Args, etcd: Option<&str>) -> Figures {
     );
     wait_nodes(&mut client, a.nodes + 10).await;
     apply(&mut client, "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: lossy}\nspec: {image: bench:1, replicas: 20, placement: {constraints: [\"node.labels.pool == loss\"]}}\n").await;
-    until_tasks(&mut client, "lossy", Instant::now(), |ts| {
-        ts.values()
-            .filter(|t| live(t) && t["status"]["state"] == "running")
-            .count()
-            >= 20
+    until_tasks(&mut client, "lossy", Instant::now(), 20, |t| {
+        live(t) && t["status"]["state"] == "running"
     })
     .await;
     let on_victims: HashSet<String> = list(&mut client, "Task", "shoal.dev/service=lossy")
@@ -347,17 +340,12 @@ async fn bench_store(a: &Args, etcd: Option<&str>) -> Figures {
     );
     let t0 = Instant::now();
     drop(victim);
-    let recovery = until_tasks(&mut client, "lossy", t0, |ts| {
-        let running: Vec<_> = ts
-            .values()
-            .filter(|t| live(t) && t["status"]["state"] == "running")
-            .collect();
-        running.len() >= 20
-            && running.iter().all(|t| {
-                t["spec"]["node"]
-                    .as_str()
-                    .is_some_and(|n| n.starts_with("spare"))
-            })
+    let recovery = until_tasks(&mut client, "lossy", t0, 20, |t| {
+        live(t)
+            && t["status"]["state"] == "running"
+            && t["spec"]["node"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("spare"))
     })
     .await
     .as_secs_f64();

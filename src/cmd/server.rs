@@ -134,14 +134,23 @@ pub async fn run(a: Args) -> Outcome {
     };
     let agent = AgentService::new(ObjectStore::new(store.clone()), dispatcher, heartbeat);
     let service = ApiService::new(store, id);
-    let served = shoal_apiserver::serve(
+    let serving = shoal_apiserver::serve(
         service,
         agent,
         listener,
         tls.as_ref(),
         shutdown.clone().cancelled_owned(),
-    )
-    .await;
+    );
+    // Graceful shutdown waits for open streams (agents, `get -w`), which never end on
+    // their own: give them a moment, then go.
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let served = tokio::select! {
+        r = serving => r,
+        _ = grace => Ok(()),
+    };
     shutdown.cancel();
     let _ = controllers.await;
     served?;

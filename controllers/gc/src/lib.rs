@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use shoal_api::{kind_by_name, Resource, Service, Task};
 use shoal_reconcile::{
-    Action, CancellationToken, Controller, ControllerConfig, EventRecorder, Reader, Reflector,
+    Action, CancellationToken, Change, Controller, ControllerConfig, EventRecorder, Reader,
+    Reflector,
 };
 use shoal_store::objects::ObjectError;
 use shoal_store::ObjectStore;
@@ -29,16 +30,22 @@ pub async fn run(objects: ObjectStore, shutdown: CancellationToken) {
     let services_reader = services.reader();
     let controller = Controller::<Task>::new(objects.clone(), ControllerConfig::named("gc"));
     let tasks = controller.reader();
-    // A Service change (its deletion above all) re-checks the Tasks it owns.
-    let controller = controller.watches_reflector(services, move |svc: &Service| {
+    // A Service's deletion re-checks the Tasks it owned; any other change only matters
+    // to tasks naming that service with another uid (it was deleted and re-created).
+    // Status updates, the common case, queue nothing.
+    let controller = controller.watches_changes(services, move |change: &Change<Service>| {
+        let (deleted, svc) = match change {
+            Change::Deleted(s) => (true, s),
+            Change::Applied(s) => (false, s),
+        };
+        let uid = svc.metadata.uid.clone().unwrap_or_default();
         tasks
             .list()
             .iter()
             .filter(|t| {
-                t.metadata
-                    .owner_references
-                    .iter()
-                    .any(|o| o.kind == "Service" && o.name == svc.metadata.name)
+                t.metadata.owner_references.iter().any(|o| {
+                    o.kind == "Service" && o.name == svc.metadata.name && (deleted || o.uid != uid)
+                })
             })
             .map(|t| t.name().to_string())
             .collect()

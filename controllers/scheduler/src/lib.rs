@@ -141,7 +141,7 @@ async fn bind(objects: &ObjectStore, task: Arc<Task>, node: String) -> bool {
     let Ok(obj) = DynamicObject::from_typed(&t) else {
         return false;
     };
-    match objects.replace(obj).await {
+    match objects.put_at(obj, true).await {
         Ok(_) => true,
         Err(ObjectError::Conflict { .. } | ObjectError::NotFound { .. }) => false,
         Err(e) => {

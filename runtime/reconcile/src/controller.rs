@@ -41,6 +41,9 @@ pub struct ControllerConfig {
     pub concurrency: usize,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// At most one reconcile per object per this interval: changes arriving faster are
+    /// coalesced into the next pass. For controllers whose pass costs O(dependents).
+    pub min_interval: Duration,
 }
 
 impl ControllerConfig {
@@ -50,6 +53,7 @@ impl ControllerConfig {
             concurrency: 4,
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(60),
+            min_interval: Duration::ZERO,
         }
     }
 }
@@ -110,14 +114,26 @@ impl<K: Resource> Controller<K> {
 
     /// As [`watches`](Self::watches), with a reflector whose reader the caller keeps.
     pub fn watches_reflector<C: Resource>(
+        self,
+        reflector: Reflector<C>,
+        map: impl Fn(&C) -> Vec<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.watches_changes(reflector, move |c| {
+            let (Change::Applied(obj) | Change::Deleted(obj)) = c;
+            map(obj)
+        })
+    }
+
+    /// As [`watches_reflector`](Self::watches_reflector), telling `map` whether the
+    /// object changed or went away, for controllers that care only about one.
+    pub fn watches_changes<C: Resource>(
         mut self,
         mut reflector: Reflector<C>,
-        map: impl Fn(&C) -> Vec<String> + Send + Sync + 'static,
+        map: impl Fn(&Change<C>) -> Vec<String> + Send + Sync + 'static,
     ) -> Self {
         let q = self.queue.clone();
         reflector.on_change(move |c| {
-            let (Change::Applied(obj) | Change::Deleted(obj)) = c;
-            for name in map(obj) {
+            for name in map(c) {
                 q.add(&name);
             }
         });
@@ -163,18 +179,40 @@ impl<K: Resource> Controller<K> {
         let reconcile = Arc::new(reconcile);
         let error_policy = Arc::new(error_policy);
         let backoff = Arc::new(Backoff::new(config.backoff_base, config.backoff_max));
+        let last_run: Arc<
+            std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
+        > = Arc::default();
+        let min_interval = config.min_interval;
         for _ in 0..config.concurrency.max(1) {
             let (queue, reader, ctx) = (queue.clone(), reader.clone(), ctx.clone());
             let (reconcile, error_policy, backoff) =
                 (reconcile.clone(), error_policy.clone(), backoff.clone());
+            let last_run = last_run.clone();
             let name = config.name;
             tasks.spawn(async move {
                 while let Some(key) = queue.next().await {
                     let Some(obj) = reader.get(&key) else {
                         backoff.succeeded(&key);
+                        last_run.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
                         queue.done(&key);
                         continue;
                     };
+                    if !min_interval.is_zero() {
+                        let now = tokio::time::Instant::now();
+                        let mut runs = last_run.lock().unwrap_or_else(|p| p.into_inner());
+                        match runs.get(&key) {
+                            Some(last) if now.duration_since(*last) < min_interval => {
+                                let wait = min_interval - now.duration_since(*last);
+                                drop(runs);
+                                queue.done(&key);
+                                queue.add_after(&key, wait);
+                                continue;
+                            }
+                            _ => {
+                                runs.insert(key.clone(), now);
+                            }
+                        }
+                    }
                     let span = tracing::info_span!("reconcile", controller = name, kind = K::KIND, object = %key);
                     let result = reconcile(obj.clone(), ctx.clone()).instrument(span.clone()).await;
                     let action = match result {

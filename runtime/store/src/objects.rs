@@ -259,6 +259,24 @@ impl ObjectStore {
         self.write(kind, merged, expected, None).await
     }
 
+    /// Writes `obj` exactly as given at its `resourceVersion`, without reading first:
+    /// for controllers that hold a fresh copy and change both spec and status (the
+    /// scheduler binding thousands of tasks). `spec_changed` bumps the generation.
+    pub async fn put_at(&self, obj: DynamicObject, spec_changed: bool) -> Result<DynamicObject> {
+        let kind = desc_of(&obj)?;
+        let expected = parse_rv(&obj)?.ok_or_else(|| {
+            ObjectError::Invalid(format!(
+                "{}: put_at needs a resourceVersion",
+                obj.reference()
+            ))
+        })?;
+        let mut obj = obj;
+        if spec_changed {
+            obj.metadata.generation = Some(obj.metadata.generation.unwrap_or(0) + 1);
+        }
+        self.write(kind, obj, expected, None).await
+    }
+
     /// Creates `obj` keeping the identity it carries (uid, creationTimestamp,
     /// generation): moving an object to a new name, as tasks move into slot history.
     pub async fn create_preserving_identity(&self, obj: DynamicObject) -> Result<DynamicObject> {
