@@ -26,8 +26,9 @@ use tokio::sync::Notify;
 
 pub use placement::{place, NodeInfo, Placement};
 
-/// Bindings written at once.
-const WRITE_CONCURRENCY: usize = 128;
+/// Bindings per store batch, and batches in flight.
+const BATCH: usize = 100;
+const WRITE_CONCURRENCY: usize = 8;
 
 fn needs_binding(t: &Task) -> bool {
     t.spec.node.is_none()
@@ -107,12 +108,7 @@ async fn round(
         }
     }
     drop(_enter);
-    let bound = futures::stream::iter(binds)
-        .map(|(task, node)| bind(objects, task, node))
-        .buffer_unordered(WRITE_CONCURRENCY)
-        .filter(|ok| futures::future::ready(*ok))
-        .count()
-        .await;
+    let bound = bind_all(objects, binds).await;
     for (task, reason) in unschedulable {
         let message = format!("no suitable node: {reason}");
         if warned.get(task.name()) == Some(&message) {
@@ -130,25 +126,40 @@ async fn round(
     bound
 }
 
-async fn bind(objects: &ObjectStore, task: Arc<Task>, node: String) -> bool {
-    let mut t = (*task).clone();
-    t.spec.node = Some(node);
-    let mut status = t.status.take().unwrap_or_default();
-    status.state = TaskState::Assigned;
-    status.message = String::new();
-    status.last_transition_time = Some(Utc::now());
-    t.status = Some(status);
-    let Ok(obj) = DynamicObject::from_typed(&t) else {
-        return false;
-    };
-    match objects.put_at(obj, true).await {
-        Ok(_) => true,
-        Err(ObjectError::Conflict { .. } | ObjectError::NotFound { .. }) => false,
-        Err(e) => {
-            tracing::warn!(task = %task.name(), error = %e, "bind failed");
-            false
+/// Writes bindings in store batches (one etcd transaction per 100 when none
+/// conflicts), several batches in flight. Returns how many landed.
+async fn bind_all(objects: &ObjectStore, binds: Vec<(Arc<Task>, String)>) -> usize {
+    let now = Utc::now();
+    let objs: Vec<DynamicObject> = binds
+        .into_iter()
+        .filter_map(|(task, node)| {
+            let mut t = (*task).clone();
+            t.spec.node = Some(node);
+            let mut status = t.status.take().unwrap_or_default();
+            status.state = TaskState::Assigned;
+            status.message = String::new();
+            status.last_transition_time = Some(now);
+            t.status = Some(status);
+            DynamicObject::from_typed(&t).ok()
+        })
+        .collect();
+    let chunks: Vec<Vec<DynamicObject>> =
+        objs.chunks(BATCH).map(<[DynamicObject]>::to_vec).collect();
+    let results: Vec<Vec<Result<DynamicObject, ObjectError>>> = futures::stream::iter(chunks)
+        .map(|chunk| objects.put_many(chunk, true))
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .collect()
+        .await;
+    let mut bound = 0;
+    for r in results.into_iter().flatten() {
+        match r {
+            Ok(_) => bound += 1,
+            // A stale cache entry: the next round sees the fresh task.
+            Err(ObjectError::Conflict { .. } | ObjectError::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(error = %e, "bind failed"),
         }
     }
+    bound
 }
 
 async fn set_pending_message(objects: &ObjectStore, task: &Task, message: &str) {

@@ -321,16 +321,18 @@ async fn execute(svc: &Service, ctx: &Context, plan: Plan) -> Result<Action, Ser
         }
     })
     .await?;
-    if !archive_failed {
-        run_all(plan.creates.iter().cloned().map(Arc::new), |t| async move {
-            let obj = DynamicObject::from_typed(t.as_ref())
-                .map_err(|e| ObjectError::Invalid(e.to_string()))?;
-            match objects.create(obj, None).await {
-                Ok(_) | Err(ObjectError::AlreadyExists { .. }) => Ok(()),
-                Err(e) => Err(e),
+    if !archive_failed && !plan.creates.is_empty() {
+        let objs = plan
+            .creates
+            .iter()
+            .map(|t| DynamicObject::from_typed(t).map_err(|e| ObjectError::Invalid(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        for r in objects.create_many(objs).await {
+            match r {
+                Ok(_) | Err(ObjectError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
             }
-        })
-        .await?;
+        }
     }
     if let Some(spec) = plan.rollback_to.clone() {
         let mut rolled = svc.clone();

@@ -30,6 +30,9 @@ pub fn checks() -> Vec<(&'static str, Check)> {
         ("compare_and_swap_under_contention", |s, p| {
             Box::pin(contention(s, p))
         }),
+        ("batches_report_each_outcome", |s, p| {
+            Box::pin(batches(s, p))
+        }),
     ]
 }
 
@@ -336,4 +339,77 @@ async fn contention(store: Arc<dyn Store>, p: String) {
         "every increment counted exactly once"
     );
     assert_eq!(kv.version, 81);
+}
+
+async fn batches(store: Arc<dyn Store>, p: String) {
+    use crate::BatchOp;
+    // All good: every op lands.
+    let ops: Vec<BatchOp> = (0..50)
+        .map(|i| BatchOp::Create {
+            key: format!("{p}k{i:02}"),
+            value: vec![1],
+            lease: None,
+        })
+        .collect();
+    let results = store.batch(ops).await.expect("batch");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(store.list(&p).await.expect("list").items.len(), 50);
+    // Mixed: a duplicate create and a stale update fail alone; the rest land.
+    let kv = store
+        .get(&format!("{p}k00"))
+        .await
+        .expect("get")
+        .expect("present");
+    let ops = vec![
+        BatchOp::Update {
+            key: format!("{p}k00"),
+            value: vec![2],
+            expected: kv.mod_revision,
+            lease: None,
+        },
+        BatchOp::Create {
+            key: format!("{p}k01"),
+            value: vec![9],
+            lease: None,
+        },
+        BatchOp::Update {
+            key: format!("{p}k02"),
+            value: vec![9],
+            expected: 1,
+            lease: None,
+        },
+        BatchOp::Create {
+            key: format!("{p}new"),
+            value: vec![3],
+            lease: None,
+        },
+    ];
+    let results = store.batch(ops).await.expect("batch");
+    assert!(results[0].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[1], Err(StoreError::AlreadyExists { .. })),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[2], Err(StoreError::Conflict { .. })),
+        "{results:?}"
+    );
+    assert!(results[3].is_ok(), "{results:?}");
+    assert_eq!(
+        store
+            .get(&format!("{p}k00"))
+            .await
+            .expect("get")
+            .map(|kv| kv.value),
+        Some(vec![2])
+    );
+    assert_eq!(
+        store
+            .get(&format!("{p}k01"))
+            .await
+            .expect("get")
+            .map(|kv| kv.value),
+        Some(vec![1])
+    );
+    assert!(store.get(&format!("{p}new")).await.expect("get").is_some());
 }

@@ -17,6 +17,9 @@ use crate::{
     WatchStream,
 };
 
+/// etcd's default limit on operations in one transaction is 128.
+const MAX_TXN_OPS: usize = 100;
+
 /// Keys per page when listing.
 const LIST_PAGE: i64 = 500;
 /// Largest response accepted: a page of 500 objects, each up to etcd's 1.5 MiB.
@@ -208,6 +211,68 @@ impl Store for EtcdStore {
         self.guarded(key, compare, op, Some(expected))
             .await
             .map_err(|e| lease_error(e, lease))
+    }
+
+    async fn batch(&self, ops: Vec<crate::BatchOp>) -> Result<Vec<Result<Revision>>> {
+        use crate::BatchOp;
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One transaction (etcd allows 128 operations) when nothing conflicts...
+        let mut compares = Vec::with_capacity(ops.len());
+        let mut puts = Vec::with_capacity(ops.len());
+        for op in &ops {
+            match op {
+                BatchOp::Create { key, value, lease } => {
+                    compares.push(Compare::create_revision(key.as_str(), CompareOp::Equal, 0));
+                    puts.push(TxnOp::put(key.as_str(), value.clone(), put_options(*lease)));
+                }
+                BatchOp::Update {
+                    key,
+                    value,
+                    expected,
+                    lease,
+                } => {
+                    compares.push(Compare::mod_revision(
+                        key.as_str(),
+                        CompareOp::Equal,
+                        *expected,
+                    ));
+                    puts.push(TxnOp::put(key.as_str(), value.clone(), put_options(*lease)));
+                }
+            }
+        }
+        if ops.len() <= MAX_TXN_OPS {
+            let resp = self
+                .client()
+                .txn(Txn::new().when(compares).and_then(puts))
+                .await;
+            match resp {
+                Ok(r) if r.succeeded() => {
+                    let revision = r.header().map(|h| h.revision()).unwrap_or(0);
+                    return Ok(ops.iter().map(|_| Ok(revision)).collect());
+                }
+                Ok(_) => {}
+                // A lease or size problem: the one-by-one path reports it per op.
+                Err(e) => {
+                    tracing::debug!(error = %e, "batch transaction failed; writing one by one")
+                }
+            }
+        }
+        // ...otherwise one by one, concurrently, each with its own answer.
+        let results = futures::future::join_all(ops.into_iter().map(|op| async move {
+            match op {
+                BatchOp::Create { key, value, lease } => self.create(&key, value, lease).await,
+                BatchOp::Update {
+                    key,
+                    value,
+                    expected,
+                    lease,
+                } => self.update(&key, value, expected, lease).await,
+            }
+        }))
+        .await;
+        Ok(results)
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision> {

@@ -70,6 +70,22 @@ impl WatchEvent {
 
 pub type WatchStream = BoxStream<'static, Result<WatchEvent, StoreError>>;
 
+/// One write of a batch.
+#[derive(Debug, Clone)]
+pub enum BatchOp {
+    Create {
+        key: String,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    },
+    Update {
+        key: String,
+        value: Vec<u8>,
+        expected: Revision,
+        lease: Option<LeaseId>,
+    },
+}
+
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum StoreError {
     #[error("{key} already exists")]
@@ -112,6 +128,23 @@ pub trait Store: Send + Sync + 'static {
         expected: Revision,
         lease: Option<LeaseId>,
     ) -> Result<Revision>;
+    /// Several creates and updates, each with its own outcome, as if issued one by one;
+    /// the backend groups them (one etcd transaction when none conflicts).
+    async fn batch(&self, ops: Vec<BatchOp>) -> Result<Vec<Result<Revision>>> {
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(match op {
+                BatchOp::Create { key, value, lease } => self.create(&key, value, lease).await,
+                BatchOp::Update {
+                    key,
+                    value,
+                    expected,
+                    lease,
+                } => self.update(&key, value, expected, lease).await,
+            });
+        }
+        Ok(out)
+    }
     /// Deletes `key`, only if its `mod_revision` is `expected` when one is given.
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision>;
     /// Changes under `prefix` from revision `from` on (0: from now).

@@ -277,6 +277,100 @@ impl ObjectStore {
         self.write(kind, obj, expected, None).await
     }
 
+    /// Creates many objects (as `create` does), in batches the store can group into
+    /// one transaction. Each gets its own outcome.
+    pub async fn create_many(&self, objs: Vec<DynamicObject>) -> Vec<Result<DynamicObject>> {
+        let mut prepared = Vec::with_capacity(objs.len());
+        for mut obj in objs {
+            let meta = &mut obj.metadata;
+            meta.uid = Some(uuid::Uuid::new_v4().to_string());
+            meta.generation = Some(1);
+            meta.creation_timestamp = Some(Utc::now());
+            meta.deletion_timestamp = None;
+            meta.resource_version = None;
+            let op = desc_of(&obj).and_then(|kind| {
+                Ok(crate::BatchOp::Create {
+                    key: object_key(kind, obj.name()),
+                    value: encode(&obj)?,
+                    lease: None,
+                })
+            });
+            prepared.push((obj, op));
+        }
+        self.run_batch(prepared).await
+    }
+
+    /// Writes many objects exactly as given, each at its `resourceVersion` (as `put_at`).
+    pub async fn put_many(
+        &self,
+        objs: Vec<DynamicObject>,
+        spec_changed: bool,
+    ) -> Vec<Result<DynamicObject>> {
+        let mut prepared = Vec::with_capacity(objs.len());
+        for mut obj in objs {
+            if spec_changed {
+                obj.metadata.generation = Some(obj.metadata.generation.unwrap_or(0) + 1);
+            }
+            let op = desc_of(&obj).and_then(|kind| {
+                let expected = parse_rv(&obj)?.ok_or_else(|| {
+                    ObjectError::Invalid(format!(
+                        "{}: put needs a resourceVersion",
+                        obj.reference()
+                    ))
+                })?;
+                Ok(crate::BatchOp::Update {
+                    key: object_key(kind, obj.name()),
+                    value: encode(&obj)?,
+                    expected,
+                    lease: None,
+                })
+            });
+            prepared.push((obj, op));
+        }
+        self.run_batch(prepared).await
+    }
+
+    async fn run_batch(
+        &self,
+        prepared: Vec<(DynamicObject, Result<crate::BatchOp>)>,
+    ) -> Vec<Result<DynamicObject>> {
+        const CHUNK: usize = 100;
+        let mut out: Vec<Result<DynamicObject>> = Vec::with_capacity(prepared.len());
+        let mut pending: Vec<(usize, DynamicObject, crate::BatchOp)> = Vec::new();
+        for (obj, op) in prepared {
+            match op {
+                Ok(op) => {
+                    pending.push((out.len(), obj, op));
+                    out.push(Err(ObjectError::Invalid("not written".into())));
+                }
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        for chunk in pending.chunks(CHUNK) {
+            let ops: Vec<crate::BatchOp> = chunk.iter().map(|(_, _, op)| op.clone()).collect();
+            match self.store.batch(ops).await {
+                Ok(results) => {
+                    for ((i, obj, _), r) in chunk.iter().zip(results) {
+                        out[*i] = match r {
+                            Ok(rev) => {
+                                let mut obj = obj.clone();
+                                obj.metadata.resource_version = Some(rev.to_string());
+                                Ok(obj)
+                            }
+                            Err(e) => Err(self.map_err(e, &obj.kind, &obj.metadata.name)),
+                        };
+                    }
+                }
+                Err(e) => {
+                    for (i, _, _) in chunk {
+                        out[*i] = Err(ObjectError::Store(e.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Creates `obj` keeping the identity it carries (uid, creationTimestamp,
     /// generation): moving an object to a new name, as tasks move into slot history.
     pub async fn create_preserving_identity(&self, obj: DynamicObject) -> Result<DynamicObject> {

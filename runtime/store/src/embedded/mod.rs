@@ -165,6 +165,40 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn batch(&self, ops: Vec<crate::BatchOp>) -> Result<Vec<Result<Revision>>> {
+        // Queue them all before waiting: the writer commits them together.
+        let mut replies = Vec::with_capacity(ops.len());
+        for op in ops {
+            let op = match op {
+                crate::BatchOp::Create { key, value, lease } => Op::Create { key, value, lease },
+                crate::BatchOp::Update {
+                    key,
+                    value,
+                    expected,
+                    lease,
+                } => Op::Update {
+                    key,
+                    value,
+                    expected,
+                    lease,
+                },
+            };
+            let (reply, rx) = oneshot::channel();
+            self.writer
+                .send(Request { op, reply })
+                .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
+            replies.push(rx);
+        }
+        let mut out = Vec::with_capacity(replies.len());
+        for rx in replies {
+            out.push(
+                rx.await
+                    .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?,
+            );
+        }
+        Ok(out)
+    }
+
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision> {
         self.send(Op::Delete {
             key: key.to_string(),
