@@ -180,6 +180,51 @@ impl AgentService {
         }
     }
 
+    /// Applies the reports that can go at once: one read of each task, one batched
+    /// write. Returns the ones left for the careful `apply_report` (conflicts, refusals).
+    async fn apply_batch<'a>(
+        &self,
+        node: &str,
+        reports: &'a [pb::TaskStatusReport],
+    ) -> Vec<&'a pb::TaskStatusReport> {
+        let reads = futures::future::join_all(
+            reports
+                .iter()
+                .map(|r| self.objects.get_typed::<Task>(&r.task)),
+        )
+        .await;
+        let mut writes = Vec::new();
+        let mut leftover = Vec::new();
+        for (report, read) in reports.iter().zip(reads) {
+            let reported = serde_json::from_str::<TaskStatus>(&report.status_json);
+            let (Ok(Some(mut task)), Ok(reported)) = (read, reported) else {
+                leftover.push(report);
+                continue;
+            };
+            match next_status(node, report, &task, &reported) {
+                Err(_) => leftover.push(report),
+                Ok(None) => {}
+                Ok(Some(status)) => {
+                    task.status = Some(status);
+                    match DynamicObject::from_typed(&task) {
+                        Ok(obj) => writes.push((report, obj)),
+                        Err(_) => leftover.push(report),
+                    }
+                }
+            }
+        }
+        let (written, objs): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
+        for (report, r) in written
+            .into_iter()
+            .zip(self.objects.put_many(objs, false).await)
+        {
+            if r.is_err() {
+                leftover.push(report);
+            }
+        }
+        leftover
+    }
+
     async fn apply_report(&self, node: &str, report: &pb::TaskStatusReport) -> Result<(), String> {
         let reported: TaskStatus = serde_json::from_str(&report.status_json)
             .map_err(|e| format!("{}: status is not a TaskStatus: {e}", report.task))?;
@@ -190,33 +235,9 @@ impl AgentService {
                 Ok(None) => return Err(format!("{}: no such task", report.task)),
                 Err(e) => return Err(format!("{}: {e}", report.task)),
             };
-            if task.spec.node.as_deref() != Some(node) {
-                return Err(format!("{}: not assigned to node {node}", report.task));
-            }
-            if !report.uid.is_empty() && task.metadata.uid.as_deref() != Some(report.uid.as_str()) {
-                return Err(format!(
-                    "{}: report is for an older incarnation",
-                    report.task
-                ));
-            }
-            let mut status = task.status.clone().unwrap_or_default();
-            if status.state.is_terminal() && status.state != reported.state {
-                return Ok(()); // Nothing moves a task out of a terminal state.
-            }
-            if status.state != reported.state {
-                status.last_transition_time = Some(Utc::now());
-                if reported.state == TaskState::Running {
-                    status.started_at = Some(Utc::now());
-                }
-            }
-            status.state = reported.state;
-            status.message = reported.message.clone();
-            status.exit_code = reported.exit_code;
-            status.container_id = reported.container_id.clone();
-            status.addresses = reported.addresses.clone();
-            if task.status.as_ref() == Some(&status) {
+            let Some(status) = next_status(node, report, &task, &reported)? else {
                 return Ok(());
-            }
+            };
             let value = serde_json::to_value(&status).map_err(|e| e.to_string())?;
             let rv = task
                 .metadata
@@ -342,10 +363,45 @@ impl Agent for AgentService {
     ) -> Result<Response<pb::ReportStatusResponse>, Status> {
         let req = req.into_inner();
         check_node_name(&req.node)?;
+        let retry = self.apply_batch(&req.node, &req.reports).await;
         let results =
-            futures::future::join_all(req.reports.iter().map(|r| self.apply_report(&req.node, r)))
-                .await;
+            futures::future::join_all(retry.iter().map(|r| self.apply_report(&req.node, r))).await;
         let errors = results.into_iter().filter_map(Result::err).collect();
         Ok(Response::new(pb::ReportStatusResponse { errors }))
     }
+}
+
+/// The task's status after `reported`: Err when the node may not report it, Ok(None)
+/// when nothing changes (including any attempt to leave a terminal state).
+fn next_status(
+    node: &str,
+    report: &pb::TaskStatusReport,
+    task: &Task,
+    reported: &TaskStatus,
+) -> Result<Option<TaskStatus>, String> {
+    if task.spec.node.as_deref() != Some(node) {
+        return Err(format!("{}: not assigned to node {node}", report.task));
+    }
+    if !report.uid.is_empty() && task.metadata.uid.as_deref() != Some(report.uid.as_str()) {
+        return Err(format!(
+            "{}: report is for an older incarnation",
+            report.task
+        ));
+    }
+    let mut status = task.status.clone().unwrap_or_default();
+    if status.state.is_terminal() && status.state != reported.state {
+        return Ok(None);
+    }
+    if status.state != reported.state {
+        status.last_transition_time = Some(Utc::now());
+        if reported.state == TaskState::Running {
+            status.started_at = Some(Utc::now());
+        }
+    }
+    status.state = reported.state;
+    status.message = reported.message.clone();
+    status.exit_code = reported.exit_code;
+    status.container_id = reported.container_id.clone();
+    status.addresses = reported.addresses.clone();
+    Ok((task.status.as_ref() != Some(&status)).then_some(status))
 }
