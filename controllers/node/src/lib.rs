@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::StreamExt;
 use shoal_api::meta::set_condition;
-use shoal_api::{kind_by_name, ConditionStatus, Node, NodeState, Resource, Task, TaskState};
+use shoal_api::{ConditionStatus, Node, NodeState, Resource, Task, TaskState};
 use shoal_reconcile::{
     Action, CancellationToken, Controller, ControllerConfig, EventRecorder, Reader, Reflector,
     WorkQueue,
@@ -154,16 +154,7 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, NodeErr
             Utc::now(),
         );
         status.observed_generation = node.metadata.generation;
-        let kind = kind_by_name(Node::KIND)
-            .ok_or_else(|| ObjectError::Invalid("Node kind missing".into()))?;
-        let rv = node
-            .metadata
-            .resource_version
-            .as_deref()
-            .and_then(|r| r.parse().ok());
-        let value =
-            serde_json::to_value(&status).map_err(|e| ObjectError::Invalid(e.to_string()))?;
-        match ctx.objects.update_status(kind, &name, value, rv).await {
+        match ctx.objects.update_status_of(node.as_ref(), &status).await {
             Ok(_) => {}
             Err(ObjectError::Conflict { .. }) => return Ok(Action::requeue(Duration::ZERO)),
             Err(e) => return Err(e.into()),
@@ -182,8 +173,6 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, NodeErr
 
 /// Marks the unfinished tasks of a down node `orphaned`.
 async fn orphan_tasks(ctx: &Context, node: &str) -> Result<(), ObjectError> {
-    let kind =
-        kind_by_name(Task::KIND).ok_or_else(|| ObjectError::Invalid("Task kind missing".into()))?;
     for task in ctx.tasks.list() {
         if task.spec.node.as_deref() != Some(node) {
             continue;
@@ -195,18 +184,7 @@ async fn orphan_tasks(ctx: &Context, node: &str) -> Result<(), ObjectError> {
         status.state = TaskState::Orphaned;
         status.message = format!("node {node} is down");
         status.last_transition_time = Some(Utc::now());
-        let rv = task
-            .metadata
-            .resource_version
-            .as_deref()
-            .and_then(|r| r.parse().ok());
-        let value =
-            serde_json::to_value(&status).map_err(|e| ObjectError::Invalid(e.to_string()))?;
-        match ctx
-            .objects
-            .update_status(kind, task.name(), value, rv)
-            .await
-        {
+        match ctx.objects.update_status_of(task.as_ref(), &status).await {
             Ok(_) | Err(ObjectError::Conflict { .. } | ObjectError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }

@@ -166,15 +166,6 @@ async fn set_pending_message(objects: &ObjectStore, task: &Task, message: &str) 
     let mut status = task.status.clone().unwrap_or_default();
     status.state = TaskState::Pending;
     status.message = message.to_string();
-    let Some(kind) = shoal_api::kind_by_name(Task::KIND) else {
-        return;
-    };
-    let rv = task
-        .metadata
-        .resource_version
-        .as_deref()
-        .and_then(|r| r.parse().ok());
-    if let Ok(value) = serde_json::to_value(&status) {
-        let _ = objects.update_status(kind, task.name(), value, rv).await;
-    }
+    // Best effort: the Warning event carries the same message.
+    let _ = objects.update_status_of(task, &status).await;
 }

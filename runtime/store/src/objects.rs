@@ -213,6 +213,16 @@ impl ObjectStore {
         meta.creation_timestamp = Some(Utc::now());
         meta.deletion_timestamp = None;
         meta.resource_version = None;
+        self.create_raw(kind, obj, lease).await
+    }
+
+    /// Stores a new object as given and fills in its resourceVersion.
+    async fn create_raw(
+        &self,
+        kind: &KindDesc,
+        mut obj: DynamicObject,
+        lease: Option<LeaseId>,
+    ) -> Result<DynamicObject> {
         let rev = self
             .store
             .create(&object_key(kind, obj.name()), encode(&obj)?, lease)
@@ -382,13 +392,26 @@ impl ObjectStore {
         }
         obj.metadata.creation_timestamp.get_or_insert_with(Utc::now);
         obj.metadata.generation.get_or_insert(1);
-        let rev = self
-            .store
-            .create(&object_key(kind, obj.name()), encode(&obj)?, None)
-            .await
-            .map_err(|e| self.map_err(e, &obj.kind, &obj.metadata.name))?;
-        obj.metadata.resource_version = Some(rev.to_string());
-        Ok(obj)
+        self.create_raw(kind, obj, None).await
+    }
+
+    /// Writes `status` for a typed object at the resourceVersion it was read at: the
+    /// controllers' way of reporting what they saw. `Conflict` means the copy was stale.
+    pub async fn update_status_of<R: Resource>(
+        &self,
+        obj: &R,
+        status: &impl serde::Serialize,
+    ) -> Result<DynamicObject> {
+        let kind = shoal_api::kind_by_name(R::KIND)
+            .ok_or_else(|| ObjectError::Invalid(format!("unknown kind {}", R::KIND)))?;
+        let value =
+            serde_json::to_value(status).map_err(|e| ObjectError::Invalid(e.to_string()))?;
+        let rv = obj
+            .metadata()
+            .resource_version
+            .as_deref()
+            .and_then(|r| r.parse().ok());
+        self.update_status(kind, obj.name(), value, rv).await
     }
 
     /// Replaces `status` at the given revision (or the current one when None).
