@@ -56,8 +56,15 @@ pub async fn run(objects: ObjectStore, shutdown: CancellationToken) {
     let events = EventRecorder::new(objects.clone(), "scheduler");
     let mut warned: HashMap<String, String> = HashMap::new();
     while !shutdown.is_cancelled() {
+        let started = tokio::time::Instant::now();
         let bound = round(&objects, &task_reader, &node_reader, &events, &mut warned).await;
+        // A round costs O(tasks + pending × nodes); while tasks stream in, let them
+        // pile up for as long as the last round took rather than re-running per batch.
+        let settle = started
+            .elapsed()
+            .clamp(Duration::from_millis(20), Duration::from_millis(500));
         if bound > 0 {
+            tokio::time::sleep(settle).await;
             continue; // More may have arrived while writing.
         }
         tokio::select! {
@@ -67,7 +74,7 @@ pub async fn run(objects: ObjectStore, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => break,
         }
         // Let a burst of changes land before the next round.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(settle).await;
     }
     t1.abort();
     t2.abort();

@@ -41,8 +41,9 @@ pub struct ControllerConfig {
     pub concurrency: usize,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
-    /// At most one reconcile per object per this interval: changes arriving faster are
-    /// coalesced into the next pass. For controllers whose pass costs O(dependents).
+    /// After a pass over an object, the next one waits this long (or as long as the pass
+    /// took, if longer): changes arriving meanwhile are coalesced into it. For
+    /// controllers whose pass costs O(dependents).
     pub min_interval: Duration,
 }
 
@@ -199,22 +200,23 @@ impl<K: Resource> Controller<K> {
                     };
                     if !min_interval.is_zero() {
                         let now = tokio::time::Instant::now();
-                        let mut runs = last_run.lock().unwrap_or_else(|p| p.into_inner());
-                        match runs.get(&key) {
-                            Some(last) if now.duration_since(*last) < min_interval => {
-                                let wait = min_interval - now.duration_since(*last);
-                                drop(runs);
-                                queue.done(&key);
-                                queue.add_after(&key, wait);
-                                continue;
-                            }
-                            _ => {
-                                runs.insert(key.clone(), now);
-                            }
+                        let next = last_run.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied();
+                        if let Some(next) = next.filter(|n| now < *n) {
+                            queue.done(&key);
+                            queue.add_after(&key, next - now);
+                            continue;
                         }
                     }
                     let span = tracing::info_span!("reconcile", controller = name, kind = K::KIND, object = %key);
+                    let started = tokio::time::Instant::now();
                     let result = reconcile(obj.clone(), ctx.clone()).instrument(span.clone()).await;
+                    if !min_interval.is_zero() {
+                        // The next pass waits at least as long as this one took, so an
+                        // expensive pass can never hold more than half of a core.
+                        let took = started.elapsed();
+                        let next = tokio::time::Instant::now() + min_interval.max(took);
+                        last_run.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), next);
+                    }
                     let action = match result {
                         Ok(action) => {
                             backoff.succeeded(&key);

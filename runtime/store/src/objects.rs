@@ -356,9 +356,24 @@ impl ObjectStore {
                 Err(e) => out.push(Err(e)),
             }
         }
-        for chunk in pending.chunks(CHUNK) {
-            let ops: Vec<crate::BatchOp> = chunk.iter().map(|(_, _, op)| op.clone()).collect();
-            match self.store.batch(ops).await {
+        // Several batches in flight: etcd pipelines them, the embedded writer groups them.
+        let chunks: Vec<Vec<(usize, DynamicObject, crate::BatchOp)>> =
+            pending.chunks(CHUNK).map(<[_]>::to_vec).collect();
+        let results: Vec<_> = futures::stream::iter(chunks)
+            .map(|chunk| {
+                let store = self.store.clone();
+                async move {
+                    let ops: Vec<crate::BatchOp> =
+                        chunk.iter().map(|(_, _, op)| op.clone()).collect();
+                    let result = store.batch(ops).await;
+                    (chunk, result)
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        for (chunk, result) in results {
+            match result {
                 Ok(results) => {
                     for ((i, obj, _), r) in chunk.iter().zip(results) {
                         out[*i] = match r {
@@ -373,7 +388,7 @@ impl ObjectStore {
                 }
                 Err(e) => {
                     for (i, _, _) in chunk {
-                        out[*i] = Err(ObjectError::Store(e.clone()));
+                        out[i] = Err(ObjectError::Store(e.clone()));
                     }
                 }
             }
