@@ -51,33 +51,38 @@ fn garbage_collection_is_reported_as_events() {
     let svc = json(server.shoal(&["get", "svc", "web", "-o", "json"]));
     let uid = svc["metadata"]["uid"].as_str().expect("uid").to_string();
     let task = format!(
-        "apiVersion: shoal.dev/v1\nkind: Task\nmetadata:\n  name: web.1\n  labels: {{shoal.dev/service: web}}\n  \
+        "apiVersion: shoal.dev/v1\nkind: Task\nmetadata:\n  name: extra.1\n  labels: {{shoal.dev/service: web}}\n  \
          ownerReferences: [{{kind: Service, name: web, uid: {uid}, controller: true}}]\nspec: {{image: local/busybox:1}}\n"
     );
     ok(server.shoal_stdin(&["apply", "-f", "-"], &task));
-    let added = wait_for_line(&task_lines, "\"ADDED\"");
+    // The service makes its own web.1 too; this test follows the hand-made extra.1.
+    let added = wait_for_line(&task_lines, "extra.1");
     let parsed: serde_json::Value = serde_json::from_str(&added).expect("json line");
-    assert_eq!(parsed["object"]["metadata"]["name"], "web.1");
+    assert_eq!(parsed["type"], "ADDED");
+    assert_eq!(parsed["object"]["metadata"]["name"], "extra.1");
 
     // The owner goes; the collector follows.
     ok(server.shoal(&["delete", "service", "web"]));
-    let deleted = wait_for_line(&task_lines, "\"DELETED\"");
-    assert!(deleted.contains("web.1"), "{deleted}");
-    let line = wait_for_line(&event_lines, "GarbageCollected");
+    let deleted = wait_for_line(&task_lines, "extra.1");
+    assert!(deleted.contains("\"DELETED\""), "{deleted}");
+    let line = wait_for_line(&event_lines, "task/extra.1");
     assert!(
-        line.contains("task/web.1") && line.contains("its owner Service/web is gone"),
+        line.contains("GarbageCollected") && line.contains("its owner Service/web is gone"),
         "{line}"
     );
     assert!(line.contains("Normal"), "{line}");
 
-    let listed = ok(server.shoal(&["events", "--for", "task/web.1"]));
+    let listed = ok(server.shoal(&["events", "--for", "task/extra.1"]));
     assert!(listed.contains("GarbageCollected"), "{listed}");
     let warnings = ok(server.shoal(&["events", "--types", "Warning", "-o", "json"]));
     assert!(!warnings.contains("GarbageCollected"), "{warnings}");
     let as_json = json(server.shoal(&["events", "-o", "json"]));
-    let ev = &as_json["items"][0];
+    let items = as_json["items"].as_array().cloned().unwrap_or_default();
+    let ev = items
+        .iter()
+        .find(|e| e["involvedObject"]["name"] == "extra.1")
+        .expect("an event about extra.1");
     assert_eq!(ev["reason"], "GarbageCollected");
-    assert_eq!(ev["involvedObject"]["name"], "web.1");
     assert_eq!(ev["count"], 1);
     assert_eq!(ev["source"], "garbage-collector");
     let _ = events.kill();

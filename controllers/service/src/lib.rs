@@ -244,6 +244,9 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Servi
         .tasks
         .list()
         .into_iter()
+        // Only the tasks this controller made (they carry a slot); a hand-made task that
+        // names the service as its owner is left to the garbage collector.
+        .filter(|t| t.metadata.labels.contains_key(template::SLOT))
         .filter(|t| {
             t.metadata
                 .owner_references
