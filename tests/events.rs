@@ -23,16 +23,17 @@ fn lines_of(child: &mut std::process::Child) -> mpsc::Receiver<String> {
     rx
 }
 
-fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
+/// The first line containing every needle.
+fn wait_for_line(rx: &mpsc::Receiver<String>, needles: &[&str]) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
         match rx.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
+            Ok(line) if needles.iter().all(|n| line.contains(n)) => return line,
             Ok(_) => continue,
             Err(_) => break,
         }
     }
-    panic!("no line containing {needle:?} arrived");
+    panic!("no line containing {needles:?} arrived");
 }
 
 #[test]
@@ -56,16 +57,15 @@ fn garbage_collection_is_reported_as_events() {
     );
     ok(server.shoal_stdin(&["apply", "-f", "-"], &task));
     // The service makes its own web.1 too; this test follows the hand-made extra.1.
-    let added = wait_for_line(&task_lines, "extra.1");
+    let added = wait_for_line(&task_lines, &["extra.1", "\"ADDED\""]);
     let parsed: serde_json::Value = serde_json::from_str(&added).expect("json line");
     assert_eq!(parsed["type"], "ADDED");
     assert_eq!(parsed["object"]["metadata"]["name"], "extra.1");
 
     // The owner goes; the collector follows.
     ok(server.shoal(&["delete", "service", "web"]));
-    let deleted = wait_for_line(&task_lines, "extra.1");
-    assert!(deleted.contains("\"DELETED\""), "{deleted}");
-    let line = wait_for_line(&event_lines, "task/extra.1");
+    wait_for_line(&task_lines, &["extra.1", "\"DELETED\""]);
+    let line = wait_for_line(&event_lines, &["task/extra.1", "GarbageCollected"]);
     assert!(
         line.contains("GarbageCollected") && line.contains("its owner Service/web is gone"),
         "{line}"
@@ -80,9 +80,9 @@ fn garbage_collection_is_reported_as_events() {
     let items = as_json["items"].as_array().cloned().unwrap_or_default();
     let ev = items
         .iter()
-        .find(|e| e["involvedObject"]["name"] == "extra.1")
-        .expect("an event about extra.1");
-    assert_eq!(ev["reason"], "GarbageCollected");
+        .find(|e| e["involvedObject"]["name"] == "extra.1" && e["reason"] == "GarbageCollected")
+        .expect("a GarbageCollected event about extra.1");
+    assert_eq!(ev["type"], "Normal");
     assert_eq!(ev["count"], 1);
     assert_eq!(ev["source"], "garbage-collector");
     let _ = events.kill();

@@ -201,17 +201,7 @@ pub fn plan_slots(view: &View, idx: &Index, wanted: &[Slot], rules: &SlotRules, 
 
     for slot in wanted {
         let history: Vec<&Arc<Task>> = idx.by_slot.get(&slot.key).into_iter().flatten().collect();
-        let next_attempt = history.iter().map(|t| attempt_of(t)).max().unwrap_or(0) + 1;
-        let create = |plan: &mut Plan| {
-            plan.creates.push(new_task(
-                svc,
-                &slot.name,
-                &slot.key,
-                next_attempt,
-                slot.node.clone(),
-                slot.run.as_deref(),
-            ));
-        };
+        let create = |plan: &mut Plan| plan.creates.push(next_task(svc, idx, slot));
         let Some(t) = idx.live.get(&slot.name) else {
             if rules.parallelism.is_none_or(|p| unfinished < p) {
                 unfinished += 1;
@@ -326,6 +316,27 @@ pub fn plan_slots(view: &View, idx: &Index, wanted: &[Slot], rules: &SlotRules, 
             plan.deletes.extend(hist.into_iter().take(extra).cloned());
         }
     }
+}
+
+/// A new task for `slot`, as the next attempt after every task the slot has had.
+pub fn next_task(svc: &Service, idx: &Index, slot: &Slot) -> Task {
+    let attempt = idx
+        .by_slot
+        .get(&slot.key)
+        .into_iter()
+        .flatten()
+        .map(|t| attempt_of(t))
+        .max()
+        .unwrap_or(0)
+        + 1;
+    new_task(
+        svc,
+        &slot.name,
+        &slot.key,
+        attempt,
+        slot.node.clone(),
+        slot.run.as_deref(),
+    )
 }
 
 /// The slots each mode wants (cron's come from `cron::plan_runs`).

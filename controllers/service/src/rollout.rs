@@ -10,8 +10,8 @@ use shoal_api::{
     UpdateStatus,
 };
 
-use crate::plan::{healthy, state, Index, Plan, Slot, View};
-use crate::template::{attempt_of, is_history, label, new_task, template_hash, SLOT, TEMPLATE};
+use crate::plan::{healthy, next_task, state, Index, Plan, Slot, View};
+use crate::template::{is_history, label, template_hash, SLOT, TEMPLATE};
 
 /// Revisions kept in status.history.
 const HISTORY_REVISIONS: usize = 10;
@@ -259,23 +259,7 @@ pub fn plan_update(view: &View, idx: &Index, wanted: &[Slot], plan: &mut Plan) {
             UpdateOrder::StopFirst => plan.shutdowns.push(t.clone()),
             UpdateOrder::StartFirst => {
                 plan.archives.push(t.clone());
-                let attempt = idx
-                    .by_slot
-                    .get(&slot.key)
-                    .into_iter()
-                    .flatten()
-                    .map(|x| attempt_of(x))
-                    .max()
-                    .unwrap_or(0)
-                    + 1;
-                plan.creates.push(new_task(
-                    svc,
-                    &slot.name,
-                    &slot.key,
-                    attempt,
-                    slot.node.clone(),
-                    slot.run.as_deref(),
-                ));
+                plan.creates.push(next_task(svc, idx, slot));
             }
         }
     }

@@ -260,18 +260,7 @@ impl Store for EtcdStore {
             }
         }
         // ...otherwise one by one, concurrently, each with its own answer.
-        let results = futures::future::join_all(ops.into_iter().map(|op| async move {
-            match op {
-                BatchOp::Create { key, value, lease } => self.create(&key, value, lease).await,
-                BatchOp::Update {
-                    key,
-                    value,
-                    expected,
-                    lease,
-                } => self.update(&key, value, expected, lease).await,
-            }
-        }))
-        .await;
+        let results = futures::future::join_all(ops.into_iter().map(|op| self.apply_op(op))).await;
         Ok(results)
     }
 

@@ -133,17 +133,21 @@ pub trait Store: Send + Sync + 'static {
     async fn batch(&self, ops: Vec<BatchOp>) -> Result<Vec<Result<Revision>>> {
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {
-            out.push(match op {
-                BatchOp::Create { key, value, lease } => self.create(&key, value, lease).await,
-                BatchOp::Update {
-                    key,
-                    value,
-                    expected,
-                    lease,
-                } => self.update(&key, value, expected, lease).await,
-            });
+            out.push(self.apply_op(op).await);
         }
         Ok(out)
+    }
+    /// One batch operation on its own.
+    async fn apply_op(&self, op: BatchOp) -> Result<Revision> {
+        match op {
+            BatchOp::Create { key, value, lease } => self.create(&key, value, lease).await,
+            BatchOp::Update {
+                key,
+                value,
+                expected,
+                lease,
+            } => self.update(&key, value, expected, lease).await,
+        }
     }
     /// Deletes `key`, only if its `mod_revision` is `expected` when one is given.
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision>;
