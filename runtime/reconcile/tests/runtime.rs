@@ -140,8 +140,18 @@ async fn controller_reconciles_changes_and_retries_failures() {
 
     // A deleted object is not reconciled (it is gone from the cache).
     let kind = kind_by_name("Network").expect("kind");
+    let before = ctx.calls.lock().expect("lock")["b"];
     objects.delete(kind, "b").await.expect("delete");
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        ctx.calls.lock().expect("lock")["b"],
+        before,
+        "a deleted object is not reconciled"
+    );
+    assert!(
+        ctx.max_running_same.load(Ordering::SeqCst) <= 4,
+        "at most `concurrency` at once"
+    );
     shutdown.cancel();
     run.await.expect("controller stops on shutdown");
 }
