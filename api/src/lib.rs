@@ -20,6 +20,6 @@ pub use kinds::*;
 pub use meta::{
     ApiVersion, Condition, ConditionStatus, ObjectMeta, OwnerReference, Timestamp, API_VERSION,
 };
-pub use object::{kind_by_name, DynamicObject, KindDesc, Resource, KINDS};
+pub use object::{kind_by_name, kind_of, DynamicObject, KindDesc, Resource, KINDS};
 pub use quantity::{ByteSize, Duration};
 pub use selector::Selector;

@@ -59,6 +59,13 @@ impl ObjectMeta {
         }
     }
 
+    /// `resourceVersion` as the store revision it is, when set and well-formed.
+    pub fn revision(&self) -> Option<i64> {
+        self.resource_version
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+    }
+
     pub(crate) fn validate(&self, p: &mut Problems, allow_dots: bool) {
         if let Err(why) = check_name(&self.name, allow_dots) {
             p.push("metadata.name", why);

@@ -65,10 +65,6 @@ impl DynamicObject {
         body
     }
 
-    pub fn status(&self) -> Option<&Value> {
-        self.body.get("status")
-    }
-
     pub fn kind_desc(&self) -> Option<&'static KindDesc> {
         KINDS.iter().find(|k| k.kind == self.kind)
     }
@@ -113,6 +109,15 @@ pub static KINDS: [KindDesc; 7] = [
     desc::<LogPipeline>(),
     desc::<Event>(),
 ];
+
+/// The registry entry of a typed kind. Every `Resource` is in `KINDS` (a test checks),
+/// so this cannot fail at run time.
+pub fn kind_of<R: Resource>() -> &'static KindDesc {
+    KINDS
+        .iter()
+        .find(|k| k.kind == R::KIND)
+        .unwrap_or_else(|| panic!("{} is missing from api::KINDS", R::KIND))
+}
 
 /// Finds a kind by the names a CLI user types: `Service`, `service`, `services`, `svc`.
 pub fn kind_by_name(name: &str) -> Option<&'static KindDesc> {
@@ -261,6 +266,21 @@ fn found_word(f: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_is_registered() {
+        for kind in [
+            kind_of::<Service>(),
+            kind_of::<Task>(),
+            kind_of::<Network>(),
+            kind_of::<Node>(),
+            kind_of::<GitSync>(),
+            kind_of::<LogPipeline>(),
+            kind_of::<Event>(),
+        ] {
+            assert!(kind_by_name(kind.kind).is_some());
+        }
+    }
 
     #[test]
     fn kind_lookup() {

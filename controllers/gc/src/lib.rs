@@ -79,8 +79,7 @@ async fn reconcile(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, GcError
         if alive.flatten().as_deref() == Some(owner.uid.as_str()) {
             continue;
         }
-        let kind = kind_by_name(Task::KIND)
-            .ok_or_else(|| ObjectError::Invalid("Task kind missing".into()))?;
+        let kind = shoal_api::kind_of::<Task>();
         match ctx.objects.delete(kind, task.name()).await {
             Ok(_) | Err(ObjectError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),

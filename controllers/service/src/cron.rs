@@ -100,7 +100,7 @@ pub fn plan_runs(view: &View, idx: &Index, plan: &mut Plan) -> Vec<Slot> {
                             .flatten()
                             .filter(|t| !state(t).is_terminal())
                         {
-                            plan.shutdowns.push((*t).clone());
+                            plan.shutdown(t);
                         }
                     }
                     active.clear();

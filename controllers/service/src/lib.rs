@@ -17,8 +17,8 @@ use chrono::Utc;
 use futures::StreamExt;
 use shoal_api::meta::set_condition;
 use shoal_api::{
-    kind_by_name, ConditionStatus, DesiredState, DynamicObject, Node, Resource, Service,
-    ServiceMode, Task, UpdateState,
+    ConditionStatus, DesiredState, DynamicObject, Node, Resource, Service, ServiceMode, Task,
+    UpdateState,
 };
 use shoal_reconcile::{
     Action, CancellationToken, Controller, ControllerConfig, EventRecorder, Reader, Reflector,
@@ -52,7 +52,6 @@ pub async fn run(objects: ObjectStore, shutdown: CancellationToken) {
     let nodes = Reflector::<Node>::new(objects.clone());
     let (task_reader, node_reader) = (tasks.reader(), nodes.reader());
     let services = controller.reader();
-    let services2 = controller.reader();
     let controller = controller
         .watches_reflector(tasks, |t: &Task| {
             t.metadata
@@ -70,7 +69,6 @@ pub async fn run(objects: ObjectStore, shutdown: CancellationToken) {
                 .map(|s| s.name().to_string())
                 .collect()
         });
-    let _ = services2;
     let ctx = Arc::new(Context {
         events: EventRecorder::new(objects.clone(), "service-controller"),
         objects,
@@ -80,10 +78,6 @@ pub async fn run(objects: ObjectStore, shutdown: CancellationToken) {
     controller
         .run(reconcile, |_, _, _| Action::Backoff, ctx, shutdown)
         .await
-}
-
-fn task_kind() -> Result<&'static shoal_api::KindDesc, ObjectError> {
-    kind_by_name(Task::KIND).ok_or_else(|| ObjectError::Invalid("Task kind missing".into()))
 }
 
 /// Plans one reconcile; pure.
@@ -267,7 +261,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Servi
 
 async fn execute(svc: &Service, ctx: &Context, plan: Plan) -> Result<Action, ServiceError> {
     let objects = &ctx.objects;
-    let kind = task_kind()?;
+    let kind = shoal_api::kind_of::<Task>();
     // Archive: copy to the history name (same uid), then free the live name.
     let archived = futures::stream::iter(plan.archives.iter().cloned())
         .map(|t| async move {
@@ -283,11 +277,7 @@ async fn execute(svc: &Service, ctx: &Context, plan: Plan) -> Result<Action, Ser
                 Ok(_) | Err(ObjectError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
-            let rv = t
-                .metadata
-                .resource_version
-                .as_deref()
-                .and_then(|r| r.parse().ok());
+            let rv = t.metadata.revision();
             match objects
                 .raw()
                 .delete(&shoal_store::objects::object_key(kind, t.name()), rv)
@@ -349,16 +339,7 @@ async fn execute(svc: &Service, ctx: &Context, plan: Plan) -> Result<Action, Ser
         return Ok(Action::requeue(Duration::ZERO));
     }
     if svc.status.as_ref() != Some(&plan.status) {
-        let skind = kind_by_name(Service::KIND)
-            .ok_or_else(|| ObjectError::Invalid("Service kind missing".into()))?;
-        let value =
-            serde_json::to_value(&plan.status).map_err(|e| ObjectError::Invalid(e.to_string()))?;
-        let rv = svc
-            .metadata
-            .resource_version
-            .as_deref()
-            .and_then(|r| r.parse().ok());
-        match objects.update_status(skind, svc.name(), value, rv).await {
+        match objects.update_status_of(svc, &plan.status).await {
             Ok(_) => {}
             // Our cache was behind; the next pass plans again (and says it once).
             Err(ObjectError::Conflict { .. }) => return Ok(Action::requeue(Duration::ZERO)),

@@ -51,14 +51,17 @@ impl Plan {
         self.requeue = Some(self.requeue.map_or(d, |r| r.min(d)));
     }
 
-    fn shutdown(&mut self, t: &Arc<Task>) {
-        if !self
-            .shutdowns
-            .iter()
-            .any(|s| s.metadata.name == t.metadata.name)
-        {
+    /// Asks `t` to stop (once, however many rules want it stopped).
+    pub fn shutdown(&mut self, t: &Arc<Task>) {
+        if !self.is_stopping(t) {
             self.shutdowns.push(t.clone());
         }
+    }
+
+    pub fn is_stopping(&self, t: &Task) -> bool {
+        self.shutdowns
+            .iter()
+            .any(|s| s.metadata.name == t.metadata.name)
     }
 }
 

@@ -89,7 +89,7 @@ pub fn plan_update(view: &View, idx: &Index, wanted: &[Slot], plan: &mut Plan) {
         let done =
             replacement.is_none_or(|r| healthy(r, monitor, view.now) || state(r).is_terminal());
         if done {
-            plan.shutdowns.push(t.clone());
+            plan.shutdown(t);
         } else {
             in_flight += 1;
         }
@@ -108,11 +108,7 @@ pub fn plan_update(view: &View, idx: &Index, wanted: &[Slot], plan: &mut Plan) {
         if !is_current(t) {
             if t.spec.desired_state == DesiredState::Shutdown {
                 in_flight += 1; // stop-first: waiting for it to stop
-            } else if !plan
-                .shutdowns
-                .iter()
-                .any(|s| s.metadata.name == t.metadata.name)
-            {
+            } else if !plan.is_stopping(t) {
                 outdated.push((slot, t));
             }
         } else if !healthy(t, monitor, view.now) {
@@ -256,7 +252,7 @@ pub fn plan_update(view: &View, idx: &Index, wanted: &[Slot], plan: &mut Plan) {
     outdated.sort_by_key(|(s, _)| s.key.parse::<u64>().unwrap_or(u64::MAX));
     for (slot, t) in outdated.into_iter().take(budget) {
         match cfg.order {
-            UpdateOrder::StopFirst => plan.shutdowns.push(t.clone()),
+            UpdateOrder::StopFirst => plan.shutdown(t),
             UpdateOrder::StartFirst => {
                 plan.archives.push(t.clone());
                 plan.creates.push(next_task(svc, idx, slot));

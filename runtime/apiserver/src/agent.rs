@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use shoal_api::{
-    kind_by_name, ByteSize, DynamicObject, KindDesc, Node, NodeResources, NodeRole, NodeSpec,
-    NodeState, NodeStatus, Resource, Task, TaskState, TaskStatus,
+    ByteSize, DynamicObject, Node, NodeResources, NodeRole, NodeSpec, NodeState, NodeStatus, Task,
+    TaskState, TaskStatus,
 };
 use shoal_store::objects::{ObjectError, HEARTBEAT_PREFIX};
 use shoal_store::{ObjectStore, StoreError};
@@ -52,10 +52,6 @@ pub struct AgentService {
     status_written: Mutex<HashMap<String, Instant>>,
 }
 
-fn kind(name: &str) -> Result<&'static KindDesc, Status> {
-    kind_by_name(name).ok_or_else(|| Status::internal(format!("{name} kind missing")))
-}
-
 fn check_node_name(name: &str) -> Result<(), Status> {
     shoal_api::meta::check_name(name, true)
         .map_err(|why| Status::invalid_argument(format!("node name: {why}")))
@@ -88,8 +84,6 @@ impl AgentService {
     }
 
     async fn upsert_node(&self, req: &pb::RegisterRequest) -> Result<(), ObjectError> {
-        let desc = kind_by_name(Node::KIND)
-            .ok_or_else(|| ObjectError::Invalid("Node kind missing".into()))?;
         for _ in 0..8 {
             match self.objects.get_typed::<Node>(&req.name).await? {
                 None => {
@@ -130,14 +124,7 @@ impl AgentService {
                         continue;
                     }
                     let status = Self::node_status(req, node.status.take());
-                    let value = serde_json::to_value(&status)
-                        .map_err(|e| ObjectError::Invalid(e.to_string()))?;
-                    let rv = node
-                        .metadata
-                        .resource_version
-                        .as_deref()
-                        .and_then(|r| r.parse().ok());
-                    match self.objects.update_status(desc, &req.name, value, rv).await {
+                    match self.objects.update_status_of(&node, &status).await {
                         Ok(_) => return Ok(()),
                         Err(ObjectError::Conflict { .. }) => continue,
                         Err(e) => return Err(e),
@@ -164,19 +151,11 @@ impl AgentService {
                 }
             }
         }
-        let Ok(desc) = kind(Node::KIND) else { return };
         if let Ok(Some(n)) = self.objects.get_typed::<Node>(node).await {
-            let mut status = n.status.unwrap_or_default();
+            let mut status = n.status.clone().unwrap_or_default();
             status.last_heartbeat = Some(Utc::now());
-            if let Ok(value) = serde_json::to_value(&status) {
-                let rv = n
-                    .metadata
-                    .resource_version
-                    .as_deref()
-                    .and_then(|r| r.parse().ok());
-                // A lost race only delays the timestamp; the lease is what counts.
-                let _ = self.objects.update_status(desc, node, value, rv).await;
-            }
+            // A lost race only delays the timestamp; the lease is what counts.
+            let _ = self.objects.update_status_of(&n, &status).await;
         }
     }
 
@@ -228,7 +207,6 @@ impl AgentService {
     async fn apply_report(&self, node: &str, report: &pb::TaskStatusReport) -> Result<(), String> {
         let reported: TaskStatus = serde_json::from_str(&report.status_json)
             .map_err(|e| format!("{}: status is not a TaskStatus: {e}", report.task))?;
-        let desc = kind(Task::KIND).map_err(|e| e.message().to_string())?;
         for _ in 0..8 {
             let task: Task = match self.objects.get_typed(&report.task).await {
                 Ok(Some(t)) => t,
@@ -238,17 +216,7 @@ impl AgentService {
             let Some(status) = next_status(node, report, &task, &reported)? else {
                 return Ok(());
             };
-            let value = serde_json::to_value(&status).map_err(|e| e.to_string())?;
-            let rv = task
-                .metadata
-                .resource_version
-                .as_deref()
-                .and_then(|r| r.parse().ok());
-            match self
-                .objects
-                .update_status(desc, &report.task, value, rv)
-                .await
-            {
+            match self.objects.update_status_of(&task, &status).await {
                 Ok(_) => return Ok(()),
                 Err(ObjectError::Conflict { .. }) => continue,
                 Err(e) => return Err(format!("{}: {e}", report.task)),

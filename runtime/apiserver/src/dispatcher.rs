@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use shoal_api::{kind_by_name, DynamicObject};
+use shoal_api::DynamicObject;
 use shoal_store::objects::{ChangeType, ObjectError};
 use shoal_store::{ObjectStore, StoreError};
 use tokio::sync::{mpsc, watch};
@@ -116,8 +116,7 @@ impl Dispatcher {
     }
 
     async fn follow(&self, objects: &ObjectStore) -> Result<(), ObjectError> {
-        let kind =
-            kind_by_name("Task").ok_or_else(|| ObjectError::Invalid("Task kind missing".into()))?;
+        let kind = shoal_api::kind_of::<shoal_api::Task>();
         let (items, revision) = objects.list(kind).await?;
         {
             let mut state = self.lock();

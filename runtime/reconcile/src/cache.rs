@@ -1,7 +1,6 @@
 //! A watch-backed cache of one kind (client-go's reflector + store).
 
 use std::collections::HashMap;
-use std::marker::PhantomData;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -76,13 +75,11 @@ pub struct Reflector<K> {
     ready_tx: watch::Sender<bool>,
     ready_rx: watch::Receiver<bool>,
     listeners: Vec<Listener<K>>,
-    _kind: PhantomData<K>,
 }
 
 impl<K: Resource> Reflector<K> {
     pub fn new(objects: ObjectStore) -> Self {
-        let kind = shoal_api::kind_by_name(K::KIND)
-            .unwrap_or_else(|| panic!("{} is not registered in api::KINDS", K::KIND));
+        let kind = shoal_api::kind_of::<K>();
         let (ready_tx, ready_rx) = watch::channel(false);
         Reflector {
             objects,
@@ -91,7 +88,6 @@ impl<K: Resource> Reflector<K> {
             ready_tx,
             ready_rx,
             listeners: Vec::new(),
-            _kind: PhantomData,
         }
     }
 

@@ -105,36 +105,27 @@ impl EtcdStore {
         self.client.clone()
     }
 
-    /// Runs `txn` guarded by `compare`; on failure, reads the key to say why.
+    /// Runs `op` if `compare` holds. When it does not, the error carries the key's
+    /// current mod_revision (None: the key does not exist), for the caller to name.
     async fn guarded(
         &self,
         key: &str,
         compare: Compare,
         op: TxnOp,
-        expected: Option<Revision>,
-    ) -> Result<Revision> {
+    ) -> Result<std::result::Result<Revision, Option<Revision>>> {
         let txn = Txn::new()
             .when([compare])
             .and_then([op])
             .or_else([TxnOp::get(key, None)]);
         let resp = self.client().txn(txn).await.map_err(etcd_err)?;
-        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         if resp.succeeded() {
-            return Ok(revision);
+            return Ok(Ok(resp.header().map(|h| h.revision()).unwrap_or(0)));
         }
         let current = resp.op_responses().into_iter().find_map(|r| match r {
             etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
             _ => None,
         });
-        Err(match (current, expected) {
-            (None, _) => StoreError::NotFound { key: key.into() },
-            (Some(current), Some(expected)) => StoreError::Conflict {
-                key: key.into(),
-                expected,
-                current,
-            },
-            (Some(_), None) => StoreError::AlreadyExists { key: key.into() },
-        })
+        Ok(Err(current))
     }
 }
 
@@ -190,13 +181,14 @@ impl Store for EtcdStore {
     async fn create(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision> {
         let compare = Compare::create_revision(key, CompareOp::Equal, 0);
         let op = TxnOp::put(key, value, put_options(lease));
-        self.guarded(key, compare, op, None)
+        match self
+            .guarded(key, compare, op)
             .await
-            .map_err(|e| match e {
-                // A lease error surfaces as a gRPC status; everything else is "it exists".
-                StoreError::NotFound { key } => StoreError::AlreadyExists { key },
-                other => lease_error(other, lease),
-            })
+            .map_err(|e| lease_error(e, lease))?
+        {
+            Ok(rev) => Ok(rev),
+            Err(_) => Err(StoreError::AlreadyExists { key: key.into() }),
+        }
     }
 
     async fn update(
@@ -208,46 +200,22 @@ impl Store for EtcdStore {
     ) -> Result<Revision> {
         let compare = Compare::mod_revision(key, CompareOp::Equal, expected);
         let op = TxnOp::put(key, value, put_options(lease));
-        self.guarded(key, compare, op, Some(expected))
+        let outcome = self
+            .guarded(key, compare, op)
             .await
-            .map_err(|e| lease_error(e, lease))
+            .map_err(|e| lease_error(e, lease))?;
+        outcome.map_err(|current| mismatch(key, expected, current))
     }
 
     async fn batch(&self, ops: Vec<crate::BatchOp>) -> Result<Vec<Result<Revision>>> {
-        use crate::BatchOp;
-        if ops.is_empty() {
-            return Ok(Vec::new());
-        }
         // One transaction (etcd allows 128 operations) when nothing conflicts...
-        let mut compares = Vec::with_capacity(ops.len());
-        let mut puts = Vec::with_capacity(ops.len());
-        for op in &ops {
-            match op {
-                BatchOp::Create { key, value, lease } => {
-                    compares.push(Compare::create_revision(key.as_str(), CompareOp::Equal, 0));
-                    puts.push(TxnOp::put(key.as_str(), value.clone(), put_options(*lease)));
-                }
-                BatchOp::Update {
-                    key,
-                    value,
-                    expected,
-                    lease,
-                } => {
-                    compares.push(Compare::mod_revision(
-                        key.as_str(),
-                        CompareOp::Equal,
-                        *expected,
-                    ));
-                    puts.push(TxnOp::put(key.as_str(), value.clone(), put_options(*lease)));
-                }
-            }
-        }
-        if ops.len() <= MAX_TXN_OPS {
-            let resp = self
+        if !ops.is_empty() && ops.len() <= MAX_TXN_OPS {
+            let (compares, puts): (Vec<Compare>, Vec<TxnOp>) = ops.iter().map(guarded_put).unzip();
+            match self
                 .client()
                 .txn(Txn::new().when(compares).and_then(puts))
-                .await;
-            match resp {
+                .await
+            {
                 Ok(r) if r.succeeded() => {
                     let revision = r.header().map(|h| h.revision()).unwrap_or(0);
                     return Ok(ops.iter().map(|_| Ok(revision)).collect());
@@ -260,8 +228,7 @@ impl Store for EtcdStore {
             }
         }
         // ...otherwise one by one, concurrently, each with its own answer.
-        let results = futures::future::join_all(ops.into_iter().map(|op| self.apply_op(op))).await;
-        Ok(results)
+        Ok(futures::future::join_all(ops.into_iter().map(|op| self.apply_op(op))).await)
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision> {
@@ -269,12 +236,8 @@ impl Store for EtcdStore {
             Some(rev) => Compare::mod_revision(key, CompareOp::Equal, rev),
             None => Compare::create_revision(key, CompareOp::Greater, 0),
         };
-        self.guarded(key, compare, TxnOp::delete(key, None), expected)
-            .await
-            .map_err(|e| match (e, expected) {
-                (StoreError::AlreadyExists { key }, None) => StoreError::NotFound { key },
-                (e, _) => e,
-            })
+        let outcome = self.guarded(key, compare, TxnOp::delete(key, None)).await?;
+        outcome.map_err(|current| mismatch(key, expected.unwrap_or(0), current))
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
@@ -397,6 +360,37 @@ impl Store for EtcdStore {
 
     fn backend(&self) -> &'static str {
         "etcd"
+    }
+}
+
+/// The compare and the put a batch operation stands for.
+fn guarded_put(op: &crate::BatchOp) -> (Compare, TxnOp) {
+    match op {
+        crate::BatchOp::Create { key, value, lease } => (
+            Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
+            TxnOp::put(key.as_str(), value.clone(), put_options(*lease)),
+        ),
+        crate::BatchOp::Update {
+            key,
+            value,
+            expected,
+            lease,
+        } => (
+            Compare::mod_revision(key.as_str(), CompareOp::Equal, *expected),
+            TxnOp::put(key.as_str(), value.clone(), put_options(*lease)),
+        ),
+    }
+}
+
+/// Why a compare on `key` failed: it is gone, or it moved on from `expected`.
+fn mismatch(key: &str, expected: Revision, current: Option<Revision>) -> StoreError {
+    match current {
+        None => StoreError::NotFound { key: key.into() },
+        Some(current) => StoreError::Conflict {
+            key: key.into(),
+            expected,
+            current,
+        },
     }
 }
 

@@ -121,6 +121,15 @@ fn decode(kv: &KeyValue) -> Result<DynamicObject> {
     Ok(obj)
 }
 
+/// The server-set metadata of a new object.
+fn stamp_new(meta: &mut shoal_api::ObjectMeta) {
+    meta.uid = Some(uuid::Uuid::new_v4().to_string());
+    meta.generation = Some(1);
+    meta.creation_timestamp = Some(Utc::now());
+    meta.deletion_timestamp = None;
+    meta.resource_version = None;
+}
+
 fn encode(obj: &DynamicObject) -> Result<Vec<u8>> {
     let mut stored = obj.clone();
     stored.metadata.resource_version = None;
@@ -207,12 +216,7 @@ impl ObjectStore {
     ) -> Result<DynamicObject> {
         let kind = desc_of(&obj)?;
         let mut obj = obj;
-        let meta = &mut obj.metadata;
-        meta.uid = Some(uuid::Uuid::new_v4().to_string());
-        meta.generation = Some(1);
-        meta.creation_timestamp = Some(Utc::now());
-        meta.deletion_timestamp = None;
-        meta.resource_version = None;
+        stamp_new(&mut obj.metadata);
         self.create_raw(kind, obj, lease).await
     }
 
@@ -269,35 +273,12 @@ impl ObjectStore {
         self.write(kind, merged, expected, None).await
     }
 
-    /// Writes `obj` exactly as given at its `resourceVersion`, without reading first:
-    /// for controllers that hold a fresh copy and change both spec and status (the
-    /// scheduler binding thousands of tasks). `spec_changed` bumps the generation.
-    pub async fn put_at(&self, obj: DynamicObject, spec_changed: bool) -> Result<DynamicObject> {
-        let kind = desc_of(&obj)?;
-        let expected = parse_rv(&obj)?.ok_or_else(|| {
-            ObjectError::Invalid(format!(
-                "{}: put_at needs a resourceVersion",
-                obj.reference()
-            ))
-        })?;
-        let mut obj = obj;
-        if spec_changed {
-            obj.metadata.generation = Some(obj.metadata.generation.unwrap_or(0) + 1);
-        }
-        self.write(kind, obj, expected, None).await
-    }
-
     /// Creates many objects (as `create` does), in batches the store can group into
     /// one transaction. Each gets its own outcome.
     pub async fn create_many(&self, objs: Vec<DynamicObject>) -> Vec<Result<DynamicObject>> {
         let mut prepared = Vec::with_capacity(objs.len());
         for mut obj in objs {
-            let meta = &mut obj.metadata;
-            meta.uid = Some(uuid::Uuid::new_v4().to_string());
-            meta.generation = Some(1);
-            meta.creation_timestamp = Some(Utc::now());
-            meta.deletion_timestamp = None;
-            meta.resource_version = None;
+            stamp_new(&mut obj.metadata);
             let op = desc_of(&obj).and_then(|kind| {
                 Ok(crate::BatchOp::Create {
                     key: object_key(kind, obj.name()),
@@ -310,7 +291,9 @@ impl ObjectStore {
         self.run_batch(prepared).await
     }
 
-    /// Writes many objects exactly as given, each at its `resourceVersion` (as `put_at`).
+    /// Writes many objects exactly as given, each at its `resourceVersion`, without
+    /// reading first: for controllers holding a fresh copy that change spec and status
+    /// together (the scheduler binding tasks). `spec_changed` bumps the generation.
     pub async fn put_many(
         &self,
         objs: Vec<DynamicObject>,
@@ -417,16 +400,11 @@ impl ObjectStore {
         obj: &R,
         status: &impl serde::Serialize,
     ) -> Result<DynamicObject> {
-        let kind = shoal_api::kind_by_name(R::KIND)
-            .ok_or_else(|| ObjectError::Invalid(format!("unknown kind {}", R::KIND)))?;
+        let kind = shoal_api::kind_of::<R>();
         let value =
             serde_json::to_value(status).map_err(|e| ObjectError::Invalid(e.to_string()))?;
-        let rv = obj
-            .metadata()
-            .resource_version
-            .as_deref()
-            .and_then(|r| r.parse().ok());
-        self.update_status(kind, obj.name(), value, rv).await
+        self.update_status(kind, obj.name(), value, obj.metadata().revision())
+            .await
     }
 
     /// Replaces `status` at the given revision (or the current one when None).
@@ -597,8 +575,7 @@ impl ObjectStore {
 
     /// Typed helpers for controllers.
     pub async fn get_typed<R: Resource>(&self, name: &str) -> Result<Option<R>> {
-        let kind = shoal_api::kind_by_name(R::KIND)
-            .ok_or_else(|| ObjectError::Invalid(format!("unknown kind {}", R::KIND)))?;
+        let kind = shoal_api::kind_of::<R>();
         match self.get(kind, name).await? {
             Some(obj) => obj.to_typed().map(Some).map_err(|e| ObjectError::Corrupt {
                 key: object_key(kind, name),

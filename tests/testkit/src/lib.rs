@@ -2,7 +2,6 @@
 //! and waiting helpers. Nothing here fakes anything; it starts the real programs.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -113,19 +112,4 @@ impl Drop for Etcd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The `shoal` binary built by cargo for this test run.
-pub fn shoal_bin() -> PathBuf {
-    if let Some(p) = option_env_path("CARGO_BIN_EXE_shoal") {
-        return p;
-    }
-    // From a test binary in target/debug/deps, the binary is in target/debug.
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    dir.join("shoal")
-}
-
-fn option_env_path(var: &str) -> Option<PathBuf> {
-    std::env::var_os(var).map(PathBuf::from)
 }

@@ -19,7 +19,8 @@ use redb::{ReadableDatabase, TableDefinition};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::{
-    KeyValue, LeaseId, ListResult, Result, Revision, Store, StoreError, WatchEvent, WatchStream,
+    BatchOp, KeyValue, LeaseId, ListResult, Result, Revision, Store, StoreError, WatchEvent,
+    WatchStream,
 };
 use records::decode_kv;
 use writer::{Op, Request, Writer};
@@ -43,6 +44,10 @@ pub struct EmbeddedStore {
     db: Arc<redb::Database>,
     shared: Arc<Shared>,
     writer: mpsc::Sender<Request>,
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("store writer stopped".into())
 }
 
 pub(crate) fn backend_err(e: impl Into<redb::Error>) -> StoreError {
@@ -92,13 +97,17 @@ impl EmbeddedStore {
         })
     }
 
-    async fn send(&self, op: Op) -> Result<i64> {
+    /// Queues `op` for the writer; the receiver gets its outcome after the commit.
+    fn enqueue(&self, op: Op) -> Result<oneshot::Receiver<Result<i64>>> {
         let (reply, rx) = oneshot::channel();
         self.writer
             .send(Request { op, reply })
-            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
+            .map_err(|_| stopped())?;
+        Ok(rx)
+    }
+
+    async fn send(&self, op: Op) -> Result<i64> {
+        self.enqueue(op)?.await.map_err(|_| stopped())?
     }
 
     fn read_list(db: &redb::Database, prefix: &str) -> Result<ListResult> {
@@ -141,11 +150,11 @@ impl Store for EmbeddedStore {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision> {
-        self.send(Op::Create {
+        self.send(Op::Write(BatchOp::Create {
             key: key.to_string(),
             value,
             lease,
-        })
+        }))
         .await
     }
 
@@ -156,45 +165,24 @@ impl Store for EmbeddedStore {
         expected: Revision,
         lease: Option<LeaseId>,
     ) -> Result<Revision> {
-        self.send(Op::Update {
+        self.send(Op::Write(BatchOp::Update {
             key: key.to_string(),
             value,
             expected,
             lease,
-        })
+        }))
         .await
     }
 
-    async fn batch(&self, ops: Vec<crate::BatchOp>) -> Result<Vec<Result<Revision>>> {
+    async fn batch(&self, ops: Vec<BatchOp>) -> Result<Vec<Result<Revision>>> {
         // Queue them all before waiting: the writer commits them together.
         let mut replies = Vec::with_capacity(ops.len());
         for op in ops {
-            let op = match op {
-                crate::BatchOp::Create { key, value, lease } => Op::Create { key, value, lease },
-                crate::BatchOp::Update {
-                    key,
-                    value,
-                    expected,
-                    lease,
-                } => Op::Update {
-                    key,
-                    value,
-                    expected,
-                    lease,
-                },
-            };
-            let (reply, rx) = oneshot::channel();
-            self.writer
-                .send(Request { op, reply })
-                .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
-            replies.push(rx);
+            replies.push(self.enqueue(Op::Write(op))?);
         }
         let mut out = Vec::with_capacity(replies.len());
         for rx in replies {
-            out.push(
-                rx.await
-                    .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?,
-            );
+            out.push(rx.await.map_err(|_| stopped())?);
         }
         Ok(out)
     }

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use super::records::{decode_kv, encode_event, encode_kv};
 use super::{backend_err, Shared, KV, LEASES, LOG, META};
-use crate::{EventType, KeyValue, LeaseId, Revision, StoreError, WatchEvent};
+use crate::{BatchOp, EventType, KeyValue, LeaseId, Revision, StoreError, WatchEvent};
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -25,17 +25,8 @@ const MAX_BATCH: usize = 1024;
 const LOG_RETAIN: i64 = 200_000;
 
 pub enum Op {
-    Create {
-        key: String,
-        value: Vec<u8>,
-        lease: Option<LeaseId>,
-    },
-    Update {
-        key: String,
-        value: Vec<u8>,
-        expected: Revision,
-        lease: Option<LeaseId>,
-    },
+    /// A create or compare-and-update, exactly as a batch carries it.
+    Write(BatchOp),
     Delete {
         key: String,
         expected: Option<Revision>,
@@ -251,19 +242,19 @@ impl Writer {
         changes: &mut Vec<LeaseChange>,
     ) -> Result<i64, StoreError> {
         match op {
-            Op::Create { key, value, lease } => {
+            Op::Write(BatchOp::Create { key, value, lease }) => {
                 if t.kv.get(key.as_str()).map_err(backend_err)?.is_some() {
                     return Err(StoreError::AlreadyExists { key: key.clone() });
                 }
                 self.check_lease(*lease)?;
                 self.put(t, key, value, None, *lease, events, changes)
             }
-            Op::Update {
+            Op::Write(BatchOp::Update {
                 key,
                 value,
                 expected,
                 lease,
-            } => {
+            }) => {
                 let current = self.current(t, key)?;
                 if current.mod_revision != *expected {
                     return Err(StoreError::Conflict {
