@@ -9,7 +9,7 @@ use shoal_apiserver::{
     AgentService, ApiService, Dispatcher, HeartbeatConfig, ListenConfig, TlsFiles,
     CONTROLLER_LEADER_KEY,
 };
-use shoal_reconcile::{CancellationToken, LeaderElection};
+use shoal_reconcile::{CancellationToken, Informers, LeaderElection};
 use shoal_store::{ObjectStore, Store};
 
 use crate::Outcome;
@@ -159,14 +159,16 @@ pub async fn run(a: Args) -> Outcome {
 
 /// Every controller, for as long as this server leads.
 async fn run_controllers(objects: ObjectStore, term: CancellationToken) {
+    // One cache per kind for all of them, for as long as the term lasts.
+    let informers = Informers::new(objects, term.clone());
     let all = vec![
-        tokio::spawn(shoal_controller_gc::run(objects.clone(), term.clone())),
-        tokio::spawn(shoal_controller_node::run(objects.clone(), term.clone())),
+        tokio::spawn(shoal_controller_gc::run(informers.clone(), term.clone())),
+        tokio::spawn(shoal_controller_node::run(informers.clone(), term.clone())),
         tokio::spawn(shoal_controller_scheduler::run(
-            objects.clone(),
+            informers.clone(),
             term.clone(),
         )),
-        tokio::spawn(shoal_controller_service::run(objects.clone(), term.clone())),
+        tokio::spawn(shoal_controller_service::run(informers.clone(), term.clone())),
     ];
     term.cancelled().await;
     for c in all {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use shoal_api::{kind_by_name, Resource, Service, Task};
 use shoal_reconcile::{
-    Action, CancellationToken, Change, Controller, ControllerConfig, EventRecorder, Reader,
-    Reflector,
+    Action, CancellationToken, Change, Controller, ControllerConfig, EventRecorder, Informers,
+    Reader,
 };
 use shoal_store::objects::ObjectError;
 use shoal_store::ObjectStore;
@@ -25,15 +25,15 @@ pub struct Context {
 }
 
 /// Runs the garbage collector until `shutdown`.
-pub async fn run(objects: ObjectStore, shutdown: CancellationToken) {
-    let services = Reflector::<Service>::new(objects.clone());
-    let services_reader = services.reader();
-    let controller = Controller::<Task>::new(objects.clone(), ControllerConfig::named("gc"));
+pub async fn run(informers: Informers, shutdown: CancellationToken) {
+    let objects = informers.objects().clone();
+    let services_reader = informers.get::<Service>().reader();
+    let controller = Controller::<Task>::new(&informers, ControllerConfig::named("gc"));
     let tasks = controller.reader();
     // A Service's deletion re-checks the Tasks it owned; any other change only matters
     // to tasks naming that service with another uid (it was deleted and re-created).
     // Status updates, the common case, queue nothing.
-    let controller = controller.watches_changes(services, move |change: &Change<Service>| {
+    let controller = controller.watches_changes(move |change: &Change<Service>| {
         let (deleted, svc) = match change {
             Change::Deleted(s) => (true, s),
             Change::Applied(s) => (false, s),

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use shoal_api::meta::set_condition;
 use shoal_api::{ConditionStatus, Node, NodeState, Resource, Task, TaskState};
 use shoal_reconcile::{
-    Action, CancellationToken, Controller, ControllerConfig, EventRecorder, Reader, Reflector,
+    Action, CancellationToken, Controller, ControllerConfig, EventRecorder, Informers, Reader,
     WorkQueue,
 };
 use shoal_store::objects::{ObjectError, HEARTBEAT_PREFIX};
@@ -33,16 +33,16 @@ pub struct Context {
     events: EventRecorder,
 }
 
-pub async fn run(objects: ObjectStore, shutdown: CancellationToken) {
+pub async fn run(informers: Informers, shutdown: CancellationToken) {
+    let objects = informers.objects().clone();
     let alive: Alive = Arc::default();
-    let controller = Controller::<Node>::new(objects.clone(), ControllerConfig::named("node"));
-    let tasks = Reflector::<Task>::new(objects.clone());
-    let task_reader = tasks.reader();
+    let controller = Controller::<Node>::new(&informers, ControllerConfig::named("node"));
+    let task_reader = informers.get::<Task>().reader();
     let queue = controller.queue();
     let (hb_objects, hb_alive) = (objects.clone(), alive.clone());
     let controller = controller
         // A task landing on a down node is orphaned too.
-        .watches_reflector(tasks, |t: &Task| t.spec.node.clone().into_iter().collect())
+        .watches(|t: &Task| t.spec.node.clone().into_iter().collect())
         .with_background(move |token| {
             Box::pin(follow_heartbeats(hb_objects, hb_alive, queue, token))
         });

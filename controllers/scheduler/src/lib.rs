@@ -19,12 +19,12 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::StreamExt;
 use shoal_api::{DesiredState, DynamicObject, Node, Resource, Task, TaskState};
-use shoal_reconcile::{CancellationToken, EventRecorder, Reader, Reflector};
+use shoal_reconcile::{CancellationToken, EventRecorder, Informers, Reader};
 use shoal_store::objects::ObjectError;
 use shoal_store::ObjectStore;
 use tokio::sync::Notify;
 
-pub use placement::{place, NodeInfo, Placement};
+pub use placement::{place, place_all, NodeInfo, Placement};
 
 /// Bindings per store batch, and batches in flight.
 const BATCH: usize = 100;
@@ -39,17 +39,15 @@ fn needs_binding(t: &Task) -> bool {
             .is_none_or(|s| s.state == TaskState::Pending)
 }
 
-pub async fn run(objects: ObjectStore, shutdown: CancellationToken) {
+pub async fn run(informers: Informers, shutdown: CancellationToken) {
+    let objects = informers.objects().clone();
     let wake = Arc::new(Notify::new());
-    let mut tasks = Reflector::<Task>::new(objects.clone());
-    let mut nodes = Reflector::<Node>::new(objects.clone());
+    let (tasks, nodes) = (informers.get::<Task>(), informers.get::<Node>());
     let w = wake.clone();
     tasks.on_change(move |_| w.notify_one());
     let w = wake.clone();
     nodes.on_change(move |_| w.notify_one());
     let (task_reader, node_reader) = (tasks.reader(), nodes.reader());
-    let t1 = tokio::spawn(tasks.run(shutdown.clone()));
-    let t2 = tokio::spawn(nodes.run(shutdown.clone()));
     task_reader.wait_ready().await;
     node_reader.wait_ready().await;
     tracing::info!("scheduler starting");
@@ -76,8 +74,6 @@ pub async fn run(objects: ObjectStore, shutdown: CancellationToken) {
         // Let a burst of changes land before the next round.
         tokio::time::sleep(settle).await;
     }
-    t1.abort();
-    t2.abort();
 }
 
 /// One scheduling round; returns how many tasks were bound.
@@ -108,8 +104,9 @@ async fn round(
     let mut infos = placement::snapshot(&node_list, &all_tasks);
     let mut binds = Vec::new();
     let mut unschedulable = Vec::new();
-    for task in &pending {
-        match place(task, &mut infos) {
+    let refs: Vec<&Task> = pending.iter().map(Arc::as_ref).collect();
+    for (task, placed) in pending.iter().zip(place_all(&refs, &mut infos)) {
+        match placed {
             Placement::Node(n) => binds.push((task.clone(), n)),
             Placement::Nowhere(reason) => unschedulable.push((task.clone(), reason)),
         }

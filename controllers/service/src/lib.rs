@@ -21,7 +21,7 @@ use shoal_api::{
     UpdateState,
 };
 use shoal_reconcile::{
-    Action, CancellationToken, Controller, ControllerConfig, EventRecorder, Reader, Reflector,
+    Action, CancellationToken, Controller, ControllerConfig, EventRecorder, Informers, Reader,
 };
 use shoal_store::objects::ObjectError;
 use shoal_store::ObjectStore;
@@ -45,15 +45,14 @@ pub struct Context {
 /// Writes in flight at once while carrying out a plan.
 const CONCURRENCY: usize = 64;
 
-pub async fn run(objects: ObjectStore, shutdown: CancellationToken) {
-    let controller =
-        Controller::<Service>::new(objects.clone(), ControllerConfig::named("service"));
-    let tasks = Reflector::<Task>::new(objects.clone());
-    let nodes = Reflector::<Node>::new(objects.clone());
-    let (task_reader, node_reader) = (tasks.reader(), nodes.reader());
+pub async fn run(informers: Informers, shutdown: CancellationToken) {
+    let objects = informers.objects().clone();
+    let controller = Controller::<Service>::new(&informers, ControllerConfig::named("service"));
+    let task_reader = informers.get::<Task>().reader();
+    let node_reader = informers.get::<Node>().reader();
     let services = controller.reader();
     let controller = controller
-        .watches_reflector(tasks, |t: &Task| {
+        .watches(|t: &Task| {
             t.metadata
                 .labels
                 .get(SERVICE)
@@ -62,7 +61,7 @@ pub async fn run(objects: ObjectStore, shutdown: CancellationToken) {
                 .collect()
         })
         // Node changes matter to global services (eligibility) and to drains.
-        .watches_reflector(nodes, move |_n: &Node| {
+        .watches(move |_n: &Node| {
             services
                 .list()
                 .iter()

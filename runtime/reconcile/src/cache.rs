@@ -1,11 +1,12 @@
-//! A watch-backed cache of one kind (client-go's reflector + store).
+//! A watch-backed cache of one kind (client-go's reflector + store), shared by every
+//! controller that reads that kind.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use shoal_api::{DynamicObject, KindDesc, Resource};
+use shoal_api::Resource;
 use shoal_store::objects::{ChangeType, ObjectError};
 use shoal_store::{ObjectStore, StoreError};
 use tokio::sync::watch;
@@ -18,10 +19,19 @@ pub enum Change<K> {
 }
 
 type Listener<K> = Arc<dyn Fn(&Change<K>) + Send + Sync>;
+type Map<K> = Arc<RwLock<HashMap<String, Arc<K>>>>;
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
 
 /// A read-only view of a cache, cheap to clone.
 pub struct Reader<K> {
-    map: Arc<RwLock<HashMap<String, Arc<K>>>>,
+    map: Map<K>,
     ready: watch::Receiver<bool>,
 }
 
@@ -36,24 +46,15 @@ impl<K> Clone for Reader<K> {
 
 impl<K: Resource> Reader<K> {
     pub fn get(&self, name: &str) -> Option<Arc<K>> {
-        self.map
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        read(&self.map).get(name).cloned()
     }
 
     pub fn list(&self) -> Vec<Arc<K>> {
-        self.map
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        read(&self.map).values().cloned().collect()
     }
 
     pub fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).len()
+        read(&self.map).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -68,26 +69,37 @@ impl<K: Resource> Reader<K> {
     }
 }
 
+/// A handle on one kind's cache; clones share it. Listeners may subscribe at any time
+/// and are first told about everything already cached.
 pub struct Reflector<K> {
     objects: ObjectStore,
-    kind: &'static KindDesc,
-    map: Arc<RwLock<HashMap<String, Arc<K>>>>,
-    ready_tx: watch::Sender<bool>,
+    map: Map<K>,
+    listeners: Arc<RwLock<Vec<Listener<K>>>>,
+    ready_tx: Arc<watch::Sender<bool>>,
     ready_rx: watch::Receiver<bool>,
-    listeners: Vec<Listener<K>>,
+}
+
+impl<K> Clone for Reflector<K> {
+    fn clone(&self) -> Self {
+        Reflector {
+            objects: self.objects.clone(),
+            map: self.map.clone(),
+            listeners: self.listeners.clone(),
+            ready_tx: self.ready_tx.clone(),
+            ready_rx: self.ready_rx.clone(),
+        }
+    }
 }
 
 impl<K: Resource> Reflector<K> {
     pub fn new(objects: ObjectStore) -> Self {
-        let kind = shoal_api::kind_of::<K>();
         let (ready_tx, ready_rx) = watch::channel(false);
         Reflector {
             objects,
-            kind,
             map: Default::default(),
-            ready_tx,
+            listeners: Default::default(),
+            ready_tx: Arc::new(ready_tx),
             ready_rx,
-            listeners: Vec::new(),
         }
     }
 
@@ -98,22 +110,31 @@ impl<K: Resource> Reflector<K> {
         }
     }
 
-    /// Calls `f` for every change, including the ones a relist discovers.
-    pub fn on_change(&mut self, f: impl Fn(&Change<K>) + Send + Sync + 'static) {
-        self.listeners.push(Arc::new(f));
+    /// Calls `f` for every change from now on, including the ones a relist discovers,
+    /// after calling it once for each object already cached.
+    pub fn on_change(&self, f: impl Fn(&Change<K>) + Send + Sync + 'static) {
+        let f: Listener<K> = Arc::new(f);
+        // Registered before the snapshot is taken, so nothing falls in between (a
+        // change may be seen twice, which level-triggered listeners don't mind).
+        write(&self.listeners).push(f.clone());
+        let cached: Vec<Arc<K>> = read(&self.map).values().cloned().collect();
+        for k in cached {
+            f(&Change::Applied(k));
+        }
     }
 
     fn emit(&self, change: Change<K>) {
-        for l in &self.listeners {
+        let listeners = read(&self.listeners).clone();
+        for l in &listeners {
             l(&change);
         }
     }
 
-    fn decode(&self, obj: &DynamicObject) -> Option<Arc<K>> {
-        match obj.to_typed::<K>() {
+    fn readable(&self, obj: Result<K, ObjectError>) -> Option<Arc<K>> {
+        match obj {
             Ok(k) => Some(Arc::new(k)),
             Err(e) => {
-                tracing::warn!(kind = K::KIND, name = %obj.metadata.name, error = %e, "skipping unreadable object");
+                tracing::warn!(kind = K::KIND, error = %e, "skipping unreadable object");
                 None
             }
         }
@@ -148,15 +169,13 @@ impl<K: Resource> Reflector<K> {
     }
 
     async fn list_and_watch(&self) -> Result<(), ObjectError> {
-        let (items, revision) = self.objects.list(self.kind).await?;
+        let (items, revision) = self.objects.list_typed::<K>().await?;
         let mut fresh = HashMap::with_capacity(items.len());
-        for obj in &items {
-            if let Some(k) = self.decode(obj) {
-                fresh.insert(obj.metadata.name.clone(), k);
-            }
+        for k in items.into_iter().filter_map(|o| self.readable(o)) {
+            fresh.insert(k.name().to_string(), k);
         }
         let gone: Vec<Arc<K>> = {
-            let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+            let mut map = write(&self.map);
             let gone = map
                 .iter()
                 .filter(|(n, _)| !fresh.contains_key(*n))
@@ -172,29 +191,26 @@ impl<K: Resource> Reflector<K> {
             self.emit(Change::Applied(k));
         }
         self.ready_tx.send_replace(true);
-        let mut stream = self.objects.watch(self.kind, revision + 1).await?;
+        let mut stream = self.objects.watch_typed::<K>(revision + 1).await?;
         while let Some(item) = stream.next().await {
-            let ev = item?;
-            let name = ev.object.metadata.name.clone();
+            let ev = match item {
+                Ok(ev) => ev,
+                Err(e @ ObjectError::Corrupt { .. }) => {
+                    tracing::warn!(kind = K::KIND, error = %e, "skipping unreadable object");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let k = Arc::new(ev.object);
+            let name = k.name().to_string();
             match ev.change {
                 ChangeType::Deleted => {
-                    let old = self
-                        .map
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&name);
-                    if let Some(old) = old.or_else(|| self.decode(&ev.object)) {
-                        self.emit(Change::Deleted(old));
-                    }
+                    let old = write(&self.map).remove(&name);
+                    self.emit(Change::Deleted(old.unwrap_or(k)));
                 }
                 ChangeType::Added | ChangeType::Modified => {
-                    if let Some(k) = self.decode(&ev.object) {
-                        self.map
-                            .write()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(name, k.clone());
-                        self.emit(Change::Applied(k));
-                    }
+                    write(&self.map).insert(name, k.clone());
+                    self.emit(Change::Applied(k));
                 }
             }
         }

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use shoal_api::Resource;
-use shoal_store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::cache::{Change, Reader, Reflector};
+use crate::cache::{Change, Reader};
+use crate::informers::Informers;
 use crate::queue::{Backoff, WorkQueue};
 
 /// What to do after a reconcile.
@@ -61,25 +61,31 @@ impl ControllerConfig {
 
 pub struct Controller<K: Resource> {
     config: ControllerConfig,
-    objects: ObjectStore,
+    informers: Informers,
     queue: WorkQueue,
-    reflector: Reflector<K>,
+    reader: Reader<K>,
+    /// Every cache this controller reads is loaded before the first reconcile.
+    loaded: Vec<BoxFuture<'static, ()>>,
     secondary: Vec<Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>>,
 }
 
 impl<K: Resource> Controller<K> {
-    pub fn new(objects: ObjectStore, config: ControllerConfig) -> Self {
+    /// A controller of `K`, reading the shared caches of `informers`.
+    pub fn new(informers: &Informers, config: ControllerConfig) -> Self {
         let queue = WorkQueue::new();
-        let mut reflector = Reflector::<K>::new(objects.clone());
+        let reflector = informers.get::<K>();
         let q = queue.clone();
         reflector.on_change(move |c| match c {
             Change::Applied(k) | Change::Deleted(k) => q.add(k.name()),
         });
+        let reader = reflector.reader();
+        let r = reader.clone();
         Controller {
             config,
-            objects,
+            informers: informers.clone(),
             queue,
-            reflector,
+            reader,
+            loaded: vec![Box::pin(async move { r.wait_ready().await })],
             secondary: Vec::new(),
         }
     }
@@ -100,7 +106,7 @@ impl<K: Resource> Controller<K> {
 
     /// The primary kind's cache, for reconcile contexts and mappers.
     pub fn reader(&self) -> Reader<K> {
-        self.reflector.reader()
+        self.reader.clone()
     }
 
     /// Also reconciles the objects `map` names whenever an object of kind `C` changes
@@ -109,37 +115,28 @@ impl<K: Resource> Controller<K> {
         self,
         map: impl Fn(&C) -> Vec<String> + Send + Sync + 'static,
     ) -> Self {
-        let reflector = Reflector::<C>::new(self.objects.clone());
-        self.watches_reflector(reflector, map)
-    }
-
-    /// As [`watches`](Self::watches), with a reflector whose reader the caller keeps.
-    pub fn watches_reflector<C: Resource>(
-        self,
-        reflector: Reflector<C>,
-        map: impl Fn(&C) -> Vec<String> + Send + Sync + 'static,
-    ) -> Self {
-        self.watches_changes(reflector, move |c| {
+        self.watches_changes(move |c: &Change<C>| {
             let (Change::Applied(obj) | Change::Deleted(obj)) = c;
             map(obj)
         })
     }
 
-    /// As [`watches_reflector`](Self::watches_reflector), telling `map` whether the
-    /// object changed or went away, for controllers that care only about one.
+    /// As [`watches`](Self::watches), telling `map` whether the object changed or went
+    /// away, for controllers that care only about one.
     pub fn watches_changes<C: Resource>(
         mut self,
-        mut reflector: Reflector<C>,
         map: impl Fn(&Change<C>) -> Vec<String> + Send + Sync + 'static,
     ) -> Self {
+        let reflector = self.informers.get::<C>();
         let q = self.queue.clone();
         reflector.on_change(move |c| {
             for name in map(c) {
                 q.add(&name);
             }
         });
-        self.secondary
-            .push(Box::new(move |token| Box::pin(reflector.run(token))));
+        let reader = reflector.reader();
+        self.loaded
+            .push(Box::pin(async move { reader.wait_ready().await }));
         self
     }
 
@@ -161,7 +158,8 @@ impl<K: Resource> Controller<K> {
         let Controller {
             config,
             queue,
-            reflector,
+            reader,
+            loaded,
             secondary,
             ..
         } = self;
@@ -170,13 +168,14 @@ impl<K: Resource> Controller<K> {
             kind = K::KIND,
             "controller starting"
         );
-        let reader = reflector.reader();
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(reflector.run(shutdown.clone()));
         for s in secondary {
             tasks.spawn(s(shutdown.clone()));
         }
-        reader.wait_ready().await;
+        tokio::select! {
+            _ = futures::future::join_all(loaded) => {}
+            _ = shutdown.cancelled() => return,
+        }
         let reconcile = Arc::new(reconcile);
         let error_policy = Arc::new(error_policy);
         let backoff = Arc::new(Backoff::new(config.backoff_base, config.backoff_max));

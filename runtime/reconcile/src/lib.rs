@@ -2,7 +2,7 @@
 //! tokio over shoal's `Store`.
 //!
 //! - [`Reflector`]: a watch-backed cache of one kind, relisting when history is
-//!   compacted.
+//!   compacted; [`Informers`] hands out one per kind, shared by all controllers.
 //! - [`WorkQueue`]: keyed, deduplicated, never hands out a key that is being worked on,
 //!   with delayed re-adds for backoff and requeue-after.
 //! - [`Controller`]: runs `reconcile(obj, ctx) -> Result<Action, E>` for every object
@@ -23,12 +23,14 @@
 mod cache;
 mod controller;
 mod events;
+mod informers;
 mod leader;
 mod queue;
 
 pub use cache::{Change, Reader, Reflector};
 pub use controller::{Action, Controller, ControllerConfig};
 pub use events::EventRecorder;
+pub use informers::Informers;
 pub use leader::LeaderElection;
 pub use queue::{Backoff, WorkQueue};
 pub use tokio_util::sync::CancellationToken;

@@ -90,7 +90,7 @@ async fn compaction_triggers_a_relist_that_catches_up() {
     objects.create(network("a"), None).await.expect("a");
     objects.create(network("b"), None).await.expect("b");
 
-    let mut reflector = Reflector::<Network>::new(objects.clone());
+    let reflector = Reflector::<Network>::new(objects.clone());
     let deleted: Arc<Mutex<Vec<String>>> = Arc::default();
     let d = deleted.clone();
     reflector.on_change(move |c| {

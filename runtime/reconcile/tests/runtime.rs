@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::json;
 use shoal_api::{kind_by_name, DynamicObject, Network, NetworkSpec, Resource};
 use shoal_reconcile::{
-    Action, CancellationToken, Controller, ControllerConfig, EventRecorder, LeaderElection,
+    Action, CancellationToken, Change, Controller, ControllerConfig, EventRecorder, Informers,
+    LeaderElection,
 };
 use shoal_store::{EmbeddedStore, ObjectStore, Store};
 
@@ -98,7 +99,8 @@ async fn controller_reconciles_changes_and_retries_failures() {
     let shutdown = CancellationToken::new();
     let mut config = ControllerConfig::named("test");
     config.backoff_base = Duration::from_millis(50);
-    let controller = Controller::<Network>::new(objects.clone(), config);
+    let informers = Informers::new(objects.clone(), shutdown.clone());
+    let controller = Controller::<Network>::new(&informers, config);
     let run = tokio::spawn(controller.run(
         reconcile,
         |_, _, _| Action::Backoff,
@@ -154,6 +156,44 @@ async fn controller_reconciles_changes_and_retries_failures() {
     );
     shutdown.cancel();
     run.await.expect("controller stops on shutdown");
+}
+
+/// Controllers that start late share the cache that is already running: they are told
+/// about what it holds, then about every change, like the first one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_cache_replays_itself_to_late_subscribers() {
+    let (_dir, _store, objects) = store();
+    objects.create(network("a"), None).await.expect("a");
+    let shutdown = CancellationToken::new();
+    let informers = Informers::new(objects.clone(), shutdown.clone());
+    let first = informers.get::<Network>();
+    first.reader().wait_ready().await;
+    objects.create(network("b"), None).await.expect("b");
+    eventually("b cached", || {
+        let r = first.reader();
+        async move { r.get("b").is_some() }
+    })
+    .await;
+
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s = seen.clone();
+    let second = informers.get::<Network>();
+    second.on_change(move |c| {
+        let (Change::Applied(n) | Change::Deleted(n)) = c;
+        s.lock().expect("lock").push(n.name().to_string());
+    });
+    let mut replayed = seen.lock().expect("lock").clone();
+    replayed.sort();
+    assert_eq!(replayed, ["a", "b"], "told about what was cached");
+    assert_eq!(second.reader().len(), 2, "one cache, not a second list");
+
+    objects.create(network("c"), None).await.expect("c");
+    eventually("c seen by the late subscriber", || {
+        let seen = seen.clone();
+        async move { seen.lock().expect("lock").iter().any(|n| n == "c") }
+    })
+    .await;
+    shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
