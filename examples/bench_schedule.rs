@@ -10,6 +10,7 @@
 //!   controllers use, as the baseline.
 //!
 //! Usage: bench-schedule --etcd http://127.0.0.1:2379 [--nodes N] [--tasks N]
+//! [--stores embedded,etcd]
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
@@ -24,6 +25,7 @@ struct Args {
     etcd: String,
     nodes: usize,
     tasks: usize,
+    stores: Vec<String>,
 }
 
 fn args() -> Args {
@@ -31,6 +33,7 @@ fn args() -> Args {
         etcd: "http://127.0.0.1:2379".into(),
         nodes: 1000,
         tasks: 10_000,
+        stores: vec!["embedded".into(), "etcd".into()],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -39,6 +42,7 @@ fn args() -> Args {
             "--etcd" => a.etcd = v,
             "--nodes" => a.nodes = v.parse().expect("--nodes: a number"),
             "--tasks" => a.tasks = v.parse().expect("--tasks: a number"),
+            "--stores" => a.stores = v.split(',').map(str::to_string).collect(),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -187,13 +191,25 @@ async fn until_tasks(
         .expect("watch")
         .into_inner();
     let mut matching: HashSet<String> = HashSet::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut progress = Instant::now();
     while let Some(msg) = stream.message().await.expect("watch message") {
+        if progress.elapsed() >= Duration::from_secs(1) {
+            progress = Instant::now();
+            eprintln!(
+                "  {:>5.1}s: {} tasks seen, {} done",
+                since.elapsed().as_secs_f64(),
+                seen.len(),
+                matching.len()
+            );
+        }
         if msg.r#type != "SYNCED" {
             let v: serde_json::Value = serde_json::from_str(&msg.json).expect("json");
             let name = v["metadata"]["name"]
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
+            seen.insert(name.clone());
             if msg.r#type != "DELETED" && ok(&v) {
                 matching.insert(name);
             } else {
@@ -232,7 +248,7 @@ async fn bench_store(a: &Args, etcd: Option<&str>) -> Figures {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let data = dir.path().join("server");
-    let mut server_args = vec![
+    let mut server_args: Vec<String> = vec![
         "server".to_string(),
         "--listen".into(),
         format!("127.0.0.1:{port}"),
@@ -361,9 +377,12 @@ async fn bench_store(a: &Args, etcd: Option<&str>) -> Figures {
 #[tokio::main]
 async fn main() {
     let a = args();
-    let embedded = bench_store(&a, None).await;
-    let etcd = bench_store(&a, Some(&a.etcd)).await;
-    for (label, f) in [("embedded", &embedded), ("etcd", &etcd)] {
+    let mut figures = Vec::new();
+    for label in &a.stores {
+        let etcd = (label == "etcd").then_some(a.etcd.as_str());
+        figures.push((label, bench_store(&a, etcd).await));
+    }
+    for (label, f) in &figures {
         println!("placements_per_s.{label}: {:.0} tasks/s", f.placements);
         println!("store_raw_writes_per_s.{label}: {:.0} writes/s", f.raw);
         println!("apply_to_running_p50_ms.{label}: {:.0} ms", f.p50);

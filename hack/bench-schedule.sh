@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Scheduling benchmark on both stores: 10,000 tasks on 1,000 simulated nodes, apply-to-
 # running for 100 replicas, node-loss recovery; raw store writes measured in the same run.
-# Prints `name: value unit` lines last. Extra arguments: --nodes N --tasks N.
+# Prints `name: value unit` lines last. Extra arguments: --nodes N --tasks N
+# --stores embedded,etcd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh

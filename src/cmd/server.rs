@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use shoal_apiserver::{
-    AgentService, ApiService, Dispatcher, HeartbeatConfig, ListenConfig, TlsFiles,
+    AgentService, ApiService, Dispatcher, HeartbeatConfig, ListenConfig, StatusWriter, TlsFiles,
     CONTROLLER_LEADER_KEY,
 };
 use shoal_reconcile::{CancellationToken, Informers, LeaderElection};
@@ -132,7 +132,17 @@ pub async fn run(a: Args) -> Outcome {
         period: a.heartbeat_period,
         missed: 3,
     };
-    let agent = AgentService::new(ObjectStore::new(store.clone()), dispatcher, heartbeat);
+    let status = StatusWriter::start(
+        ObjectStore::new(store.clone()),
+        dispatcher.clone(),
+        shutdown.clone(),
+    );
+    let agent = AgentService::new(
+        ObjectStore::new(store.clone()),
+        dispatcher,
+        status,
+        heartbeat,
+    );
     let service = ApiService::new(store, id);
     let serving = shoal_apiserver::serve(
         service,
@@ -168,7 +178,10 @@ async fn run_controllers(objects: ObjectStore, term: CancellationToken) {
             informers.clone(),
             term.clone(),
         )),
-        tokio::spawn(shoal_controller_service::run(informers.clone(), term.clone())),
+        tokio::spawn(shoal_controller_service::run(
+            informers.clone(),
+            term.clone(),
+        )),
     ];
     term.cancelled().await;
     for c in all {

@@ -437,10 +437,21 @@ mod tests {
     #[test]
     fn placing_runs_together_matches_placing_one_by_one() {
         let nodes: Vec<Arc<Node>> = (0..12)
-            .map(|i| node(&format!("n{i:02}"), &[("zone", if i % 3 == 0 { "a" } else { "b" })]))
+            .map(|i| {
+                node(
+                    &format!("n{i:02}"),
+                    &[("zone", if i % 3 == 0 { "a" } else { "b" })],
+                )
+            })
             .collect();
         let mut tasks = Vec::new();
-        for (service, count) in [("web", 30), ("db", 9), ("lb", 14), ("pinned", 7), ("web", 5)] {
+        for (service, count) in [
+            ("web", 30),
+            ("db", 9),
+            ("lb", 14),
+            ("pinned", 7),
+            ("web", 5),
+        ] {
             let mut s = spec();
             match service {
                 "db" => {

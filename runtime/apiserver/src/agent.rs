@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use shoal_api::{
-    ByteSize, DynamicObject, Node, NodeResources, NodeRole, NodeSpec, NodeState, NodeStatus, Task,
-    TaskState, TaskStatus,
+    ByteSize, DynamicObject, Node, NodeResources, NodeRole, NodeSpec, NodeState, NodeStatus,
 };
 use shoal_store::objects::{ObjectError, HEARTBEAT_PREFIX};
 use shoal_store::{ObjectStore, StoreError};
@@ -18,6 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::dispatcher::Dispatcher;
 use crate::pb::{self, agent_server::Agent};
 use crate::service::status_of;
+use crate::status_writer::StatusWriter;
 
 /// How often agents heartbeat, and how many misses make a node down.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +48,7 @@ const HEARTBEAT_STATUS_EVERY: Duration = Duration::from_secs(30);
 pub struct AgentService {
     objects: ObjectStore,
     dispatcher: Arc<Dispatcher>,
+    status: Arc<StatusWriter>,
     heartbeat: HeartbeatConfig,
     status_written: Mutex<HashMap<String, Instant>>,
 }
@@ -58,14 +59,17 @@ fn check_node_name(name: &str) -> Result<(), Status> {
 }
 
 impl AgentService {
+    /// `status` writes the task status reports; it reads tasks from `dispatcher`.
     pub fn new(
         objects: ObjectStore,
         dispatcher: Arc<Dispatcher>,
+        status: Arc<StatusWriter>,
         heartbeat: HeartbeatConfig,
     ) -> Self {
         AgentService {
             objects,
             dispatcher,
+            status,
             heartbeat,
             status_written: Mutex::new(HashMap::new()),
         }
@@ -157,72 +161,6 @@ impl AgentService {
             // A lost race only delays the timestamp; the lease is what counts.
             let _ = self.objects.update_status_of(&n, &status).await;
         }
-    }
-
-    /// Applies the reports that can go at once: one read of each task, one batched
-    /// write. Returns the ones left for the careful `apply_report` (conflicts, refusals).
-    async fn apply_batch<'a>(
-        &self,
-        node: &str,
-        reports: &'a [pb::TaskStatusReport],
-    ) -> Vec<&'a pb::TaskStatusReport> {
-        let reads = futures::future::join_all(
-            reports
-                .iter()
-                .map(|r| self.objects.get_typed::<Task>(&r.task)),
-        )
-        .await;
-        let mut writes = Vec::new();
-        let mut leftover = Vec::new();
-        for (report, read) in reports.iter().zip(reads) {
-            let reported = serde_json::from_str::<TaskStatus>(&report.status_json);
-            let (Ok(Some(mut task)), Ok(reported)) = (read, reported) else {
-                leftover.push(report);
-                continue;
-            };
-            match next_status(node, report, &task, &reported) {
-                Err(_) => leftover.push(report),
-                Ok(None) => {}
-                Ok(Some(status)) => {
-                    task.status = Some(status);
-                    match DynamicObject::from_typed(&task) {
-                        Ok(obj) => writes.push((report, obj)),
-                        Err(_) => leftover.push(report),
-                    }
-                }
-            }
-        }
-        let (written, objs): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
-        for (report, r) in written
-            .into_iter()
-            .zip(self.objects.put_many(objs, false).await)
-        {
-            if r.is_err() {
-                leftover.push(report);
-            }
-        }
-        leftover
-    }
-
-    async fn apply_report(&self, node: &str, report: &pb::TaskStatusReport) -> Result<(), String> {
-        let reported: TaskStatus = serde_json::from_str(&report.status_json)
-            .map_err(|e| format!("{}: status is not a TaskStatus: {e}", report.task))?;
-        for _ in 0..8 {
-            let task: Task = match self.objects.get_typed(&report.task).await {
-                Ok(Some(t)) => t,
-                Ok(None) => return Err(format!("{}: no such task", report.task)),
-                Err(e) => return Err(format!("{}: {e}", report.task)),
-            };
-            let Some(status) = next_status(node, report, &task, &reported)? else {
-                return Ok(());
-            };
-            match self.objects.update_status_of(&task, &status).await {
-                Ok(_) => return Ok(()),
-                Err(ObjectError::Conflict { .. }) => continue,
-                Err(e) => return Err(format!("{}: {e}", report.task)),
-            }
-        }
-        Err(format!("{}: kept changing; report again", report.task))
     }
 }
 
@@ -331,45 +269,7 @@ impl Agent for AgentService {
     ) -> Result<Response<pb::ReportStatusResponse>, Status> {
         let req = req.into_inner();
         check_node_name(&req.node)?;
-        let retry = self.apply_batch(&req.node, &req.reports).await;
-        let results =
-            futures::future::join_all(retry.iter().map(|r| self.apply_report(&req.node, r))).await;
-        let errors = results.into_iter().filter_map(Result::err).collect();
+        let errors = self.status.report(&req.node, req.reports).await;
         Ok(Response::new(pb::ReportStatusResponse { errors }))
     }
-}
-
-/// The task's status after `reported`: Err when the node may not report it, Ok(None)
-/// when nothing changes (including any attempt to leave a terminal state).
-fn next_status(
-    node: &str,
-    report: &pb::TaskStatusReport,
-    task: &Task,
-    reported: &TaskStatus,
-) -> Result<Option<TaskStatus>, String> {
-    if task.spec.node.as_deref() != Some(node) {
-        return Err(format!("{}: not assigned to node {node}", report.task));
-    }
-    if !report.uid.is_empty() && task.metadata.uid.as_deref() != Some(report.uid.as_str()) {
-        return Err(format!(
-            "{}: report is for an older incarnation",
-            report.task
-        ));
-    }
-    let mut status = task.status.clone().unwrap_or_default();
-    if status.state.is_terminal() && status.state != reported.state {
-        return Ok(None);
-    }
-    if status.state != reported.state {
-        status.last_transition_time = Some(Utc::now());
-        if reported.state == TaskState::Running {
-            status.started_at = Some(Utc::now());
-        }
-    }
-    status.state = reported.state;
-    status.message = reported.message.clone();
-    status.exit_code = reported.exit_code;
-    status.container_id = reported.container_id.clone();
-    status.addresses = reported.addresses.clone();
-    Ok((task.status.as_ref() != Some(&status)).then_some(status))
 }

@@ -166,6 +166,11 @@ impl Dispatcher {
         )))
     }
 
+    /// The last JSON seen of a task bound to a node (with its resourceVersion).
+    pub fn task_json(&self, name: &str) -> Option<Arc<str>> {
+        self.lock().tasks.get(name).map(|(_, json)| json.clone())
+    }
+
     /// The node's current tasks as ADDED, then SYNCED, then every change.
     pub async fn subscribe(&self, node: &str) -> mpsc::Receiver<Assignment> {
         let mut synced = self.synced.subscribe();

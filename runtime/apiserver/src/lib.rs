@@ -12,12 +12,14 @@ pub mod client;
 mod dispatcher;
 mod listen;
 mod service;
+mod status_writer;
 mod watch;
 
 pub use agent::{AgentService, HeartbeatConfig};
 pub use dispatcher::Dispatcher;
 pub use listen::{serve, ListenConfig, ListenError, TlsFiles};
 pub use service::ApiService;
+pub use status_writer::StatusWriter;
 
 /// Generated protobuf and gRPC code.
 pub mod pb {

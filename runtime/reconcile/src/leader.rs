@@ -101,23 +101,44 @@ impl LeaderElection {
         }
     }
 
-    /// Keeps the lease alive; returns when it cannot be renewed within a third of the
-    /// TTL (so the leader stops before the lease can lapse) or `term` is cancelled.
+    /// Keeps the lease alive, renewing every third of the TTL; returns when `term` is
+    /// cancelled, the lease is gone, or no renewal has succeeded for two thirds of the
+    /// TTL (client-go's renew deadline): the leader stops a third of a TTL before the
+    /// lease can lapse, and one slow renewal under load is not a lost leadership.
     async fn renew(&self, lease: i64, term: CancellationToken) {
         let period = self.ttl / 3;
+        let mut renewed = tokio::time::Instant::now();
+        let mut pause = period;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(period) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = term.cancelled() => return,
             }
-            match tokio::time::timeout(period, self.store.keep_alive(lease)).await {
-                Ok(Ok(())) => {}
+            let deadline = renewed + period * 2;
+            // The lease runs a full TTL from when etcd processes the renewal, which is
+            // after it was sent: counting from the send keeps the deadline safe.
+            let sent = tokio::time::Instant::now();
+            let attempt = tokio::time::timeout_at(deadline, self.store.keep_alive(lease));
+            // After a failure, try again soon: the deadline is closer.
+            pause = period / 4;
+            match attempt.await {
+                Ok(Ok(())) => {
+                    renewed = sent;
+                    pause = period;
+                }
+                Ok(Err(StoreError::LeaseNotFound(_))) => {
+                    tracing::warn!("controller lease expired");
+                    return;
+                }
+                Ok(Err(e)) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "controller lease renewal failed; retrying");
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "controller lease renewal failed");
                     return;
                 }
                 Err(_) => {
-                    tracing::warn!("controller lease renewal timed out");
+                    tracing::warn!("controller lease not renewed within the renew deadline");
                     return;
                 }
             }

@@ -383,8 +383,18 @@ async fn batches(store: Arc<dyn Store>, p: String) {
             value: vec![3],
             lease: None,
         },
+        BatchOp::Update {
+            key: format!("{p}absent"),
+            value: vec![4],
+            expected: 5,
+            lease: None,
+        },
     ];
     let results = store.batch(ops).await.expect("batch");
+    assert!(
+        matches!(results[4], Err(StoreError::NotFound { .. })),
+        "{results:?}"
+    );
     assert!(results[0].is_ok(), "{results:?}");
     assert!(
         matches!(results[1], Err(StoreError::AlreadyExists { .. })),

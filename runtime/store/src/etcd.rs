@@ -39,6 +39,11 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 
 pub struct EtcdStore {
     client: Client,
+    /// Leases (leadership, node heartbeats) on a connection of their own: on a shared
+    /// HTTP/2 connection a keep-alive waits behind bulk traffic (watches that fall
+    /// behind hold the connection's flow-control window), and a late renewal costs a
+    /// leadership or a node.
+    leases: Client,
 }
 
 fn etcd_err(e: etcd_client::Error) -> StoreError {
@@ -90,15 +95,17 @@ impl EtcdStore {
         let options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
-        let mut client = Client::connect(endpoints, Some(options))
-            .await
-            .map_err(|e| {
-                StoreError::Unavailable(format!("etcd at {}: {e}", endpoints.join(",")))
-            })?;
-        client.status().await.map_err(|e| {
+        let unavailable = |e: etcd_client::Error| {
             StoreError::Unavailable(format!("etcd at {}: {e}", endpoints.join(",")))
-        })?;
-        Ok(EtcdStore { client })
+        };
+        let mut client = Client::connect(endpoints, Some(options.clone()))
+            .await
+            .map_err(unavailable)?;
+        client.status().await.map_err(unavailable)?;
+        let leases = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(unavailable)?;
+        Ok(EtcdStore { client, leases })
     }
 
     fn client(&self) -> Client {
@@ -208,27 +215,66 @@ impl Store for EtcdStore {
     }
 
     async fn batch(&self, ops: Vec<crate::BatchOp>) -> Result<Vec<Result<Revision>>> {
-        // One transaction (etcd allows 128 operations) when nothing conflicts...
-        if !ops.is_empty() && ops.len() <= MAX_TXN_OPS {
-            let (compares, puts): (Vec<Compare>, Vec<TxnOp>) = ops.iter().map(guarded_put).unzip();
-            match self
-                .client()
-                .txn(Txn::new().when(compares).and_then(puts))
-                .await
-            {
-                Ok(r) if r.succeeded() => {
-                    let revision = r.header().map(|h| h.revision()).unwrap_or(0);
-                    return Ok(ops.iter().map(|_| Ok(revision)).collect());
-                }
-                Ok(_) => {}
+        let mut out: Vec<Option<Result<Revision>>> = vec![None; ops.len()];
+        let mut todo: Vec<usize> = (0..ops.len()).collect();
+        // One transaction (etcd allows 128 operations). When a compare fails, the same
+        // round trip reads every key, so the ops that lost a race get their answer and
+        // the rest go again in a second transaction rather than one by one.
+        for _ in 0..2 {
+            if todo.is_empty() || todo.len() > MAX_TXN_OPS {
+                break;
+            }
+            let (compares, puts): (Vec<Compare>, Vec<TxnOp>) =
+                todo.iter().map(|&i| guarded_put(&ops[i])).unzip();
+            let reads: Vec<TxnOp> = todo
+                .iter()
+                .map(|&i| TxnOp::get(ops[i].key(), None))
+                .collect();
+            let txn = Txn::new().when(compares).and_then(puts).or_else(reads);
+            let resp = match self.client().txn(txn).await {
+                Ok(r) => r,
                 // A lease or size problem: the one-by-one path reports it per op.
                 Err(e) => {
-                    tracing::debug!(error = %e, "batch transaction failed; writing one by one")
+                    tracing::debug!(error = %e, "batch transaction failed; writing one by one");
+                    break;
+                }
+            };
+            if resp.succeeded() {
+                let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+                for i in todo.drain(..) {
+                    out[i] = Some(Ok(revision));
+                }
+                break;
+            }
+            let current: Vec<Option<Revision>> = resp
+                .op_responses()
+                .into_iter()
+                .map(|r| match r {
+                    etcd_client::TxnOpResponse::Get(g) => {
+                        g.kvs().first().map(|kv| kv.mod_revision())
+                    }
+                    _ => None,
+                })
+                .collect();
+            let mut again = Vec::new();
+            for (&i, current) in todo.iter().zip(current) {
+                match compare_fails(&ops[i], current) {
+                    Some(e) => out[i] = Some(Err(e)),
+                    None => again.push(i),
                 }
             }
+            todo = again;
         }
-        // ...otherwise one by one, concurrently, each with its own answer.
-        Ok(futures::future::join_all(ops.into_iter().map(|op| self.apply_op(op))).await)
+        // Whatever is left (a transaction error, or a second lost race) one by one.
+        let rest: Vec<crate::BatchOp> = todo.iter().map(|&i| ops[i].clone()).collect();
+        let results = futures::future::join_all(rest.into_iter().map(|op| self.apply_op(op))).await;
+        for (i, r) in todo.into_iter().zip(results) {
+            out[i] = Some(r);
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Backend("batch op not written".into()))))
+            .collect())
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision> {
@@ -303,7 +349,8 @@ impl Store for EtcdStore {
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
         let secs = ttl.as_secs().max(1) as i64;
         let resp = self
-            .client()
+            .leases
+            .clone()
             .lease_grant(secs, None)
             .await
             .map_err(etcd_err)?;
@@ -312,7 +359,8 @@ impl Store for EtcdStore {
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
         let (mut keeper, mut stream) = self
-            .client()
+            .leases
+            .clone()
             .lease_keep_alive(lease)
             .await
             .map_err(etcd_err)?;
@@ -331,7 +379,8 @@ impl Store for EtcdStore {
     }
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
-        self.client()
+        self.leases
+            .clone()
             .lease_revoke(lease)
             .await
             .map(|_| ())
@@ -379,6 +428,21 @@ fn guarded_put(op: &crate::BatchOp) -> (Compare, TxnOp) {
             Compare::mod_revision(key.as_str(), CompareOp::Equal, *expected),
             TxnOp::put(key.as_str(), value.clone(), put_options(*lease)),
         ),
+    }
+}
+
+/// Why `op`'s compare fails when its key is at `current` (None: absent); None when
+/// it holds.
+fn compare_fails(op: &crate::BatchOp, current: Option<Revision>) -> Option<StoreError> {
+    match (op, current) {
+        (crate::BatchOp::Create { .. }, None) => None,
+        (crate::BatchOp::Create { key, .. }, Some(_)) => {
+            Some(StoreError::AlreadyExists { key: key.clone() })
+        }
+        (crate::BatchOp::Update { expected, .. }, Some(c)) if c == *expected => None,
+        (crate::BatchOp::Update { key, expected, .. }, current) => {
+            Some(mismatch(key, *expected, current))
+        }
     }
 }
 

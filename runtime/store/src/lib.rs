@@ -86,6 +86,14 @@ pub enum BatchOp {
     },
 }
 
+impl BatchOp {
+    pub fn key(&self) -> &str {
+        match self {
+            BatchOp::Create { key, .. } | BatchOp::Update { key, .. } => key,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum StoreError {
     #[error("{key} already exists")]

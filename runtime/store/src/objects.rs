@@ -573,9 +573,12 @@ impl ObjectStore {
 
     /// As [`watch`](Self::watch), typed (what caches use).
     pub async fn watch_typed<R: Resource>(&self, from: Revision) -> Result<ObjectWatchStream<R>> {
-        self.watch_decoded(shoal_api::kind_of::<R>(), from, decode_typed, |o: &mut R, rv| {
-            o.metadata_mut().resource_version = Some(rv.to_string())
-        })
+        self.watch_decoded(
+            shoal_api::kind_of::<R>(),
+            from,
+            decode_typed,
+            |o: &mut R, rv| o.metadata_mut().resource_version = Some(rv.to_string()),
+        )
         .await
     }
 
