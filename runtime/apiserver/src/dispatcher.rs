@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use shoal_api::DynamicObject;
-use shoal_store::objects::{ChangeType, ObjectError};
-use shoal_store::{ObjectStore, StoreError};
+use shoal_store::objects::{kind_prefix, ObjectError};
+use shoal_store::{EventType, KeyValue, ObjectStore, Revision, StoreError};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -18,10 +17,13 @@ use crate::pb::Assignment;
 /// A slow agent is cut off (it reconnects and resyncs) rather than buffered forever.
 const SUBSCRIBER_BUFFER: usize = 4096;
 
+/// (node, task JSON as stored, its revision)
+type Placed = (String, Arc<str>, Revision);
+
 #[derive(Default)]
 struct State {
-    /// task name → (node, task JSON)
-    tasks: HashMap<String, (String, Arc<str>)>,
+    /// task name → where it is bound and what it is
+    tasks: HashMap<String, Placed>,
     by_node: HashMap<String, HashSet<String>>,
     subscribers: HashMap<String, Vec<mpsc::Sender<Assignment>>>,
 }
@@ -31,13 +33,25 @@ pub struct Dispatcher {
     synced: watch::Sender<bool>,
 }
 
-fn node_of(obj: &DynamicObject) -> Option<String> {
-    obj.body
-        .get("spec")
-        .and_then(|s| s.get("node"))
-        .and_then(|n| n.as_str())
-        .filter(|n| !n.is_empty())
-        .map(str::to_string)
+/// The one field the dispatcher needs, read without decoding the rest.
+#[derive(serde::Deserialize)]
+struct Bound {
+    #[serde(default)]
+    spec: BoundSpec,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct BoundSpec {
+    #[serde(default)]
+    node: Option<String>,
+}
+
+/// The node a stored task is bound to, and its JSON as stored (agents get it as is).
+fn placement(kv: &KeyValue) -> Option<(String, Arc<str>)> {
+    let bound: Bound = serde_json::from_slice(&kv.value).ok()?;
+    let node = bound.spec.node.filter(|n| !n.is_empty())?;
+    let json = std::str::from_utf8(&kv.value).ok()?;
+    Some((node, json.into()))
 }
 
 fn message(kind: &str, json: &Arc<str>) -> Assignment {
@@ -55,10 +69,10 @@ impl State {
     }
 
     /// Records the task's new placement (None: gone) and tells the nodes concerned.
-    fn apply(&mut self, name: &str, new: Option<(String, Arc<str>)>) {
+    fn apply(&mut self, name: &str, new: Option<Placed>) {
         let old = self.tasks.remove(name);
-        if let Some((old_node, old_json)) = &old {
-            let moved = new.as_ref().is_none_or(|(n, _)| n != old_node);
+        if let Some((old_node, old_json, _)) = &old {
+            let moved = new.as_ref().is_none_or(|(n, _, _)| n != old_node);
             if moved {
                 if let Some(set) = self.by_node.get_mut(old_node) {
                     set.remove(name);
@@ -66,9 +80,9 @@ impl State {
                 self.send(old_node, message("REMOVED", old_json));
             }
         }
-        if let Some((node, json)) = new {
+        if let Some((node, json, rev)) = new {
             let kind = match &old {
-                Some((old_node, _)) if *old_node == node => "MODIFIED",
+                Some((old_node, _, _)) if *old_node == node => "MODIFIED",
                 _ => "ADDED",
             };
             self.by_node
@@ -76,7 +90,7 @@ impl State {
                 .or_default()
                 .insert(name.to_string());
             self.send(&node, message(kind, &json));
-            self.tasks.insert(name.to_string(), (node, json));
+            self.tasks.insert(name.to_string(), (node, json, rev));
         }
     }
 }
@@ -116,15 +130,16 @@ impl Dispatcher {
     }
 
     async fn follow(&self, objects: &ObjectStore) -> Result<(), ObjectError> {
-        let kind = shoal_api::kind_of::<shoal_api::Task>();
-        let (items, revision) = objects.list(kind).await?;
+        let prefix = kind_prefix(shoal_api::kind_of::<shoal_api::Task>());
+        let store = objects.raw();
+        let list = store.list(&prefix).await?;
         {
             let mut state = self.lock();
-            let mut fresh: HashMap<String, (String, Arc<str>)> = HashMap::new();
-            for obj in &items {
-                if let Some(node) = node_of(obj) {
-                    let json: Arc<str> = serde_json::to_string(obj).unwrap_or_default().into();
-                    fresh.insert(obj.metadata.name.clone(), (node, json));
+            let mut fresh: HashMap<String, Placed> = HashMap::new();
+            for kv in &list.items {
+                if let Some((node, json)) = placement(kv) {
+                    let name = kv.key.trim_start_matches(&prefix).to_string();
+                    fresh.insert(name, (node, json, kv.mod_revision));
                 }
             }
             let gone: Vec<String> = state
@@ -140,35 +155,37 @@ impl Dispatcher {
                 let unchanged = state
                     .tasks
                     .get(&name)
-                    .is_some_and(|(n, j)| *n == placed.0 && *j == placed.1);
+                    .is_some_and(|(n, j, _)| *n == placed.0 && *j == placed.1);
                 if !unchanged {
                     state.apply(&name, Some(placed));
                 }
             }
         }
         self.synced.send_replace(true);
-        let mut changes = objects.watch(kind, revision + 1).await?;
+        // Deletions need only the name, so etcd is spared reading previous values.
+        let mut changes = store.watch_without_prev(&prefix, list.revision + 1).await?;
         while let Some(ev) = changes.next().await {
             let ev = ev?;
-            let name = ev.object.metadata.name.clone();
-            let placed = match ev.change {
-                ChangeType::Deleted => None,
-                _ => node_of(&ev.object).map(|node| {
-                    let json: Arc<str> =
-                        serde_json::to_string(&ev.object).unwrap_or_default().into();
-                    (node, json)
-                }),
+            let name = ev.kv.key.trim_start_matches(&prefix);
+            let placed = match ev.event_type {
+                EventType::Delete => None,
+                EventType::Put => {
+                    placement(&ev.kv).map(|(node, json)| (node, json, ev.kv.mod_revision))
+                }
             };
-            self.lock().apply(&name, placed);
+            self.lock().apply(name, placed);
         }
         Err(ObjectError::Store(StoreError::Unavailable(
             "task watch ended".into(),
         )))
     }
 
-    /// The last JSON seen of a task bound to a node (with its resourceVersion).
-    pub fn task_json(&self, name: &str) -> Option<Arc<str>> {
-        self.lock().tasks.get(name).map(|(_, json)| json.clone())
+    /// The last stored JSON seen of a task bound to a node, and its revision.
+    pub fn task_json(&self, name: &str) -> Option<(Arc<str>, Revision)> {
+        self.lock()
+            .tasks
+            .get(name)
+            .map(|(_, json, rev)| (json.clone(), *rev))
     }
 
     /// The node's current tasks as ADDED, then SYNCED, then every change.
@@ -183,7 +200,7 @@ impl Dispatcher {
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
         for name in names {
-            if let Some((_, json)) = state.tasks.get(&name) {
+            if let Some((_, json, _)) = state.tasks.get(&name) {
                 let _ = tx.try_send(message("ADDED", json));
             }
         }

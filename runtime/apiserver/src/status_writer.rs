@@ -104,11 +104,11 @@ impl Writer {
 
     /// The freshest copy we know: the watch cache, or what we wrote ourselves.
     fn cached(&mut self, name: &str) -> Option<Arc<Task>> {
-        let cached = self
-            .dispatcher
-            .task_json(name)
-            .and_then(|json| serde_json::from_str::<Task>(&json).ok())
-            .map(Arc::new);
+        let cached = self.dispatcher.task_json(name).and_then(|(json, rev)| {
+            let mut task = serde_json::from_str::<Task>(&json).ok()?;
+            task.metadata.resource_version = Some(rev.to_string());
+            Some(Arc::new(task))
+        });
         match (cached, self.recent.get(name)) {
             (Some(c), Some(r)) if revision(r) > revision(&c) => Some(r.clone()),
             (Some(c), Some(_)) => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use shoal_api::Resource;
-use shoal_store::objects::{ChangeType, ObjectError};
+use shoal_store::objects::{ObjectError, TypedChange};
 use shoal_store::{ObjectStore, StoreError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -193,25 +193,22 @@ impl<K: Resource> Reflector<K> {
         self.ready_tx.send_replace(true);
         let mut stream = self.objects.watch_typed::<K>(revision + 1).await?;
         while let Some(item) = stream.next().await {
-            let ev = match item {
-                Ok(ev) => ev,
-                Err(e @ ObjectError::Corrupt { .. }) => {
-                    tracing::warn!(kind = K::KIND, error = %e, "skipping unreadable object");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let k = Arc::new(ev.object);
-            let name = k.name().to_string();
-            match ev.change {
-                ChangeType::Deleted => {
-                    let old = write(&self.map).remove(&name);
-                    self.emit(Change::Deleted(old.unwrap_or(k)));
-                }
-                ChangeType::Added | ChangeType::Modified => {
-                    write(&self.map).insert(name, k.clone());
+            match item {
+                Ok(TypedChange::Applied(k, _)) => {
+                    let k = Arc::new(k);
+                    write(&self.map).insert(k.name().to_string(), k.clone());
                     self.emit(Change::Applied(k));
                 }
+                Ok(TypedChange::Deleted(name, _)) => {
+                    let old = write(&self.map).remove(&name);
+                    if let Some(old) = old {
+                        self.emit(Change::Deleted(old));
+                    }
+                }
+                Err(e @ ObjectError::Corrupt { .. }) => {
+                    tracing::warn!(kind = K::KIND, error = %e, "skipping unreadable object");
+                }
+                Err(e) => return Err(e),
             }
         }
         Err(ObjectError::Store(StoreError::Unavailable(

@@ -21,6 +21,9 @@ pub fn checks() -> Vec<(&'static str, Check)> {
             Box::pin(watch_history_then_live(s, p))
         }),
         ("watch_from_now", |s, p| Box::pin(watch_from_now(s, p))),
+        ("watch_without_prev_still_tells_what_changed", |s, p| {
+            Box::pin(watch_without_prev(s, p))
+        }),
         ("compaction_signals_relist", |s, p| {
             Box::pin(compaction(s, p))
         }),
@@ -224,6 +227,36 @@ async fn watch_from_now(store: Arc<dyn Store>, p: String) {
         .expect("create");
     let ev = next_event(&mut w).await;
     assert_eq!((ev.kv.key, ev.kv.mod_revision), (format!("{p}new"), r));
+}
+
+async fn watch_without_prev(store: Arc<dyn Store>, p: String) {
+    let k = format!("{p}k");
+    let mut w = store.watch_without_prev(&p, 0).await.expect("watch");
+    let r1 = store.create(&k, b"1".to_vec(), None).await.expect("create");
+    let r2 = store
+        .update(&k, b"2".to_vec(), r1, None)
+        .await
+        .expect("update");
+    let r3 = store.delete(&k, Some(r2)).await.expect("delete");
+    let created = next_event(&mut w).await;
+    assert_eq!(
+        (created.event_type, created.kv.version, created.kv.value),
+        (EventType::Put, 1, b"1".to_vec())
+    );
+    let updated = next_event(&mut w).await;
+    assert_eq!(
+        (
+            updated.event_type,
+            updated.kv.version,
+            updated.kv.mod_revision
+        ),
+        (EventType::Put, 2, r2)
+    );
+    let deleted = next_event(&mut w).await;
+    assert_eq!(
+        (deleted.event_type, deleted.kv.key, deleted.kv.mod_revision),
+        (EventType::Delete, k, r3)
+    );
 }
 
 async fn compaction(store: Arc<dyn Store>, p: String) {

@@ -112,6 +112,69 @@ impl EtcdStore {
         self.client.clone()
     }
 
+    async fn watch_prefix(&self, prefix: &str, from: Revision, prev: bool) -> Result<WatchStream> {
+        let mut options = WatchOptions::new().with_prefix();
+        if prev {
+            options = options.with_prev_key();
+        }
+        if from > 0 {
+            options = options.with_start_revision(from);
+        }
+        let mut stream = self
+            .client
+            .watch_client()
+            .max_decoding_message_size(MAX_RESPONSE)
+            .watch(prefix, Some(options))
+            .await
+            .map_err(etcd_err)?;
+        // The first response confirms creation or reports compaction.
+        let first = stream.message().await.map_err(etcd_err)?;
+        if let Some(r) = &first {
+            if r.compact_revision() > 0 || r.canceled() {
+                return Err(StoreError::Compacted {
+                    compact_revision: r.compact_revision(),
+                });
+            }
+        }
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut pending = first;
+            loop {
+                let resp = match pending.take() {
+                    Some(r) => r,
+                    None => match stream.message().await {
+                        Ok(Some(r)) => r,
+                        Ok(None) => {
+                            let _ = tx
+                                .send(Err(StoreError::Unavailable("etcd watch ended".into())))
+                                .await;
+                            return;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(etcd_err(e))).await;
+                            return;
+                        }
+                    },
+                };
+                if resp.compact_revision() > 0 {
+                    let _ = tx
+                        .send(Err(StoreError::Compacted {
+                            compact_revision: resp.compact_revision(),
+                        }))
+                        .await;
+                    return;
+                }
+                for ev in resp.events() {
+                    let converted = convert_event(ev);
+                    if tx.send(converted).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(ReceiverStream::new(rx).boxed())
+    }
+
     /// Runs `op` if `compare` holds. When it does not, the error carries the key's
     /// current mod_revision (None: the key does not exist), for the caller to name.
     async fn guarded(
@@ -287,63 +350,11 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
-        let mut options = WatchOptions::new().with_prefix().with_prev_key();
-        if from > 0 {
-            options = options.with_start_revision(from);
-        }
-        let mut stream = self
-            .client
-            .watch_client()
-            .max_decoding_message_size(MAX_RESPONSE)
-            .watch(prefix, Some(options))
-            .await
-            .map_err(etcd_err)?;
-        // The first response confirms creation or reports compaction.
-        let first = stream.message().await.map_err(etcd_err)?;
-        if let Some(r) = &first {
-            if r.compact_revision() > 0 || r.canceled() {
-                return Err(StoreError::Compacted {
-                    compact_revision: r.compact_revision(),
-                });
-            }
-        }
-        let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(async move {
-            let mut pending = first;
-            loop {
-                let resp = match pending.take() {
-                    Some(r) => r,
-                    None => match stream.message().await {
-                        Ok(Some(r)) => r,
-                        Ok(None) => {
-                            let _ = tx
-                                .send(Err(StoreError::Unavailable("etcd watch ended".into())))
-                                .await;
-                            return;
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(etcd_err(e))).await;
-                            return;
-                        }
-                    },
-                };
-                if resp.compact_revision() > 0 {
-                    let _ = tx
-                        .send(Err(StoreError::Compacted {
-                            compact_revision: resp.compact_revision(),
-                        }))
-                        .await;
-                    return;
-                }
-                for ev in resp.events() {
-                    let converted = convert_event(ev);
-                    if tx.send(converted).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(ReceiverStream::new(rx).boxed())
+        self.watch_prefix(prefix, from, true).await
+    }
+
+    async fn watch_without_prev(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
+        self.watch_prefix(prefix, from, false).await
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {

@@ -161,6 +161,13 @@ pub trait Store: Send + Sync + 'static {
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision>;
     /// Changes under `prefix` from revision `from` on (0: from now).
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream>;
+    /// As [`watch`](Self::watch), but events may come without `prev` where that saves
+    /// the backend work (etcd reads the previous value of every event for every
+    /// watcher that asks): a put is new when `kv.version == 1`, and a delete names
+    /// only its key. For caches, which hold the previous values themselves.
+    async fn watch_without_prev(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
+        self.watch(prefix, from).await
+    }
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId>;
     async fn keep_alive(&self, lease: LeaseId) -> Result<()>;
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()>;

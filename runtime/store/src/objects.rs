@@ -83,15 +83,25 @@ pub enum ChangeType {
     Deleted,
 }
 
-/// One change; `T` is `DynamicObject`, or a typed kind from [`ObjectStore::watch_typed`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct ObjectWatchEvent<T = DynamicObject> {
+pub struct ObjectWatchEvent {
     pub change: ChangeType,
-    pub object: T,
+    pub object: DynamicObject,
     pub revision: Revision,
 }
 
-pub type ObjectWatchStream<T = DynamicObject> = BoxStream<'static, Result<ObjectWatchEvent<T>>>;
+pub type ObjectWatchStream = BoxStream<'static, Result<ObjectWatchEvent>>;
+
+/// One change from [`ObjectStore::watch_typed`], at its revision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TypedChange<R> {
+    /// Created or changed: the object as it is now.
+    Applied(R, Revision),
+    /// Deleted: its name.
+    Deleted(String, Revision),
+}
+
+pub type TypedWatchStream<R> = BoxStream<'static, Result<TypedChange<R>>>;
 
 /// The object layer. Cheap to clone.
 #[derive(Clone)]
@@ -563,36 +573,12 @@ impl ObjectStore {
         )))
     }
 
-    /// Changes to objects of `kind` from revision `from` (0: from now).
+    /// Changes to objects of `kind` from revision `from` (0: from now). A deleted
+    /// object carries its last value with the deletion's revision.
     pub async fn watch(&self, kind: &KindDesc, from: Revision) -> Result<ObjectWatchStream> {
-        self.watch_decoded(kind, from, decode, |o, rv| {
-            o.metadata.resource_version = Some(rv.to_string())
-        })
-        .await
-    }
-
-    /// As [`watch`](Self::watch), typed (what caches use).
-    pub async fn watch_typed<R: Resource>(&self, from: Revision) -> Result<ObjectWatchStream<R>> {
-        self.watch_decoded(
-            shoal_api::kind_of::<R>(),
-            from,
-            decode_typed,
-            |o: &mut R, rv| o.metadata_mut().resource_version = Some(rv.to_string()),
-        )
-        .await
-    }
-
-    /// A deleted object carries its last value with the deletion's revision.
-    async fn watch_decoded<T: Send + 'static>(
-        &self,
-        kind: &KindDesc,
-        from: Revision,
-        decode: fn(&KeyValue) -> Result<T>,
-        set_revision: fn(&mut T, Revision),
-    ) -> Result<ObjectWatchStream<T>> {
         let stream = self.store.watch(&kind_prefix(kind), from).await?;
         Ok(stream
-            .map(move |item| {
+            .map(|item| {
                 let ev = item?;
                 let revision = ev.revision();
                 let (change, kv) = match (ev.event_type, ev.prev) {
@@ -608,12 +594,33 @@ impl ObjectStore {
                 };
                 let mut object = decode(&kv)?;
                 if change == ChangeType::Deleted {
-                    set_revision(&mut object, revision);
+                    object.metadata.resource_version = Some(revision.to_string());
                 }
                 Ok(ObjectWatchEvent {
                     change,
                     object,
                     revision,
+                })
+            })
+            .boxed())
+    }
+
+    /// Changes to objects of `R`'s kind, typed, for caches: a deletion names only the
+    /// object (the cache holds its last value), which spares etcd reading the previous
+    /// value of every event.
+    pub async fn watch_typed<R: Resource>(&self, from: Revision) -> Result<TypedWatchStream<R>> {
+        let prefix = kind_prefix(shoal_api::kind_of::<R>());
+        let stream = self.store.watch_without_prev(&prefix, from).await?;
+        Ok(stream
+            .map(move |item| {
+                let ev = item?;
+                let revision = ev.revision();
+                Ok(match ev.event_type {
+                    EventType::Put => TypedChange::Applied(decode_typed(&ev.kv)?, revision),
+                    EventType::Delete => {
+                        let name = ev.kv.key.strip_prefix(&prefix).unwrap_or(&ev.kv.key);
+                        TypedChange::Deleted(name.to_string(), revision)
+                    }
                 })
             })
             .boxed())
