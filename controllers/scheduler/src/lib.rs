@@ -17,18 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::StreamExt;
-use shoal_api::{DesiredState, DynamicObject, Node, Resource, Task, TaskState};
+use shoal_api::{DesiredState, Node, Resource, Task, TaskState};
 use shoal_reconcile::{CancellationToken, EventRecorder, Informers, Reader};
 use shoal_store::objects::ObjectError;
 use shoal_store::ObjectStore;
 use tokio::sync::Notify;
 
 pub use placement::{place, place_all, NodeInfo, Placement};
-
-/// Bindings per store batch, and batches in flight.
-const BATCH: usize = 100;
-const WRITE_CONCURRENCY: usize = 8;
 
 fn needs_binding(t: &Task) -> bool {
     t.spec.node.is_none()
@@ -54,13 +49,12 @@ pub async fn run(informers: Informers, shutdown: CancellationToken) {
     let events = EventRecorder::new(objects.clone(), "scheduler");
     let mut warned: HashMap<String, String> = HashMap::new();
     while !shutdown.is_cancelled() {
-        let started = tokio::time::Instant::now();
-        let bound = round(&objects, &task_reader, &node_reader, &events, &mut warned).await;
-        // A round costs O(tasks + pending × nodes); while tasks stream in, let them
-        // pile up for as long as the last round took rather than re-running per batch.
-        let settle = started
-            .elapsed()
-            .clamp(Duration::from_millis(20), Duration::from_millis(500));
+        let (bound, planning) =
+            round(&objects, &task_reader, &node_reader, &events, &mut warned).await;
+        // Planning a round costs O(tasks + pending × log nodes) of CPU; while tasks
+        // stream in, let them pile up for as long as that took rather than re-planning
+        // per batch. (Waiting on the store's writes costs no CPU and does not count.)
+        let settle = planning.clamp(Duration::from_millis(20), Duration::from_millis(500));
         if bound > 0 {
             tokio::time::sleep(settle).await;
             continue; // More may have arrived while writing.
@@ -76,14 +70,15 @@ pub async fn run(informers: Informers, shutdown: CancellationToken) {
     }
 }
 
-/// One scheduling round; returns how many tasks were bound.
+/// One scheduling round; returns how many tasks were bound and how long planning took.
 async fn round(
     objects: &ObjectStore,
     tasks: &Reader<Task>,
     nodes: &Reader<Node>,
     events: &EventRecorder,
     warned: &mut HashMap<String, String>,
-) -> usize {
+) -> (usize, Duration) {
+    let started = tokio::time::Instant::now();
     let all_tasks = tasks.list();
     let mut pending: Vec<Arc<Task>> = all_tasks
         .iter()
@@ -92,7 +87,7 @@ async fn round(
         .collect();
     if pending.is_empty() {
         warned.clear();
-        return 0;
+        return (0, started.elapsed());
     }
     pending.sort_by(|a, b| {
         (a.metadata.creation_timestamp, &a.metadata.name)
@@ -112,6 +107,7 @@ async fn round(
         }
     }
     drop(_enter);
+    let planning = started.elapsed();
     let bound = bind_all(objects, binds).await;
     for (task, reason) in unschedulable {
         let message = format!("no suitable node: {reason}");
@@ -126,17 +122,17 @@ async fn round(
                 .await;
         }
     }
-    tracing::debug!(bound, "scheduling round done");
-    bound
+    tracing::debug!(bound, ?planning, "scheduling round done");
+    (bound, planning)
 }
 
 /// Writes bindings in store batches (one etcd transaction per 100 when none
 /// conflicts), several batches in flight. Returns how many landed.
 async fn bind_all(objects: &ObjectStore, binds: Vec<(Arc<Task>, String)>) -> usize {
     let now = Utc::now();
-    let objs: Vec<DynamicObject> = binds
+    let tasks: Vec<Task> = binds
         .into_iter()
-        .filter_map(|(task, node)| {
+        .map(|(task, node)| {
             let mut t = (*task).clone();
             t.spec.node = Some(node);
             let mut status = t.status.take().unwrap_or_default();
@@ -144,18 +140,11 @@ async fn bind_all(objects: &ObjectStore, binds: Vec<(Arc<Task>, String)>) -> usi
             status.message = String::new();
             status.last_transition_time = Some(now);
             t.status = Some(status);
-            DynamicObject::from_typed(&t).ok()
+            t
         })
         .collect();
-    let chunks: Vec<Vec<DynamicObject>> =
-        objs.chunks(BATCH).map(<[DynamicObject]>::to_vec).collect();
-    let results: Vec<Vec<Result<DynamicObject, ObjectError>>> = futures::stream::iter(chunks)
-        .map(|chunk| objects.put_many(chunk, true))
-        .buffer_unordered(WRITE_CONCURRENCY)
-        .collect()
-        .await;
     let mut bound = 0;
-    for r in results.into_iter().flatten() {
+    for r in objects.put_many(tasks, true).await {
         match r {
             Ok(_) => bound += 1,
             // A stale cache entry: the next round sees the fresh task.

@@ -314,12 +314,7 @@ async fn execute(svc: &Service, ctx: &Context, plan: Plan) -> Result<Action, Ser
     })
     .await?;
     if !archive_failed && !plan.creates.is_empty() {
-        let objs = plan
-            .creates
-            .iter()
-            .map(|t| DynamicObject::from_typed(t).map_err(|e| ObjectError::Invalid(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
-        for r in objects.create_many(objs).await {
+        for r in objects.create_many(plan.creates.clone()).await {
             match r {
                 Ok(_) | Err(ObjectError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),

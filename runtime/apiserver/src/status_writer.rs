@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::Utc;
-use shoal_api::{DynamicObject, Task, TaskState, TaskStatus};
+use shoal_api::{Task, TaskState, TaskStatus};
 use shoal_store::objects::ObjectError;
 use shoal_store::ObjectStore;
 use tokio::sync::{mpsc, oneshot};
@@ -166,30 +166,22 @@ impl Writer {
                 writes.push((task, folded));
             }
         }
-        let objs: Vec<DynamicObject> = writes
-            .iter()
-            .filter_map(|(t, _)| DynamicObject::from_typed(t).ok())
-            .collect();
-        if objs.len() == writes.len() {
-            let results = self.objects.put_many(objs, false).await;
-            for ((mut task, items), r) in writes.into_iter().zip(results) {
-                match r {
-                    Ok(written) => {
-                        task.metadata.resource_version = written.metadata.resource_version;
-                        if self.recent.len() >= RECENT_MAX {
-                            self.recent.clear();
-                        }
-                        self.recent
-                            .insert(task.metadata.name.clone(), Arc::new(task));
-                        for item in items {
-                            let _ = item.done.send(Ok(()));
-                        }
+        let (tasks, waiting): (Vec<Task>, Vec<Vec<Item>>) = writes.into_iter().unzip();
+        let results = self.objects.put_many(tasks, false).await;
+        for (items, r) in waiting.into_iter().zip(results) {
+            match r {
+                Ok(written) => {
+                    if self.recent.len() >= RECENT_MAX {
+                        self.recent.clear();
                     }
-                    Err(_) => careful.extend(items),
+                    self.recent
+                        .insert(written.metadata.name.clone(), Arc::new(written));
+                    for item in items {
+                        let _ = item.done.send(Ok(()));
+                    }
                 }
+                Err(_) => careful.extend(items),
             }
-        } else {
-            careful.extend(writes.into_iter().flat_map(|(_, items)| items));
         }
         // One task's reports in the order they came; different tasks at once.
         let mut per_task: HashMap<String, Vec<Item>> = HashMap::new();

@@ -158,6 +158,23 @@ fn encode(obj: &DynamicObject) -> Result<Vec<u8>> {
     serde_json::to_vec(&stored).map_err(|e| ObjectError::Invalid(e.to_string()))
 }
 
+/// A typed object as stored: without `resourceVersion` (the store's revision is).
+fn encode_typed<R: Resource>(obj: &mut R) -> Result<Vec<u8>> {
+    let rv = obj.metadata_mut().resource_version.take();
+    let bytes = serde_json::to_vec(obj).map_err(|e| ObjectError::Invalid(e.to_string()));
+    obj.metadata_mut().resource_version = rv;
+    bytes
+}
+
+/// What a batch op is swapped for once it has been handed to the store.
+fn placeholder() -> crate::BatchOp {
+    crate::BatchOp::Create {
+        key: String::new(),
+        value: Vec::new(),
+        lease: None,
+    }
+}
+
 fn parse_rv(obj: &DynamicObject) -> Result<Option<Revision>> {
     match &obj.metadata.resource_version {
         None => Ok(None),
@@ -306,16 +323,15 @@ impl ObjectStore {
 
     /// Creates many objects (as `create` does), in batches the store can group into
     /// one transaction. Each gets its own outcome.
-    pub async fn create_many(&self, objs: Vec<DynamicObject>) -> Vec<Result<DynamicObject>> {
+    pub async fn create_many<R: Resource>(&self, objs: Vec<R>) -> Vec<Result<R>> {
+        let kind = shoal_api::kind_of::<R>();
         let mut prepared = Vec::with_capacity(objs.len());
         for mut obj in objs {
-            stamp_new(&mut obj.metadata);
-            let op = desc_of(&obj).and_then(|kind| {
-                Ok(crate::BatchOp::Create {
-                    key: object_key(kind, obj.name()),
-                    value: encode(&obj)?,
-                    lease: None,
-                })
+            stamp_new(obj.metadata_mut());
+            let op = encode_typed(&mut obj).map(|value| crate::BatchOp::Create {
+                key: object_key(kind, obj.name()),
+                value,
+                lease: None,
             });
             prepared.push((obj, op));
         }
@@ -325,26 +341,25 @@ impl ObjectStore {
     /// Writes many objects exactly as given, each at its `resourceVersion`, without
     /// reading first: for controllers holding a fresh copy that change spec and status
     /// together (the scheduler binding tasks). `spec_changed` bumps the generation.
-    pub async fn put_many(
-        &self,
-        objs: Vec<DynamicObject>,
-        spec_changed: bool,
-    ) -> Vec<Result<DynamicObject>> {
+    pub async fn put_many<R: Resource>(&self, objs: Vec<R>, spec_changed: bool) -> Vec<Result<R>> {
+        let kind = shoal_api::kind_of::<R>();
         let mut prepared = Vec::with_capacity(objs.len());
         for mut obj in objs {
+            let meta = obj.metadata_mut();
             if spec_changed {
-                obj.metadata.generation = Some(obj.metadata.generation.unwrap_or(0) + 1);
+                meta.generation = Some(meta.generation.unwrap_or(0) + 1);
             }
-            let op = desc_of(&obj).and_then(|kind| {
-                let expected = parse_rv(&obj)?.ok_or_else(|| {
-                    ObjectError::Invalid(format!(
-                        "{}: put needs a resourceVersion",
-                        obj.reference()
-                    ))
-                })?;
+            let expected = meta.revision().ok_or_else(|| {
+                ObjectError::Invalid(format!(
+                    "{}/{}: put needs a resourceVersion",
+                    R::KIND,
+                    meta.name
+                ))
+            });
+            let op = expected.and_then(|expected| {
                 Ok(crate::BatchOp::Update {
                     key: object_key(kind, obj.name()),
-                    value: encode(&obj)?,
+                    value: encode_typed(&mut obj)?,
                     expected,
                     lease: None,
                 })
@@ -354,13 +369,13 @@ impl ObjectStore {
         self.run_batch(prepared).await
     }
 
-    async fn run_batch(
+    async fn run_batch<R: Resource>(
         &self,
-        prepared: Vec<(DynamicObject, Result<crate::BatchOp>)>,
-    ) -> Vec<Result<DynamicObject>> {
+        prepared: Vec<(R, Result<crate::BatchOp>)>,
+    ) -> Vec<Result<R>> {
         const CHUNK: usize = 100;
-        let mut out: Vec<Result<DynamicObject>> = Vec::with_capacity(prepared.len());
-        let mut pending: Vec<(usize, DynamicObject, crate::BatchOp)> = Vec::new();
+        let mut out: Vec<Result<R>> = Vec::with_capacity(prepared.len());
+        let mut pending: Vec<(usize, R, crate::BatchOp)> = Vec::new();
         for (obj, op) in prepared {
             match op {
                 Ok(op) => {
@@ -371,14 +386,19 @@ impl ObjectStore {
             }
         }
         // Several batches in flight: etcd pipelines them, the embedded writer groups them.
-        let chunks: Vec<Vec<(usize, DynamicObject, crate::BatchOp)>> =
-            pending.chunks(CHUNK).map(<[_]>::to_vec).collect();
+        let mut chunks: Vec<Vec<(usize, R, crate::BatchOp)>> = Vec::new();
+        let mut rest = pending.into_iter().peekable();
+        while rest.peek().is_some() {
+            chunks.push(rest.by_ref().take(CHUNK).collect());
+        }
         let results: Vec<_> = futures::stream::iter(chunks)
-            .map(|chunk| {
+            .map(|mut chunk| {
                 let store = self.store.clone();
                 async move {
-                    let ops: Vec<crate::BatchOp> =
-                        chunk.iter().map(|(_, _, op)| op.clone()).collect();
+                    let ops: Vec<crate::BatchOp> = chunk
+                        .iter_mut()
+                        .map(|(_, _, op)| std::mem::replace(op, placeholder()))
+                        .collect();
                     let result = store.batch(ops).await;
                     (chunk, result)
                 }
@@ -389,14 +409,13 @@ impl ObjectStore {
         for (chunk, result) in results {
             match result {
                 Ok(results) => {
-                    for ((i, obj, _), r) in chunk.iter().zip(results) {
-                        out[*i] = match r {
+                    for ((i, mut obj, _), r) in chunk.into_iter().zip(results) {
+                        out[i] = match r {
                             Ok(rev) => {
-                                let mut obj = obj.clone();
-                                obj.metadata.resource_version = Some(rev.to_string());
+                                obj.metadata_mut().resource_version = Some(rev.to_string());
                                 Ok(obj)
                             }
-                            Err(e) => Err(self.map_err(e, &obj.kind, &obj.metadata.name)),
+                            Err(e) => Err(self.map_err(e, R::KIND, obj.name())),
                         };
                     }
                 }
