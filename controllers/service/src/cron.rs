@@ -126,7 +126,7 @@ pub fn plan_runs(view: &View, idx: &Index, plan: &mut Plan) -> Vec<Slot> {
             .flatten()
             .filter(|t| label(t, RUN) == Some(r.as_str()))
         {
-            plan.deletes.push(t.clone());
+            plan.deletes.push(Arc::clone(t));
         }
     }
 

@@ -114,7 +114,7 @@ fn status(view: &View, idx: &plan::Index, wanted: &[plan::Slot], plan: &mut Plan
             .iter()
             .filter(|s| {
                 idx.live
-                    .get(&s.name)
+                    .get(s.name.as_str())
                     .is_none_or(|t| !plan::state(t).is_terminal())
             })
             .count() as u32,

@@ -95,20 +95,22 @@ pub fn healthy(t: &Task, monitor: Duration, now: Timestamp) -> bool {
         && since(now, t.status.as_ref().and_then(|s| s.started_at)) >= monitor
 }
 
-pub struct Index {
-    pub live: HashMap<String, Arc<Task>>,
-    pub by_slot: HashMap<String, Vec<Arc<Task>>>,
+/// The tasks of one service by live name and by slot; keys borrow from the tasks, as
+/// a pass over a large service builds this for every task.
+pub struct Index<'a> {
+    pub live: HashMap<&'a str, &'a Arc<Task>>,
+    pub by_slot: HashMap<&'a str, Vec<&'a Arc<Task>>>,
 }
 
-pub fn index(tasks: &[Arc<Task>]) -> Index {
-    let mut live = HashMap::new();
-    let mut by_slot: HashMap<String, Vec<Arc<Task>>> = HashMap::new();
+pub fn index(tasks: &[Arc<Task>]) -> Index<'_> {
+    let mut live = HashMap::with_capacity(tasks.len());
+    let mut by_slot: HashMap<&str, Vec<&Arc<Task>>> = HashMap::with_capacity(tasks.len());
     for t in tasks {
         if !is_history(t) {
-            live.insert(t.metadata.name.clone(), t.clone());
+            live.insert(t.metadata.name.as_str(), t);
         }
         if let Some(slot) = label(t, SLOT) {
-            by_slot.entry(slot.to_string()).or_default().push(t.clone());
+            by_slot.entry(slot).or_default().push(t);
         }
     }
     Index { live, by_slot }
@@ -184,7 +186,7 @@ pub fn plan_slots(view: &View, idx: &Index, wanted: &[Slot], rules: &SlotRules, 
         }
         if state(t).is_terminal() || (t.spec.node.is_none() && state(t) == TaskState::Pending) {
             if !(rules.run_to_completion && state(t) == TaskState::Complete) {
-                plan.deletes.push(t.clone());
+                plan.deletes.push(Arc::clone(t));
                 if let Some(slot) = label(t, SLOT) {
                     for h in idx
                         .by_slot
@@ -193,7 +195,7 @@ pub fn plan_slots(view: &View, idx: &Index, wanted: &[Slot], rules: &SlotRules, 
                         .flatten()
                         .filter(|h| is_history(h))
                     {
-                        plan.deletes.push(h.clone());
+                        plan.deletes.push(Arc::clone(h));
                     }
                 }
             }
@@ -203,9 +205,15 @@ pub fn plan_slots(view: &View, idx: &Index, wanted: &[Slot], rules: &SlotRules, 
     }
 
     for slot in wanted {
-        let history: Vec<&Arc<Task>> = idx.by_slot.get(&slot.key).into_iter().flatten().collect();
+        let history: Vec<&Arc<Task>> = idx
+            .by_slot
+            .get(slot.key.as_str())
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
         let create = |plan: &mut Plan| plan.creates.push(next_task(svc, idx, slot));
-        let Some(t) = idx.live.get(&slot.name) else {
+        let Some(t) = idx.live.get(slot.name.as_str()) else {
             if rules.parallelism.is_none_or(|p| unfinished < p) {
                 unfinished += 1;
                 create(plan);
@@ -216,7 +224,7 @@ pub fn plan_slots(view: &View, idx: &Index, wanted: &[Slot], rules: &SlotRules, 
         if t.spec.desired_state == DesiredState::Shutdown {
             // We asked it to stop (update, drain); once it has, replace it.
             if st.is_terminal() || t.spec.node.is_none() {
-                plan.archives.push(t.clone());
+                plan.archives.push(Arc::clone(t));
                 create(plan);
             }
             continue;
@@ -303,7 +311,7 @@ pub fn plan_slots(view: &View, idx: &Index, wanted: &[Slot], rules: &SlotRules, 
                 ),
             );
         }
-        plan.archives.push(t.clone());
+        plan.archives.push(Arc::clone(t));
         create(plan);
     }
 
@@ -312,6 +320,7 @@ pub fn plan_slots(view: &View, idx: &Index, wanted: &[Slot], rules: &SlotRules, 
         let mut hist: Vec<&Arc<Task>> = tasks
             .iter()
             .filter(|t| is_history(t) && state(t).is_terminal())
+            .copied()
             .collect();
         if hist.len() > HISTORY_PER_SLOT {
             hist.sort_by_key(|t| attempt_of(t));
@@ -325,7 +334,7 @@ pub fn plan_slots(view: &View, idx: &Index, wanted: &[Slot], rules: &SlotRules, 
 pub fn next_task(svc: &Service, idx: &Index, slot: &Slot) -> Task {
     let attempt = idx
         .by_slot
-        .get(&slot.key)
+        .get(slot.key.as_str())
         .into_iter()
         .flatten()
         .map(|t| attempt_of(t))
@@ -383,7 +392,7 @@ pub fn counts(idx: &Index, wanted: &[Slot], spec: &ServiceSpec) -> (u32, u32, u3
     let current = template_hash(spec);
     let (mut running, mut updated, mut succeeded) = (0, 0, 0);
     for slot in wanted {
-        if let Some(t) = idx.live.get(&slot.name) {
+        if let Some(t) = idx.live.get(slot.name.as_str()) {
             match state(t) {
                 TaskState::Running => {
                     running += 1;

@@ -85,7 +85,7 @@ pub fn plan_update(view: &View, idx: &Index, wanted: &[Slot], plan: &mut Plan) {
         let replacement = wanted
             .iter()
             .find(|s| s.key == slot)
-            .and_then(|s| idx.live.get(&s.name));
+            .and_then(|s| idx.live.get(s.name.as_str()));
         let done =
             replacement.is_none_or(|r| healthy(r, monitor, view.now) || state(r).is_terminal());
         if done {
@@ -97,7 +97,7 @@ pub fn plan_update(view: &View, idx: &Index, wanted: &[Slot], plan: &mut Plan) {
 
     let mut outdated: Vec<(&Slot, &Arc<Task>)> = Vec::new();
     for slot in wanted {
-        let Some(t) = idx.live.get(&slot.name) else {
+        let Some(t) = idx.live.get(slot.name.as_str()) else {
             in_flight += 1; // being created
             continue;
         };
@@ -148,6 +148,7 @@ pub fn plan_update(view: &View, idx: &Index, wanted: &[Slot], plan: &mut Plan) {
                     .creation_timestamp
                     .is_some_and(|c| c >= started_at)
         })
+        .copied()
         .collect();
     let failed = new_tasks
         .iter()
