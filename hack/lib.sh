@@ -8,6 +8,10 @@ ensure_packages() {
     command -v protoc >/dev/null || missing+=(protobuf-compiler)
     command -v runc >/dev/null || missing+=(runc)
     command -v openssl >/dev/null || missing+=(openssl)
+    # Images: a real registry, a client to fill it, and the test image's busybox.
+    command -v docker-registry >/dev/null || missing+=(docker-registry)
+    command -v skopeo >/dev/null || missing+=(skopeo)
+    [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "hack: installing ${missing[*]}" >&2
         local sudo=""

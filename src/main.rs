@@ -65,6 +65,8 @@ enum Command {
     Node(cmd::node::Command),
     /// Run simulated nodes through the real agent API.
     Sim(cmd::sim::Args),
+    /// Pull, import, list and remove images in this node's store.
+    Image(cmd::image::Args),
     /// Show client and server versions, the store and the controller leader.
     Version,
     /// Print a shell completion script.
@@ -118,6 +120,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::Rollout(c) => cmd::rollout::run(&ctx, c).await,
         Command::Node(c) => cmd::node::run(&ctx, c).await,
         Command::Sim(a) => cmd::sim::run(&ctx, a).await,
+        Command::Image(a) => cmd::image::run(&ctx, a).await,
         Command::Version => cmd::version(&ctx).await,
         Command::Completion { shell } => {
             use clap::CommandFactory;

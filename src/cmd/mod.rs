@@ -6,6 +6,7 @@ pub mod describe;
 pub mod diff;
 pub mod events;
 pub mod get;
+pub mod image;
 pub mod modify;
 pub mod node;
 pub mod rollout;

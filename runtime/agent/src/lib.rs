@@ -7,6 +7,7 @@
 //! another executor.
 
 pub mod glob;
+pub mod image;
 pub mod session;
 pub mod sim;
 

@@ -113,3 +113,102 @@ impl Drop for Etcd {
         let _ = self.child.wait();
     }
 }
+
+/// A real registry (Debian's docker-registry, distribution v2) on loopback holding the
+/// test image that `hack/build-test-image.sh` builds, stopped on drop.
+pub struct Registry {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// The workspace root (testkit lives in `tests/testkit`).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+impl Registry {
+    /// Starts `docker-registry` and pushes the test image to it as
+    /// `shoal-test/busybox:1` (with skopeo). Panics with a clear message when a tool is
+    /// missing: `hack/test.sh` installs docker-registry, skopeo and busybox-static.
+    pub fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("registry config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start docker-registry ({e}); run hack/test.sh, which installs it")
+            });
+        let registry = Registry { child, port, dir };
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        assert!(
+            wait_for_port(addr, Duration::from_secs(20)),
+            "docker-registry did not start"
+        );
+        let layout = registry.oci_layout();
+        let out = Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:1", layout.display()))
+            .arg(format!("docker://{}", registry.image()))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run skopeo ({e}); run hack/test.sh"));
+        assert!(
+            out.status.success(),
+            "skopeo copy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        registry
+    }
+
+    /// The test image as an OCI layout directory (built once per registry).
+    pub fn oci_layout(&self) -> std::path::PathBuf {
+        let layout = self.dir.path().join("layout");
+        if !layout.join("index.json").is_file() {
+            let out = Command::new("bash")
+                .arg(workspace_root().join("hack/build-test-image.sh"))
+                .arg(&layout)
+                .output()
+                .expect("run hack/build-test-image.sh");
+            assert!(
+                out.status.success(),
+                "hack/build-test-image.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        layout
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The test image's reference in this registry.
+    pub fn image(&self) -> String {
+        format!("{}/shoal-test/busybox:1", self.address())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
