@@ -6,6 +6,7 @@
 //! nodes, so hundreds of nodes fit on one small machine; the container runtime will be
 //! another executor.
 
+pub mod container;
 pub mod glob;
 pub mod image;
 pub mod session;

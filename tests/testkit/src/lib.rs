@@ -181,16 +181,7 @@ impl Registry {
     pub fn oci_layout(&self) -> std::path::PathBuf {
         let layout = self.dir.path().join("layout");
         if !layout.join("index.json").is_file() {
-            let out = Command::new("bash")
-                .arg(workspace_root().join("hack/build-test-image.sh"))
-                .arg(&layout)
-                .output()
-                .expect("run hack/build-test-image.sh");
-            assert!(
-                out.status.success(),
-                "hack/build-test-image.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            build_test_image(&layout);
         }
         layout
     }
@@ -211,4 +202,19 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Builds the test image (busybox-static, tag `1`) as an OCI layout in `dest`, with
+/// `hack/build-test-image.sh`.
+pub fn build_test_image(dest: &std::path::Path) {
+    let out = Command::new("bash")
+        .arg(workspace_root().join("hack/build-test-image.sh"))
+        .arg(dest)
+        .output()
+        .expect("run hack/build-test-image.sh");
+    assert!(
+        out.status.success(),
+        "hack/build-test-image.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
