@@ -95,11 +95,13 @@ fn a_task_whose_owner_was_recreated_is_collected() {
     let server = Server::embedded(data.path());
     let svc = "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: api}\nspec: {image: x}\n";
     ok(server.shoal_stdin(&["apply", "-f", "-"], svc));
-    let task = "apiVersion: shoal.dev/v1\nkind: Task\nmetadata:\n  name: api.1\n  \
+    // Not a slot name of the service (`api.1`): the service controller would make that
+    // one again, rightly, once the collector removed it.
+    let task = "apiVersion: shoal.dev/v1\nkind: Task\nmetadata:\n  name: api-extra\n  \
                 ownerReferences: [{kind: Service, name: api, uid: not-the-real-uid}]\nspec: {image: x}\n";
     ok(server.shoal_stdin(&["apply", "-f", "-"], task));
     let gone = eventually(Duration::from_secs(20), || {
-        (!server.shoal(&["get", "task", "api.1"]).status.success()).then_some(())
+        (!server.shoal(&["get", "task", "api-extra"]).status.success()).then_some(())
     });
     assert!(
         gone.is_some(),
