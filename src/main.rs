@@ -67,6 +67,11 @@ enum Command {
     Sim(cmd::sim::Args),
     /// Pull, import, list and remove images in this node's store.
     Image(cmd::image::Args),
+    /// Run the node agent: this machine's tasks as containers.
+    Agent(cmd::agent::Args),
+    /// One container's monitor (started by the agent).
+    #[command(hide = true)]
+    Monitor(cmd::agent::MonitorArgs),
     /// Show client and server versions, the store and the controller leader.
     Version,
     /// Print a shell completion script.
@@ -121,6 +126,8 @@ async fn run(cli: Cli) -> Outcome {
         Command::Node(c) => cmd::node::run(&ctx, c).await,
         Command::Sim(a) => cmd::sim::run(&ctx, a).await,
         Command::Image(a) => cmd::image::run(&ctx, a).await,
+        Command::Agent(a) => cmd::agent::run(&ctx, a).await,
+        Command::Monitor(a) => cmd::agent::monitor(a),
         Command::Version => cmd::version(&ctx).await,
         Command::Completion { shell } => {
             use clap::CommandFactory;

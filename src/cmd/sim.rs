@@ -44,7 +44,7 @@ pub struct Args {
     memory: shoal_api::ByteSize,
 }
 
-fn parse_labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+pub fn parse_labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     items
         .iter()
         .filter(|s| !s.is_empty())

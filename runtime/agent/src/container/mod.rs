@@ -1,8 +1,13 @@
-//! Containers on a node: the OCI runtime spec a container runs with, and its root
-//! filesystem (overlayfs over the image's layers).
+//! Containers on a node: the executor that runs tasks through an OCI runtime, the
+//! monitor process that holds each container's output and exit code, the runtime spec
+//! a container runs with, and its root filesystem (overlayfs over the image's layers).
 
+pub mod executor;
+pub mod monitor;
 pub mod rootfs;
 pub mod spec;
 
+pub use executor::{RuncConfig, RuncExecutor};
+pub use monitor::{run_monitor, MonitorConfig};
 pub use rootfs::{Mounter, Overlay, RootfsLayout};
 pub use spec::{runtime_spec, ContainerRequest, SpecError, DEFAULT_CAPABILITIES};

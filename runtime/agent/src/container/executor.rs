@@ -1,0 +1,362 @@
+//! The real executor: each task assigned to the node becomes a container run by an OCI
+//! runtime (runc by default) under a `shoal monitor` process of its own.
+//!
+//! A task goes preparing (image pulled if missing, with progress in the message) →
+//! starting (overlay rootfs, runtime spec, monitor) → running → complete or failed with
+//! its exit code. `desiredState: shutdown` sends SIGTERM, then SIGKILL after the grace
+//! period, and reports `shutdown`. A task that is no longer the node's is stopped and
+//! its container, writable layer and logs removed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shoal_api::{DesiredState, Task, TaskState, TaskStatus};
+use tokio_util::sync::CancellationToken;
+
+use super::monitor::Exit;
+use super::rootfs::{Overlay, RootfsLayout};
+use super::spec::{runtime_spec, ContainerRequest};
+use crate::image::{self, ImageStore, Progress, PullOptions};
+use crate::session::{Executor, Reporter};
+
+#[derive(Debug, Clone)]
+pub struct RuncConfig {
+    /// Images in `<data_dir>/images`, containers in `<data_dir>/containers`.
+    pub data_dir: PathBuf,
+    /// The OCI runtime binary.
+    pub runtime: String,
+    /// This binary, which runs `shoal monitor`.
+    pub monitor_exe: PathBuf,
+    pub pull: PullOptions,
+    pub stop_grace: Duration,
+    pub log_max_size: u64,
+    pub log_max_files: u32,
+}
+
+/// The task as last assigned: a task keeps its uid (and container) when the service
+/// controller moves it to a history name, so reports follow its current name.
+type Current = Arc<Mutex<Arc<Task>>>;
+
+fn current(c: &Current) -> Arc<Task> {
+    c.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+struct Entry {
+    task: Current,
+    /// Cancelled to stop the container.
+    stop: CancellationToken,
+    /// Cancelled to also remove it once stopped.
+    remove: CancellationToken,
+}
+
+/// Containers by task uid.
+pub struct RuncExecutor {
+    config: Arc<RuncConfig>,
+    containers: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+impl RuncExecutor {
+    pub fn new(config: RuncConfig) -> Self {
+        RuncExecutor {
+            config: Arc::new(config),
+            containers: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn runtime_root(data_dir: &Path) -> PathBuf {
+        data_dir.join("runtime")
+    }
+}
+
+/// The runtime's id for a task's container (stable across agent restarts).
+pub fn container_id(task: &Task) -> String {
+    format!(
+        "shoal-{}",
+        task.metadata.uid.as_deref().unwrap_or(&task.metadata.name)
+    )
+}
+
+fn status(state: TaskState, message: impl Into<String>, id: Option<&str>) -> TaskStatus {
+    TaskStatus {
+        state,
+        message: message.into(),
+        container_id: id.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+impl Executor for RuncExecutor {
+    fn upsert(&self, task: Arc<Task>, reporter: Reporter) {
+        let uid = task
+            .metadata
+            .uid
+            .clone()
+            .unwrap_or_else(|| task.metadata.name.clone());
+        let mut containers = self.lock();
+        if let Some(e) = containers.get(&uid) {
+            *e.task.lock().unwrap_or_else(|p| p.into_inner()) = task.clone();
+            if task.spec.desired_state == DesiredState::Shutdown {
+                e.stop.cancel();
+            }
+            return;
+        }
+        let terminal = task.status.as_ref().is_some_and(|s| s.state.is_terminal());
+        if task.spec.desired_state == DesiredState::Shutdown || terminal {
+            return;
+        }
+        let entry = Entry {
+            task: Arc::new(Mutex::new(task)),
+            stop: CancellationToken::new(),
+            remove: CancellationToken::new(),
+        };
+        let (stop, remove, task) = (entry.stop.clone(), entry.remove.clone(), entry.task.clone());
+        containers.insert(uid, entry);
+        let config = self.config.clone();
+        tokio::spawn(async move {
+            supervise(&config, &task, &reporter, stop).await;
+            remove.cancelled().await;
+            cleanup(&config, &current(&task)).await;
+        });
+    }
+
+    fn remove(&self, name: &str) {
+        let mut containers = self.lock();
+        let uid = containers
+            .iter()
+            .find(|(_, e)| current(&e.task).metadata.name == name)
+            .map(|(uid, _)| uid.clone());
+        if let Some(e) = uid.and_then(|uid| containers.remove(&uid)) {
+            e.stop.cancel();
+            e.remove.cancel();
+        }
+    }
+
+    fn resync(&self, names: &[String]) {
+        let gone: Vec<String> = self
+            .lock()
+            .values()
+            .map(|e| current(&e.task).metadata.name.clone())
+            .filter(|n| !names.contains(n))
+            .collect();
+        for name in gone {
+            self.remove(&name);
+        }
+    }
+}
+
+async fn runtime(config: &RuncConfig, args: &[&str]) -> Result<String, String> {
+    let out = tokio::process::Command::new(&config.runtime)
+        .arg("--root")
+        .arg(RuncExecutor::runtime_root(&config.data_dir))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("{}: {e}", config.runtime))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+fn container_dir(config: &RuncConfig, task: &Task) -> PathBuf {
+    config.data_dir.join("containers").join(container_id(task))
+}
+
+/// Runs the task's container until it ends or is stopped, reporting every step.
+async fn supervise(
+    config: &RuncConfig,
+    task: &Current,
+    reporter: &Reporter,
+    stop: CancellationToken,
+) {
+    let first = current(task);
+    let id = container_id(&first);
+    let dir = container_dir(config, &first);
+    if let Err(why) = start(config, &first, reporter, &dir, &id).await {
+        reporter.report(&current(task), &status(TaskState::Rejected, why, None));
+        return;
+    }
+    reporter.report(
+        &current(task),
+        &status(TaskState::Running, "running", Some(&id)),
+    );
+    let exit = loop {
+        if let Some(exit) = Exit::read(&dir) {
+            break exit;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = stop.cancelled() => {
+                let exit = stop_container(config, &dir, &id).await;
+                let mut s = status(TaskState::Shutdown, "stopped", Some(&id));
+                s.exit_code = exit.map(|e| e.exit_code);
+                reporter.report(&current(task), &s);
+                return;
+            }
+        }
+    };
+    let mut s = if exit.exit_code == 0 {
+        status(TaskState::Complete, "exited with code 0", Some(&id))
+    } else {
+        status(
+            TaskState::Failed,
+            format!("exited with code {}", exit.exit_code),
+            Some(&id),
+        )
+    };
+    s.exit_code = Some(exit.exit_code);
+    reporter.report(&current(task), &s);
+}
+
+/// Image, rootfs, spec, monitor; Err is why the task cannot run here.
+async fn start(
+    config: &RuncConfig,
+    task: &Task,
+    reporter: &Reporter,
+    dir: &Path,
+    id: &str,
+) -> Result<(), String> {
+    let store = ImageStore::open(&config.data_dir.join("images")).map_err(|e| e.to_string())?;
+    let name = image::normalize(&task.spec.image).map_err(|e| e.to_string())?;
+    let record = match store.get(&name).map_err(|e| e.to_string())? {
+        Some(r) => r,
+        None => {
+            reporter.report(
+                task,
+                &status(TaskState::Preparing, format!("pulling {name}"), None),
+            );
+            let mut last = std::time::Instant::now();
+            let mut progress = |p: Progress| {
+                if let Progress::Downloading { done, total, .. } = p {
+                    if last.elapsed() >= Duration::from_secs(1) {
+                        last = std::time::Instant::now();
+                        let msg =
+                            format!("pulling {name}: {} of {} KiB", done / 1024, total / 1024);
+                        reporter.report(task, &status(TaskState::Preparing, msg, None));
+                    }
+                }
+            };
+            image::pull(&store, &name, &config.pull, &mut progress)
+                .await
+                .map_err(|e| format!("pulling {name}: {e}"))?
+        }
+    };
+    reporter.report(task, &status(TaskState::Starting, "starting", Some(id)));
+    let image_config: oci_spec::image::ImageConfiguration =
+        serde_json::from_slice(&store.read_blob(&record.config).map_err(|e| e.to_string())?)
+            .map_err(|e| format!("image config: {e}"))?;
+    let layers = record
+        .layers
+        .iter()
+        .map(|l| store.layer_dir(&l.diff_id))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let layout = RootfsLayout::new(dir);
+    let rootfs = layout
+        .mount(&layers, &Overlay)
+        .map_err(|e| format!("mounting the root filesystem: {e}"))?;
+    let req = ContainerRequest {
+        command: task.spec.command.clone(),
+        env: task.spec.env.clone(),
+        hostname: task.metadata.name.chars().take(63).collect(),
+        cpu_limit: task
+            .spec
+            .resources
+            .limits
+            .as_ref()
+            .map(|l| l.cpu)
+            .filter(|c| *c > 0.0),
+        memory_limit: task
+            .spec
+            .resources
+            .limits
+            .as_ref()
+            .map(|l| l.memory.0)
+            .filter(|m| *m > 0),
+        ..Default::default()
+    };
+    let spec = runtime_spec(&image_config, &req, &rootfs).map_err(|e| e.to_string())?;
+    spec.save(dir.join("config.json"))
+        .map_err(|e| format!("writing config.json: {e}"))?;
+    let root = RuncExecutor::runtime_root(&config.data_dir);
+    let mut cmd = tokio::process::Command::new(&config.monitor_exe);
+    cmd.arg("monitor")
+        .arg("--dir")
+        .arg(dir)
+        .args(["--id", id, "--runtime", &config.runtime])
+        .arg("--runtime-root")
+        .arg(&root)
+        .args(["--log-max-size", &config.log_max_size.to_string()])
+        .args(["--log-max-files", &config.log_max_files.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own process group: a signal to the agent's group does not reach it.
+        .process_group(0)
+        .kill_on_drop(false);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("starting the monitor: {e}"))?;
+    // Reap it when it ends (while we live; after that, init does).
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    // Running once the runtime says so, or already finished.
+    for _ in 0..300 {
+        if Exit::read(dir).is_some() {
+            return Ok(());
+        }
+        if let Ok(state) = runtime(config, &["state", id]).await {
+            if state.contains("\"running\"") {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!(
+        "{} did not start the container within 15s",
+        config.runtime
+    ))
+}
+
+/// SIGTERM, then SIGKILL after the grace period; the exit once recorded.
+async fn stop_container(config: &RuncConfig, dir: &Path, id: &str) -> Option<Exit> {
+    let _ = runtime(config, &["kill", id, "TERM"]).await;
+    let deadline = tokio::time::Instant::now() + config.stop_grace;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(e) = Exit::read(dir) {
+            return Some(e);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = runtime(config, &["kill", id, "KILL"]).await;
+    for _ in 0..50 {
+        if let Some(e) = Exit::read(dir) {
+            return Some(e);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Removes the container from the runtime, unmounts and deletes its directory.
+async fn cleanup(config: &RuncConfig, task: &Task) {
+    let id = container_id(task);
+    let dir = container_dir(config, task);
+    if Exit::read(&dir).is_none() {
+        stop_container(config, &dir, &id).await;
+    }
+    let _ = runtime(config, &["delete", "--force", &id]).await;
+    if let Err(e) = RootfsLayout::new(&dir).remove(&Overlay) {
+        tracing::warn!(container = %id, error = %e, "could not remove the container's files");
+    }
+}

@@ -1,0 +1,204 @@
+//! The container monitor (conmon's and containerd-shim's job), run as `shoal monitor`
+//! in a process of its own so that containers and their logs outlive the agent: it
+//! starts the runtime in the foreground, holds the container's stdout and stderr,
+//! writes them in Docker's json-file format with size-based rotation, and records the
+//! exit code in `exit.json` when the container ends.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use chrono::{SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+pub const LOG_FILE: &str = "container.log";
+pub const EXIT_FILE: &str = "exit.json";
+
+#[derive(Debug, Clone)]
+pub struct MonitorConfig {
+    /// The bundle directory (config.json), where logs and exit.json go too.
+    pub dir: PathBuf,
+    pub id: String,
+    /// The OCI runtime binary (runc, crun, youki).
+    pub runtime: String,
+    /// The runtime's state directory (`--root`).
+    pub runtime_root: PathBuf,
+    pub max_size: u64,
+    pub max_files: u32,
+}
+
+/// What `exit.json` says.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Exit {
+    pub exit_code: i32,
+    pub finished_at: chrono::DateTime<Utc>,
+}
+
+impl Exit {
+    pub fn read(dir: &Path) -> Option<Exit> {
+        let bytes = fs::read(dir.join(EXIT_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// One json-file line, as `docker logs` reads them.
+#[derive(Serialize, Deserialize)]
+pub struct LogLine {
+    pub log: String,
+    pub stream: String,
+    pub time: String,
+}
+
+/// A json-file log with rotation: `container.log`, `.1`, ... up to `max_files` files.
+pub struct JsonLog {
+    path: PathBuf,
+    file: fs::File,
+    size: u64,
+    max_size: u64,
+    max_files: u32,
+}
+
+impl JsonLog {
+    pub fn open(path: &Path, max_size: u64, max_files: u32) -> io::Result<Self> {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let size = file.metadata()?.len();
+        Ok(JsonLog {
+            path: path.to_path_buf(),
+            file,
+            size,
+            max_size,
+            max_files: max_files.max(1),
+        })
+    }
+
+    pub fn write(&mut self, stream: &str, bytes: &[u8]) -> io::Result<()> {
+        let line = LogLine {
+            log: String::from_utf8_lossy(bytes).into_owned(),
+            stream: stream.into(),
+            time: Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true),
+        };
+        let mut json = serde_json::to_vec(&line).map_err(io::Error::other)?;
+        json.push(b'\n');
+        if self.max_size > 0 && self.size + json.len() as u64 > self.max_size && self.size > 0 {
+            self.rotate()?;
+        }
+        self.file.write_all(&json)?;
+        self.size += json.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let name = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        if self.max_files == 1 {
+            self.file.set_len(0)?;
+        } else {
+            let _ = fs::remove_file(name(self.max_files - 1));
+            for n in (1..self.max_files - 1).rev() {
+                let _ = fs::rename(name(n), name(n + 1));
+            }
+            fs::rename(&self.path, name(1))?;
+            self.file = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+        }
+        self.size = 0;
+        Ok(())
+    }
+}
+
+fn pump(reader: impl Read, stream: &'static str, log: Arc<Mutex<JsonLog>>) {
+    let mut reader = BufReader::new(reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                // A full disk must not stop the container; the line is lost.
+                let _ = log.write(stream, &line);
+            }
+        }
+    }
+}
+
+/// Runs the container to its end; returns its exit code (128 + signal when killed).
+pub fn run_monitor(c: &MonitorConfig) -> io::Result<i32> {
+    let log = Arc::new(Mutex::new(JsonLog::open(
+        &c.dir.join(LOG_FILE),
+        c.max_size,
+        c.max_files,
+    )?));
+    let mut child = Command::new(&c.runtime)
+        .arg("--root")
+        .arg(&c.runtime_root)
+        .args(["run", "--bundle"])
+        .arg(&c.dir)
+        .arg(&c.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut pumps = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        let log = log.clone();
+        pumps.push(std::thread::spawn(move || pump(out, "stdout", log)));
+    }
+    if let Some(err) = child.stderr.take() {
+        let log = log.clone();
+        pumps.push(std::thread::spawn(move || pump(err, "stderr", log)));
+    }
+    let status = child.wait()?;
+    for p in pumps {
+        let _ = p.join();
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(255);
+    let exit = Exit {
+        exit_code: code,
+        finished_at: Utc::now(),
+    };
+    let tmp = c.dir.join(format!("{EXIT_FILE}.tmp"));
+    fs::write(&tmp, serde_json::to_vec(&exit).map_err(io::Error::other)?)?;
+    fs::rename(&tmp, c.dir.join(EXIT_FILE))?;
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_rotate_and_keep_max_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(LOG_FILE);
+        let mut log = JsonLog::open(&path, 200, 3).expect("open");
+        for i in 0..40 {
+            log.write("stdout", format!("line {i}\n").as_bytes())
+                .expect("write");
+        }
+        let files: Vec<_> = fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(files.len(), 3, "{files:?}");
+        let last = fs::read_to_string(&path).expect("read");
+        let line: LogLine =
+            serde_json::from_str(last.lines().last().expect("a line")).expect("json");
+        assert_eq!(
+            (line.log.as_str(), line.stream.as_str()),
+            ("line 39\n", "stdout")
+        );
+        assert!(fs::metadata(&path).expect("meta").len() <= 200);
+    }
+}

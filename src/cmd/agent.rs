@@ -1,0 +1,136 @@
+//! `shoal agent`: the node agent, running its tasks as containers through an OCI
+//! runtime; and `shoal monitor`, the per-container monitor process it starts.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_agent::container::{run_monitor, MonitorConfig, RuncConfig, RuncExecutor};
+use shoal_agent::image::PullOptions;
+use shoal_agent::{run_node, NodeConfig};
+use shoal_reconcile::CancellationToken;
+use tonic::transport::Endpoint;
+
+use super::Context;
+use crate::Outcome;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// This node's name.
+    #[arg(long)]
+    name: String,
+    /// Node labels: k=v,k=v
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Images, containers and logs live here.
+    #[arg(long, default_value = super::image::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// The OCI runtime binary (runc, crun, youki, ...).
+    #[arg(long, default_value = "runc")]
+    runtime: String,
+    /// A registry (host:port) to pull from over plain http; repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure_registry: Vec<String>,
+    /// How long a stopping container gets between SIGTERM and SIGKILL.
+    #[arg(long, default_value = "10s", value_parser = super::server::parse_duration)]
+    stop_grace_period: Duration,
+    /// The address other nodes reach this one at.
+    #[arg(long, default_value = "127.0.0.1")]
+    address: String,
+}
+
+/// Finds `runtime` on PATH (or as given), so a missing runtime is one clear error.
+fn find_runtime(runtime: &str) -> anyhow::Result<PathBuf> {
+    let candidates: Vec<PathBuf> = if runtime.contains('/') {
+        vec![PathBuf::from(runtime)]
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(runtime)).collect())
+            .unwrap_or_default()
+    };
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--runtime {runtime:?}: not found (install runc, or name another OCI runtime)"
+        )
+    })
+}
+
+pub async fn run(ctx: &Context, a: Args) -> Outcome {
+    super::server::init_logging();
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!("shoal agent runs containers and must run as root");
+    }
+    shoal_api::meta::check_name(&a.name, true)
+        .map_err(|why| anyhow::anyhow!("--name {:?}: {why}", a.name))?;
+    let runtime = find_runtime(&a.runtime)?;
+    let labels = super::sim::parse_labels(&a.labels)?;
+    std::fs::create_dir_all(&a.data_dir)?;
+    let executor = Arc::new(RuncExecutor::new(RuncConfig {
+        data_dir: a.data_dir.canonicalize()?,
+        runtime: runtime.display().to_string(),
+        monitor_exe: std::env::current_exe()?,
+        pull: PullOptions {
+            insecure_registries: a.insecure_registry,
+        },
+        stop_grace: a.stop_grace_period,
+        log_max_size: 10 << 20,
+        log_max_files: 3,
+    }));
+    let sys = nix::sys::sysinfo::sysinfo()?;
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let node = NodeConfig {
+        name: a.name.clone(),
+        labels,
+        cpu: cpus as f64,
+        memory_bytes: sys.ram_total(),
+        address: a.address,
+        role: "worker".into(),
+    };
+    let channel = Endpoint::from_shared(ctx.server.clone())?
+        .tcp_nodelay(true)
+        .connect_lazy();
+    let shutdown = CancellationToken::new();
+    eprintln!("shoal agent: node {} on {}", a.name, ctx.server);
+    let agent = tokio::spawn(run_node(channel, node, executor, shutdown.clone()));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    // Containers keep running under their monitors; a restarted agent finds them.
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), agent).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct MonitorArgs {
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long)]
+    id: String,
+    #[arg(long)]
+    runtime: String,
+    #[arg(long)]
+    runtime_root: PathBuf,
+    #[arg(long, default_value_t = 10 << 20)]
+    log_max_size: u64,
+    #[arg(long, default_value_t = 3)]
+    log_max_files: u32,
+}
+
+/// Runs one container to its end (started by the agent; not for people).
+pub fn monitor(a: MonitorArgs) -> Outcome {
+    let code = run_monitor(&MonitorConfig {
+        dir: a.dir,
+        id: a.id,
+        runtime: a.runtime,
+        runtime_root: a.runtime_root,
+        max_size: a.log_max_size,
+        max_files: a.log_max_files,
+    })?;
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}

@@ -1,0 +1,232 @@
+//! The node agent end to end, as root, with real runc and a real registry: a service's
+//! tasks run as containers from a pulled image, their output lands in json-file logs, a
+//! killed container is replaced, a job completes, a failing command fails with its exit
+//! code, an unknown image is refused clearly, and deleting the service stops and
+//! removes the containers, their mounts and files.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shoal_testkit::Registry;
+use support::*;
+
+struct Agent {
+    child: Child,
+    data: PathBuf,
+}
+
+impl Agent {
+    fn start(server: &Server, data: &Path) -> Agent {
+        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["agent", "--name", "node-1", "--stop-grace-period", "1s"])
+            .arg("--data-dir")
+            .arg(data)
+            .env("SHOAL_SERVER", &server.url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start shoal agent");
+        Agent {
+            child,
+            data: data.to_path_buf(),
+        }
+    }
+
+    fn runc(&self, args: &[&str]) -> String {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(self.data.join("runtime"))
+            .args(args)
+            .output()
+            .expect("runc");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn containers(&self) -> Vec<String> {
+        self.runc(&["list", "-q"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn mounts(&self) -> usize {
+        let data = self.data.display().to_string();
+        std::fs::read_to_string("/proc/mounts")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&data))
+            .count()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Containers outlive the agent by design; a test must not leave them behind.
+        for id in self.containers() {
+            self.runc(&["delete", "--force", &id]);
+        }
+        let data = self.data.display().to_string();
+        for line in std::fs::read_to_string("/proc/mounts")
+            .unwrap_or_default()
+            .lines()
+        {
+            if let Some(target) = line.split(' ').nth(1).filter(|t| t.starts_with(&data)) {
+                let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+fn apply(server: &Server, yaml: &str) {
+    ok(server.shoal_stdin(&["apply", "-f", "-"], yaml));
+}
+
+fn tasks(server: &Server, service: &str) -> Vec<Value> {
+    let list = json(server.shoal(&[
+        "get",
+        "tasks",
+        "-l",
+        &format!("shoal.dev/service={service}"),
+        "-o",
+        "json",
+    ]));
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn state(t: &Value) -> &str {
+    t["status"]["state"].as_str().unwrap_or("pending")
+}
+
+fn live(t: &Value) -> bool {
+    t["metadata"]["labels"]["shoal.dev/history"].is_null()
+}
+
+#[track_caller]
+fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[test]
+fn the_agent_runs_tasks_as_real_containers() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the agent needs root: run as root (hack/test.sh does)"
+    );
+    let registry = Registry::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = Server::embedded(&tmp.path().join("server"));
+    let agent = Agent::start(&server, &tmp.path().join("node"));
+    let image = registry.image();
+
+    // A service: pulled, started, running, its output in the json-file log.
+    apply(
+        &server,
+        &format!(
+            "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  \
+             image: {image}\n  command: [sh, -c, 'echo hello from $HOSTNAME; while true; do sleep 1; done']\n  \
+             replicas: 2\n  restart: {{delay: 0s}}\n"
+        ),
+    );
+    wait("two running web tasks", 60, || {
+        tasks(&server, "web")
+            .iter()
+            .filter(|t| live(t) && state(t) == "running")
+            .count()
+            == 2
+    });
+    assert_eq!(agent.containers().len(), 2);
+    let web1 = tasks(&server, "web")
+        .into_iter()
+        .find(|t| t["metadata"]["name"] == "web.1")
+        .expect("web.1");
+    let id = web1["status"]["containerId"]
+        .as_str()
+        .expect("container id")
+        .to_string();
+    let log = agent
+        .data
+        .join("containers")
+        .join(&id)
+        .join("container.log");
+    wait("web.1 logged", 10, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("hello from web.1"))
+    });
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(&log)
+            .expect("log")
+            .lines()
+            .next()
+            .expect("a line"),
+    )
+    .expect("json-file line");
+    assert_eq!(first["stream"], "stdout");
+    assert!(first["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+
+    // Kill the container: the task fails with the signal's code and is replaced.
+    agent.runc(&["kill", &id, "KILL"]);
+    wait("web.1 replaced", 30, || {
+        let all = tasks(&server, "web");
+        let failed = all
+            .iter()
+            .any(|t| !live(t) && state(t) == "failed" && t["status"]["exitCode"] == 137);
+        let running = all
+            .iter()
+            .filter(|t| live(t) && state(t) == "running")
+            .count();
+        failed && running == 2
+    });
+
+    // A job runs to completion; a failing command reports its exit code.
+    apply(
+        &server,
+        &format!(
+            "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: once}}\nspec:\n  \
+             image: {image}\n  command: [sh, -c, 'echo done']\n  mode: job\n---\n\
+             apiVersion: shoal.dev/v1\nkind: Task\nmetadata: {{name: broken}}\nspec:\n  \
+             image: {image}\n  command: [sh, -c, 'exit 3']\n---\n\
+             apiVersion: shoal.dev/v1\nkind: Task\nmetadata: {{name: ghost}}\nspec:\n  \
+             image: {}/shoal-test/nope:1\n",
+            registry.address()
+        ),
+    );
+    wait("the job completes", 60, || {
+        tasks(&server, "once")
+            .iter()
+            .any(|t| state(t) == "complete" && t["status"]["exitCode"] == 0)
+    });
+    wait("broken fails with 3", 30, || {
+        let t = json(server.shoal(&["get", "task", "broken", "-o", "json"]));
+        state(&t) == "failed" && t["status"]["exitCode"] == 3
+    });
+    wait("ghost is refused", 30, || {
+        let t = json(server.shoal(&["get", "task", "ghost", "-o", "json"]));
+        state(&t) == "rejected"
+            && t["status"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("manifest unknown"))
+    });
+
+    // Deleting everything stops and removes every container, mount and file.
+    ok(server.shoal(&["delete", "service", "web"]));
+    ok(server.shoal(&["delete", "service", "once"]));
+    ok(server.shoal(&["delete", "task", "broken"]));
+    ok(server.shoal(&["delete", "task", "ghost"]));
+    wait("containers removed", 30, || {
+        agent.containers().is_empty()
+            && agent.mounts() == 0
+            && std::fs::read_dir(agent.data.join("containers")).is_ok_and(|d| d.count() == 0)
+    });
+}
