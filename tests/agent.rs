@@ -1,8 +1,9 @@
 //! The node agent end to end, as root, with real runc and a real registry: a service's
 //! tasks run as containers from a pulled image, their output lands in json-file logs, a
 //! killed container is replaced, a job completes, a failing command fails with its exit
-//! code, an unknown image is refused clearly, and deleting the service stops and
-//! removes the containers, their mounts and files.
+//! code, an unknown image is refused clearly, `kill -9` of the agent leaves containers
+//! running and a new agent takes them back, and deleting the service stops and removes
+//! the containers, their mounts and files.
 
 mod support;
 
@@ -17,23 +18,37 @@ use support::*;
 struct Agent {
     child: Child,
     data: PathBuf,
+    server: String,
+}
+
+fn spawn_agent(server: &str, data: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["agent", "--name", "node-1", "--stop-grace-period", "1s"])
+        .arg("--data-dir")
+        .arg(data)
+        .env("SHOAL_SERVER", server)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start shoal agent")
 }
 
 impl Agent {
     fn start(server: &Server, data: &Path) -> Agent {
-        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(["agent", "--name", "node-1", "--stop-grace-period", "1s"])
-            .arg("--data-dir")
-            .arg(data)
-            .env("SHOAL_SERVER", &server.url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start shoal agent");
         Agent {
-            child,
+            child: spawn_agent(&server.url, data),
             data: data.to_path_buf(),
+            server: server.url.clone(),
         }
+    }
+
+    /// `kill -9` of the agent alone, then a new agent on the same data.
+    fn kill_and_restart(&mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let survivors = self.containers();
+        self.child = spawn_agent(&self.server, &self.data);
+        survivors
     }
 
     fn runc(&self, args: &[&str]) -> String {
@@ -107,6 +122,17 @@ fn live(t: &Value) -> bool {
     t["metadata"]["labels"]["shoal.dev/history"].is_null()
 }
 
+/// The container ids of the live running web tasks, sorted.
+fn running_ids(server: &Server) -> Vec<String> {
+    let mut ids: Vec<String> = tasks(server, "web")
+        .iter()
+        .filter(|t| live(t) && state(t) == "running")
+        .filter_map(|t| t["status"]["containerId"].as_str().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
 #[track_caller]
 fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -128,7 +154,7 @@ fn the_agent_runs_tasks_as_real_containers() {
     let registry = Registry::start();
     let tmp = tempfile::tempdir().expect("tempdir");
     let server = Server::embedded(&tmp.path().join("server"));
-    let agent = Agent::start(&server, &tmp.path().join("node"));
+    let mut agent = Agent::start(&server, &tmp.path().join("node"));
     let image = registry.image();
 
     // A service: pulled, started, running, its output in the json-file log.
@@ -187,6 +213,26 @@ fn the_agent_runs_tasks_as_real_containers() {
             .filter(|t| live(t) && state(t) == "running")
             .count();
         failed && running == 2
+    });
+
+    // kill -9 of the agent leaves the containers running; a new agent takes them back
+    // (same containers, no restarts) and supervises them again.
+    let before = running_ids(&server);
+    let survivors = agent.kill_and_restart();
+    assert_eq!(
+        survivors.len(),
+        2,
+        "containers outlive the agent: {survivors:?}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    wait("the new agent reports the same containers", 30, || {
+        running_ids(&server) == before && agent.containers().len() == 2
+    });
+    let adopted = before[0].clone();
+    agent.runc(&["kill", &adopted, "KILL"]);
+    wait("an adopted container's death is noticed", 30, || {
+        let ids = running_ids(&server);
+        ids.len() == 2 && !ids.contains(&adopted)
     });
 
     // A job runs to completion; a failing command reports its exit code.

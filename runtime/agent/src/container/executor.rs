@@ -122,7 +122,13 @@ impl Executor for RuncExecutor {
         tokio::spawn(async move {
             supervise(&config, &task, &reporter, stop).await;
             remove.cancelled().await;
-            cleanup(&config, &current(&task)).await;
+            let task = current(&task);
+            cleanup(
+                &config,
+                &container_id(&task),
+                &container_dir(&config, &task),
+            )
+            .await;
         });
     }
 
@@ -147,6 +153,24 @@ impl Executor for RuncExecutor {
             .collect();
         for name in gone {
             self.remove(&name);
+        }
+        // Containers on disk that no assigned task claims (their tasks went while the
+        // agent was away) are stopped and removed.
+        let known: Vec<String> = self
+            .lock()
+            .keys()
+            .map(|uid| format!("shoal-{uid}"))
+            .collect();
+        let Ok(entries) = std::fs::read_dir(self.config.data_dir.join("containers")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().to_string();
+            if id.starts_with("shoal-") && !known.contains(&id) {
+                let config = self.config.clone();
+                let path = entry.path();
+                tokio::spawn(async move { cleanup(&config, &id, &path).await });
+            }
         }
     }
 }
@@ -181,7 +205,17 @@ async fn supervise(
     let first = current(task);
     let id = container_id(&first);
     let dir = container_dir(config, &first);
-    if let Err(why) = start(config, &first, reporter, &dir, &id).await {
+    let adopted = dir.join("config.json").is_file();
+    if adopted {
+        // Started by an earlier agent: its monitor kept it (or its exit code).
+        let alive = runtime(config, &["state", &id]).await.is_ok();
+        if !alive && Exit::read(&dir).is_none() {
+            let why = "the container was lost while the agent was away";
+            reporter.report(&current(task), &status(TaskState::Failed, why, Some(&id)));
+            return;
+        }
+        tracing::info!(container = %id, task = %first.metadata.name, "adopted a running container");
+    } else if let Err(why) = start(config, &first, reporter, &dir, &id).await {
         reporter.report(&current(task), &status(TaskState::Rejected, why, None));
         return;
     }
@@ -348,15 +382,14 @@ async fn stop_container(config: &RuncConfig, dir: &Path, id: &str) -> Option<Exi
     None
 }
 
-/// Removes the container from the runtime, unmounts and deletes its directory.
-async fn cleanup(config: &RuncConfig, task: &Task) {
-    let id = container_id(task);
-    let dir = container_dir(config, task);
-    if Exit::read(&dir).is_none() {
-        stop_container(config, &dir, &id).await;
+/// Stops the container if it runs, removes it from the runtime, unmounts and deletes
+/// its directory.
+async fn cleanup(config: &RuncConfig, id: &str, dir: &Path) {
+    if Exit::read(dir).is_none() && runtime(config, &["state", id]).await.is_ok() {
+        stop_container(config, dir, id).await;
     }
-    let _ = runtime(config, &["delete", "--force", &id]).await;
-    if let Err(e) = RootfsLayout::new(&dir).remove(&Overlay) {
+    let _ = runtime(config, &["delete", "--force", id]).await;
+    if let Err(e) = RootfsLayout::new(dir).remove(&Overlay) {
         tracing::warn!(container = %id, error = %e, "could not remove the container's files");
     }
 }
