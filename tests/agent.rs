@@ -1,9 +1,9 @@
 //! The node agent end to end, as root, with real runc and a real registry: a service's
 //! tasks run as containers from a pulled image, their output lands in json-file logs, a
 //! killed container is replaced, a job completes, a failing command fails with its exit
-//! code, an unknown image is refused clearly, `kill -9` of the agent leaves containers
-//! running and a new agent takes them back, and deleting the service stops and removes
-//! the containers, their mounts and files.
+//! code, an unknown image is refused clearly, an unhealthy task is replaced, `kill -9`
+//! of the agent leaves containers running and a new agent takes them back, and deleting
+//! the service stops and removes the containers, their mounts and files.
 
 mod support;
 
@@ -265,7 +265,37 @@ fn the_agent_runs_tasks_as_real_containers() {
                 .is_some_and(|m| m.contains("manifest unknown"))
     });
 
+    // Health checks run inside the container: healthy first; then unhealthy, which
+    // fails the task, and its service replaces it.
+    apply(
+        &server,
+        &format!(
+            "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: sick}}\nspec:\n  \
+             image: {image}\n  command: [sh, -c, 'touch /tmp/ok; sleep 3; rm /tmp/ok; while true; do sleep 1; done']\n  \
+             restart: {{delay: 0s}}\n  \
+             healthcheck: {{cmd: [test, -f, /tmp/ok], interval: 300ms, timeout: 2s, retries: 2}}\n"
+        ),
+    );
+    wait("sick.1 healthy", 30, || {
+        tasks(&server, "sick")
+            .iter()
+            .any(|t| live(t) && t["status"]["health"] == "healthy")
+    });
+    wait("the unhealthy task failed and was replaced", 60, || {
+        let all = tasks(&server, "sick");
+        let failed = all.iter().any(|t| {
+            !live(t)
+                && state(t) == "failed"
+                && t["status"]["health"] == "unhealthy"
+                && t["status"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("health check failed"))
+        });
+        failed && all.iter().any(|t| live(t) && state(t) == "running")
+    });
+
     // Deleting everything stops and removes every container, mount and file.
+    ok(server.shoal(&["delete", "service", "sick"]));
     ok(server.shoal(&["delete", "service", "web"]));
     ok(server.shoal(&["delete", "service", "once"]));
     ok(server.shoal(&["delete", "task", "broken"]));

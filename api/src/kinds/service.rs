@@ -46,6 +46,8 @@ pub struct ServiceSpec {
     pub placement: Placement,
     #[serde(default, skip_serializing_if = "Resources::is_empty")]
     pub resources: Resources,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthCheck>,
     /// For modes `job` and `cron`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobSpec>,
@@ -150,6 +152,7 @@ impl Validate for ServiceSpec {
         check_ports(p, "spec.ports", &self.ports);
         check_placement(p, "spec.placement", &self.placement);
         check_resources(p, "spec.resources", &self.resources);
+        check_healthcheck(p, "spec.healthcheck", &self.healthcheck);
         if self.replicas.is_some() && self.mode != ServiceMode::Replicated {
             p.push("spec.replicas", "only for mode: replicated");
         }

@@ -42,6 +42,8 @@ pub struct TaskSpec {
     pub resources: Resources,
     #[serde(default, skip_serializing_if = "Placement::is_empty")]
     pub placement: Placement,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthCheck>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -59,6 +61,7 @@ impl Validate for TaskSpec {
         check_ports(p, "spec.ports", &self.ports);
         check_placement(p, "spec.placement", &self.placement);
         check_resources(p, "spec.resources", &self.resources);
+        check_healthcheck(p, "spec.healthcheck", &self.healthcheck);
         if let Some(node) = &self.node {
             if let Err(why) = crate::meta::check_name(node, true) {
                 p.push("spec.node", why);
@@ -135,4 +138,15 @@ pub struct TaskStatus {
     /// When the task last entered `running`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
+    /// With a health check: `starting`, then `healthy` or `unhealthy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Starting,
+    Healthy,
+    Unhealthy,
 }

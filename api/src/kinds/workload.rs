@@ -64,6 +64,48 @@ fn five_seconds() -> Duration {
     Duration::from_secs(5)
 }
 
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// A command run inside the container to tell whether it works (Docker's
+/// HEALTHCHECK). A task whose check fails `retries` times in a row is unhealthy: it
+/// fails and its service replaces it; rolling updates wait for new tasks to be healthy.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Run as is (no shell), like `CMD` in Docker's exec form; exit 0 means healthy.
+    pub cmd: Vec<String>,
+    /// Between checks.
+    #[serde(default = "thirty_seconds")]
+    pub interval: Duration,
+    /// A check that takes longer has failed.
+    #[serde(default = "thirty_seconds")]
+    pub timeout: Duration,
+    /// Failures in a row that make the task unhealthy.
+    #[serde(default = "three")]
+    pub retries: u32,
+    /// Failures right after start do not count for this long.
+    #[serde(default)]
+    pub start_period: Duration,
+}
+
+pub(crate) fn check_healthcheck(p: &mut Problems, path: &str, h: &Option<HealthCheck>) {
+    let Some(h) = h else { return };
+    if h.cmd.is_empty() || h.cmd[0].trim().is_empty() {
+        p.push(format!("{path}.cmd"), "needs a command");
+    }
+    if h.interval.0.is_zero() {
+        p.push(format!("{path}.interval"), "must be longer than 0s");
+    }
+    if h.timeout.0.is_zero() {
+        p.push(format!("{path}.timeout"), "must be longer than 0s");
+    }
+    if h.retries == 0 {
+        p.push(format!("{path}.retries"), "must be at least 1");
+    }
+}
+
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpdateOrder {

@@ -89,9 +89,13 @@ fn since(now: Timestamp, t: Option<Timestamp>) -> Duration {
     t.and_then(|t| (now - t).to_std().ok()).unwrap_or_default()
 }
 
-/// Whether a task has run the current spec long enough to count as updated.
+/// Whether a task has run the current spec long enough (and, with a health check, is
+/// healthy) to count as updated.
 pub fn healthy(t: &Task, monitor: Duration, now: Timestamp) -> bool {
+    let checked = t.spec.healthcheck.is_none()
+        || t.status.as_ref().and_then(|s| s.health) == Some(shoal_api::Health::Healthy);
     state(t) == TaskState::Running
+        && checked
         && since(now, t.status.as_ref().and_then(|s| s.started_at)) >= monitor
 }
 

@@ -13,7 +13,7 @@ pub const RUN: &str = "shoal.dev/run";
 
 /// FNV-1a of the container fields: stable across builds and servers.
 pub fn template_hash(spec: &ServiceSpec) -> String {
-    let parts = serde_json::json!({
+    let mut parts = serde_json::json!({
         "image": spec.image,
         "command": spec.command,
         "env": spec.env,
@@ -21,6 +21,11 @@ pub fn template_hash(spec: &ServiceSpec) -> String {
         "resources": spec.resources,
         "placement": spec.placement,
     });
+    // Only when set, so that services from before health checks keep their hash (and
+    // are not rolled for nothing).
+    if let (Some(h), Some(map)) = (&spec.healthcheck, parts.as_object_mut()) {
+        map.insert("healthcheck".into(), serde_json::json!(h));
+    }
     let text = parts.to_string();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
@@ -60,6 +65,7 @@ pub fn new_task(
             ports: spec.ports.clone(),
             resources: spec.resources.clone(),
             placement: spec.placement.clone(),
+            healthcheck: spec.healthcheck.clone(),
         },
     );
     let labels = &mut t.metadata.labels;

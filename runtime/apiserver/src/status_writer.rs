@@ -264,5 +264,6 @@ fn next_status(
     status.exit_code = reported.exit_code;
     status.container_id = reported.container_id.clone();
     status.addresses = reported.addresses.clone();
+    status.health = reported.health;
     Ok((task.status.as_ref() != Some(&status)).then_some(status))
 }

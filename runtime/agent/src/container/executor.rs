@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_api::{DesiredState, Task, TaskState, TaskStatus};
+use shoal_api::{DesiredState, Health, HealthCheck, Task, TaskState, TaskStatus};
 use tokio_util::sync::CancellationToken;
 
 use super::monitor::Exit;
@@ -219,10 +219,17 @@ async fn supervise(
         reporter.report(&current(task), &status(TaskState::Rejected, why, None));
         return;
     }
-    reporter.report(
-        &current(task),
-        &status(TaskState::Running, "running", Some(&id)),
-    );
+    let check = first.spec.healthcheck.clone();
+    let mut health = check.as_ref().map(|_| Health::Starting);
+    let running = |health: Option<Health>| {
+        let mut s = status(TaskState::Running, "running", Some(&id));
+        s.health = health;
+        s
+    };
+    reporter.report(&current(task), &running(health));
+    let started = tokio::time::Instant::now();
+    let mut next_check = started;
+    let mut failures = 0u32;
     let exit = loop {
         if let Some(exit) = Exit::read(&dir) {
             break exit;
@@ -235,6 +242,42 @@ async fn supervise(
                 s.exit_code = exit.map(|e| e.exit_code);
                 reporter.report(&current(task), &s);
                 return;
+            }
+        }
+        let Some(check) = check
+            .as_ref()
+            .filter(|_| tokio::time::Instant::now() >= next_check)
+        else {
+            continue;
+        };
+        next_check = tokio::time::Instant::now() + check.interval.0;
+        match run_check(config, &id, check).await {
+            Ok(()) => {
+                failures = 0;
+                if health != Some(Health::Healthy) {
+                    health = Some(Health::Healthy);
+                    reporter.report(&current(task), &running(health));
+                }
+            }
+            // Failures while the container is still starting up do not count.
+            Err(_) if started.elapsed() < check.start_period.0 => {}
+            Err(why) => {
+                failures += 1;
+                if failures >= check.retries {
+                    // Unhealthy: the task fails and its service replaces it.
+                    let exit = stop_container(config, &dir, &id).await;
+                    let mut s = status(
+                        TaskState::Failed,
+                        format!(
+                            "unhealthy: the health check failed {failures} times in a row ({why})"
+                        ),
+                        Some(&id),
+                    );
+                    s.health = Some(Health::Unhealthy);
+                    s.exit_code = exit.map(|e| e.exit_code);
+                    reporter.report(&current(task), &s);
+                    return;
+                }
             }
         }
     };
@@ -360,6 +403,25 @@ async fn start(
         "{} did not start the container within 15s",
         config.runtime
     ))
+}
+
+/// Runs the health check command in the container; Err says how it failed.
+async fn run_check(config: &RuncConfig, id: &str, check: &HealthCheck) -> Result<(), String> {
+    let mut cmd = tokio::process::Command::new(&config.runtime);
+    cmd.arg("--root")
+        .arg(RuncExecutor::runtime_root(&config.data_dir))
+        .args(["exec", id])
+        .args(&check.cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    match tokio::time::timeout(check.timeout.0, cmd.status()).await {
+        Ok(Ok(s)) if s.success() => Ok(()),
+        Ok(Ok(s)) => Err(format!("exit code {}", s.code().unwrap_or(-1))),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("timed out after {:?}", check.timeout.0)),
+    }
 }
 
 /// SIGTERM, then SIGKILL after the grace period; the exit once recorded.
