@@ -69,6 +69,8 @@ enum Command {
     Image(cmd::image::Args),
     /// Run the node agent: this machine's tasks as containers.
     Agent(cmd::agent::Args),
+    /// Print a service's or task's container output.
+    Logs(cmd::logs::Args),
     /// One container's monitor (started by the agent).
     #[command(hide = true)]
     Monitor(cmd::agent::MonitorArgs),
@@ -127,6 +129,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::Sim(a) => cmd::sim::run(&ctx, a).await,
         Command::Image(a) => cmd::image::run(&ctx, a).await,
         Command::Agent(a) => cmd::agent::run(&ctx, a).await,
+        Command::Logs(a) => cmd::logs::run(&ctx, a).await,
         Command::Monitor(a) => cmd::agent::monitor(a),
         Command::Version => cmd::version(&ctx).await,
         Command::Completion { shell } => {

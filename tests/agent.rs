@@ -1,5 +1,6 @@
 //! The node agent end to end, as root, with real runc and a real registry: a service's
-//! tasks run as containers from a pulled image, their output lands in json-file logs, a
+//! tasks run as containers from a pulled image, their output lands in json-file logs
+//! that `shoal logs` reads (merged, tailed, followed), a
 //! killed container is replaced, a job completes, a failing command fails with its exit
 //! code, an unknown image is refused clearly, an unhealthy task is replaced, `kill -9`
 //! of the agent leaves containers running and a new agent takes them back, and deleting
@@ -19,11 +20,13 @@ struct Agent {
     child: Child,
     data: PathBuf,
     server: String,
+    listen: String,
 }
 
-fn spawn_agent(server: &str, data: &Path) -> Child {
+fn spawn_agent(server: &str, data: &Path, listen: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args(["agent", "--name", "node-1", "--stop-grace-period", "1s"])
+        .args(["--listen", listen])
         .arg("--data-dir")
         .arg(data)
         .env("SHOAL_SERVER", server)
@@ -35,10 +38,12 @@ fn spawn_agent(server: &str, data: &Path) -> Child {
 
 impl Agent {
     fn start(server: &Server, data: &Path) -> Agent {
+        let listen = format!("127.0.0.1:{}", free_port());
         Agent {
-            child: spawn_agent(&server.url, data),
+            child: spawn_agent(&server.url, data, &listen),
             data: data.to_path_buf(),
             server: server.url.clone(),
+            listen,
         }
     }
 
@@ -46,8 +51,8 @@ impl Agent {
     fn kill_and_restart(&mut self) -> Vec<String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let survivors = self.containers();
-        self.child = spawn_agent(&self.server, &self.data);
+        let survivors = self.running();
+        self.child = spawn_agent(&self.server, &self.data, &self.listen);
         survivors
     }
 
@@ -61,10 +66,22 @@ impl Agent {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
+    /// Containers the runtime knows, running or stopped.
     fn containers(&self) -> Vec<String> {
         self.runc(&["list", "-q"])
             .lines()
             .map(str::to_string)
+            .collect()
+    }
+
+    fn running(&self) -> Vec<String> {
+        let list: Value =
+            serde_json::from_str(&self.runc(&["list", "--format", "json"])).unwrap_or(Value::Null);
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["status"] == "running")
+            .filter_map(|c| c["id"].as_str().map(str::to_string))
             .collect()
     }
 
@@ -173,7 +190,7 @@ fn the_agent_runs_tasks_as_real_containers() {
             .count()
             == 2
     });
-    assert_eq!(agent.containers().len(), 2);
+    assert_eq!(agent.running().len(), 2);
     let web1 = tasks(&server, "web")
         .into_iter()
         .find(|t| t["metadata"]["name"] == "web.1")
@@ -201,6 +218,65 @@ fn the_agent_runs_tasks_as_real_containers() {
     assert_eq!(first["stream"], "stdout");
     assert!(first["time"].as_str().is_some_and(|t| t.ends_with('Z')));
 
+    // `shoal logs`: from the agent, through the server, merged across tasks.
+    let all = ok(server.shoal(&["logs", "service/web"]));
+    assert!(all.contains("web.1@node-1 | hello from web.1"), "{all}");
+    assert!(all.contains("web.2@node-1 | hello from web.2"), "{all}");
+    let one = ok(server.shoal(&["logs", "task/web.2", "--tail", "1", "--timestamps"]));
+    assert_eq!(one.lines().count(), 1, "{one}");
+    assert!(
+        one.ends_with("hello from web.2\n") && one.contains('Z'),
+        "{one}"
+    );
+    let err = String::from_utf8_lossy(&server.shoal(&["logs", "service/nope"]).stderr).to_string();
+    assert!(err.contains("not found"), "{err}");
+    // -f follows new output as it is written.
+    apply(
+        &server,
+        &format!(
+            "apiVersion: shoal.dev/v1\nkind: Task\nmetadata: {{name: ticker}}\nspec:\n  \
+             image: {image}\n  command: [sh, -c, 'i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done']\n"
+        ),
+    );
+    wait("ticker running", 30, || {
+        state(&json(
+            server.shoal(&["get", "task", "ticker", "-o", "json"]),
+        )) == "running"
+    });
+    let mut follower = server.spawn_shoal(&["logs", "-f", "task/ticker", "--tail", "1"]);
+    let stdout = follower.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen: Vec<u32> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < 5 && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
+            seen.extend(
+                line.strip_prefix("tick ")
+                    .and_then(|n| n.parse::<u32>().ok()),
+            );
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(seen.len() >= 5, "followed lines: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order, none lost: {seen:?}"
+    );
+    ok(server.shoal(&["delete", "task", "ticker"]));
+    wait("the ticker stopped", 30, || agent.running().len() == 2);
+
     // Kill the container: the task fails with the signal's code and is replaced.
     agent.runc(&["kill", &id, "KILL"]);
     wait("web.1 replaced", 30, || {
@@ -226,7 +302,7 @@ fn the_agent_runs_tasks_as_real_containers() {
     );
     std::thread::sleep(Duration::from_secs(2));
     wait("the new agent reports the same containers", 30, || {
-        running_ids(&server) == before && agent.containers().len() == 2
+        running_ids(&server) == before && agent.running().len() == 2
     });
     let adopted = before[0].clone();
     agent.runc(&["kill", &adopted, "KILL"]);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use shoal_agent::container::{run_monitor, MonitorConfig, RuncConfig, RuncExecutor};
 use shoal_agent::image::PullOptions;
+use shoal_agent::node_api::NodeApi;
 use shoal_agent::{run_node, NodeConfig};
 use shoal_reconcile::CancellationToken;
 use tonic::transport::Endpoint;
@@ -35,9 +36,12 @@ pub struct Args {
     /// How long a stopping container gets between SIGTERM and SIGKILL.
     #[arg(long, default_value = "10s", value_parser = super::server::parse_duration)]
     stop_grace_period: Duration,
-    /// The address other nodes reach this one at.
-    #[arg(long, default_value = "127.0.0.1")]
-    address: String,
+    /// Where this agent serves its node API (container logs) to the API server.
+    #[arg(long, default_value = "127.0.0.1:7444")]
+    listen: std::net::SocketAddr,
+    /// Serve the node API beyond loopback without TLS (only on a trusted network).
+    #[arg(long)]
+    insecure: bool,
 }
 
 /// Finds `runtime` on PATH (or as given), so a missing runtime is one clear error.
@@ -64,10 +68,20 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     shoal_api::meta::check_name(&a.name, true)
         .map_err(|why| anyhow::anyhow!("--name {:?}: {why}", a.name))?;
     let runtime = find_runtime(&a.runtime)?;
+    if !a.listen.ip().is_loopback() && !a.insecure {
+        anyhow::bail!(
+            "--listen {}: the node API has no TLS yet; serve it on loopback, or pass --insecure on a trusted network",
+            a.listen
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--listen {}: {e}", a.listen))?;
     let labels = super::sim::parse_labels(&a.labels)?;
     std::fs::create_dir_all(&a.data_dir)?;
+    let data_dir = a.data_dir.canonicalize()?;
     let executor = Arc::new(RuncExecutor::new(RuncConfig {
-        data_dir: a.data_dir.canonicalize()?,
+        data_dir: data_dir.clone(),
         runtime: runtime.display().to_string(),
         monitor_exe: std::env::current_exe()?,
         pull: PullOptions {
@@ -86,7 +100,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         labels,
         cpu: cpus as f64,
         memory_bytes: sys.ram_total(),
-        address: a.address,
+        address: a.listen.to_string(),
         role: "worker".into(),
     };
     let channel = Endpoint::from_shared(ctx.server.clone())?
@@ -95,6 +109,9 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     let shutdown = CancellationToken::new();
     eprintln!("shoal agent: node {} on {}", a.name, ctx.server);
     let agent = tokio::spawn(run_node(channel, node, executor, shutdown.clone()));
+    let node_api = shoal_apiserver::pb::node_server::NodeServer::new(NodeApi::new(&data_dir));
+    let serving = shoal_api_serve(node_api, listener, shutdown.clone());
+    tokio::spawn(serving);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -104,6 +121,22 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), agent).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the node API until `shutdown`.
+async fn shoal_api_serve(
+    node_api: shoal_apiserver::pb::node_server::NodeServer<NodeApi>,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let served = tonic::transport::Server::builder()
+        .add_service(node_api)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "node API stopped");
+    }
 }
 
 #[derive(clap::Args)]

@@ -8,6 +8,7 @@ pub mod diff;
 pub mod events;
 pub mod get;
 pub mod image;
+pub mod logs;
 pub mod modify;
 pub mod node;
 pub mod rollout;

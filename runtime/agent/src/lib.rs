@@ -9,6 +9,7 @@
 pub mod container;
 pub mod glob;
 pub mod image;
+pub mod node_api;
 pub mod session;
 pub mod sim;
 

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod client;
 mod dispatcher;
 mod listen;
+mod logs;
 mod service;
 mod status_writer;
 mod watch;

@@ -301,6 +301,17 @@ impl Api for ApiService {
     }
 
     type WatchStream = watch::ResponseStream;
+    type LogsStream = crate::logs::LogsStream;
+
+    #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind, name = %req.get_ref().name))]
+    async fn logs(
+        &self,
+        req: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        crate::logs::logs_stream(self.objects.clone(), req.into_inner())
+            .await
+            .map(Response::new)
+    }
 
     #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind))]
     async fn watch(

@@ -3,6 +3,7 @@
 //! a container runs with, and its root filesystem (overlayfs over the image's layers).
 
 pub mod executor;
+pub mod logs;
 pub mod monitor;
 pub mod rootfs;
 pub mod spec;
