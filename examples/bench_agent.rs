@@ -1,0 +1,294 @@
+//! Agent benchmark, as root, with real runc and a real registry:
+//!
+//! - raw_runc_run_p50_ms: `runc run --detach` of the test image's bundle (overlay rootfs,
+//!   the spec shoal writes), the baseline;
+//! - task_start_p50/p99_ms: from a task's assignment (seen bound to the node) until it
+//!   reports running, for a 50-replica service (image already pulled);
+//! - containers_started_per_s: 50 / (apply until all 50 running);
+//! - agent_rss_mib: the agent's resident memory, idle with 50 running containers (each
+//!   container also has its own monitor process: monitor_rss_mib, on average).
+//!
+//! Usage: bench-agent [--containers N]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shoal_agent::container::{runtime_spec, ContainerRequest, Overlay, RootfsLayout};
+use shoal_agent::image::{self, ImageStore};
+use shoal_apiserver::pb::{self, api_client::ApiClient};
+use tonic::transport::Channel;
+
+fn shoal() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .join("shoal")
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: usize) -> f64 {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+/// `runc run --detach` of one bundle, `n` times; milliseconds each.
+async fn raw_runc(store: &ImageStore, name: &str, dir: &Path, n: usize) -> Vec<f64> {
+    let record = store.get(name).expect("index").expect("image");
+    let config: oci_spec::image::ImageConfiguration =
+        serde_json::from_slice(&store.read_blob(&record.config).expect("config")).expect("json");
+    let layers: Vec<_> = record
+        .layers
+        .iter()
+        .map(|l| store.layer_dir(&l.diff_id).expect("layer"))
+        .collect();
+    let mut samples = Vec::new();
+    for i in 0..n {
+        let bundle = dir.join(format!("raw-{i}"));
+        let layout = RootfsLayout::new(&bundle);
+        let rootfs = layout.mount(&layers, &Overlay).expect("mount");
+        let req = ContainerRequest {
+            command: vec!["sleep".into(), "100000".into()],
+            hostname: format!("raw-{i}"),
+            ..Default::default()
+        };
+        runtime_spec(&config, &req, &rootfs)
+            .expect("spec")
+            .save(bundle.join("config.json"))
+            .expect("save");
+        let id = format!("bench-raw-{}-{i}", std::process::id());
+        let root = dir.join("raw-runtime");
+        let t0 = Instant::now();
+        let status = Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["run", "--detach", "--bundle"])
+            .arg(&bundle)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("runc");
+        samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+        assert!(status.success(), "runc run failed");
+        let _ = Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["delete", "--force", &id])
+            .status();
+        layout.remove(&Overlay).expect("remove");
+    }
+    samples
+}
+
+async fn apply(client: &mut ApiClient<Channel>, yaml: &str) {
+    let m = shoal_api::yaml::decode_manifests("bench", yaml).expect("manifest");
+    let manifests = m
+        .iter()
+        .map(|m| pb::Manifest {
+            json: serde_json::to_string(&m.object).expect("json"),
+            source: "bench".into(),
+        })
+        .collect();
+    client
+        .apply(pb::ApplyRequest {
+            manifests,
+            dry_run: false,
+        })
+        .await
+        .expect("apply");
+}
+
+#[tokio::main]
+async fn main() {
+    let mut n = 50usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--containers" => {
+                n = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--containers N")
+            }
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    assert!(nix::unistd::geteuid().is_root(), "bench-agent needs root");
+    let registry = shoal_testkit::Registry::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let node = tmp.path().join("node");
+    let store = ImageStore::open(&node.join("images")).expect("store");
+    eprintln!("pulling {}", registry.image());
+    image::pull(&store, &registry.image(), &Default::default(), &mut |_| {})
+        .await
+        .expect("pull");
+
+    eprintln!("raw runc run --detach, 20 times");
+    let mut raw = raw_runc(&store, &registry.image(), tmp.path(), 20).await;
+    raw.sort_by(f64::total_cmp);
+
+    let port = shoal_testkit::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _server = Proc(
+        Command::new(shoal())
+            .args([
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(tmp.path().join("server"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server"),
+    );
+    let mut client = loop {
+        match shoal_apiserver::client::connect(&url, None).await {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let agent = Proc(
+        Command::new(shoal())
+            .args([
+                "agent",
+                "--name",
+                "bench-1",
+                "--stop-grace-period",
+                "1s",
+                "--listen",
+            ])
+            .arg(format!("127.0.0.1:{}", shoal_testkit::free_port()))
+            .arg("--data-dir")
+            .arg(&node)
+            .env("SHOAL_SERVER", &url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("agent"),
+    );
+
+    // Follow the tasks: when each is first seen bound, and when first seen running.
+    let mut stream = client
+        .watch(pb::WatchRequest {
+            kind: "Task".into(),
+            label_selector: "shoal.dev/service=bench".into(),
+            resource_version: 0,
+            send_initial: true,
+            name: String::new(),
+            involved_object: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    eprintln!("starting {n} containers");
+    let t0 = Instant::now();
+    apply(
+        &mut client,
+        &format!(
+            "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: bench}}\nspec:\n  \
+             image: {}\n  command: [sleep, '100000']\n  replicas: {n}\n",
+            registry.image()
+        ),
+    )
+    .await;
+    let mut bound: HashMap<String, Instant> = HashMap::new();
+    let mut running: HashMap<String, Instant> = HashMap::new();
+    while running.len() < n {
+        let Some(msg) = stream.message().await.expect("watch") else {
+            panic!("watch ended")
+        };
+        if msg.r#type == "SYNCED" || msg.r#type == "DELETED" {
+            continue;
+        }
+        let t: serde_json::Value = serde_json::from_str(&msg.json).expect("json");
+        let name = t["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if !t["spec"]["node"].is_null() {
+            bound.entry(name.clone()).or_insert_with(Instant::now);
+        }
+        if t["status"]["state"] == "running" {
+            running.entry(name).or_insert_with(Instant::now);
+        }
+    }
+    let all_running = t0.elapsed().as_secs_f64();
+    let mut starts: Vec<f64> = running
+        .iter()
+        .filter_map(|(name, at)| bound.get(name).map(|b| (*at - *b).as_secs_f64() * 1000.0))
+        .collect();
+    starts.sort_by(f64::total_cmp);
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let agent_rss = rss_kib(agent.0.id()) as f64 / 1024.0;
+    let monitors: Vec<u64> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c).contains(&node.display().to_string())
+                    && String::from_utf8_lossy(&c).starts_with(&shoal().display().to_string())
+                    && String::from_utf8_lossy(&c).contains("monitor")
+            })
+        })
+        .map(rss_kib)
+        .collect();
+    let monitor_rss = monitors.iter().sum::<u64>() as f64 / monitors.len().max(1) as f64 / 1024.0;
+
+    eprintln!("cleaning up");
+    let _ = client
+        .delete(pb::DeleteRequest {
+            kind: "Service".into(),
+            name: "bench".into(),
+        })
+        .await;
+    let root = node.join("runtime");
+    for _ in 0..120 {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["list", "-q"])
+            .output()
+            .expect("runc list");
+        if out.stdout.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(agent);
+
+    println!("raw_runc_run_p50_ms: {:.0} ms", percentile(&raw, 50));
+    println!("task_start_p50_ms: {:.0} ms", percentile(&starts, 50));
+    println!("task_start_p99_ms: {:.0} ms", percentile(&starts, 99));
+    println!(
+        "containers_started_per_s: {:.1} containers/s",
+        n as f64 / all_running
+    );
+    println!("agent_rss_mib: {agent_rss:.1} MiB");
+    println!("monitor_rss_mib: {monitor_rss:.1} MiB");
+}
