@@ -71,6 +71,8 @@ enum Command {
     Agent(cmd::agent::Args),
     /// Print a service's or task's container output.
     Logs(cmd::logs::Args),
+    /// Run a command in a task's container.
+    Exec(cmd::exec::Args),
     /// One container's monitor (started by the agent).
     #[command(hide = true)]
     Monitor(cmd::agent::MonitorArgs),
@@ -130,6 +132,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::Image(a) => cmd::image::run(&ctx, a).await,
         Command::Agent(a) => cmd::agent::run(&ctx, a).await,
         Command::Logs(a) => cmd::logs::run(&ctx, a).await,
+        Command::Exec(a) => cmd::exec::run(&ctx, a).await,
         Command::Monitor(a) => cmd::agent::monitor(a),
         Command::Version => cmd::version(&ctx).await,
         Command::Completion { shell } => {

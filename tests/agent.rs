@@ -1,6 +1,6 @@
 //! The node agent end to end, as root, with real runc and a real registry: a service's
 //! tasks run as containers from a pulled image, their output lands in json-file logs
-//! that `shoal logs` reads (merged, tailed, followed), a
+//! that `shoal logs` reads (merged, tailed, followed), `shoal exec` runs in them, a
 //! killed container is replaced, a job completes, a failing command fails with its exit
 //! code, an unknown image is refused clearly, an unhealthy task is replaced, `kill -9`
 //! of the agent leaves containers running and a new agent takes them back, and deleting
@@ -230,6 +230,24 @@ fn the_agent_runs_tasks_as_real_containers() {
     );
     let err = String::from_utf8_lossy(&server.shoal(&["logs", "service/nope"]).stderr).to_string();
     assert!(err.contains("not found"), "{err}");
+    // `shoal exec` runs in the container and exits with the command's code.
+    let out = server.shoal(&[
+        "exec",
+        "web.1",
+        "--",
+        "sh",
+        "-c",
+        "echo in $(hostname); echo oops >&2; exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "in web.1\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oops"));
+    let out = server.shoal(&["exec", "task/web.2", "--", "cat", "/www/index.html"]);
+    assert_eq!(ok(out), "hello from shoal\n");
+    let err = String::from_utf8_lossy(&server.shoal(&["exec", "nope.1", "--", "true"]).stderr)
+        .to_string();
+    assert!(err.contains("not found"), "{err}");
+
     // -f follows new output as it is written.
     apply(
         &server,

@@ -109,7 +109,10 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     let shutdown = CancellationToken::new();
     eprintln!("shoal agent: node {} on {}", a.name, ctx.server);
     let agent = tokio::spawn(run_node(channel, node, executor, shutdown.clone()));
-    let node_api = shoal_apiserver::pb::node_server::NodeServer::new(NodeApi::new(&data_dir));
+    let node_api = shoal_apiserver::pb::node_server::NodeServer::new(NodeApi::new(
+        &data_dir,
+        &runtime.display().to_string(),
+    ));
     let serving = shoal_api_serve(node_api, listener, shutdown.clone());
     tokio::spawn(serving);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

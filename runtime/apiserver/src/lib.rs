@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod client;
 mod dispatcher;
+mod exec;
 mod listen;
 mod logs;
 mod service;

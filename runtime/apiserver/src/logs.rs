@@ -57,7 +57,7 @@ async fn tasks_of(objects: &ObjectStore, req: &pb::LogsRequest) -> Result<Vec<Ta
 }
 
 /// Where a node's agent serves its node API.
-async fn node_address(objects: &ObjectStore, node: &str) -> Result<String, Status> {
+pub(crate) async fn node_address(objects: &ObjectStore, node: &str) -> Result<String, Status> {
     let n = objects
         .get_typed::<Node>(node)
         .await

@@ -302,6 +302,17 @@ impl Api for ApiService {
 
     type WatchStream = watch::ResponseStream;
     type LogsStream = crate::logs::LogsStream;
+    type ExecStream = crate::exec::ExecStream;
+
+    #[tracing::instrument(skip_all, fields(task = %req.get_ref().task))]
+    async fn exec(
+        &self,
+        req: Request<pb::ExecRequest>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        crate::exec::exec_stream(self.objects.clone(), req.into_inner())
+            .await
+            .map(Response::new)
+    }
 
     #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind, name = %req.get_ref().name))]
     async fn logs(
