@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# Starts shoal on this machine: installs what the build needs when missing, builds,
-# and runs `shoal server` on 127.0.0.1:7443 with the embedded store in ./.shoal-data
-# (override with SHOAL_DATA_DIR). Extra arguments go to `shoal server`.
+# A one-node shoal on this machine, as root: installs what is missing, builds, makes
+# the example image (busybox-static, as local/busybox:1) and runs `shoal up` with the
+# example manifests, streaming events. Data in ./.shoal-data (override with
+# SHOAL_DATA_DIR). Extra arguments go to `shoal up`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
 
+[ "$(id -u)" -eq 0 ] || { echo "hack/up.sh runs containers: run it as root" >&2; exit 1; }
 ensure_packages
 cargo build --release --locked >&2
-export SHOAL_DATA_DIR="${SHOAL_DATA_DIR:-$PWD/.shoal-data}"
-echo "shoal: API on http://127.0.0.1:7443, data in $SHOAL_DATA_DIR" >&2
-echo "shoal: in another terminal: ./target/release/shoal apply -f manifests/examples/" >&2
-exec ./target/release/shoal server "$@"
+data="${SHOAL_DATA_DIR:-$PWD/.shoal-data}"
+mkdir -p "$data"
+if ! ./target/release/shoal image ls -o name --data-dir "$data/node" | grep -qx 'docker.io/local/busybox:1'; then
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    hack/build-test-image.sh "$work/layout" >/dev/null
+    tar -C "$work/layout" -cf "$work/image.tar" .
+    ./target/release/shoal image import "$work/image.tar" --name local/busybox:1 --data-dir "$data/node" >&2
+fi
+echo "shoal: API on http://127.0.0.1:7443; try ./target/release/shoal get tasks" >&2
+exec ./target/release/shoal up -f manifests/examples/ --data-dir "$data" "$@"

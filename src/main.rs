@@ -73,6 +73,8 @@ enum Command {
     Logs(cmd::logs::Args),
     /// Run a command in a task's container.
     Exec(cmd::exec::Args),
+    /// A one-node cluster here: server, agent, your manifests, live events.
+    Up(cmd::up::Args),
     /// One container's monitor (started by the agent).
     #[command(hide = true)]
     Monitor(cmd::agent::MonitorArgs),
@@ -133,6 +135,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::Agent(a) => cmd::agent::run(&ctx, a).await,
         Command::Logs(a) => cmd::logs::run(&ctx, a).await,
         Command::Exec(a) => cmd::exec::run(&ctx, a).await,
+        Command::Up(a) => cmd::up::run(&ctx, a).await,
         Command::Monitor(a) => cmd::agent::monitor(a),
         Command::Version => cmd::version(&ctx).await,
         Command::Completion { shell } => {

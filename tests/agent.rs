@@ -99,18 +99,31 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // Containers outlive the agent by design; a test must not leave them behind.
-        for id in self.containers() {
-            self.runc(&["delete", "--force", &id]);
-        }
-        let data = self.data.display().to_string();
-        for line in std::fs::read_to_string("/proc/mounts")
+        remove_containers(&self.data);
+    }
+}
+
+/// Containers outlive the agent by design; a test must not leave them behind.
+fn remove_containers(node_data: &Path) {
+    let runc = |args: &[&str]| {
+        Command::new("runc")
+            .arg("--root")
+            .arg(node_data.join("runtime"))
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
             .unwrap_or_default()
-            .lines()
-        {
-            if let Some(target) = line.split(' ').nth(1).filter(|t| t.starts_with(&data)) {
-                let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
-            }
+    };
+    for id in runc(&["list", "-q"]).lines() {
+        runc(&["delete", "--force", id]);
+    }
+    let data = node_data.display().to_string();
+    for line in std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+    {
+        if let Some(target) = line.split(' ').nth(1).filter(|t| t.starts_with(&data)) {
+            let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
         }
     }
 }
@@ -399,4 +412,98 @@ fn the_agent_runs_tasks_as_real_containers() {
             && agent.mounts() == 0
             && std::fs::read_dir(agent.data.join("containers")).is_ok_and(|d| d.count() == 0)
     });
+}
+
+/// `shoal up`: server and agent in one command, manifests applied, events streamed;
+/// SIGTERM stops both.
+#[test]
+fn shoal_up_runs_a_one_node_cluster() {
+    let registry = Registry::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("cluster");
+    let manifest = tmp.path().join("web.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  \
+             image: {}\n  command: [sh, -c, 'while true; do sleep 1; done']\n  replicas: 2\n",
+            registry.image()
+        ),
+    )
+    .expect("manifest");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut up = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["up", "-f"])
+        .arg(&manifest)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--agent-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--name", "up-node"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("shoal up");
+    let stdout = up.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let running = || {
+        let out = shoal_at(&url, &["get", "tasks", "-o", "json"], None);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v["items"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|t| state(t) == "running")
+            .count()
+    };
+    wait("two tasks running under shoal up", 60, || running() == 2);
+    // What it printed: the apply, then the events of the cluster as they happen.
+    let mut printed = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(2)) {
+        printed.push(line);
+    }
+    let text = printed.join("\n");
+    assert!(text.contains("service/web created"), "{text}");
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains("Normal") && l.to_lowercase().contains("service/web")),
+        "an event about the service: {text}"
+    );
+    let pid = nix::unistd::Pid::from_raw(up.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut exited = None;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = up.try_wait() {
+            exited = Some(status);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = up.kill();
+    remove_containers(&data.join("node"));
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "shoal up stops on SIGTERM"
+    );
+    assert!(
+        !shoal_testkit::wait_for_port(
+            format!("127.0.0.1:{port}").parse().expect("addr"),
+            Duration::from_millis(200)
+        ),
+        "the server stopped with it"
+    );
 }

@@ -16,7 +16,16 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Context, a: Args) -> Outcome {
-    let manifests = manifests::read_all(&a.files)?;
+    apply(ctx, &a.files, a.dry_run).await
+}
+
+/// Applies `files` (what `shoal up -f` does too).
+pub async fn apply_files(ctx: &Context, files: &[String]) -> Outcome {
+    apply(ctx, files, false).await
+}
+
+async fn apply(ctx: &Context, files: &[String], dry_run: bool) -> Outcome {
+    let manifests = manifests::read_all(files)?;
     let request = pb::ApplyRequest {
         manifests: manifests
             .iter()
@@ -27,10 +36,10 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
                 })
             })
             .collect::<anyhow::Result<_>>()?,
-        dry_run: a.dry_run,
+        dry_run,
     };
     let response = ctx.client().await?.apply(request).await?.into_inner();
-    let suffix = if a.dry_run { " (dry run)" } else { "" };
+    let suffix = if dry_run { " (dry run)" } else { "" };
     for r in response.results {
         match ctx.format {
             Some(crate::Format::Json) | Some(crate::Format::Yaml) => {

@@ -122,10 +122,8 @@ fn status(view: &View, idx: &plan::Index, wanted: &[plan::Slot], plan: &mut Plan
     };
     let st = &mut plan.status;
     let before = st.replicas;
-    if st.observed_generation.is_some()
-        && before != desired
-        && svc.spec.mode == ServiceMode::Replicated
-    {
+    // A new service scales up from 0 too, so its first pass is an event users see.
+    if before != desired && svc.spec.mode == ServiceMode::Replicated {
         let (reason, verb) = if desired > before {
             ("ScaledUp", "up")
         } else {

@@ -1,0 +1,147 @@
+//! `shoal up`: a one-node cluster on this machine. Runs `shoal server` (embedded
+//! store) and `shoal agent` as child processes, applies the given manifests, then
+//! streams events until interrupted, and stops both. Containers outlive it (their
+//! monitors keep them); the next `shoal up` on the same data directory takes them back.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use super::Context;
+use crate::Outcome;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Manifests to apply once the cluster is up (files or directories); repeatable.
+    #[arg(short = 'f', long = "filename")]
+    files: Vec<String>,
+    /// The cluster's data: server/ (the store), node/ (images, containers), logs.
+    #[arg(long, default_value = "/var/lib/shoal")]
+    data_dir: PathBuf,
+    /// The API address.
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    listen: std::net::SocketAddr,
+    /// The agent's node API address.
+    #[arg(long, default_value = "127.0.0.1:7444")]
+    agent_listen: std::net::SocketAddr,
+    /// The node's name (default: this machine's hostname).
+    #[arg(long)]
+    name: Option<String>,
+    /// Registries (host:port) to pull from over plain http; repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure_registry: Vec<String>,
+}
+
+/// A child process stopped (SIGTERM, then SIGKILL) when dropped.
+struct Managed(Child);
+
+impl Drop for Managed {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..50 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[String], log: &Path, server: Option<&str>) -> anyhow::Result<Managed> {
+    let log_file =
+        std::fs::File::create(log).map_err(|e| anyhow::anyhow!("{}: {e}", log.display()))?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file);
+    if let Some(s) = server {
+        cmd.env("SHOAL_SERVER", s);
+    }
+    Ok(Managed(cmd.spawn()?))
+}
+
+pub async fn run(_ctx: &Context, a: Args) -> Outcome {
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!("shoal up runs a node agent, which runs containers: run it as root");
+    }
+    std::fs::create_dir_all(&a.data_dir)?;
+    let data = a.data_dir.canonicalize()?;
+    let url = format!("http://{}", a.listen);
+    let name = match a.name {
+        Some(n) => n,
+        None => nix::unistd::gethostname()?
+            .to_string_lossy()
+            .to_lowercase()
+            .replace(['_', '.'], "-"),
+    };
+    let server = spawn(
+        &[
+            "server".into(),
+            "--listen".into(),
+            a.listen.to_string(),
+            "--data-dir".into(),
+            data.join("server").display().to_string(),
+        ],
+        &data.join("server.log"),
+        None,
+    )?;
+    let ctx = Context {
+        server: url.clone(),
+        ca_cert: None,
+        format: None,
+    };
+    let mut ready = false;
+    for _ in 0..100 {
+        if ctx.client().await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !ready {
+        anyhow::bail!(
+            "the server did not start; see {}",
+            data.join("server.log").display()
+        );
+    }
+    let mut agent_args = vec![
+        "agent".to_string(),
+        "--name".into(),
+        name.clone(),
+        "--data-dir".into(),
+        data.join("node").display().to_string(),
+        "--listen".into(),
+        a.agent_listen.to_string(),
+    ];
+    for r in &a.insecure_registry {
+        agent_args.extend(["--insecure-registry".to_string(), r.clone()]);
+    }
+    let agent = spawn(&agent_args, &data.join("agent.log"), Some(&url))?;
+    eprintln!(
+        "shoal up: API on {url}, node {name}; data and logs in {}",
+        data.display()
+    );
+    if !a.files.is_empty() {
+        super::apply::apply_files(&ctx, &a.files).await?;
+    }
+    eprintln!("shoal up: streaming events (Ctrl-C stops the server and the agent)");
+    let mut events = Command::new(std::env::current_exe()?)
+        .args(["events", "-w"])
+        .env("SHOAL_SERVER", &url)
+        .stdin(Stdio::null())
+        .spawn()?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    let _ = events.kill();
+    let _ = events.wait();
+    drop(agent);
+    drop(server);
+    Ok(ExitCode::SUCCESS)
+}
