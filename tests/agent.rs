@@ -494,6 +494,7 @@ fn shoal_up_runs_a_one_node_cluster() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = up.kill();
+    let _ = up.wait();
     remove_containers(&data.join("node"));
     assert!(
         exited.is_some_and(|s| s.success()),
