@@ -143,11 +143,12 @@ mod tests {
     #[test]
     fn tail_and_since_span_rotated_files() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut log = JsonLog::open(&dir.path().join(LOG_FILE), 300, 5).expect("open");
+        let mut log = JsonLog::open(&dir.path().join(LOG_FILE), 400, 10).expect("open");
         for i in 0..20 {
             log.write("stdout", format!("line {i}\n").as_bytes())
                 .expect("write");
         }
+        assert!(files(dir.path()).len() >= 4, "the lines span rotated files");
         let (all, _) = read(dir.path(), LogQuery::default());
         let texts: Vec<String> = all.iter().map(|l| l.log.trim().to_string()).collect();
         assert_eq!(
