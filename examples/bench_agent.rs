@@ -1,7 +1,8 @@
 //! Agent benchmark, as root, with real runc and a real registry:
 //!
 //! - raw_runc_run_p50_ms: `runc run --detach` of the test image's bundle (overlay rootfs,
-//!   the spec shoal writes), the baseline;
+//!   the spec shoal writes), one at a time, the baseline; and raw_runc_run_50_at_once_*:
+//!   50 such runs started together, the baseline for 50 tasks starting together;
 //! - task_start_p50/p99_ms: from a task's assignment (seen bound to the node) until it
 //!   reports running, for a 50-replica service (image already pulled);
 //! - containers_started_per_s: 50 / (apply until all 50 running);
@@ -51,8 +52,8 @@ fn percentile(sorted: &[f64], p: usize) -> f64 {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
 
-/// `runc run --detach` of one bundle, `n` times; milliseconds each.
-async fn raw_runc(store: &ImageStore, name: &str, dir: &Path, n: usize) -> Vec<f64> {
+/// Bundles of the test image (overlay rootfs, the spec shoal writes) for raw runs.
+fn bundles(store: &ImageStore, name: &str, dir: &Path, n: usize) -> Vec<(RootfsLayout, String)> {
     let record = store.get(name).expect("index").expect("image");
     let config: oci_spec::image::ImageConfiguration =
         serde_json::from_slice(&store.read_blob(&record.config).expect("config")).expect("json");
@@ -61,40 +62,58 @@ async fn raw_runc(store: &ImageStore, name: &str, dir: &Path, n: usize) -> Vec<f
         .iter()
         .map(|l| store.layer_dir(&l.diff_id).expect("layer"))
         .collect();
-    let mut samples = Vec::new();
-    for i in 0..n {
-        let bundle = dir.join(format!("raw-{i}"));
-        let layout = RootfsLayout::new(&bundle);
-        let rootfs = layout.mount(&layers, &Overlay).expect("mount");
-        let req = ContainerRequest {
-            command: vec!["sleep".into(), "100000".into()],
-            hostname: format!("raw-{i}"),
-            ..Default::default()
-        };
-        runtime_spec(&config, &req, &rootfs)
-            .expect("spec")
-            .save(bundle.join("config.json"))
-            .expect("save");
-        let id = format!("bench-raw-{}-{i}", std::process::id());
-        let root = dir.join("raw-runtime");
+    (0..n)
+        .map(|i| {
+            let layout = RootfsLayout::new(&dir.join(format!("raw-{i}")));
+            let rootfs = layout.mount(&layers, &Overlay).expect("mount");
+            let req = ContainerRequest {
+                command: vec!["sleep".into(), "100000".into()],
+                hostname: format!("raw-{i}"),
+                ..Default::default()
+            };
+            runtime_spec(&config, &req, &rootfs)
+                .expect("spec")
+                .save(layout.dir.join("config.json"))
+                .expect("save");
+            (layout, format!("bench-raw-{}-{i}", std::process::id()))
+        })
+        .collect()
+}
+
+/// `runc run --detach` of each bundle, `concurrent` at a time; milliseconds each.
+fn raw_runc(bundles: &[(RootfsLayout, String)], root: &Path, concurrent: bool) -> Vec<f64> {
+    let run = |(layout, id): &(RootfsLayout, String)| {
         let t0 = Instant::now();
         let status = Command::new("runc")
             .arg("--root")
-            .arg(&root)
+            .arg(root)
             .args(["run", "--detach", "--bundle"])
-            .arg(&bundle)
-            .arg(&id)
+            .arg(&layout.dir)
+            .arg(id)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .expect("runc");
-        samples.push(t0.elapsed().as_secs_f64() * 1000.0);
         assert!(status.success(), "runc run failed");
+        t0.elapsed().as_secs_f64() * 1000.0
+    };
+    let samples = if concurrent {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = bundles.iter().map(|b| s.spawn(move || run(b))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        })
+    } else {
+        bundles.iter().map(run).collect()
+    };
+    for (layout, id) in bundles {
         let _ = Command::new("runc")
             .arg("--root")
-            .arg(&root)
-            .args(["delete", "--force", &id])
+            .arg(root)
+            .args(["delete", "--force", id])
             .status();
         layout.remove(&Overlay).expect("remove");
     }
@@ -144,9 +163,20 @@ async fn main() {
         .await
         .expect("pull");
 
-    eprintln!("raw runc run --detach, 20 times");
-    let mut raw = raw_runc(&store, &registry.image(), tmp.path(), 20).await;
+    eprintln!("raw runc run --detach: 20 one after another, then {n} at once");
+    let root = tmp.path().join("raw-runtime");
+    let mut raw = raw_runc(
+        &bundles(&store, &registry.image(), tmp.path(), 20),
+        &root,
+        false,
+    );
     raw.sort_by(f64::total_cmp);
+    let mut raw_n = raw_runc(
+        &bundles(&store, &registry.image(), tmp.path(), n),
+        &root,
+        true,
+    );
+    raw_n.sort_by(f64::total_cmp);
 
     let port = shoal_testkit::free_port();
     let url = format!("http://127.0.0.1:{port}");
@@ -283,6 +313,14 @@ async fn main() {
     drop(agent);
 
     println!("raw_runc_run_p50_ms: {:.0} ms", percentile(&raw, 50));
+    println!(
+        "raw_runc_run_{n}_at_once_p50_ms: {:.0} ms",
+        percentile(&raw_n, 50)
+    );
+    println!(
+        "raw_runc_run_{n}_at_once_p99_ms: {:.0} ms",
+        percentile(&raw_n, 99)
+    );
     println!("task_start_p50_ms: {:.0} ms", percentile(&starts, 50));
     println!("task_start_p99_ms: {:.0} ms", percentile(&starts, 99));
     println!(

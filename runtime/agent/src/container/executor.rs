@@ -16,7 +16,7 @@ use std::time::Duration;
 use shoal_api::{DesiredState, Health, HealthCheck, Task, TaskState, TaskStatus};
 use tokio_util::sync::CancellationToken;
 
-use super::monitor::Exit;
+use super::monitor::{Exit, PID_FILE};
 use super::rootfs::{Overlay, RootfsLayout};
 use super::spec::{runtime_spec, ContainerRequest};
 use crate::image::{self, ImageStore, Progress, PullOptions};
@@ -387,17 +387,14 @@ async fn start(
     tokio::spawn(async move {
         let _ = child.wait().await;
     });
-    // Running once the runtime says so, or already finished.
-    for _ in 0..300 {
-        if Exit::read(dir).is_some() {
+    // Running once the runtime has written the container's pid (after it started the
+    // process), or already finished. Watching a file costs nothing; asking the runtime
+    // costs a process per look.
+    for _ in 0..1500 {
+        if dir.join(PID_FILE).is_file() || Exit::read(dir).is_some() {
             return Ok(());
         }
-        if let Ok(state) = runtime(config, &["state", id]).await {
-            if state.contains("\"running\"") {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Err(format!(
         "{} did not start the container within 15s",

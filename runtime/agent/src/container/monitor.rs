@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 pub const LOG_FILE: &str = "container.log";
 pub const EXIT_FILE: &str = "exit.json";
+/// Written by the runtime once the container's process has started.
+pub const PID_FILE: &str = "container.pid";
 
 #[derive(Debug, Clone)]
 pub struct MonitorConfig {
@@ -139,7 +141,9 @@ pub fn run_monitor(c: &MonitorConfig) -> io::Result<i32> {
     let mut child = Command::new(&c.runtime)
         .arg("--root")
         .arg(&c.runtime_root)
-        .args(["run", "--bundle"])
+        .args(["run", "--pid-file"])
+        .arg(c.dir.join(PID_FILE))
+        .arg("--bundle")
         .arg(&c.dir)
         .arg(&c.id)
         .stdin(Stdio::null())
