@@ -433,7 +433,23 @@ fn shoal_up_runs_a_one_node_cluster() {
     .expect("manifest");
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut up = Command::new(env!("CARGO_BIN_EXE_shoal"))
+    // Whatever happens below, the cluster's containers go at the end.
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            remove_containers(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(data.join("node"));
+    // Killed (and with it, its server and agent) if the test fails half way.
+    struct Up(Child);
+    impl Drop for Up {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut up = Up(Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args(["up", "-f"])
         .arg(&manifest)
         .arg("--data-dir")
@@ -444,8 +460,8 @@ fn shoal_up_runs_a_one_node_cluster() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("shoal up");
-    let stdout = up.stdout.take().expect("stdout");
+        .expect("shoal up"));
+    let stdout = up.0.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -482,20 +498,18 @@ fn shoal_up_runs_a_one_node_cluster() {
             .any(|l| l.contains("Normal") && l.to_lowercase().contains("service/web")),
         "an event about the service: {text}"
     );
-    let pid = nix::unistd::Pid::from_raw(up.id() as i32);
+    let pid = nix::unistd::Pid::from_raw(up.0.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut exited = None;
     while Instant::now() < deadline {
-        if let Ok(Some(status)) = up.try_wait() {
+        if let Ok(Some(status)) = up.0.try_wait() {
             exited = Some(status);
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = up.kill();
-    let _ = up.wait();
-    remove_containers(&data.join("node"));
+    drop(up);
     assert!(
         exited.is_some_and(|s| s.success()),
         "shoal up stops on SIGTERM"

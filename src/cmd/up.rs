@@ -58,6 +58,16 @@ fn spawn(args: &[String], log: &Path, server: Option<&str>) -> anyhow::Result<Ma
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file);
+    // If `shoal up` itself is killed outright, its server and agent go with it.
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the child between fork and exec; prctl is async-signal-safe and
+    // touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Some(nix::sys::signal::Signal::SIGTERM))
+                .map_err(std::io::Error::from)
+        });
+    }
     if let Some(s) = server {
         cmd.env("SHOAL_SERVER", s);
     }
