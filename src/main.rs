@@ -75,6 +75,14 @@ enum Command {
     Exec(cmd::exec::Args),
     /// A one-node cluster here: server, agent, your manifests, live events.
     Up(cmd::up::Args),
+    /// Run a one-off task (a container) and follow it, like `docker run`.
+    Run(cmd::tasks::RunArgs),
+    /// List tasks, like `docker ps`.
+    Ps(cmd::tasks::PsArgs),
+    /// Stop tasks (SIGTERM, then SIGKILL after the grace period).
+    Stop(cmd::tasks::NamesArgs),
+    /// Delete ended tasks (running ones with --force).
+    Rm(cmd::tasks::NamesArgs),
     /// One container's monitor (started by the agent).
     #[command(hide = true)]
     Monitor(cmd::agent::MonitorArgs),
@@ -136,6 +144,10 @@ async fn run(cli: Cli) -> Outcome {
         Command::Logs(a) => cmd::logs::run(&ctx, a).await,
         Command::Exec(a) => cmd::exec::run(&ctx, a).await,
         Command::Up(a) => cmd::up::run(&ctx, a).await,
+        Command::Run(a) => cmd::tasks::run(&ctx, a).await,
+        Command::Ps(a) => cmd::tasks::ps(&ctx, a).await,
+        Command::Stop(a) => cmd::tasks::stop(&ctx, a).await,
+        Command::Rm(a) => cmd::tasks::rm(&ctx, a).await,
         Command::Monitor(a) => cmd::agent::monitor(a),
         Command::Version => cmd::version(&ctx).await,
         Command::Completion { shell } => {

@@ -1,6 +1,7 @@
 //! The node agent end to end, as root, with real runc and a real registry: a service's
 //! tasks run as containers from a pulled image, their output lands in json-file logs
-//! that `shoal logs` reads (merged, tailed, followed), `shoal exec` runs in them, a
+//! that `shoal logs` reads (merged, tailed, followed), `shoal exec` runs in them,
+//! `shoal run`/`ps`/`stop`/`rm` work on one-off tasks, a
 //! killed container is replaced, a job completes, a failing command fails with its exit
 //! code, an unknown image is refused clearly, an unhealthy task is replaced, `kill -9`
 //! of the agent leaves containers running and a new agent takes them back, and deleting
@@ -400,6 +401,54 @@ fn the_agent_runs_tasks_as_real_containers() {
         });
         failed && all.iter().any(|t| live(t) && state(t) == "running")
     });
+
+    // docker-style: run (attached, with --rm), run -d, ps, stop, rm.
+    let out = server.shoal(&[
+        "run",
+        "--name",
+        "once",
+        "--rm",
+        "-e",
+        "WHO=you",
+        &image,
+        "sh",
+        "-c",
+        "echo hi $WHO; exit 4",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hi you"));
+    assert!(
+        !server.shoal(&["get", "task", "once"]).status.success(),
+        "--rm deleted it"
+    );
+    assert_eq!(
+        ok(server.shoal(&["run", "-d", "--name", "bg", &image, "sleep", "1000"])).trim(),
+        "bg"
+    );
+    wait("bg running", 30, || {
+        ok(server.shoal(&["ps"]))
+            .lines()
+            .any(|l| l.starts_with("bg ") && l.contains("running"))
+    });
+    let refused = server.shoal(&["rm", "bg"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("stop it first"));
+    ok(server.shoal(&["stop", "bg"]));
+    wait("bg stopped", 30, || {
+        state(&json(server.shoal(&["get", "task", "bg", "-o", "json"]))) == "shutdown"
+    });
+    assert!(!ok(server.shoal(&["ps"]))
+        .lines()
+        .any(|l| l.starts_with("bg ")));
+    assert!(ok(server.shoal(&["ps", "-a"]))
+        .lines()
+        .any(|l| l.starts_with("bg ") && l.contains("shutdown")));
+    ok(server.shoal(&["rm", "bg"]));
 
     // Deleting everything stops and removes every container, mount and file.
     ok(server.shoal(&["delete", "service", "sick"]));

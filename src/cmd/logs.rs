@@ -27,6 +27,19 @@ pub struct Args {
     timestamps: bool,
 }
 
+impl Args {
+    /// Follow one task's whole output (what `shoal run` shows).
+    pub fn for_task(name: &str) -> Args {
+        Args {
+            target: format!("task/{name}"),
+            follow: true,
+            tail: None,
+            since: None,
+            timestamps: false,
+        }
+    }
+}
+
 pub async fn run(ctx: &Context, a: Args) -> Outcome {
     let (kind, name) = super::kind_and_name(&a.target)?;
     let since = a

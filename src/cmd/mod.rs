@@ -16,6 +16,7 @@ pub mod rollout;
 pub mod scale;
 pub mod server;
 pub mod sim;
+pub mod tasks;
 pub mod up;
 
 use std::path::PathBuf;

@@ -1,0 +1,242 @@
+//! The docker-style commands over Tasks: `shoal run` (a one-off Task), `ps`, `stop`,
+//! `rm`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use shoal_api::DynamicObject;
+use shoal_apiserver::pb;
+
+use super::modify::{get, modify};
+use super::Context;
+use crate::output::{age, parse_object};
+use crate::{Format, Outcome};
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Start it and print its name, without waiting.
+    #[arg(short, long)]
+    detach: bool,
+    /// The task's name (default: run-<random>).
+    #[arg(long)]
+    name: Option<String>,
+    /// An environment variable, KEY=VALUE; repeatable.
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    /// Delete the task once it has ended.
+    #[arg(long)]
+    rm: bool,
+    image: String,
+    /// The command (replaces the image's entrypoint and cmd).
+    #[arg(trailing_var_arg = true)]
+    command: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct PsArgs {
+    /// Ended tasks too (and service tasks' history).
+    #[arg(short, long)]
+    all: bool,
+}
+
+#[derive(clap::Args)]
+pub struct NamesArgs {
+    #[arg(required = true)]
+    tasks: Vec<String>,
+    /// rm: stop running tasks first instead of refusing.
+    #[arg(short, long)]
+    force: bool,
+}
+
+fn state(t: &serde_json::Value) -> &str {
+    t["status"]["state"].as_str().unwrap_or("pending")
+}
+
+fn ended(t: &serde_json::Value) -> bool {
+    matches!(
+        state(t),
+        "complete" | "failed" | "rejected" | "shutdown" | "orphaned"
+    )
+}
+
+fn random_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..6].to_string()
+}
+
+async fn task_json(ctx: &Context, name: &str) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::to_value(get(ctx, "Task", name).await?)?)
+}
+
+pub async fn run(ctx: &Context, a: RunArgs) -> Outcome {
+    let name = a.name.unwrap_or_else(|| format!("run-{}", random_suffix()));
+    let mut env = serde_json::Map::new();
+    for kv in &a.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("-e {kv:?}: expected KEY=VALUE"))?;
+        env.insert(k.to_string(), v.into());
+    }
+    let task = serde_json::json!({
+        "apiVersion": "shoal.dev/v1",
+        "kind": "Task",
+        "metadata": {"name": name},
+        "spec": {"image": a.image, "command": a.command, "env": env},
+    });
+    let mut client = ctx.client().await?;
+    let results = client
+        .apply(pb::ApplyRequest {
+            manifests: vec![pb::Manifest {
+                json: task.to_string(),
+                source: "shoal run".into(),
+            }],
+            dry_run: false,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner()
+        .results;
+    if results.first().is_some_and(|r| r.outcome != "created") {
+        anyhow::bail!("task/{name} already exists; give another --name");
+    }
+    if a.detach {
+        println!("{name}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Follow its output until it ends, then exit with its exit code.
+    loop {
+        let t = task_json(ctx, &name).await?;
+        if state(&t) == "running" || ended(&t) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logs = super::logs::Args::for_task(&name);
+    super::logs::run(ctx, logs).await?;
+    let t = loop {
+        let t = task_json(ctx, &name).await?;
+        if ended(&t) {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if state(&t) == "rejected" {
+        eprintln!(
+            "error: {}",
+            t["status"]["message"].as_str().unwrap_or("rejected")
+        );
+    }
+    if a.rm {
+        client
+            .delete(pb::DeleteRequest {
+                kind: "Task".into(),
+                name: name.clone(),
+            })
+            .await?;
+    }
+    let code = t["status"]["exitCode"].as_i64().unwrap_or(125);
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+pub async fn ps(ctx: &Context, a: PsArgs) -> Outcome {
+    let items = ctx
+        .client()
+        .await?
+        .list(pb::ListRequest {
+            kind: "Task".into(),
+            label_selector: String::new(),
+            involved_object: String::new(),
+        })
+        .await?
+        .into_inner()
+        .items;
+    let mut tasks: Vec<DynamicObject> = items
+        .iter()
+        .map(|j| parse_object(j))
+        .collect::<anyhow::Result<_>>()?;
+    tasks.retain(|o| {
+        let t = serde_json::to_value(o).unwrap_or_default();
+        a.all || !ended(&t)
+    });
+    if matches!(ctx.format, Some(Format::Json | Format::Yaml | Format::Name)) {
+        return crate::output::print_list("Task", &tasks, ctx.format).map(|_| ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<24} {:<40} {:<24} {:<10} {:<12} {:<14} {:>6}",
+        "NAME", "IMAGE", "COMMAND", "STATE", "NODE", "CONTAINER", "AGE"
+    );
+    for o in &tasks {
+        let t = serde_json::to_value(o)?;
+        let command: Vec<&str> = t["spec"]["command"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        let mut command = command.join(" ");
+        if command.len() > 22 {
+            command.truncate(21);
+            command.push('…');
+        }
+        let container: String = t["status"]["containerId"]
+            .as_str()
+            .unwrap_or("")
+            .chars()
+            .take(12)
+            .collect();
+        let shown_state = match t["status"]["exitCode"].as_i64() {
+            Some(code) if ended(&t) => format!("{} ({code})", state(&t)),
+            _ => state(&t).to_string(),
+        };
+        println!(
+            "{:<24} {:<40} {:<24} {:<10} {:<12} {:<14} {:>6}",
+            o.metadata.name,
+            t["spec"]["image"].as_str().unwrap_or(""),
+            command,
+            shown_state,
+            t["spec"]["node"].as_str().unwrap_or("-"),
+            container,
+            age(o
+                .metadata
+                .creation_timestamp
+                .map(|c| c.to_rfc3339())
+                .as_deref())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the tasks' nodes to stop them (SIGTERM, then SIGKILL after the grace period).
+pub async fn stop(ctx: &Context, a: NamesArgs) -> Outcome {
+    for name in &a.tasks {
+        modify(ctx, "Task", name, |obj| {
+            let spec = obj
+                .body
+                .get_mut("spec")
+                .and_then(|s| s.as_object_mut())
+                .ok_or_else(|| anyhow::anyhow!("task/{name} has a malformed spec"))?;
+            spec.insert("desiredState".into(), "shutdown".into());
+            Ok(())
+        })
+        .await?;
+        println!("{name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Deletes tasks; a running one only with --force (as `docker rm`).
+pub async fn rm(ctx: &Context, a: NamesArgs) -> Outcome {
+    let mut client = ctx.client().await?;
+    for name in &a.tasks {
+        let t = task_json(ctx, name).await?;
+        if !ended(&t) && !a.force {
+            anyhow::bail!("task/{name} is {}: stop it first, or rm --force", state(&t));
+        }
+        client
+            .delete(pb::DeleteRequest {
+                kind: "Task".into(),
+                name: name.clone(),
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        println!("{name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
