@@ -120,6 +120,34 @@ fn raw_runc(bundles: &[(RootfsLayout, String)], root: &Path, concurrent: bool) -
     samples
 }
 
+/// Whatever the agent left: containers (and their monitors) and mounts under `node`.
+fn force_cleanup(node: &Path) {
+    let root = node.join("runtime");
+    let list = Command::new("runc")
+        .arg("--root")
+        .arg(&root)
+        .args(["list", "-q"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    for id in list.lines() {
+        let _ = Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["delete", "--force", id])
+            .status();
+    }
+    let prefix = node.display().to_string();
+    for line in std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+    {
+        if let Some(target) = line.split(' ').nth(1).filter(|t| t.starts_with(&prefix)) {
+            let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
 async fn apply(client: &mut ApiClient<Channel>, yaml: &str) {
     let m = shoal_api::yaml::decode_manifests("bench", yaml).expect("manifest");
     let manifests = m
@@ -297,20 +325,24 @@ async fn main() {
             name: "bench".into(),
         })
         .await;
-    let root = node.join("runtime");
-    for _ in 0..120 {
-        let out = Command::new("runc")
-            .arg("--root")
-            .arg(&root)
-            .args(["list", "-q"])
-            .output()
-            .expect("runc list");
-        if out.stdout.is_empty() {
+    // The agent removes a container's directory last, after the runtime's state and the
+    // mounts: an empty directory means all is gone.
+    let containers = node.join("containers");
+    let mut left = usize::MAX;
+    for _ in 0..240 {
+        left = std::fs::read_dir(&containers)
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if left == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     drop(agent);
+    if left > 0 {
+        eprintln!("warning: {left} containers were not cleaned up by the agent; removing them");
+        force_cleanup(&node);
+    }
 
     println!("raw_runc_run_p50_ms: {:.0} ms", percentile(&raw, 50));
     println!(
