@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shoal_agent::container::{runtime_spec, ContainerRequest, Overlay, RootfsLayout};
+use shoal_agent::container::{make_bundle, ContainerRequest, Overlay, RootfsLayout};
 use shoal_agent::image::{self, ImageStore};
 use shoal_apiserver::pb::{self, api_client::ApiClient};
 use tonic::transport::Channel;
@@ -55,26 +55,15 @@ fn percentile(sorted: &[f64], p: usize) -> f64 {
 /// Bundles of the test image (overlay rootfs, the spec shoal writes) for raw runs.
 fn bundles(store: &ImageStore, name: &str, dir: &Path, n: usize) -> Vec<(RootfsLayout, String)> {
     let record = store.get(name).expect("index").expect("image");
-    let config: oci_spec::image::ImageConfiguration =
-        serde_json::from_slice(&store.read_blob(&record.config).expect("config")).expect("json");
-    let layers: Vec<_> = record
-        .layers
-        .iter()
-        .map(|l| store.layer_dir(&l.diff_id).expect("layer"))
-        .collect();
     (0..n)
         .map(|i| {
             let layout = RootfsLayout::new(&dir.join(format!("raw-{i}")));
-            let rootfs = layout.mount(&layers, &Overlay).expect("mount");
             let req = ContainerRequest {
                 command: vec!["sleep".into(), "100000".into()],
                 hostname: format!("raw-{i}"),
                 ..Default::default()
             };
-            runtime_spec(&config, &req, &rootfs)
-                .expect("spec")
-                .save(layout.dir.join("config.json"))
-                .expect("save");
+            make_bundle(store, &record, &req, &layout, &Overlay).expect("bundle");
             (layout, format!("bench-raw-{}-{i}", std::process::id()))
         })
         .collect()

@@ -129,51 +129,15 @@ fn remove_containers(node_data: &Path) {
     }
 }
 
-fn apply(server: &Server, yaml: &str) {
-    ok(server.shoal_stdin(&["apply", "-f", "-"], yaml));
-}
-
-fn tasks(server: &Server, service: &str) -> Vec<Value> {
-    let list = json(server.shoal(&[
-        "get",
-        "tasks",
-        "-l",
-        &format!("shoal.dev/service={service}"),
-        "-o",
-        "json",
-    ]));
-    list["items"].as_array().cloned().unwrap_or_default()
-}
-
-fn state(t: &Value) -> &str {
-    t["status"]["state"].as_str().unwrap_or("pending")
-}
-
-fn live(t: &Value) -> bool {
-    t["metadata"]["labels"]["shoal.dev/history"].is_null()
-}
-
 /// The container ids of the live running web tasks, sorted.
 fn running_ids(server: &Server) -> Vec<String> {
     let mut ids: Vec<String> = tasks(server, "web")
         .iter()
-        .filter(|t| live(t) && state(t) == "running")
+        .filter(|t| is_live(t) && state(t) == "running")
         .filter_map(|t| t["status"]["containerId"].as_str().map(str::to_string))
         .collect();
     ids.sort();
     ids
-}
-
-#[track_caller]
-fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 #[test]
@@ -200,7 +164,7 @@ fn the_agent_runs_tasks_as_real_containers() {
     wait("two running web tasks", 60, || {
         tasks(&server, "web")
             .iter()
-            .filter(|t| live(t) && state(t) == "running")
+            .filter(|t| is_live(t) && state(t) == "running")
             .count()
             == 2
     });
@@ -276,19 +240,7 @@ fn the_agent_runs_tasks_as_real_containers() {
         )) == "running"
     });
     let mut follower = server.spawn_shoal(&["logs", "-f", "task/ticker", "--tail", "1"]);
-    let stdout = follower.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = lines_of(&mut follower);
     let mut seen: Vec<u32> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while seen.len() < 5 && Instant::now() < deadline {
@@ -315,10 +267,10 @@ fn the_agent_runs_tasks_as_real_containers() {
         let all = tasks(&server, "web");
         let failed = all
             .iter()
-            .any(|t| !live(t) && state(t) == "failed" && t["status"]["exitCode"] == 137);
+            .any(|t| !is_live(t) && state(t) == "failed" && t["status"]["exitCode"] == 137);
         let running = all
             .iter()
-            .filter(|t| live(t) && state(t) == "running")
+            .filter(|t| is_live(t) && state(t) == "running")
             .count();
         failed && running == 2
     });
@@ -387,19 +339,19 @@ fn the_agent_runs_tasks_as_real_containers() {
     wait("sick.1 healthy", 30, || {
         tasks(&server, "sick")
             .iter()
-            .any(|t| live(t) && t["status"]["health"] == "healthy")
+            .any(|t| is_live(t) && t["status"]["health"] == "healthy")
     });
     wait("the unhealthy task failed and was replaced", 60, || {
         let all = tasks(&server, "sick");
         let failed = all.iter().any(|t| {
-            !live(t)
+            !is_live(t)
                 && state(t) == "failed"
                 && t["status"]["health"] == "unhealthy"
                 && t["status"]["message"]
                     .as_str()
                     .is_some_and(|m| m.contains("health check failed"))
         });
-        failed && all.iter().any(|t| live(t) && state(t) == "running")
+        failed && all.iter().any(|t| is_live(t) && state(t) == "running")
     });
 
     // docker-style: run (attached, with --rm), run -d, ps, stop, rm.
@@ -510,19 +462,7 @@ fn shoal_up_runs_a_one_node_cluster() {
         .stderr(Stdio::null())
         .spawn()
         .expect("shoal up"));
-    let stdout = up.0.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = lines_of(&mut up.0);
     let running = || {
         let out = shoal_at(&url, &["get", "tasks", "-o", "json"], None);
         serde_json::from_slice::<Value>(&out.stdout)

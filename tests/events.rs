@@ -3,25 +3,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use support::*;
-
-/// Lines from a running command, readable with a timeout.
-fn lines_of(child: &mut std::process::Child) -> mpsc::Receiver<String> {
-    let out = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
 
 /// The first line containing every needle.
 fn wait_for_line(rx: &mpsc::Receiver<String>, needles: &[&str]) -> String {

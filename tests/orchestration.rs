@@ -10,30 +10,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::*;
 
-fn apply(server: &Server, yaml: &str) {
-    ok(server.shoal_stdin(&["apply", "-f", "-"], yaml));
-}
-
-fn tasks(server: &Server, service: &str) -> Vec<Value> {
-    let list = json(server.shoal(&[
-        "get",
-        "tasks",
-        "-l",
-        &format!("shoal.dev/service={service}"),
-        "-o",
-        "json",
-    ]));
-    list["items"].as_array().cloned().unwrap_or_default()
-}
-
-fn is_live(t: &Value) -> bool {
-    t["metadata"]["labels"]["shoal.dev/history"].is_null()
-}
-
-fn state(t: &Value) -> &str {
-    t["status"]["state"].as_str().unwrap_or("pending")
-}
-
 fn live_running(server: &Server, service: &str) -> Vec<Value> {
     tasks(server, service)
         .into_iter()
@@ -56,18 +32,6 @@ fn has_event(server: &Server, reference: &str, reason: &str) -> bool {
     events_for(server, reference)
         .iter()
         .any(|e| e["reason"] == reason)
-}
-
-#[track_caller]
-fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 fn web(image: &str, replicas: u32, update: &str) -> String {

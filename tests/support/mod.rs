@@ -239,3 +239,55 @@ pub fn examples_copy() -> tempfile::TempDir {
     }
     dir
 }
+
+/// Lines from a running command's stdout, readable with a timeout.
+pub fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{BufRead, BufReader};
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+pub fn apply(server: &Server, yaml: &str) {
+    ok(server.shoal_stdin(&["apply", "-f", "-"], yaml));
+}
+
+/// A service's tasks, live and history, as JSON.
+pub fn tasks(server: &Server, service: &str) -> Vec<serde_json::Value> {
+    let list = json(server.shoal(&[
+        "get",
+        "tasks",
+        "-l",
+        &format!("shoal.dev/service={service}"),
+        "-o",
+        "json",
+    ]));
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+pub fn is_live(t: &serde_json::Value) -> bool {
+    t["metadata"]["labels"]["shoal.dev/history"].is_null()
+}
+
+pub fn state(t: &serde_json::Value) -> &str {
+    t["status"]["state"].as_str().unwrap_or("pending")
+}
+
+#[track_caller]
+pub fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for: {what}");
+}

@@ -7,22 +7,13 @@
 use std::path::Path;
 use std::process::Command;
 
-use shoal_agent::container::{runtime_spec, ContainerRequest, Overlay, RootfsLayout};
+use shoal_agent::container::{make_bundle, ContainerRequest, Overlay, RootfsLayout};
 use shoal_agent::image::{self, ImageStore};
 
 fn run_container(store: &ImageStore, name: &str, dir: &Path, req: ContainerRequest) -> String {
     let record = store.get(name).expect("index").expect("image present");
-    let config: oci_spec::image::ImageConfiguration =
-        serde_json::from_slice(&store.read_blob(&record.config).expect("config")).expect("json");
-    let layers: Vec<_> = record
-        .layers
-        .iter()
-        .map(|l| store.layer_dir(&l.diff_id).expect("layer"))
-        .collect();
     let layout = RootfsLayout::new(dir);
-    let rootfs = layout.mount(&layers, &Overlay).expect("mount rootfs");
-    let spec = runtime_spec(&config, &req, &rootfs).expect("spec");
-    spec.save(dir.join("config.json")).expect("config.json");
+    make_bundle(store, &record, &req, &layout, &Overlay).expect("bundle");
     let id = format!("shoal-test-{}", std::process::id());
     let out = Command::new("runc")
         .arg("--root")

@@ -16,9 +16,10 @@ use std::time::Duration;
 use shoal_api::{DesiredState, Health, HealthCheck, Task, TaskState, TaskStatus};
 use tokio_util::sync::CancellationToken;
 
+use super::bundle::make_bundle;
 use super::monitor::{Exit, PID_FILE};
 use super::rootfs::{Overlay, RootfsLayout};
-use super::spec::{runtime_spec, ContainerRequest};
+use super::spec::ContainerRequest;
 use crate::image::{self, ImageStore, Progress, PullOptions};
 use crate::session::{Executor, Reporter};
 
@@ -328,19 +329,6 @@ async fn start(
         }
     };
     reporter.report(task, &status(TaskState::Starting, "starting", Some(id)));
-    let image_config: oci_spec::image::ImageConfiguration =
-        serde_json::from_slice(&store.read_blob(&record.config).map_err(|e| e.to_string())?)
-            .map_err(|e| format!("image config: {e}"))?;
-    let layers = record
-        .layers
-        .iter()
-        .map(|l| store.layer_dir(&l.diff_id))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let layout = RootfsLayout::new(dir);
-    let rootfs = layout
-        .mount(&layers, &Overlay)
-        .map_err(|e| format!("mounting the root filesystem: {e}"))?;
     let req = ContainerRequest {
         command: task.spec.command.clone(),
         env: task.spec.env.clone(),
@@ -361,9 +349,8 @@ async fn start(
             .filter(|m| *m > 0),
         ..Default::default()
     };
-    let spec = runtime_spec(&image_config, &req, &rootfs).map_err(|e| e.to_string())?;
-    spec.save(dir.join("config.json"))
-        .map_err(|e| format!("writing config.json: {e}"))?;
+    make_bundle(&store, &record, &req, &RootfsLayout::new(dir), &Overlay)
+        .map_err(|e| e.to_string())?;
     let root = RuncExecutor::runtime_root(&config.data_dir);
     let mut cmd = tokio::process::Command::new(&config.monitor_exe);
     cmd.arg("monitor")

@@ -2,12 +2,14 @@
 //! monitor process that holds each container's output and exit code, the runtime spec
 //! a container runs with, and its root filesystem (overlayfs over the image's layers).
 
+pub mod bundle;
 pub mod executor;
 pub mod logs;
 pub mod monitor;
 pub mod rootfs;
 pub mod spec;
 
+pub use bundle::{make_bundle, BundleError};
 pub use executor::{RuncConfig, RuncExecutor};
 pub use monitor::{run_monitor, MonitorConfig};
 pub use rootfs::{Mounter, Overlay, RootfsLayout};
