@@ -13,29 +13,16 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shoal_agent::container::{make_bundle, ContainerRequest, Overlay, RootfsLayout};
 use shoal_agent::image::{self, ImageStore};
-use shoal_apiserver::pb::{self, api_client::ApiClient};
-use tonic::transport::Channel;
+#[path = "support/mod.rs"]
+mod support;
 
-fn shoal() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("exe");
-    exe.parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .join("shoal")
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use shoal_apiserver::pb;
+use support::{apply, shoal, spawn};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -137,24 +124,6 @@ fn force_cleanup(node: &Path) {
     }
 }
 
-async fn apply(client: &mut ApiClient<Channel>, yaml: &str) {
-    let m = shoal_api::yaml::decode_manifests("bench", yaml).expect("manifest");
-    let manifests = m
-        .iter()
-        .map(|m| pb::Manifest {
-            json: serde_json::to_string(&m.object).expect("json"),
-            source: "bench".into(),
-        })
-        .collect();
-    client
-        .apply(pb::ApplyRequest {
-            manifests,
-            dry_run: false,
-        })
-        .await
-        .expect("apply");
-}
-
 #[tokio::main]
 async fn main() {
     let mut n = 50usize;
@@ -197,19 +166,16 @@ async fn main() {
 
     let port = shoal_testkit::free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let _server = Proc(
-        Command::new(shoal())
-            .args([
-                "server",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(tmp.path().join("server"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("server"),
+    let server_data = tmp.path().join("server").display().to_string();
+    let _server = spawn(
+        &[
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            &server_data,
+        ],
+        None,
     );
     let mut client = loop {
         match shoal_apiserver::client::connect(&url, None).await {
@@ -217,24 +183,23 @@ async fn main() {
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     };
-    let agent = Proc(
-        Command::new(shoal())
-            .args([
-                "agent",
-                "--name",
-                "bench-1",
-                "--stop-grace-period",
-                "1s",
-                "--listen",
-            ])
-            .arg(format!("127.0.0.1:{}", shoal_testkit::free_port()))
-            .arg("--data-dir")
-            .arg(&node)
-            .env("SHOAL_SERVER", &url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("agent"),
+    let (agent_listen, node_data) = (
+        format!("127.0.0.1:{}", shoal_testkit::free_port()),
+        node.display().to_string(),
+    );
+    let agent = spawn(
+        &[
+            "agent",
+            "--name",
+            "bench-1",
+            "--stop-grace-period",
+            "1s",
+            "--listen",
+            &agent_listen,
+            "--data-dir",
+            &node_data,
+        ],
+        Some(&url),
     );
 
     // Follow the tasks: when each is first seen bound, and when first seen running.

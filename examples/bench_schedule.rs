@@ -13,12 +13,16 @@
 //! [--stores embedded,etcd]
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/mod.rs"]
+mod support;
+
 use shoal_apiserver::pb::{self, api_client::ApiClient};
 use shoal_store::{EmbeddedStore, EtcdStore, Store};
+use shoal_testkit::free_port;
+use support::{apply, spawn};
 use tonic::transport::Channel;
 
 struct Args {
@@ -47,38 +51,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-fn shoal() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("exe");
-    exe.parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .join("shoal")
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(args: &[&str], server: Option<&str>) -> Proc {
-    let mut cmd = Command::new(shoal());
-    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
-    if let Some(s) = server {
-        cmd.env("SHOAL_SERVER", s);
-    }
-    Proc(cmd.spawn().expect("spawn shoal"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
 }
 
 async fn raw_writes(store: Arc<dyn Store>, n: usize) -> f64 {
@@ -122,24 +94,6 @@ async fn list(
         .iter()
         .map(|j| serde_json::from_str(j).expect("json"))
         .collect()
-}
-
-async fn apply(client: &mut ApiClient<Channel>, yaml: &str) {
-    let m = shoal_api::yaml::decode_manifests("bench", yaml).expect("manifest");
-    let manifests = m
-        .iter()
-        .map(|m| pb::Manifest {
-            json: serde_json::to_string(&m.object).expect("json"),
-            source: "bench".into(),
-        })
-        .collect();
-    client
-        .apply(pb::ApplyRequest {
-            manifests,
-            dry_run: false,
-        })
-        .await
-        .expect("apply");
 }
 
 async fn delete_and_wait(client: &mut ApiClient<Channel>, name: &str) {

@@ -1,0 +1,54 @@
+//! What the benchmarks share: the `shoal` binary next to them, processes stopped on
+//! drop, and applying a manifest through the API.
+
+use std::process::{Child, Command, Stdio};
+
+use shoal_apiserver::pb::{self, api_client::ApiClient};
+use tonic::transport::Channel;
+
+/// The `shoal` binary of the same build.
+pub fn shoal() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .join("shoal")
+}
+
+/// A process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `shoal ARGS`, quiet, talking to `server` when given.
+pub fn spawn(args: &[&str], server: Option<&str>) -> Proc {
+    let mut cmd = Command::new(shoal());
+    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
+    if let Some(s) = server {
+        cmd.env("SHOAL_SERVER", s);
+    }
+    Proc(cmd.spawn().expect("spawn shoal"))
+}
+
+pub async fn apply(client: &mut ApiClient<Channel>, yaml: &str) {
+    let m = shoal_api::yaml::decode_manifests("bench", yaml).expect("manifest");
+    let manifests = m
+        .iter()
+        .map(|m| pb::Manifest {
+            json: serde_json::to_string(&m.object).expect("json"),
+            source: "bench".into(),
+        })
+        .collect();
+    client
+        .apply(pb::ApplyRequest {
+            manifests,
+            dry_run: false,
+        })
+        .await
+        .expect("apply");
+}
