@@ -43,6 +43,10 @@ pub struct Args {
     /// How often agents heartbeat; a node is down after 3 missed heartbeats.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     heartbeat_period: Duration,
+    /// Changes a client watch may fall behind the watch cache before it is served from
+    /// the store instead (tests make it small to exercise that path).
+    #[arg(long, default_value_t = 16_384, hide = true)]
+    watch_cache_size: usize,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -143,7 +147,7 @@ pub async fn run(a: Args) -> Outcome {
         status,
         heartbeat,
     );
-    let service = ApiService::new(store, id);
+    let service = ApiService::new(store, id, a.watch_cache_size);
     let serving = shoal_apiserver::serve(
         service,
         agent,

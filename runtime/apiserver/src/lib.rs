@@ -16,6 +16,7 @@ mod logs;
 mod service;
 mod status_writer;
 mod watch;
+mod watch_cache;
 
 pub use agent::{AgentService, HeartbeatConfig};
 pub use dispatcher::Dispatcher;

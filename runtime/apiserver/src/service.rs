@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::pb::{self, api_server::Api};
 use crate::watch::watch_stream;
+use crate::watch_cache::WatchCache;
 use crate::CONTROLLER_LEADER_KEY;
 
 /// Most manifests one apply may carry.
@@ -21,13 +22,17 @@ const MAX_APPLY: usize = 10_000;
 #[derive(Clone)]
 pub struct ApiService {
     objects: ObjectStore,
+    watches: WatchCache,
     server_id: String,
 }
 
 impl ApiService {
-    pub fn new(store: Arc<dyn Store>, server_id: String) -> Self {
+    /// `watch_buffer`: changes a client watch may fall behind the watch cache.
+    pub fn new(store: Arc<dyn Store>, server_id: String, watch_buffer: usize) -> Self {
+        let objects = ObjectStore::new(store);
         ApiService {
-            objects: ObjectStore::new(store),
+            watches: WatchCache::new(objects.clone(), watch_buffer),
+            objects,
             server_id,
         }
     }
@@ -329,7 +334,7 @@ impl Api for ApiService {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        watch_stream(self.objects.clone(), req.into_inner())
+        watch_stream(&self.watches, self.objects.clone(), req.into_inner())
             .await
             .map(Response::new)
     }

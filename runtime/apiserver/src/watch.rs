@@ -1,42 +1,90 @@
 //! Watch over gRPC: optional initial list, a SYNCED marker, then changes. Objects that
 //! stop matching the label selector are sent as DELETED, as Kubernetes does.
+//!
+//! Changes come from the watch cache (`watch_cache.rs`); a watch that falls behind it,
+//! or resumes from before it, reads the store's history directly from where it is.
 
 use std::collections::HashSet;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use shoal_store::objects::ChangeType;
-use shoal_store::ObjectStore;
-use tokio::sync::mpsc;
+use shoal_api::DynamicObject;
+use shoal_store::objects::{ChangeType, ObjectStore};
+use shoal_store::Revision;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::pb;
 use crate::service::{involves, kind_of, selector_of, status_of, to_json};
+use crate::watch_cache::{CachedChange, Subscription, WatchCache};
 
 pub type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
+type Tx = mpsc::Sender<Result<pb::WatchResponse, Status>>;
+
+/// What one client sees: the objects it asked for, and which of them it has been sent.
+struct View {
+    wanted: Box<dyn Fn(&DynamicObject) -> bool + Send>,
+    visible: HashSet<String>,
+    /// A resumed watch does not know what the client saw; it passes changes through.
+    resumed: bool,
+}
+
+impl View {
+    /// The event type to send for a change, or None when the client does not see it.
+    fn classify(&mut self, change: ChangeType, object: &DynamicObject) -> Option<&'static str> {
+        let name = &object.metadata.name;
+        let seen = self.resumed || self.visible.contains(name);
+        Some(match (change, (self.wanted)(object), seen) {
+            (ChangeType::Deleted, _, true) => {
+                self.visible.remove(name);
+                "DELETED"
+            }
+            (ChangeType::Deleted, _, false) => return None,
+            (ChangeType::Added, true, true) => "ADDED",
+            (_, true, true) => "MODIFIED",
+            (_, true, false) => {
+                self.visible.insert(name.clone());
+                "ADDED"
+            }
+            (_, false, true) => {
+                self.visible.remove(name);
+                "DELETED"
+            }
+            (_, false, false) => return None,
+        })
+    }
+}
+
 pub async fn watch_stream(
+    cache: &WatchCache,
     objects: ObjectStore,
     req: pb::WatchRequest,
 ) -> Result<ResponseStream, Status> {
     let kind = kind_of(&req.kind)?;
     let selector = selector_of(&req.label_selector)?;
-    let wanted = move |o: &shoal_api::DynamicObject| {
-        (req.name.is_empty() || o.metadata.name == req.name)
-            && selector.matches(&o.metadata.labels)
-            && involves(o, &req.involved_object)
-    };
-    let mut visible = HashSet::new();
-    let mut initial = Vec::new();
-    // A resumed watch does not know what the client saw; it passes changes through.
     let resumed = req.resource_version > 0;
+    let mut view = View {
+        wanted: Box::new(move |o: &DynamicObject| {
+            (req.name.is_empty() || o.metadata.name == req.name)
+                && selector.matches(&o.metadata.labels)
+                && involves(o, &req.involved_object)
+        }),
+        visible: HashSet::new(),
+        resumed,
+    };
+    // Subscribe before listing: the list is then at or after the subscription, so every
+    // change after the list arrives through it.
+    let mut subscription = cache.subscribe(kind).await;
+    let mut initial = Vec::new();
     let from = if resumed {
-        req.resource_version + 1
+        req.resource_version
     } else {
         let (items, revision) = objects.list(kind).await.map_err(status_of)?;
-        for o in items.iter().filter(|o| wanted(o)) {
-            visible.insert(o.metadata.name.clone());
+        for o in items.iter().filter(|o| (view.wanted)(o)) {
+            view.visible.insert(o.metadata.name.clone());
             if req.send_initial {
                 initial.push(pb::WatchResponse {
                     r#type: "ADDED".into(),
@@ -50,9 +98,12 @@ pub async fn watch_stream(
             json: String::new(),
             revision,
         });
-        revision + 1
+        revision
     };
-    let mut changes = objects.watch(kind, from).await.map_err(status_of)?;
+    // A resume from before the subscription would miss what the cache already sent.
+    if subscription.as_ref().is_some_and(|s| s.revision > from) {
+        subscription = None;
+    }
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
         for msg in initial {
@@ -60,50 +111,85 @@ pub async fn watch_stream(
                 return;
             }
         }
-        while let Some(item) = changes.next().await {
-            let ev = match item {
-                Ok(ev) => ev,
-                Err(e) => {
-                    let _ = tx.send(Err(status_of(e))).await;
-                    return;
+        let mut last = from;
+        if let Some(s) = subscription {
+            match from_cache(s, &mut view, &mut last, &tx).await {
+                Ok(()) => return,
+                Err(behind) => {
+                    tracing::info!(%behind, last, "a watch fell behind the watch cache; serving it from the store")
                 }
-            };
-            let name = ev.object.metadata.name.clone();
-            let matches = wanted(&ev.object);
-            let kind = match (ev.change, matches, visible.contains(&name) || resumed) {
-                (ChangeType::Deleted, _, true) => {
-                    visible.remove(&name);
-                    "DELETED"
-                }
-                (ChangeType::Deleted, _, false) => continue,
-                (ChangeType::Added, true, true) => "ADDED",
-                (_, true, true) => "MODIFIED",
-                (_, true, false) => {
-                    visible.insert(name);
-                    "ADDED"
-                }
-                (_, false, true) => {
-                    visible.remove(&name);
-                    "DELETED"
-                }
-                (_, false, false) => continue,
-            };
-            let json = match to_json(&ev.object) {
-                Ok(j) => j,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            };
-            let msg = pb::WatchResponse {
-                r#type: kind.into(),
-                json,
-                revision: ev.revision,
-            };
-            if tx.send(Ok(msg)).await.is_err() {
-                return;
             }
         }
+        from_store(&objects, kind, &mut view, last, &tx).await;
     });
     Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+/// Forwards the cache's changes after `last`; Ok when the client went away, Err when
+/// the cache can no longer serve this client (it fell behind, or the cache restarted).
+async fn from_cache(
+    mut s: Subscription,
+    view: &mut View,
+    last: &mut Revision,
+    tx: &Tx,
+) -> Result<(), broadcast::error::RecvError> {
+    loop {
+        let change: Arc<CachedChange> = s.changes.recv().await?;
+        if change.revision <= *last {
+            continue;
+        }
+        *last = change.revision;
+        let Some(kind) = view.classify(change.change, &change.object) else {
+            continue;
+        };
+        let msg = change
+            .json()
+            .map(|json| pb::WatchResponse {
+                r#type: kind.into(),
+                json: json.to_string(),
+                revision: change.revision,
+            })
+            .map_err(Status::internal);
+        let failed = msg.is_err();
+        if tx.send(msg).await.is_err() || failed {
+            return Ok(());
+        }
+    }
+}
+
+async fn from_store(
+    objects: &ObjectStore,
+    kind: &'static shoal_api::KindDesc,
+    view: &mut View,
+    last: Revision,
+    tx: &Tx,
+) {
+    let mut changes = match objects.watch(kind, last + 1).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = tx.send(Err(status_of(e))).await;
+            return;
+        }
+    };
+    while let Some(item) = changes.next().await {
+        let ev = match item {
+            Ok(ev) => ev,
+            Err(e) => {
+                let _ = tx.send(Err(status_of(e))).await;
+                return;
+            }
+        };
+        let Some(kind) = view.classify(ev.change, &ev.object) else {
+            continue;
+        };
+        let msg = to_json(&ev.object).map(|json| pb::WatchResponse {
+            r#type: kind.into(),
+            json,
+            revision: ev.revision,
+        });
+        let failed = msg.is_err();
+        if tx.send(msg).await.is_err() || failed {
+            return;
+        }
+    }
 }

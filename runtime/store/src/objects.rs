@@ -628,14 +628,34 @@ impl ObjectStore {
     /// object (the cache holds its last value), which spares etcd reading the previous
     /// value of every event.
     pub async fn watch_typed<R: Resource>(&self, from: Revision) -> Result<TypedWatchStream<R>> {
-        let prefix = kind_prefix(shoal_api::kind_of::<R>());
+        self.watch_changes(shoal_api::kind_of::<R>(), from, decode_typed)
+            .await
+    }
+
+    /// [`watch_typed`](Self::watch_typed) for any kind, untyped: for the apiserver's
+    /// watch cache.
+    pub async fn watch_objects(
+        &self,
+        kind: &KindDesc,
+        from: Revision,
+    ) -> Result<TypedWatchStream<DynamicObject>> {
+        self.watch_changes(kind, from, decode).await
+    }
+
+    async fn watch_changes<R: Send + 'static>(
+        &self,
+        kind: &KindDesc,
+        from: Revision,
+        decode: fn(&KeyValue) -> Result<R>,
+    ) -> Result<TypedWatchStream<R>> {
+        let prefix = kind_prefix(kind);
         let stream = self.store.watch_without_prev(&prefix, from).await?;
         Ok(stream
             .map(move |item| {
                 let ev = item?;
                 let revision = ev.revision();
                 Ok(match ev.event_type {
-                    EventType::Put => TypedChange::Applied(decode_typed(&ev.kv)?, revision),
+                    EventType::Put => TypedChange::Applied(decode(&ev.kv)?, revision),
                     EventType::Delete => {
                         let name = ev.kv.key.strip_prefix(&prefix).unwrap_or(&ev.kv.key);
                         TypedChange::Deleted(name.to_string(), revision)
