@@ -24,6 +24,49 @@ pub type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, St
 
 type Tx = mpsc::Sender<Result<pb::WatchResponse, Status>>;
 
+/// Where a client's stream is: changes at revisions before `revision` have all been
+/// handled, and those at `revision` too when `whole`, else the ones named. One store
+/// transaction writes many objects at one revision, so a revision alone cannot say
+/// where a stream that breaks off mid-transaction resumes.
+struct Progress {
+    revision: Revision,
+    whole: bool,
+    names: HashSet<String>,
+}
+
+impl Progress {
+    /// Everything up to and including `revision` (a list's, or a resume's).
+    fn after(revision: Revision) -> Self {
+        Progress {
+            revision,
+            whole: true,
+            names: HashSet::new(),
+        }
+    }
+
+    /// True the first time a change is offered; false for one already handled.
+    fn advance(&mut self, revision: Revision, name: &str) -> bool {
+        if revision < self.revision || (revision == self.revision && self.whole) {
+            return false;
+        }
+        if revision > self.revision {
+            self.revision = revision;
+            self.whole = false;
+            self.names.clear();
+        }
+        self.names.insert(name.to_string())
+    }
+
+    /// The revision a store watch resumes from without missing anything.
+    fn resume_from(&self) -> Revision {
+        if self.whole {
+            self.revision + 1
+        } else {
+            self.revision
+        }
+    }
+}
+
 /// What one client sees: the objects it asked for, and which of them it has been sent.
 struct View {
     wanted: Box<dyn Fn(&DynamicObject) -> bool + Send>,
@@ -111,34 +154,35 @@ pub async fn watch_stream(
                 return;
             }
         }
-        let mut last = from;
+        let mut progress = Progress::after(from);
         if let Some(s) = subscription {
-            match from_cache(s, &mut view, &mut last, &tx).await {
+            match from_cache(s, &mut view, &mut progress, &tx).await {
                 Ok(()) => return,
-                Err(behind) => {
-                    tracing::info!(%behind, last, "a watch fell behind the watch cache; serving it from the store")
-                }
+                Err(behind) => tracing::info!(
+                    %behind,
+                    revision = progress.revision,
+                    "a watch fell behind the watch cache; serving it from the store"
+                ),
             }
         }
-        from_store(&objects, kind, &mut view, last, &tx).await;
+        from_store(&objects, kind, &mut view, &mut progress, &tx).await;
     });
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
-/// Forwards the cache's changes after `last`; Ok when the client went away, Err when
-/// the cache can no longer serve this client (it fell behind, or the cache restarted).
+/// Forwards the cache's changes after `progress`; Ok when the client went away, Err
+/// when the cache can no longer serve this client (it fell behind, or it restarted).
 async fn from_cache(
     mut s: Subscription,
     view: &mut View,
-    last: &mut Revision,
+    progress: &mut Progress,
     tx: &Tx,
 ) -> Result<(), broadcast::error::RecvError> {
     loop {
         let change: Arc<CachedChange> = s.changes.recv().await?;
-        if change.revision <= *last {
+        if !progress.advance(change.revision, &change.object.metadata.name) {
             continue;
         }
-        *last = change.revision;
         let Some(kind) = view.classify(change.change, &change.object) else {
             continue;
         };
@@ -161,10 +205,10 @@ async fn from_store(
     objects: &ObjectStore,
     kind: &'static shoal_api::KindDesc,
     view: &mut View,
-    last: Revision,
+    progress: &mut Progress,
     tx: &Tx,
 ) {
-    let mut changes = match objects.watch(kind, last + 1).await {
+    let mut changes = match objects.watch(kind, progress.resume_from()).await {
         Ok(c) => c,
         Err(e) => {
             let _ = tx.send(Err(status_of(e))).await;
@@ -179,6 +223,9 @@ async fn from_store(
                 return;
             }
         };
+        if !progress.advance(ev.revision, &ev.object.metadata.name) {
+            continue;
+        }
         let Some(kind) = view.classify(ev.change, &ev.object) else {
             continue;
         };
@@ -191,5 +238,24 @@ async fn from_store(
         if tx.send(msg).await.is_err() || failed {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Progress;
+
+    #[test]
+    fn progress_resumes_mid_transaction_without_loss_or_repeats() {
+        let mut p = Progress::after(10);
+        assert!(!p.advance(10, "listed"), "the list had revision 10");
+        assert!(p.advance(11, "a"));
+        assert!(p.advance(11, "b"), "one transaction, many objects");
+        assert_eq!(p.resume_from(), 11, "11 may have more");
+        assert!(!p.advance(11, "a"), "replayed from the store: already sent");
+        assert!(p.advance(11, "c"));
+        assert!(p.advance(12, "a"));
+        assert!(!p.advance(11, "d"), "history never goes back");
+        assert_eq!(Progress::after(7).resume_from(), 8);
     }
 }
