@@ -402,6 +402,99 @@ fn the_agent_runs_tasks_as_real_containers() {
         .any(|l| l.starts_with("bg ") && l.contains("shutdown")));
     ok(server.shoal(&["rm", "bg"]));
 
+    // docker run's container flags: entrypoint and its arguments, workdir, a read-only
+    // bind mount, a named volume (kept after the task), a tmpfs with a size; the user.
+    let host = tempfile::tempdir().expect("host dir");
+    std::fs::write(host.path().join("hello"), "from the host\n").expect("write");
+    let bind = format!("{}:/data:ro", host.path().display());
+    let script = "pwd; cat /data/hello; touch /data/x 2>/dev/null || echo read-only; \
+                  echo kept > /vol/f; df -k /scratch | tail -1";
+    let flags = [
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/sh",
+        "-w",
+        "/tmp",
+        "-v",
+        &bind,
+        "-v",
+        "keep:/vol",
+        "--tmpfs",
+        "/scratch:size=1m",
+        &image,
+        "-c",
+        script,
+    ];
+    let out = ok(server.shoal(&flags));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..3], ["/tmp", "from the host", "read-only"], "{out}");
+    assert!(
+        lines[3].starts_with("tmpfs") && lines[3].contains(" 1024 "),
+        "{out}"
+    );
+    let kept = agent.data.join("volumes/keep/_data/f");
+    assert_eq!(
+        std::fs::read_to_string(kept).expect("volume file"),
+        "kept\n"
+    );
+    let out = ok(server.shoal(&["run", "--rm", "-u", "1000:1000", &image, "id"]));
+    assert!(out.starts_with("uid=1000 gid=1000"), "{out}");
+
+    // --log-opt rotates the json-file log; --restart restarts in place.
+    let chatty = "for i in $(seq 1 300); do echo line $i; done";
+    ok(server.shoal(&[
+        "run",
+        "-d",
+        "--name",
+        "chatty",
+        "--log-opt",
+        "max-size=2k",
+        "--log-opt",
+        "max-file=2",
+        &image,
+        "sh",
+        "-c",
+        chatty,
+    ]));
+    ok(server.shoal(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        &image,
+        "sh",
+        "-c",
+        "echo attempt; exit 3",
+    ]));
+    wait("chatty done, flaky given up", 60, || {
+        let flaky = json(server.shoal(&["get", "task", "flaky", "-o", "json"]));
+        state(&json(
+            server.shoal(&["get", "task", "chatty", "-o", "json"]),
+        )) == "complete"
+            && state(&flaky) == "failed"
+    });
+    let flaky = json(server.shoal(&["get", "task", "flaky", "-o", "json"]));
+    assert_eq!(flaky["status"]["restartCount"], 2, "{flaky}");
+    assert_eq!(flaky["status"]["exitCode"], 3, "{flaky}");
+    let attempts = ok(server.shoal(&["logs", "task/flaky"]));
+    assert_eq!(attempts.matches("attempt").count(), 3, "{attempts}");
+    let chatty = json(server.shoal(&["get", "task", "chatty", "-o", "json"]));
+    let id = chatty["status"]["containerId"]
+        .as_str()
+        .expect("container id");
+    let mut logs: Vec<String> = std::fs::read_dir(agent.data.join("containers").join(id))
+        .expect("container dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("container.log"))
+        .collect();
+    logs.sort();
+    assert_eq!(logs, ["container.log", "container.log.1"]);
+    ok(server.shoal(&["rm", "chatty", "flaky"]));
+
     // Deleting everything stops and removes every container, mount and file.
     ok(server.shoal(&["delete", "service", "sick"]));
     ok(server.shoal(&["delete", "service", "web"]));

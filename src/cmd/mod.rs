@@ -13,6 +13,7 @@ pub mod logs;
 pub mod modify;
 pub mod node;
 pub mod rollout;
+pub mod run_flags;
 pub mod scale;
 pub mod server;
 pub mod sim;

@@ -1,5 +1,5 @@
-//! The docker-style commands over Tasks: `shoal run` (a one-off Task), `ps`, `stop`,
-//! `rm`.
+//! The docker-style commands over Tasks: `shoal run` (a one-off Task; its container
+//! flags are in `run_flags.rs`), `ps`, `stop`, `rm`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,15 +20,15 @@ pub struct RunArgs {
     /// The task's name (default: run-<random>).
     #[arg(long)]
     name: Option<String>,
-    /// An environment variable, KEY=VALUE; repeatable.
-    #[arg(short, long = "env")]
-    env: Vec<String>,
+    #[command(flatten)]
+    container: super::run_flags::ContainerFlags,
     /// Delete the task once it has ended.
     #[arg(long)]
     rm: bool,
     image: String,
-    /// The command (replaces the image's entrypoint and cmd).
-    #[arg(trailing_var_arg = true)]
+    /// The command: replaces the image's entrypoint and cmd, or with --entrypoint, its
+    /// arguments. Everything after the image belongs to it, as with `docker run`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
 
@@ -69,18 +69,14 @@ async fn task_json(ctx: &Context, name: &str) -> anyhow::Result<serde_json::Valu
 
 pub async fn run(ctx: &Context, a: RunArgs) -> Outcome {
     let name = a.name.unwrap_or_else(|| format!("run-{}", random_suffix()));
-    let mut env = serde_json::Map::new();
-    for kv in &a.env {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("-e {kv:?}: expected KEY=VALUE"))?;
-        env.insert(k.to_string(), v.into());
-    }
+    let mut spec = a.container.spec_fields()?;
+    spec.insert("image".into(), a.image.clone().into());
+    spec.insert("command".into(), a.command.clone().into());
     let task = serde_json::json!({
         "apiVersion": "shoal.dev/v1",
         "kind": "Task",
         "metadata": {"name": name},
-        "spec": {"image": a.image, "command": a.command, "env": env},
+        "spec": spec,
     });
     let mut client = ctx.client().await?;
     let results = client

@@ -2,6 +2,7 @@
 //! owns and a `status` the system owns; Event carries its fields at the top level, as
 //! in Kubernetes.
 
+mod container;
 mod event;
 mod gitsync;
 mod logpipeline;
@@ -11,6 +12,7 @@ mod service;
 mod task;
 mod workload;
 
+pub use container::{LogOptions, Mount, MountType};
 pub use event::{Event, EventType, ObjectReference};
 pub use gitsync::{GitSync, GitSyncSpec, GitSyncStatus, InventoryEntry};
 pub use logpipeline::{LogPipeline, LogPipelineSpec, LogPipelineStatus};

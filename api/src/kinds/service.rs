@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::container::*;
 use super::workload::*;
 use super::{define_kind, require};
 use crate::meta::{Condition, Timestamp};
@@ -31,6 +32,20 @@ pub struct ServiceSpec {
     pub command: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Replaces the image's entrypoint (and drops its cmd); `command` then gives its
+    /// arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// The working directory (default: the image's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// `uid[:gid]`, or `name[:group]` from the image's /etc/passwd (default: the image's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+    #[serde(default, skip_serializing_if = "LogOptions::is_empty")]
+    pub logging: LogOptions,
     #[serde(default)]
     pub mode: ServiceMode,
     /// Tasks to run in mode `replicated` (default 1).
@@ -153,6 +168,14 @@ impl Validate for ServiceSpec {
         check_placement(p, "spec.placement", &self.placement);
         check_resources(p, "spec.resources", &self.resources);
         check_healthcheck(p, "spec.healthcheck", &self.healthcheck);
+        check_container_options(
+            p,
+            "spec",
+            &self.entrypoint,
+            &self.workdir,
+            &self.mounts,
+            &self.logging,
+        );
         if self.replicas.is_some() && self.mode != ServiceMode::Replicated {
             p.push("spec.replicas", "only for mode: replicated");
         }

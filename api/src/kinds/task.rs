@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::container::*;
 use super::service::check_env;
 use super::workload::*;
 use super::{define_kind, require};
@@ -44,6 +45,24 @@ pub struct TaskSpec {
     pub placement: Placement,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<HealthCheck>,
+    /// Replaces the image's entrypoint (and drops its cmd); `command` then gives its
+    /// arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// The working directory (default: the image's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// `uid[:gid]`, or `name[:group]` from the image's /etc/passwd (default: the image's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+    #[serde(default, skip_serializing_if = "LogOptions::is_empty")]
+    pub logging: LogOptions,
+    /// Restarts of the container in place, on its node, for a task applied on its own
+    /// (`shoal run --restart`); a service's tasks are replaced per the service's policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartPolicy>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,6 +81,14 @@ impl Validate for TaskSpec {
         check_placement(p, "spec.placement", &self.placement);
         check_resources(p, "spec.resources", &self.resources);
         check_healthcheck(p, "spec.healthcheck", &self.healthcheck);
+        check_container_options(
+            p,
+            "spec",
+            &self.entrypoint,
+            &self.workdir,
+            &self.mounts,
+            &self.logging,
+        );
         if let Some(node) = &self.node {
             if let Err(why) = crate::meta::check_name(node, true) {
                 p.push("spec.node", why);
@@ -141,6 +168,9 @@ pub struct TaskStatus {
     /// With a health check: `starting`, then `healthy` or `unhealthy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
+    /// Times the node restarted the container in place (`spec.restart`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restart_count: u32,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,4 +179,8 @@ pub enum Health {
     Starting,
     Healthy,
     Unhealthy,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

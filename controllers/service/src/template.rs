@@ -21,10 +21,24 @@ pub fn template_hash(spec: &ServiceSpec) -> String {
         "resources": spec.resources,
         "placement": spec.placement,
     });
-    // Only when set, so that services from before health checks keep their hash (and
-    // are not rolled for nothing).
-    if let (Some(h), Some(map)) = (&spec.healthcheck, parts.as_object_mut()) {
-        map.insert("healthcheck".into(), serde_json::json!(h));
+    // Fields added later count only when set, so that services from before them keep
+    // their hash (and are not rolled for nothing).
+    if let Some(map) = parts.as_object_mut() {
+        let later = [
+            ("healthcheck", serde_json::json!(spec.healthcheck)),
+            ("entrypoint", serde_json::json!(spec.entrypoint)),
+            ("workdir", serde_json::json!(spec.workdir)),
+            ("user", serde_json::json!(spec.user)),
+            ("mounts", serde_json::json!(spec.mounts)),
+        ];
+        for (key, value) in later {
+            if !value.is_null() && value != serde_json::json!([]) {
+                map.insert(key.into(), value);
+            }
+        }
+        if !spec.logging.is_empty() {
+            map.insert("logging".into(), serde_json::json!(spec.logging));
+        }
     }
     let text = parts.to_string();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -66,6 +80,12 @@ pub fn new_task(
             resources: spec.resources.clone(),
             placement: spec.placement.clone(),
             healthcheck: spec.healthcheck.clone(),
+            entrypoint: spec.entrypoint.clone(),
+            workdir: spec.workdir.clone(),
+            user: spec.user.clone(),
+            mounts: spec.mounts.clone(),
+            logging: spec.logging.clone(),
+            restart: None,
         },
     );
     let labels = &mut t.metadata.labels;

@@ -265,5 +265,6 @@ fn next_status(
     status.container_id = reported.container_id.clone();
     status.addresses = reported.addresses.clone();
     status.health = reported.health;
+    status.restart_count = reported.restart_count;
     Ok((task.status.as_ref() != Some(&status)).then_some(status))
 }

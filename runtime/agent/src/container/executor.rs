@@ -13,13 +13,15 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_api::{DesiredState, Health, HealthCheck, Task, TaskState, TaskStatus};
+use shoal_api::{
+    DesiredState, Health, HealthCheck, MountType, RestartCondition, Task, TaskState, TaskStatus,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::bundle::make_bundle;
-use super::monitor::{Exit, PID_FILE};
+use super::monitor::{Exit, EXIT_FILE, PID_FILE};
 use super::rootfs::{Overlay, RootfsLayout};
-use super::spec::ContainerRequest;
+use super::spec::{ContainerMount, ContainerRequest};
 use crate::image::{self, ImageStore, Progress, PullOptions};
 use crate::session::{Executor, Reporter};
 
@@ -221,78 +223,147 @@ async fn supervise(
         return;
     }
     let check = first.spec.healthcheck.clone();
-    let mut health = check.as_ref().map(|_| Health::Starting);
-    let running = |health: Option<Health>| {
-        let mut s = status(TaskState::Running, "running", Some(&id));
-        s.health = health;
-        s
-    };
-    reporter.report(&current(task), &running(health));
-    let started = tokio::time::Instant::now();
-    let mut next_check = started;
-    let mut failures = 0u32;
-    let exit = loop {
-        if let Some(exit) = Exit::read(&dir) {
-            break exit;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            _ = stop.cancelled() => {
-                let exit = stop_container(config, &dir, &id).await;
-                let mut s = status(TaskState::Shutdown, "stopped", Some(&id));
-                s.exit_code = exit.map(|e| e.exit_code);
-                reporter.report(&current(task), &s);
-                return;
-            }
-        }
-        let Some(check) = check
-            .as_ref()
-            .filter(|_| tokio::time::Instant::now() >= next_check)
-        else {
-            continue;
+    let mut restarts = 0u32;
+    loop {
+        let mut health = check.as_ref().map(|_| Health::Starting);
+        let running = |health: Option<Health>| {
+            let mut s = status(TaskState::Running, "running", Some(&id));
+            s.health = health;
+            s.restart_count = restarts;
+            s
         };
-        next_check = tokio::time::Instant::now() + check.interval.0;
-        match run_check(config, &id, check).await {
-            Ok(()) => {
-                failures = 0;
-                if health != Some(Health::Healthy) {
-                    health = Some(Health::Healthy);
-                    reporter.report(&current(task), &running(health));
-                }
+        reporter.report(&current(task), &running(health));
+        let started = tokio::time::Instant::now();
+        let mut next_check = started;
+        let mut failures = 0u32;
+        let exit = loop {
+            if let Some(exit) = Exit::read(&dir) {
+                break exit;
             }
-            // Failures while the container is still starting up do not count.
-            Err(_) if started.elapsed() < check.start_period.0 => {}
-            Err(why) => {
-                failures += 1;
-                if failures >= check.retries {
-                    // Unhealthy: the task fails and its service replaces it.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = stop.cancelled() => {
                     let exit = stop_container(config, &dir, &id).await;
-                    let mut s = status(
-                        TaskState::Failed,
-                        format!(
-                            "unhealthy: the health check failed {failures} times in a row ({why})"
-                        ),
-                        Some(&id),
-                    );
-                    s.health = Some(Health::Unhealthy);
+                    let mut s = status(TaskState::Shutdown, "stopped", Some(&id));
                     s.exit_code = exit.map(|e| e.exit_code);
                     reporter.report(&current(task), &s);
                     return;
                 }
             }
+            let Some(check) = check
+                .as_ref()
+                .filter(|_| tokio::time::Instant::now() >= next_check)
+            else {
+                continue;
+            };
+            next_check = tokio::time::Instant::now() + check.interval.0;
+            match run_check(config, &id, check).await {
+                Ok(()) => {
+                    failures = 0;
+                    if health != Some(Health::Healthy) {
+                        health = Some(Health::Healthy);
+                        reporter.report(&current(task), &running(health));
+                    }
+                }
+                // Failures while the container is still starting up do not count.
+                Err(_) if started.elapsed() < check.start_period.0 => {}
+                Err(why) => {
+                    failures += 1;
+                    if failures >= check.retries {
+                        // Unhealthy: the task fails and its service replaces it.
+                        let exit = stop_container(config, &dir, &id).await;
+                        let mut s = status(
+                            TaskState::Failed,
+                            format!(
+                            "unhealthy: the health check failed {failures} times in a row ({why})"
+                        ),
+                            Some(&id),
+                        );
+                        s.health = Some(Health::Unhealthy);
+                        s.exit_code = exit.map(|e| e.exit_code);
+                        reporter.report(&current(task), &s);
+                        return;
+                    }
+                }
+            }
+        };
+        if let Some(delay) = restart_delay(&current(task), exit.exit_code, restarts) {
+            restarts += 1;
+            let mut s = status(
+                TaskState::Starting,
+                format!(
+                    "exited with code {}; restart {restarts} in {}",
+                    exit.exit_code,
+                    shoal_api::quantity::Duration(delay)
+                ),
+                Some(&id),
+            );
+            s.exit_code = Some(exit.exit_code);
+            s.restart_count = restarts;
+            reporter.report(&current(task), &s);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.cancelled() => {
+                    let mut s = status(TaskState::Shutdown, "stopped", Some(&id));
+                    s.exit_code = Some(exit.exit_code);
+                    s.restart_count = restarts;
+                    reporter.report(&current(task), &s);
+                    return;
+                }
+            }
+            if let Err(why) = relaunch(config, &current(task), &dir, &id).await {
+                let mut s = status(TaskState::Failed, format!("restarting: {why}"), Some(&id));
+                s.restart_count = restarts;
+                reporter.report(&current(task), &s);
+                return;
+            }
+            continue;
         }
+        let mut s = if exit.exit_code == 0 {
+            status(TaskState::Complete, "exited with code 0", Some(&id))
+        } else {
+            status(
+                TaskState::Failed,
+                format!("exited with code {}", exit.exit_code),
+                Some(&id),
+            )
+        };
+        s.exit_code = Some(exit.exit_code);
+        s.restart_count = restarts;
+        reporter.report(&current(task), &s);
+        return;
+    }
+}
+
+/// How long to wait before restarting a task's container in place, if its restart
+/// policy says to (`docker run --restart`): `any` always, `on-failure` after a non-zero
+/// exit, each up to `maxAttempts` times (0: no limit).
+fn restart_delay(task: &Task, exit_code: i32, restarts: u32) -> Option<Duration> {
+    let policy = task.spec.restart.as_ref()?;
+    if task.spec.desired_state == DesiredState::Shutdown {
+        return None;
+    }
+    let again = match policy.condition.unwrap_or(RestartCondition::Any) {
+        RestartCondition::None => false,
+        RestartCondition::OnFailure => exit_code != 0,
+        RestartCondition::Any => true,
     };
-    let mut s = if exit.exit_code == 0 {
-        status(TaskState::Complete, "exited with code 0", Some(&id))
-    } else {
-        status(
-            TaskState::Failed,
-            format!("exited with code {}", exit.exit_code),
-            Some(&id),
-        )
-    };
-    s.exit_code = Some(exit.exit_code);
-    reporter.report(&current(task), &s);
+    let attempts_left = policy.max_attempts == 0 || restarts < policy.max_attempts;
+    (again && attempts_left).then_some(policy.delay.0)
+}
+
+/// The same container again, with its writable layer and logs: the runtime forgets the
+/// old process, the monitor starts a new one.
+async fn relaunch(config: &RuncConfig, task: &Task, dir: &Path, id: &str) -> Result<(), String> {
+    let _ = runtime(config, &["delete", "--force", id]).await;
+    for file in [EXIT_FILE, PID_FILE] {
+        match std::fs::remove_file(dir.join(file)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{file}: {e}")),
+        }
+    }
+    launch(config, task, dir, id).await
 }
 
 /// Image, rootfs, spec, monitor; Err is why the task cannot run here.
@@ -347,10 +418,60 @@ async fn start(
             .as_ref()
             .map(|l| l.memory.0)
             .filter(|m| *m > 0),
-        ..Default::default()
+        entrypoint: task.spec.entrypoint.clone(),
+        workdir: task.spec.workdir.clone(),
+        user: task.spec.user.clone(),
+        mounts: mounts(config, task)?,
+        terminal: false,
     };
     make_bundle(&store, &record, &req, &RootfsLayout::new(dir), &Overlay)
         .map_err(|e| e.to_string())?;
+    launch(config, task, dir, id).await
+}
+
+/// The bind sources, volume directories and tmpfs sizes of the task's mounts; Err when
+/// a bind source is missing (Docker's `--mount` refuses that too).
+fn mounts(config: &RuncConfig, task: &Task) -> Result<Vec<ContainerMount>, String> {
+    task.spec
+        .mounts
+        .iter()
+        .map(|m| {
+            let source = match m.type_ {
+                MountType::Bind => {
+                    let path = PathBuf::from(&m.source);
+                    if !path.exists() {
+                        return Err(format!("bind mount source {} does not exist", m.source));
+                    }
+                    Some(path)
+                }
+                MountType::Volume => {
+                    let path = volume_dir(&config.data_dir, &m.source);
+                    std::fs::create_dir_all(&path)
+                        .map_err(|e| format!("volume {}: {e}", m.source))?;
+                    Some(path)
+                }
+                MountType::Tmpfs => None,
+            };
+            Ok(ContainerMount {
+                source,
+                target: m.target.clone(),
+                read_only: m.read_only,
+                size: m.size.map(|s| s.0),
+            })
+        })
+        .collect()
+}
+
+/// Where a named volume keeps its files; it outlives the containers that use it.
+pub fn volume_dir(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join("volumes").join(name).join("_data")
+}
+
+/// Starts the bundle in `dir` under a new monitor (first start, and restarts in place).
+async fn launch(config: &RuncConfig, task: &Task, dir: &Path, id: &str) -> Result<(), String> {
+    let logging = &task.spec.logging;
+    let max_size = logging.max_size.map_or(config.log_max_size, |s| s.0);
+    let max_files = logging.max_file.unwrap_or(config.log_max_files);
     let root = RuncExecutor::runtime_root(&config.data_dir);
     let mut cmd = tokio::process::Command::new(&config.monitor_exe);
     cmd.arg("monitor")
@@ -359,8 +480,8 @@ async fn start(
         .args(["--id", id, "--runtime", &config.runtime])
         .arg("--runtime-root")
         .arg(&root)
-        .args(["--log-max-size", &config.log_max_size.to_string()])
-        .args(["--log-max-files", &config.log_max_files.to_string()])
+        .args(["--log-max-size", &max_size.to_string()])
+        .args(["--log-max-files", &max_files.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -5,14 +5,14 @@
 //! container. Pure: paths in, a `Spec` out.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
     Arch, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
     LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxResourcesBuilder,
-    LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder, ProcessBuilder, RootBuilder,
-    Spec, UserBuilder,
+    LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder, MountBuilder, ProcessBuilder,
+    RootBuilder, Spec, UserBuilder,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,42 @@ pub struct ContainerRequest {
     pub cpu_limit: Option<f64>,
     pub memory_limit: Option<u64>,
     pub terminal: bool,
+    pub mounts: Vec<ContainerMount>,
+}
+
+/// A mount the agent has resolved: a host path to bind (a bind mount's source, or a
+/// named volume's directory), or a fresh tmpfs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerMount {
+    /// None: a tmpfs.
+    pub source: Option<PathBuf>,
+    pub target: String,
+    pub read_only: bool,
+    /// tmpfs size in bytes.
+    pub size: Option<u64>,
+}
+
+fn mount_of(m: &ContainerMount) -> Result<oci_spec::runtime::Mount, SpecError> {
+    let mut options: Vec<String> = Vec::new();
+    let b = MountBuilder::default().destination(&m.target);
+    let b = match &m.source {
+        Some(source) => {
+            options.extend(["rbind".into(), "rprivate".into()]);
+            b.typ("bind").source(source)
+        }
+        None => {
+            // Docker's --tmpfs defaults.
+            options.extend(["nosuid", "nodev", "noexec", "mode=1777"].map(String::from));
+            if let Some(size) = m.size {
+                options.push(format!("size={size}"));
+            }
+            b.typ("tmpfs").source("tmpfs")
+        }
+    };
+    if m.read_only {
+        options.push("ro".into());
+    }
+    b.options(options).build().map_err(build_err)
 }
 
 /// Docker's default capability set: the 14 a container gets unless told otherwise.
@@ -125,21 +161,21 @@ const DENIED_SYSCALLS: &[&str] = &[
     "vm86old",
 ];
 
-/// The process's argv: the task's command, or (entrypoint or the image's) + image Cmd.
+/// The process's argv: the task's entrypoint and command (its arguments); the command
+/// alone; or the image's Entrypoint and Cmd.
 fn args(config: &ImageConfiguration, req: &ContainerRequest) -> Result<Vec<String>, SpecError> {
-    if !req.command.is_empty() {
-        return Ok(req.command.clone());
-    }
     let image = config.config().as_ref();
-    let mut args = match &req.entrypoint {
-        Some(e) => e.clone(),
-        None => image
-            .and_then(|c| c.entrypoint().clone())
-            .unwrap_or_default(),
+    let args = match &req.entrypoint {
+        Some(e) => e.iter().chain(&req.command).cloned().collect(),
+        None if !req.command.is_empty() => req.command.clone(),
+        None => {
+            let mut args = image
+                .and_then(|c| c.entrypoint().clone())
+                .unwrap_or_default();
+            args.extend(image.and_then(|c| c.cmd().clone()).unwrap_or_default());
+            args
+        }
     };
-    if req.entrypoint.is_none() {
-        args.extend(image.and_then(|c| c.cmd().clone()).unwrap_or_default());
-    }
     if args.is_empty() {
         return Err(SpecError::NoCommand);
     }
@@ -286,6 +322,11 @@ pub fn runtime_spec(
         ))
         .set_hostname(Some(req.hostname.clone()))
         .set_linux(Some(linux));
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for m in &req.mounts {
+        mounts.push(mount_of(m)?);
+    }
+    spec.set_mounts(Some(mounts));
     Ok(spec)
 }
 
@@ -385,6 +426,16 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(args(&c, &req).expect("args"), ["echo", "hi"]);
+        let req = ContainerRequest {
+            entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+            command: vec!["echo hi".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            args(&c, &req).expect("args"),
+            ["/bin/sh", "-c", "echo hi"],
+            "with an entrypoint, the command is its arguments"
+        );
         let bare = image(
             r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
         );
@@ -392,6 +443,48 @@ mod tests {
             args(&bare, &ContainerRequest::default()),
             Err(SpecError::NoCommand)
         ));
+    }
+
+    #[test]
+    fn mounts_follow_the_defaults_binds_and_tmpfs_as_docker_makes_them() {
+        let root = rootfs();
+        let req = ContainerRequest {
+            command: vec!["true".into()],
+            mounts: vec![
+                ContainerMount {
+                    source: Some("/srv/data".into()),
+                    target: "/data".into(),
+                    read_only: true,
+                    size: None,
+                },
+                ContainerMount {
+                    source: None,
+                    target: "/scratch".into(),
+                    read_only: false,
+                    size: Some(1 << 20),
+                },
+            ],
+            ..Default::default()
+        };
+        let spec = runtime_spec(&image(BUSYBOX), &req, root.path()).expect("spec");
+        let mounts = spec.mounts().clone().unwrap_or_default();
+        let at = |d: &str| {
+            mounts
+                .iter()
+                .find(|m| m.destination() == Path::new(d))
+                .unwrap_or_else(|| panic!("no mount at {d}"))
+        };
+        assert_eq!(at("/proc").typ().as_deref(), Some("proc"), "defaults stay");
+        let data = at("/data");
+        assert_eq!(data.typ().as_deref(), Some("bind"));
+        assert_eq!(data.source().as_deref(), Some(Path::new("/srv/data")));
+        let opts = data.options().clone().unwrap_or_default();
+        assert!(opts.contains(&"rbind".to_string()) && opts.contains(&"ro".to_string()));
+        let scratch = at("/scratch");
+        assert_eq!(scratch.typ().as_deref(), Some("tmpfs"));
+        let opts = scratch.options().clone().unwrap_or_default();
+        assert!(opts.contains(&"size=1048576".to_string()), "{opts:?}");
+        assert!(opts.contains(&"noexec".to_string()) && !opts.contains(&"ro".to_string()));
     }
 
     #[test]

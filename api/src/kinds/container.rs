@@ -1,0 +1,158 @@
+//! Container options a Service's tasks and a standalone Task share beyond image, command
+//! and env: the entrypoint, working directory and user, mounts (bind, named volume,
+//! tmpfs) and log rotation, as `docker run -w -u -v --tmpfs --log-opt` and Swarm's
+//! `--mount` give them.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::quantity::ByteSize;
+use crate::validate::Problems;
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MountType {
+    /// `source` is a directory or file on the node.
+    Bind,
+    /// `source` names a volume the node keeps (created on first use, kept after the
+    /// container goes, as Docker's named volumes).
+    #[default]
+    Volume,
+    /// Memory-backed and empty at start; `source` is not used.
+    Tmpfs,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Mount {
+    #[serde(rename = "type", default)]
+    pub type_: MountType,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    /// Where it appears in the container: an absolute path.
+    pub target: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// tmpfs only: its size limit (default: half the node's memory, as the kernel's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<ByteSize>,
+}
+
+/// Rotation of the json-file log (Docker's `--log-opt max-size=.. max-file=..`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LogOptions {
+    /// A log file is rotated at this size (default: the agent's, 10Mi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<ByteSize>,
+    /// Files kept, the current one included (default: the agent's, 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_file: Option<u32>,
+}
+
+impl LogOptions {
+    pub fn is_empty(&self) -> bool {
+        self.max_size.is_none() && self.max_file.is_none()
+    }
+}
+
+fn check_absolute(p: &mut Problems, path: String, value: &str) {
+    if !value.starts_with('/') {
+        p.push(path, format!("{value:?} must be an absolute path"));
+    } else if value.split('/').any(|c| c == "..") {
+        p.push(path, format!("{value:?} must not contain `..`"));
+    }
+}
+
+pub(crate) fn check_mounts(p: &mut Problems, path: &str, mounts: &[Mount]) {
+    let mut targets = std::collections::HashSet::new();
+    for (i, m) in mounts.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        check_absolute(p, format!("{at}.target"), &m.target);
+        if m.target.trim_end_matches('/').is_empty() {
+            p.push(format!("{at}.target"), "cannot be the container's root");
+        }
+        if !targets.insert(m.target.trim_end_matches('/')) {
+            p.push(
+                format!("{at}.target"),
+                format!("{:?} is mounted twice", m.target),
+            );
+        }
+        match m.type_ {
+            MountType::Bind => check_absolute(p, format!("{at}.source"), &m.source),
+            MountType::Volume => {
+                if let Err(why) = crate::meta::check_name(&m.source, false) {
+                    p.push(format!("{at}.source"), format!("volume name: {why}"));
+                }
+            }
+            MountType::Tmpfs => {
+                if !m.source.is_empty() {
+                    p.push(format!("{at}.source"), "a tmpfs mount has no source");
+                }
+            }
+        }
+        if m.size.is_some() && m.type_ != MountType::Tmpfs {
+            p.push(format!("{at}.size"), "only a tmpfs mount has a size");
+        }
+    }
+}
+
+pub(crate) fn check_container_options(
+    p: &mut Problems,
+    spec: &str,
+    entrypoint: &Option<Vec<String>>,
+    workdir: &Option<String>,
+    mounts: &[Mount],
+    logging: &LogOptions,
+) {
+    if entrypoint
+        .as_ref()
+        .is_some_and(|e| e.first().is_none_or(|a| a.trim().is_empty()))
+    {
+        p.push(format!("{spec}.entrypoint"), "needs a program");
+    }
+    if let Some(w) = workdir {
+        check_absolute(p, format!("{spec}.workdir"), w);
+    }
+    check_mounts(p, &format!("{spec}.mounts"), mounts);
+    if logging.max_file == Some(0) {
+        p.push(format!("{spec}.logging.maxFile"), "must be at least 1");
+    }
+    if logging.max_size.is_some_and(|s| s.0 < 1024) {
+        p.push(format!("{spec}.logging.maxSize"), "must be at least 1Ki");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::yaml::decode_manifests;
+
+    #[test]
+    fn bad_container_options_are_named_by_field() {
+        let text =
+            "apiVersion: shoal.dev/v1\nkind: Task\nmetadata: {name: t}\nspec:\n  image: a\n  \
+                    entrypoint: []\n  workdir: srv\n  logging: {maxFile: 0}\n  mounts:\n  \
+                    - {type: bind, source: data, target: /data}\n  \
+                    - {type: volume, source: Bad_Name, target: /v}\n  \
+                    - {type: tmpfs, source: x, target: /data}\n  \
+                    - {type: volume, source: v, target: /../etc, size: 1m}\n";
+        let errs = decode_manifests("t.yaml", text).expect_err("invalid");
+        let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        for needle in [
+            "spec.entrypoint: needs a program",
+            "spec.workdir: \"srv\" must be an absolute path",
+            "spec.logging.maxFile: must be at least 1",
+            "spec.mounts[0].source: \"data\" must be an absolute path",
+            "spec.mounts[1].source: volume name",
+            "spec.mounts[2].source: a tmpfs mount has no source",
+            "spec.mounts[2].target: \"/data\" is mounted twice",
+            "spec.mounts[3].target: \"/../etc\" must not contain `..`",
+            "spec.mounts[3].size: only a tmpfs mount has a size",
+        ] {
+            assert!(all.iter().any(|e| e.contains(needle)), "{needle}: {all:?}");
+        }
+        let good = "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: s}\nspec:\n  image: a\n  \
+                    mounts: [{source: cache, target: /cache}, {type: tmpfs, target: /run, size: 8m}]\n";
+        decode_manifests("s.yaml", good).expect("valid");
+    }
+}
