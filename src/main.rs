@@ -81,8 +81,12 @@ enum Command {
     Ps(cmd::tasks::PsArgs),
     /// Stop tasks (SIGTERM, then SIGKILL after the grace period).
     Stop(cmd::tasks::NamesArgs),
+    /// Run ended or stopped tasks again, in the same container.
+    Start(cmd::tasks::NamesArgs),
     /// Delete ended tasks (running ones with --force).
     Rm(cmd::tasks::NamesArgs),
+    /// Give a standalone task a new name; its container carries on.
+    Rename(cmd::tasks::RenameArgs),
     /// One container's monitor (started by the agent).
     #[command(hide = true)]
     Monitor(cmd::agent::MonitorArgs),
@@ -148,6 +152,8 @@ async fn run(cli: Cli) -> Outcome {
         Command::Ps(a) => cmd::tasks::ps(&ctx, a).await,
         Command::Stop(a) => cmd::tasks::stop(&ctx, a).await,
         Command::Rm(a) => cmd::tasks::rm(&ctx, a).await,
+        Command::Start(a) => cmd::tasks::start(&ctx, a).await,
+        Command::Rename(a) => cmd::tasks::rename(&ctx, a).await,
         Command::Monitor(a) => cmd::agent::monitor(a),
         Command::Version => cmd::version(&ctx).await,
         Command::Completion { shell } => {

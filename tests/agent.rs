@@ -400,7 +400,22 @@ fn the_agent_runs_tasks_as_real_containers() {
     assert!(ok(server.shoal(&["ps", "-a"]))
         .lines()
         .any(|l| l.starts_with("bg ") && l.contains("shutdown")));
-    ok(server.shoal(&["rm", "bg"]));
+    // start: the same container again; rename: a new name, the container carries on.
+    let container = |name: &str| {
+        let t = json(server.shoal(&["get", "task", name, "-o", "json"]));
+        (state(&t).to_string(), t["status"]["containerId"].clone())
+    };
+    let (_, bg_container) = container("bg");
+    ok(server.shoal(&["start", "bg"]));
+    wait("bg running again", 30, || container("bg").0 == "running");
+    assert_eq!(container("bg").1, bg_container);
+    assert_eq!(ok(server.shoal(&["rename", "bg", "bg2"])).trim(), "bg2");
+    assert!(!server.shoal(&["get", "task", "bg"]).status.success());
+    assert_eq!(container("bg2"), ("running".to_string(), bg_container));
+    ok(server.shoal(&["exec", "bg2", "--", "true"]));
+    let refused = server.shoal(&["rename", "web.1", "mine"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("belongs to service/web"));
+    ok(server.shoal(&["rm", "--force", "bg2"]));
 
     // docker run's container flags: entrypoint and its arguments, workdir, a read-only
     // bind mount, a named volume (kept after the task), a tmpfs with a size; the user.

@@ -1,5 +1,5 @@
 //! The docker-style commands over Tasks: `shoal run` (a one-off Task; its container
-//! flags are in `run_flags.rs`), `ps`, `stop`, `rm`.
+//! flags are in `run_flags.rs`), `ps`, `stop`, `start`, `rm`, `rename`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -214,6 +214,65 @@ pub async fn stop(ctx: &Context, a: NamesArgs) -> Outcome {
         .await?;
         println!("{name}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs ended tasks again, in the same container (its writable layer and log kept), as
+/// `docker start`; a task that still runs is left alone.
+pub async fn start(ctx: &Context, a: NamesArgs) -> Outcome {
+    for name in &a.tasks {
+        let t = task_json(ctx, name).await?;
+        if let Some(svc) = t["metadata"]["labels"]["shoal.dev/service"].as_str() {
+            anyhow::bail!(
+                "task/{name} belongs to service/{svc}: scale or update the service instead"
+            );
+        }
+        let mut t = t;
+        let stopping = t["spec"]["desiredState"] == "shutdown";
+        // A stop under way finishes first (it may take the grace period).
+        for _ in 0..600 {
+            if ended(&t) || !stopping {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            t = task_json(ctx, name).await?;
+        }
+        if ended(&t) || stopping {
+            let asked = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+            modify(ctx, "Task", name, |obj| {
+                obj.metadata
+                    .annotations
+                    .insert(shoal_api::START_ANNOTATION.into(), asked.clone());
+                if let Some(spec) = obj.body.get_mut("spec").and_then(|s| s.as_object_mut()) {
+                    spec.insert("desiredState".into(), "running".into());
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        println!("{name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct RenameArgs {
+    task: String,
+    new_name: String,
+}
+
+/// A new name for a standalone task; its container carries on (as `docker rename`).
+pub async fn rename(ctx: &Context, a: RenameArgs) -> Outcome {
+    ctx.client()
+        .await?
+        .rename(pb::RenameRequest {
+            kind: "Task".into(),
+            name: a.task.clone(),
+            new_name: a.new_name.clone(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+    println!("{}", a.new_name);
     Ok(ExitCode::SUCCESS)
 }
 

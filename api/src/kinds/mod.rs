@@ -21,7 +21,7 @@ pub use node::{Availability, Node, NodeResources, NodeRole, NodeSpec, NodeState,
 pub use service::{
     parse_schedule, RevisionRecord, Service, ServiceSpec, ServiceStatus, UpdateState, UpdateStatus,
 };
-pub use task::{DesiredState, Health, Task, TaskSpec, TaskState, TaskStatus};
+pub use task::{DesiredState, Health, Task, TaskSpec, TaskState, TaskStatus, START_ANNOTATION};
 pub use workload::*;
 
 /// Defines a spec/status kind: the struct, its `Resource` impl and the checks every

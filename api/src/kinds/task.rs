@@ -184,3 +184,18 @@ pub enum Health {
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
+
+/// Set by `shoal start` to the time it asked for an ended task to run again: the node
+/// starts the same container again, and its status may leave the ended state.
+pub const START_ANNOTATION: &str = "shoal.dev/start";
+
+impl Task {
+    /// When `shoal start` last asked for this task to run again.
+    pub fn start_requested(&self) -> Option<Timestamp> {
+        self.metadata
+            .annotations
+            .get(START_ANNOTATION)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+    }
+}

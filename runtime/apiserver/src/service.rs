@@ -305,6 +305,56 @@ impl Api for ApiService {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind, name = %req.get_ref().name))]
+    async fn rename(
+        &self,
+        req: Request<pb::RenameRequest>,
+    ) -> Result<Response<pb::ObjectResponse>, Status> {
+        let req = req.into_inner();
+        let kind = kind_of(&req.kind)?;
+        if kind.kind != "Task" {
+            return Err(Status::invalid_argument("only tasks can be renamed"));
+        }
+        shoal_api::meta::check_name(&req.new_name, true)
+            .map_err(|why| Status::invalid_argument(format!("{:?}: {why}", req.new_name)))?;
+        let not_found = || Status::not_found(format!("task/{} not found", req.name));
+        let old = self
+            .objects
+            .get(kind, &req.name)
+            .await
+            .map_err(status_of)?
+            .ok_or_else(not_found)?;
+        if let Some(svc) = old.metadata.labels.get("shoal.dev/service") {
+            return Err(Status::failed_precondition(format!(
+                "task/{} belongs to service/{svc}, whose tasks are named by slot",
+                req.name
+            )));
+        }
+        // The same object (uid and all) under the new name, then the old name freed;
+        // the node keys containers by uid, so the container carries on.
+        let mut renamed = old.clone();
+        renamed.metadata.name = req.new_name.clone();
+        let created = self
+            .objects
+            .create_preserving_identity(renamed)
+            .await
+            .map_err(status_of)?;
+        let key = shoal_store::objects::object_key(kind, &req.name);
+        if let Err(e) = self
+            .objects
+            .raw()
+            .delete(&key, old.metadata.revision())
+            .await
+        {
+            let _ = self.objects.delete(kind, &req.new_name).await;
+            return Err(status_of(e.into()));
+        }
+        tracing::info!(new_name = %req.new_name, "rename");
+        Ok(Response::new(pb::ObjectResponse {
+            json: to_json(&created)?,
+        }))
+    }
+
     type WatchStream = watch::ResponseStream;
     type LogsStream = crate::logs::LogsStream;
     type ExecStream = crate::exec::ExecStream;

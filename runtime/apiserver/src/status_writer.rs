@@ -250,7 +250,13 @@ fn next_status(
         ));
     }
     let mut status = task.status.clone().unwrap_or_default();
-    if status.state.is_terminal() && status.state != reported.state {
+    // An ended task stays ended, unless `shoal start` asked for it to run again since.
+    let restarted = task.start_requested().is_some_and(|asked| {
+        status
+            .last_transition_time
+            .is_none_or(|ended| asked > ended)
+    });
+    if status.state.is_terminal() && status.state != reported.state && !restarted {
         return Ok(None);
     }
     if status.state != reported.state {

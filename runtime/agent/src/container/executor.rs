@@ -10,11 +10,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_api::{
     DesiredState, Health, HealthCheck, MountType, RestartCondition, Task, TaskState, TaskStatus,
+    START_ANNOTATION,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +55,14 @@ struct Entry {
     stop: CancellationToken,
     /// Cancelled to also remove it once stopped.
     remove: CancellationToken,
+    /// Set once the container has ended and nothing watches it any more.
+    ended: Arc<AtomicBool>,
+    /// The `shoal start` request the container last ran for.
+    started_for: Option<String>,
+}
+
+fn start_request(task: &Task) -> Option<String> {
+    task.metadata.annotations.get(START_ANNOTATION).cloned()
 }
 
 /// Containers by task uid.
@@ -103,27 +113,51 @@ impl Executor for RuncExecutor {
             .clone()
             .unwrap_or_else(|| task.metadata.name.clone());
         let mut containers = self.lock();
-        if let Some(e) = containers.get(&uid) {
+        if let Some(e) = containers.get_mut(&uid) {
             *e.task.lock().unwrap_or_else(|p| p.into_inner()) = task.clone();
             if task.spec.desired_state == DesiredState::Shutdown {
                 e.stop.cancel();
+                return;
+            }
+            // `shoal start` of an ended task: the same container runs again.
+            let asked = start_request(&task);
+            if e.ended.load(Ordering::SeqCst) && asked.is_some() && asked != e.started_for {
+                e.started_for = asked;
+                e.stop = CancellationToken::new();
+                e.ended = Arc::new(AtomicBool::new(false));
+                let (stop, ended, task) = (e.stop.clone(), e.ended.clone(), e.task.clone());
+                let config = self.config.clone();
+                tokio::spawn(async move {
+                    supervise(&config, &task, &reporter, stop, true).await;
+                    ended.store(true, Ordering::SeqCst);
+                });
             }
             return;
         }
         let terminal = task.status.as_ref().is_some_and(|s| s.state.is_terminal());
-        if task.spec.desired_state == DesiredState::Shutdown || terminal {
-            return;
-        }
         let entry = Entry {
-            task: Arc::new(Mutex::new(task)),
+            started_for: start_request(&task),
+            task: Arc::new(Mutex::new(task.clone())),
             stop: CancellationToken::new(),
             remove: CancellationToken::new(),
+            ended: Arc::new(AtomicBool::new(false)),
         };
-        let (stop, remove, task) = (entry.stop.clone(), entry.remove.clone(), entry.task.clone());
+        // An ended or stopped task is known (`shoal start` may run it again, removal
+        // cleans it up) but not started.
+        let run_now = !(task.spec.desired_state == DesiredState::Shutdown || terminal);
+        let (stop, remove, ended, task) = (
+            entry.stop.clone(),
+            entry.remove.clone(),
+            entry.ended.clone(),
+            entry.task.clone(),
+        );
         containers.insert(uid, entry);
         let config = self.config.clone();
         tokio::spawn(async move {
-            supervise(&config, &task, &reporter, stop).await;
+            if run_now {
+                supervise(&config, &task, &reporter, stop, false).await;
+            }
+            ended.store(true, Ordering::SeqCst);
             remove.cancelled().await;
             let task = current(&task);
             cleanup(
@@ -204,12 +238,22 @@ async fn supervise(
     task: &Current,
     reporter: &Reporter,
     stop: CancellationToken,
+    again: bool,
 ) {
     let first = current(task);
     let id = container_id(&first);
     let dir = container_dir(config, &first);
     let adopted = dir.join("config.json").is_file();
-    if adopted {
+    if again && adopted {
+        reporter.report(
+            &first,
+            &status(TaskState::Starting, "starting again", Some(&id)),
+        );
+        if let Err(why) = relaunch(config, &first, &dir, &id).await {
+            reporter.report(&current(task), &status(TaskState::Failed, why, Some(&id)));
+            return;
+        }
+    } else if adopted {
         // Started by an earlier agent: its monitor kept it (or its exit code).
         let alive = runtime(config, &["state", &id]).await.is_ok();
         if !alive && Exit::read(&dir).is_none() {
