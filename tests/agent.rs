@@ -27,6 +27,8 @@ struct Agent {
 fn spawn_agent(server: &str, data: &Path, listen: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args(["agent", "--name", "node-1", "--stop-grace-period", "1s"])
+        // A bridge and subnet of its own: other tests' agents run at the same time.
+        .args(["--bridge", "shoaltest0", "--subnet", "10.231.0.0/24"])
         .args(["--listen", listen])
         .arg("--data-dir")
         .arg(data)
@@ -354,6 +356,55 @@ fn the_agent_runs_tasks_as_real_containers() {
         failed && all.iter().any(|t| is_live(t) && state(t) == "running")
     });
 
+    // The node network: each task has an address on the bridge; a published ingress
+    // port on the node spreads connections over the service's tasks.
+    let published = free_port();
+    apply(
+        &server,
+        &format!(
+            "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: site}}\nspec:\n  \
+             image: {image}\n  replicas: 2\n  ports: [{{target: 8080, published: {published}}}]\n  \
+             command: [sh, -c, 'mkdir -p /site && echo $HOSTNAME > /site/index.html && httpd -f -p 8080 -h /site']\n"
+        ),
+    );
+    wait("two running site tasks", 60, || {
+        tasks(&server, "site")
+            .iter()
+            .filter(|t| is_live(t) && state(t) == "running")
+            .count()
+            == 2
+    });
+    let addresses: Vec<String> = tasks(&server, "site")
+        .iter()
+        .filter_map(|t| t["status"]["addresses"][0].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(addresses.len(), 2, "each task has an address");
+    assert!(
+        addresses.iter().all(|a| a.starts_with("10.231.0.")),
+        "{addresses:?}"
+    );
+    let get = || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", published)).expect("connect");
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("request");
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        reply.lines().last().unwrap_or_default().trim().to_string()
+    };
+    let mut answered: Vec<String> = (0..4).map(|_| get()).collect();
+    answered.sort();
+    answered.dedup();
+    assert_eq!(
+        answered,
+        ["site.1", "site.2"],
+        "both tasks answer on port {published}"
+    );
+    // Task to task, over the bridge.
+    let url = format!("http://{}:8080/", addresses[1]);
+    let fetched = ok(server.shoal(&["exec", "site.1", "--", "wget", "-qO-", &url]));
+    assert!(fetched.trim().starts_with("site."), "{fetched}");
+    ok(server.shoal(&["delete", "service", "site"]));
+
     // docker-style: run (attached, with --rm), run -d, ps, stop, rm.
     let out = server.shoal(&[
         "run",
@@ -566,6 +617,7 @@ fn shoal_up_runs_a_one_node_cluster() {
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--agent-listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--name", "up-node"])
+        .args(["--bridge", "shoaltest1", "--subnet", "10.232.0.0/24"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_agent::container::{run_monitor, MonitorConfig, RuncConfig, RuncExecutor};
+use shoal_agent::container::netlink::Netlink;
+use shoal_agent::container::{network, run_monitor, MonitorConfig, RuncConfig, RuncExecutor};
 use shoal_agent::image::PullOptions;
 use shoal_agent::node_api::NodeApi;
 use shoal_agent::{run_node, NodeConfig};
@@ -42,6 +43,12 @@ pub struct Args {
     /// Serve the node API beyond loopback without TLS (only on a trusted network).
     #[arg(long)]
     insecure: bool,
+    /// The bridge containers are connected to (created if missing).
+    #[arg(long, default_value = network::BRIDGE)]
+    bridge: String,
+    /// The bridge's subnet: it takes the first address, containers the rest.
+    #[arg(long, default_value = "172.30.0.0/16")]
+    subnet: network::Subnet,
 }
 
 /// Finds `runtime` on PATH (or as given), so a missing runtime is one clear error.
@@ -80,6 +87,10 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     let labels = super::sim::parse_labels(&a.labels)?;
     std::fs::create_dir_all(&a.data_dir)?;
     let data_dir = a.data_dir.canonicalize()?;
+    let net = network::Network::new(Arc::new(Netlink), &data_dir, &a.bridge, a.subnet);
+    net.ensure_bridge()
+        .await
+        .map_err(|e| anyhow::anyhow!("--bridge {} --subnet {}: {e}", a.bridge, a.subnet))?;
     let executor = Arc::new(RuncExecutor::new(RuncConfig {
         data_dir: data_dir.clone(),
         runtime: runtime.display().to_string(),
@@ -90,6 +101,8 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         stop_grace: a.stop_grace_period,
         log_max_size: 10 << 20,
         log_max_files: 3,
+        network: Some(net),
+        ports: Default::default(),
     }));
     let sys = nix::sys::sysinfo::sysinfo()?;
     let cpus = std::thread::available_parallelism()

@@ -30,6 +30,12 @@ pub struct Args {
     /// Registries (host:port) to pull from over plain http; repeatable.
     #[arg(long = "insecure-registry")]
     insecure_registry: Vec<String>,
+    /// The node's container bridge.
+    #[arg(long, default_value = shoal_agent::container::network::BRIDGE)]
+    bridge: String,
+    /// The bridge's subnet.
+    #[arg(long, default_value = "172.30.0.0/16")]
+    subnet: String,
 }
 
 /// A child process stopped (SIGTERM, then SIGKILL) when dropped.
@@ -126,6 +132,10 @@ pub async fn run(_ctx: &Context, a: Args) -> Outcome {
         data.join("node").display().to_string(),
         "--listen".into(),
         a.agent_listen.to_string(),
+        "--bridge".into(),
+        a.bridge.clone(),
+        "--subnet".into(),
+        a.subnet.clone(),
     ];
     for r in &a.insecure_registry {
         agent_args.extend(["--insecure-registry".to_string(), r.clone()]);

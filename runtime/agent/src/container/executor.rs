@@ -8,6 +8,7 @@
 //! its container, writable layer and logs removed.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::bundle::make_bundle;
 use super::monitor::{Exit, EXIT_FILE, PID_FILE};
+use super::network::Network;
+use super::ports::{PortLease, PortTable};
 use super::rootfs::{Overlay, RootfsLayout};
 use super::spec::{ContainerMount, ContainerRequest};
 use crate::image::{self, ImageStore, Progress, PullOptions};
@@ -39,6 +42,10 @@ pub struct RuncConfig {
     pub stop_grace: Duration,
     pub log_max_size: u64,
     pub log_max_files: u32,
+    /// The node network containers join; None: each gets an empty namespace.
+    pub network: Option<Network>,
+    /// The ports this node publishes.
+    pub ports: PortTable,
 }
 
 /// The task as last assigned: a task keeps its uid (and container) when the service
@@ -244,6 +251,16 @@ async fn supervise(
     let id = container_id(&first);
     let dir = container_dir(config, &first);
     let adopted = dir.join("config.json").is_file();
+    // The address and published ports first: a port already taken refuses the task
+    // before anything runs. An adopted container keeps the address it had.
+    let (ip, _ports) = match network(config, &first, &id, adopted).await {
+        Ok(n) => n,
+        Err(why) => {
+            reporter.report(&current(task), &status(TaskState::Rejected, why, None));
+            return;
+        }
+    };
+    let addresses: Vec<String> = ip.iter().map(ToString::to_string).collect();
     if again && adopted {
         reporter.report(
             &first,
@@ -274,6 +291,7 @@ async fn supervise(
             let mut s = status(TaskState::Running, "running", Some(&id));
             s.health = health;
             s.restart_count = restarts;
+            s.addresses = addresses.clone();
             s
         };
         reporter.report(&current(task), &running(health));
@@ -467,10 +485,37 @@ async fn start(
         user: task.spec.user.clone(),
         mounts: mounts(config, task)?,
         terminal: false,
+        netns: config
+            .network
+            .as_ref()
+            .map(|n| n.netns_path(&container_id(task))),
     };
     make_bundle(&store, &record, &req, &RootfsLayout::new(dir), &Overlay)
         .map_err(|e| e.to_string())?;
     launch(config, task, dir, id).await
+}
+
+/// The container's address on the node network (claimed and connected unless adopted)
+/// and its published ports, open.
+async fn network(
+    config: &RuncConfig,
+    task: &Task,
+    id: &str,
+    adopted: bool,
+) -> Result<(Option<Ipv4Addr>, Option<PortLease>), String> {
+    let Some(net) = &config.network else {
+        return Ok((None, None));
+    };
+    let ip = match net.address_of(id) {
+        Some(ip) if adopted => ip,
+        _ => net.attach(id).await.map_err(|e| e.to_string())?.ip,
+    };
+    let service = task.metadata.labels.get("shoal.dev/service");
+    let ports = config
+        .ports
+        .publish(id, service.map(String::as_str), &task.spec.ports, ip)
+        .await?;
+    Ok((Some(ip), Some(ports)))
 }
 
 /// The bind sources, volume directories and tmpfs sizes of the task's mounts; Err when
@@ -600,6 +645,9 @@ async fn cleanup(config: &RuncConfig, id: &str, dir: &Path) {
         stop_container(config, dir, id).await;
     }
     let _ = runtime(config, &["delete", "--force", id]).await;
+    if let Some(net) = &config.network {
+        net.detach(id).await;
+    }
     if let Err(e) = RootfsLayout::new(dir).remove(&Overlay) {
         tracing::warn!(container = %id, error = %e, "could not remove the container's files");
     }

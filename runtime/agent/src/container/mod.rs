@@ -6,6 +6,9 @@ pub mod bundle;
 pub mod executor;
 pub mod logs;
 pub mod monitor;
+pub mod netlink;
+pub mod network;
+pub mod ports;
 pub mod rootfs;
 pub mod spec;
 

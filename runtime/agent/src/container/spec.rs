@@ -48,6 +48,8 @@ pub struct ContainerRequest {
     pub memory_limit: Option<u64>,
     pub terminal: bool,
     pub mounts: Vec<ContainerMount>,
+    /// The network namespace to join (the node network's); None: a new, empty one.
+    pub netns: Option<PathBuf>,
 }
 
 /// A mount the agent has resolved: a host path to bind (a bind mount's source, or a
@@ -303,8 +305,16 @@ pub fn runtime_spec(
         );
     }
     let defaults = oci_spec::runtime::Linux::default();
+    let mut namespaces = defaults.namespaces().clone().unwrap_or_default();
+    if let Some(path) = &req.netns {
+        for ns in namespaces.iter_mut() {
+            if ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network {
+                ns.set_path(Some(path.clone()));
+            }
+        }
+    }
     let linux = LinuxBuilder::default()
-        .namespaces(defaults.namespaces().clone().unwrap_or_default())
+        .namespaces(namespaces)
         .masked_paths(defaults.masked_paths().clone().unwrap_or_default())
         .readonly_paths(defaults.readonly_paths().clone().unwrap_or_default())
         .resources(resources.build().map_err(build_err)?)

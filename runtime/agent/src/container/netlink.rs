@@ -1,0 +1,240 @@
+//! [`NetOps`] on the real kernel: rtnetlink for links, addresses and routes; a bind
+//! mount of a thread's namespace keeps a container's network namespace alive.
+//!
+//! Work inside a container's namespace runs on a thread of its own that enters it
+//! (`setns`) with its own netlink socket, so no thread of the agent's runtime ever
+//! changes namespace.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use rtnetlink::{new_connection, Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use super::network::{NetOps, Subnet};
+
+pub struct Netlink;
+
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+fn connection() -> Result<Handle, String> {
+    let (conn, handle, _) = new_connection().map_err(|e| format!("netlink: {e}"))?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, String> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(link) => Ok(link.map(|l| l.header.index)),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(format!("looking up {name}: {e}")),
+    }
+}
+
+async fn need_index(handle: &Handle, name: &str) -> Result<u32, String> {
+    index_of(handle, name)
+        .await?
+        .ok_or_else(|| format!("link {name} not found"))
+}
+
+async fn set(
+    handle: &Handle,
+    msg: rtnetlink::packet_route::link::LinkMessage,
+    what: &str,
+) -> Result<(), String> {
+    handle
+        .link()
+        .set(msg)
+        .execute()
+        .await
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+/// Runs `f` on a new thread, inside the network namespace at `netns`, with a runtime
+/// and netlink connection of its own.
+async fn in_netns<F, Fut>(netns: &Path, f: F) -> Result<(), String>
+where
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let ns = std::fs::File::open(netns).map_err(|e| format!("{}: {e}", netns.display()))?;
+    let thread = std::thread::spawn(move || -> Result<(), String> {
+        setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| format!("entering the namespace: {e}"))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async move { f(connection()?).await })
+    });
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|_| "the namespace thread panicked".to_string())?
+}
+
+#[async_trait]
+impl NetOps for Netlink {
+    async fn ensure_bridge(&self, bridge: &str, subnet: Subnet) -> Result<(), String> {
+        let handle = connection()?;
+        let index = match index_of(&handle, bridge).await? {
+            Some(i) => i,
+            None => {
+                match handle
+                    .link()
+                    .add(LinkBridge::new(bridge).build())
+                    .execute()
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(format!("creating {bridge}: {e}")),
+                }
+                need_index(&handle, bridge).await?
+            }
+        };
+        let gateway = IpAddr::V4(subnet.gateway());
+        match handle
+            .address()
+            .add(index, gateway, subnet.prefix)
+            .execute()
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+            Err(e) => return Err(format!("adding {gateway} to {bridge}: {e}")),
+        }
+        set(
+            &handle,
+            LinkUnspec::new_with_index(index).up().build(),
+            "bringing the bridge up",
+        )
+        .await
+    }
+
+    async fn create_netns(&self, path: &Path) -> Result<(), String> {
+        let path: PathBuf = path.to_path_buf();
+        // A thread of its own: it leaves the agent's namespace for good.
+        let thread = std::thread::spawn(move || -> Result<(), String> {
+            std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare: {e}"))?;
+            let own = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
+            mount(
+                Some(own.as_str()),
+                &path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| format!("bind-mounting the namespace: {e}"))
+        });
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|_| "the namespace thread panicked".to_string())?
+    }
+
+    async fn connect(
+        &self,
+        netns: &Path,
+        bridge: &str,
+        host_if: &str,
+        ip: Ipv4Addr,
+        subnet: Subnet,
+    ) -> Result<(), String> {
+        let handle = connection()?;
+        // A host end left by a crash half way through goes first.
+        if let Some(stale) = index_of(&handle, host_if).await? {
+            let _ = handle.link().del(stale).execute().await;
+        }
+        let peer = format!("{host_if}p");
+        handle
+            .link()
+            .add(LinkVeth::new(host_if, &peer).build())
+            .execute()
+            .await
+            .map_err(|e| format!("creating veth {host_if}: {e}"))?;
+        let bridge = need_index(&handle, bridge).await?;
+        let host = need_index(&handle, host_if).await?;
+        let peer_index = need_index(&handle, &peer).await?;
+        let ns = std::fs::File::open(netns).map_err(|e| format!("{}: {e}", netns.display()))?;
+        set(
+            &handle,
+            LinkUnspec::new_with_index(peer_index)
+                .setns_by_fd(ns.as_raw_fd())
+                .build(),
+            "moving the peer into the namespace",
+        )
+        .await?;
+        set(
+            &handle,
+            LinkUnspec::new_with_index(host)
+                .controller(bridge)
+                .up()
+                .build(),
+            "attaching the host end to the bridge",
+        )
+        .await?;
+        let gateway = subnet.gateway();
+        let prefix = subnet.prefix;
+        in_netns(netns, move |handle| async move {
+            let lo = need_index(&handle, "lo").await?;
+            set(
+                &handle,
+                LinkUnspec::new_with_index(lo).up().build(),
+                "lo up",
+            )
+            .await?;
+            let eth = need_index(&handle, &peer).await?;
+            set(
+                &handle,
+                LinkUnspec::new_with_index(eth).name("eth0").build(),
+                "naming eth0",
+            )
+            .await?;
+            set(
+                &handle,
+                LinkUnspec::new_with_index(eth).up().build(),
+                "eth0 up",
+            )
+            .await?;
+            handle
+                .address()
+                .add(eth, IpAddr::V4(ip), prefix)
+                .execute()
+                .await
+                .map_err(|e| format!("adding {ip}/{prefix}: {e}"))?;
+            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(gateway)
+                .build();
+            handle
+                .route()
+                .add(route)
+                .execute()
+                .await
+                .map_err(|e| format!("default route via {gateway}: {e}"))
+        })
+        .await
+    }
+
+    async fn remove_netns(&self, path: &Path) -> Result<(), String> {
+        match umount2(path, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(format!("unmounting {}: {e}", path.display())),
+        }
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+}
