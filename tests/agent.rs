@@ -404,6 +404,23 @@ fn the_agent_runs_tasks_as_real_containers() {
     let fetched = ok(server.shoal(&["exec", "site.1", "--", "wget", "-qO-", &url]));
     assert!(fetched.trim().starts_with("site."), "{fetched}");
     ok(server.shoal(&["delete", "service", "site"]));
+    // docker run -p: a host port of one container.
+    let host_port = free_port();
+    let publish = format!("{host_port}:8080");
+    ok(server.shoal(&[
+        "run", "-d", "--name", "pub", "-p", &publish, &image, "httpd", "-f", "-p", "8080",
+    ]));
+    wait("pub answering", 30, || {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", host_port)) else {
+            return false;
+        };
+        let _ = s.write_all(b"GET /www/index.html HTTP/1.0\r\n\r\n");
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        reply.starts_with("HTTP/1.") && reply.contains(" 200 ")
+    });
+    ok(server.shoal(&["rm", "--force", "pub"]));
 
     // docker-style: run (attached, with --rm), run -d, ps, stop, rm.
     let out = server.shoal(&[
@@ -464,6 +481,28 @@ fn the_agent_runs_tasks_as_real_containers() {
     assert!(!server.shoal(&["get", "task", "bg"]).status.success());
     assert_eq!(container("bg2"), ("running".to_string(), bg_container));
     ok(server.shoal(&["exec", "bg2", "--", "true"]));
+    // exec -i forwards stdin; -t gives a terminal; -it both, with the exit code.
+    let echoed = ok(server.shoal_stdin(&["exec", "-i", "bg2", "--", "cat"], "hello\n"));
+    assert_eq!(echoed, "hello\n");
+    let tty = ok(server.shoal(&[
+        "exec",
+        "-t",
+        "bg2",
+        "--",
+        "sh",
+        "-c",
+        "[ -t 0 ] && [ -t 1 ] && echo terminal",
+    ]));
+    assert_eq!(tty.trim(), "terminal");
+    let session = server.shoal_stdin(
+        &["exec", "-it", "bg2", "--", "sh"],
+        "echo in-$((40+2)) $TERM\nexit 7\n",
+    );
+    assert_eq!(session.status.code(), Some(7), "{session:?}");
+    assert!(
+        String::from_utf8_lossy(&session.stdout).contains("in-42 xterm"),
+        "{session:?}"
+    );
     let refused = server.shoal(&["rename", "web.1", "mine"]);
     assert!(String::from_utf8_lossy(&refused.stderr).contains("belongs to service/web"));
     ok(server.shoal(&["rm", "--force", "bg2"]));

@@ -1,5 +1,5 @@
 //! `docker run`'s container flags, turned into a Task's spec fields: -e, -w, -u,
-//! --entrypoint, -v, --tmpfs, --restart, --log-opt. Each bad value is one error naming
+//! --entrypoint, -v, --tmpfs, -p, --restart, --log-opt. Each bad value is one error naming
 //! its flag.
 
 use anyhow::{anyhow, bail, Result};
@@ -31,8 +31,8 @@ pub struct ContainerFlags {
     /// max-size=SIZE or max-file=N: json-file log rotation; repeatable.
     #[arg(long)]
     pub log_opt: Vec<String>,
-    /// Published ports need the node network, which shoal does not have yet.
-    #[arg(short, long = "publish", hide = true)]
+    /// HOST_PORT:CONTAINER_PORT[/tcp]: publish a container port on the node.
+    #[arg(short, long = "publish")]
     pub publish: Vec<String>,
 }
 
@@ -40,8 +40,13 @@ impl ContainerFlags {
     /// The spec fields these flags set, next to `image` and `command`.
     pub fn spec_fields(&self) -> Result<Map<String, Value>> {
         let mut spec = Map::new();
-        if !self.publish.is_empty() {
-            bail!("-p/--publish: publishing ports needs the node network, which this version of shoal does not have yet");
+        let ports: Vec<Value> = self
+            .publish
+            .iter()
+            .map(|p| publish(p))
+            .collect::<Result<_>>()?;
+        if !ports.is_empty() {
+            spec.insert("ports".into(), ports.into());
         }
         let mut env = Map::new();
         for kv in &self.env {
@@ -84,6 +89,28 @@ impl ContainerFlags {
         }
         Ok(spec)
     }
+}
+
+/// `docker run -p HOST:CONTAINER[/tcp]`: a host-mode port (one container owns it).
+fn publish(p: &str) -> Result<Value> {
+    let (ports, protocol) = p.split_once('/').unwrap_or((p, "tcp"));
+    if protocol != "tcp" {
+        bail!("-p {p:?}: only tcp ports can be published so far");
+    }
+    let number = |s: &str| -> Result<u16> {
+        s.parse::<u16>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| anyhow!("-p {p:?}: {s:?} is not a port number"))
+    };
+    let (host, container) = ports
+        .split_once(':')
+        .ok_or_else(|| anyhow!("-p {p:?}: expected HOST_PORT:CONTAINER_PORT"))?;
+    Ok(json!({
+        "target": number(container)?,
+        "published": number(host)?,
+        "mode": "host",
+    }))
 }
 
 fn volume(v: &str) -> Result<Value> {
@@ -187,6 +214,7 @@ mod tests {
             c.tmpfs = vec!["/run:size=1Mi".into()];
             c.restart = Some("on-failure:3".into());
             c.log_opt = vec!["max-size=1Mi".into(), "max-file=2".into()];
+            c.publish = vec!["8081:80".into()];
         })
         .expect("valid flags");
         assert_eq!(spec["env"], json!({"A": "1"}));
@@ -202,6 +230,10 @@ mod tests {
         assert_eq!(spec["restart"]["condition"], "on-failure");
         assert_eq!(spec["restart"]["maxAttempts"], 3);
         assert_eq!(spec["logging"], json!({"maxSize": "1m", "maxFile": 2}));
+        assert_eq!(
+            spec["ports"],
+            json!([{"target": 80, "published": 8081, "mode": "host"}])
+        );
         assert!(flags(|c| c.restart = Some("no".into()))
             .expect("no")
             .get("restart")
@@ -223,10 +255,7 @@ mod tests {
                 "--log-opt",
                 Box::new(|c| c.log_opt = vec!["max-size=lots".into()]),
             ),
-            (
-                "-p/--publish",
-                Box::new(|c| c.publish = vec!["80:80".into()]),
-            ),
+            ("-p", Box::new(|c| c.publish = vec!["80".into()])),
         ];
         for (flag, f) in cases {
             let err = flags(f).expect_err(flag).to_string();

@@ -3,10 +3,11 @@
 //! [`session`] speaks the agent API: register, heartbeat, follow the node's
 //! assignments, report task status (batched). What happens to a task is an
 //! [`Executor`]'s business: [`sim::SimExecutor`] pretends, like Kubernetes' hollow
-//! nodes, so hundreds of nodes fit on one small machine; the container runtime will be
-//! another executor.
+//! nodes, so hundreds of nodes fit on one small machine; [`container::RuncExecutor`]
+//! runs real containers. [`node_api`] serves their logs and [`exec`] to the API server.
 
 pub mod container;
+pub mod exec;
 pub mod glob;
 pub mod image;
 pub mod node_api;

@@ -8,10 +8,11 @@ use chrono::{DateTime, Utc};
 use shoal_apiserver::pb::{self, node_server::Node};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::container::logs::{self, LogQuery};
 use crate::container::monitor::LogLine;
+use crate::exec;
 
 pub struct NodeApi {
     containers: PathBuf,
@@ -58,38 +59,10 @@ fn entry(l: LogLine) -> pb::LogEntry {
     }
 }
 
-fn output(stream: &str, data: Vec<u8>, exit_code: i32) -> pb::ExecOutput {
-    pb::ExecOutput {
-        stream: stream.into(),
-        data,
-        exit_code,
-    }
-}
-
-/// Sends what `reader` produces as `stream` chunks.
-async fn forward(
-    mut reader: impl tokio::io::AsyncRead + Unpin,
-    stream: &'static str,
-    tx: mpsc::Sender<Result<pb::ExecOutput, Status>>,
-) {
-    use tokio::io::AsyncReadExt;
-    let mut buf = vec![0u8; 16 * 1024];
-    while let Ok(n) = reader.read(&mut buf).await {
-        if n == 0
-            || tx
-                .send(Ok(output(stream, buf[..n].to_vec(), 0)))
-                .await
-                .is_err()
-        {
-            return;
-        }
-    }
-}
-
 #[tonic::async_trait]
 impl Node for NodeApi {
     type ContainerLogsStream = ReceiverStream<Result<pb::LogEntry, Status>>;
-    type ContainerExecStream = ReceiverStream<Result<pb::ExecOutput, Status>>;
+    type ContainerExecStream = exec::ExecStream;
 
     async fn container_logs(
         &self,
@@ -136,44 +109,19 @@ impl Node for NodeApi {
 
     async fn container_exec(
         &self,
-        req: Request<pb::ContainerExecRequest>,
+        req: Request<Streaming<pb::ExecInput>>,
     ) -> Result<Response<Self::ContainerExecStream>, Status> {
-        let req = req.into_inner();
-        self.container_dir(&req.container_id)?;
-        if req.command.is_empty() {
-            return Err(Status::invalid_argument("no command to run"));
-        }
-        let mut child = tokio::process::Command::new(&self.runtime)
-            .arg("--root")
-            .arg(&self.runtime_root)
-            .args(["exec", &req.container_id])
-            .args(&req.command)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| Status::internal(format!("{}: {e}", self.runtime)))?;
-        let (tx, rx) = mpsc::channel(64);
-        let (out, err) = (child.stdout.take(), child.stderr.take());
-        tokio::spawn(async move {
-            let stdout = async {
-                if let Some(out) = out {
-                    forward(out, "stdout", tx.clone()).await;
-                }
-            };
-            let stderr = async {
-                if let Some(err) = err {
-                    forward(err, "stderr", tx.clone()).await;
-                }
-            };
-            tokio::join!(stdout, stderr);
-            let code = match child.wait().await {
-                Ok(s) => s.code().unwrap_or(128 + 9),
-                Err(_) => 255,
-            };
-            let _ = tx.send(Ok(output("exit", Vec::new(), code))).await;
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let mut inputs = req.into_inner();
+        let start = inputs
+            .message()
+            .await?
+            .and_then(|i| i.start)
+            .ok_or_else(|| Status::invalid_argument("exec: the first message says what to run"))?;
+        self.container_dir(&start.target)?;
+        let runtime = exec::Runtime {
+            binary: self.runtime.clone().into(),
+            root: self.runtime_root.clone(),
+        };
+        exec::exec(&runtime, start, inputs).await.map(Response::new)
     }
 }

@@ -1,6 +1,7 @@
 //! `shoal exec`: a command run in a task's container by the agent of its node, its
 //! output streamed back, then its exit code.
 
+use futures::StreamExt;
 use shoal_api::Task;
 use shoal_store::ObjectStore;
 use tokio::sync::mpsc;
@@ -13,37 +14,55 @@ use crate::service::status_of;
 
 pub type ExecStream = ReceiverStream<Result<pb::ExecOutput, Status>>;
 
-pub async fn exec_stream(objects: ObjectStore, req: pb::ExecRequest) -> Result<ExecStream, Status> {
+/// Api.Exec: the first input names the task; it and every later input (stdin, terminal
+/// sizes) go on to the agent of the task's node, the container's output comes back.
+pub async fn exec_stream(
+    objects: ObjectStore,
+    mut inputs: tonic::Streaming<pb::ExecInput>,
+) -> Result<ExecStream, Status> {
+    let mut first = inputs
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument("exec: no request"))?;
+    let start = first
+        .start
+        .as_mut()
+        .ok_or_else(|| Status::invalid_argument("exec: the first message says what to run"))?;
+    let name = start.target.clone();
     let task = objects
-        .get_typed::<Task>(&req.task)
+        .get_typed::<Task>(&name)
         .await
         .map_err(status_of)?
-        .ok_or_else(|| Status::not_found(format!("task/{} not found", req.task)))?;
+        .ok_or_else(|| Status::not_found(format!("task/{name} not found")))?;
     let status = task.status.clone().unwrap_or_default();
     let (Some(node), Some(container)) = (task.spec.node.clone(), status.container_id.clone())
     else {
         return Err(Status::failed_precondition(format!(
-            "task/{} has no container yet ({:?})",
-            req.task, status.state
+            "task/{name} has no container yet ({:?})",
+            status.state
         )));
     };
     if status.state != shoal_api::TaskState::Running {
         return Err(Status::failed_precondition(format!(
-            "task/{} is not running (it is {:?})",
-            req.task, status.state
+            "task/{name} is not running (it is {:?})",
+            status.state
         )));
     }
+    start.target = container;
     let address = node_address(&objects, &node).await?;
     let mut client = NodeClient::connect(format!("http://{address}"))
         .await
         .map_err(|e| Status::unavailable(format!("node {node} at {address}: {e}")))?;
-    let mut stream = client
-        .container_exec(pb::ContainerExecRequest {
-            container_id: container,
-            command: req.command,
-        })
-        .await?
-        .into_inner();
+    let forwarded = futures::stream::once(async move { first }).chain(futures::stream::unfold(
+        inputs,
+        |mut inputs| async move {
+            match inputs.message().await {
+                Ok(Some(i)) => Some((i, inputs)),
+                _ => None,
+            }
+        },
+    ));
+    let mut stream = client.container_exec(forwarded).await?.into_inner();
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {

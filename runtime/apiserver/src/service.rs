@@ -359,10 +359,10 @@ impl Api for ApiService {
     type LogsStream = crate::logs::LogsStream;
     type ExecStream = crate::exec::ExecStream;
 
-    #[tracing::instrument(skip_all, fields(task = %req.get_ref().task))]
+    #[tracing::instrument(skip_all)]
     async fn exec(
         &self,
-        req: Request<pb::ExecRequest>,
+        req: Request<tonic::Streaming<pb::ExecInput>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
         crate::exec::exec_stream(self.objects.clone(), req.into_inner())
             .await
