@@ -3,6 +3,8 @@
 //! - raw_runc_run_p50_ms: `runc run --detach` of the test image's bundle (overlay rootfs,
 //!   the spec shoal writes), one at a time, the baseline; and raw_runc_run_50_at_once_*:
 //!   50 such runs started together, the baseline for 50 tasks starting together;
+//!   raw_runc_run_net_50_at_once_*: the same with what a task also gets, done by hand
+//!   with `ip`: a network namespace, a veth pair on a bridge, an address and a route;
 //! - task_start_p50/p99_ms: from a task's assignment (seen bound to the node) until it
 //!   reports running, for a 50-replica service (image already pulled);
 //! - containers_started_per_s: 50 / (apply until all 50 running);
@@ -40,7 +42,21 @@ fn percentile(sorted: &[f64], p: usize) -> f64 {
 }
 
 /// Bundles of the test image (overlay rootfs, the spec shoal writes) for raw runs.
-fn bundles(store: &ImageStore, name: &str, dir: &Path, n: usize) -> Vec<(RootfsLayout, String)> {
+/// The bridge and subnet prefix of the networked raw baseline.
+const RAW_BRIDGE: &str = "benchraw0";
+const RAW_NET: &str = "10.249.0";
+
+fn netns_name(i: usize) -> String {
+    format!("benchraw-{}-{i}", std::process::id())
+}
+
+fn bundles(
+    store: &ImageStore,
+    name: &str,
+    dir: &Path,
+    n: usize,
+    networked: bool,
+) -> Vec<(RootfsLayout, String)> {
     let record = store.get(name).expect("index").expect("image");
     (0..n)
         .map(|i| {
@@ -48,6 +64,7 @@ fn bundles(store: &ImageStore, name: &str, dir: &Path, n: usize) -> Vec<(RootfsL
             let req = ContainerRequest {
                 command: vec!["sleep".into(), "100000".into()],
                 hostname: format!("raw-{i}"),
+                netns: networked.then(|| format!("/run/netns/{}", netns_name(i)).into()),
                 ..Default::default()
             };
             make_bundle(store, &record, &req, &layout, &Overlay).expect("bundle");
@@ -56,10 +73,44 @@ fn bundles(store: &ImageStore, name: &str, dir: &Path, n: usize) -> Vec<(RootfsL
         .collect()
 }
 
-/// `runc run --detach` of each bundle, `concurrent` at a time; milliseconds each.
-fn raw_runc(bundles: &[(RootfsLayout, String)], root: &Path, concurrent: bool) -> Vec<f64> {
-    let run = |(layout, id): &(RootfsLayout, String)| {
+fn ip(args: &[&str]) {
+    let status = Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .expect("ip");
+    assert!(status.success(), "ip {args:?} failed");
+}
+
+/// What the agent does for a container's network, by hand: namespace, veth pair on the
+/// bridge, address, route.
+fn raw_network(i: usize) {
+    let (ns, host, peer) = (netns_name(i), format!("brv{i}"), format!("brp{i}"));
+    let addr = format!("{RAW_NET}.{}/24", i + 2);
+    let gateway = format!("{RAW_NET}.1");
+    ip(&["netns", "add", &ns]);
+    ip(&["link", "add", &host, "type", "veth", "peer", "name", &peer]);
+    ip(&["link", "set", &peer, "netns", &ns]);
+    ip(&["link", "set", &host, "master", RAW_BRIDGE, "up"]);
+    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    ip(&["-n", &ns, "link", "set", &peer, "name", "eth0", "up"]);
+    ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"]);
+    ip(&["-n", &ns, "route", "add", "default", "via", &gateway]);
+}
+
+/// `runc run --detach` of each bundle, `concurrent` at a time (after setting up its
+/// network by hand when `networked`); milliseconds each.
+fn raw_runc(
+    bundles: &[(RootfsLayout, String)],
+    root: &Path,
+    concurrent: bool,
+    networked: bool,
+) -> Vec<f64> {
+    let run = |i: usize, (layout, id): &(RootfsLayout, String)| {
         let t0 = Instant::now();
+        if networked {
+            raw_network(i);
+        }
         let status = Command::new("runc")
             .arg("--root")
             .arg(root)
@@ -76,22 +127,31 @@ fn raw_runc(bundles: &[(RootfsLayout, String)], root: &Path, concurrent: bool) -
     };
     let samples = if concurrent {
         std::thread::scope(|s| {
-            let handles: Vec<_> = bundles.iter().map(|b| s.spawn(move || run(b))).collect();
+            let handles: Vec<_> = bundles
+                .iter()
+                .enumerate()
+                .map(|(i, b)| s.spawn(move || run(i, b)))
+                .collect();
             handles
                 .into_iter()
                 .map(|h| h.join().expect("thread"))
                 .collect()
         })
     } else {
-        bundles.iter().map(run).collect()
+        bundles.iter().enumerate().map(|(i, b)| run(i, b)).collect()
     };
-    for (layout, id) in bundles {
+    for (i, (layout, id)) in bundles.iter().enumerate() {
         let _ = Command::new("runc")
             .arg("--root")
             .arg(root)
             .args(["delete", "--force", id])
             .status();
         layout.remove(&Overlay).expect("remove");
+        if networked {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &netns_name(i)])
+                .status();
+        }
     }
     samples
 }
@@ -152,17 +212,34 @@ async fn main() {
     eprintln!("raw runc run --detach: 20 one after another, then {n} at once");
     let root = tmp.path().join("raw-runtime");
     let mut raw = raw_runc(
-        &bundles(&store, &registry.image(), tmp.path(), 20),
+        &bundles(&store, &registry.image(), tmp.path(), 20, false),
         &root,
+        false,
         false,
     );
     raw.sort_by(f64::total_cmp);
     let mut raw_n = raw_runc(
-        &bundles(&store, &registry.image(), tmp.path(), n),
+        &bundles(&store, &registry.image(), tmp.path(), n, false),
         &root,
         true,
+        false,
     );
     raw_n.sort_by(f64::total_cmp);
+    eprintln!("raw runc run --detach with a network set up by hand: {n} at once");
+    let _ = Command::new("ip")
+        .args(["link", "del", RAW_BRIDGE])
+        .status();
+    ip(&["link", "add", RAW_BRIDGE, "type", "bridge"]);
+    ip(&["addr", "add", &format!("{RAW_NET}.1/24"), "dev", RAW_BRIDGE]);
+    ip(&["link", "set", RAW_BRIDGE, "up"]);
+    let mut raw_net = raw_runc(
+        &bundles(&store, &registry.image(), tmp.path(), n, true),
+        &root,
+        true,
+        true,
+    );
+    raw_net.sort_by(f64::total_cmp);
+    ip(&["link", "del", RAW_BRIDGE]);
 
     let port = shoal_testkit::free_port();
     let url = format!("http://127.0.0.1:{port}");
@@ -306,6 +383,14 @@ async fn main() {
     println!(
         "raw_runc_run_{n}_at_once_p99_ms: {:.0} ms",
         percentile(&raw_n, 99)
+    );
+    println!(
+        "raw_runc_run_net_{n}_at_once_p50_ms: {:.0} ms",
+        percentile(&raw_net, 50)
+    );
+    println!(
+        "raw_runc_run_net_{n}_at_once_p99_ms: {:.0} ms",
+        percentile(&raw_net, 99)
     );
     println!("task_start_p50_ms: {:.0} ms", percentile(&starts, 50));
     println!("task_start_p99_ms: {:.0} ms", percentile(&starts, 99));

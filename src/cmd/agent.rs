@@ -69,6 +69,13 @@ fn find_runtime(runtime: &str) -> anyhow::Result<PathBuf> {
 
 pub async fn run(ctx: &Context, a: Args) -> Outcome {
     super::server::init_logging();
+    // glibc gives every thread that allocates an arena of its own (up to 8 per core);
+    // the agent's short-lived namespace threads would each leave one behind. Two keep
+    // its footprint small; it allocates little and rarely.
+    // SAFETY: mallopt only tunes the allocator; called before the agent's work starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("shoal agent runs containers and must run as root");
     }
