@@ -102,12 +102,13 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        remove_containers(&self.data);
+        remove_containers(&self.data, "shoaltest0");
     }
 }
 
-/// Containers outlive the agent by design; a test must not leave them behind.
-fn remove_containers(node_data: &Path) {
+/// Containers (and the node's bridge) outlive the agent by design; a test must not leave
+/// them behind.
+fn remove_containers(node_data: &Path, bridge: &str) {
     let runc = |args: &[&str]| {
         Command::new("runc")
             .arg("--root")
@@ -129,6 +130,10 @@ fn remove_containers(node_data: &Path) {
             let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
         }
     }
+    let _ = Command::new("ip")
+        .args(["link", "del", bridge])
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// The container ids of the live running web tasks, sorted.
@@ -636,7 +641,7 @@ fn shoal_up_runs_a_one_node_cluster() {
     struct Cleanup(PathBuf);
     impl Drop for Cleanup {
         fn drop(&mut self) {
-            remove_containers(&self.0);
+            remove_containers(&self.0, "shoaltest1");
         }
     }
     let _cleanup = Cleanup(data.join("node"));
