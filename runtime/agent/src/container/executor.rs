@@ -8,7 +8,6 @@
 //! its container, writable layer and logs removed.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,18 +15,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_api::{
-    DesiredState, Health, HealthCheck, MountType, RestartCondition, Task, TaskState, TaskStatus,
+    DesiredState, Health, HealthCheck, RestartCondition, Task, TaskState, TaskStatus,
     START_ANNOTATION,
 };
 use tokio_util::sync::CancellationToken;
 
-use super::bundle::make_bundle;
-use super::monitor::{Exit, EXIT_FILE, PID_FILE};
+use super::monitor::Exit;
 use super::network::Network;
-use super::ports::{PortLease, PortTable};
+use super::ports::PortTable;
 use super::rootfs::{Overlay, RootfsLayout};
-use super::spec::{ContainerMount, ContainerRequest};
-use crate::image::{self, ImageStore, Progress, PullOptions};
+use super::start::{network, relaunch, start};
+use crate::image::PullOptions;
 use crate::session::{Executor, Reporter};
 
 #[derive(Debug, Clone)]
@@ -103,7 +101,7 @@ pub fn container_id(task: &Task) -> String {
     )
 }
 
-fn status(state: TaskState, message: impl Into<String>, id: Option<&str>) -> TaskStatus {
+pub(super) fn status(state: TaskState, message: impl Into<String>, id: Option<&str>) -> TaskStatus {
     TaskStatus {
         state,
         message: message.into(),
@@ -219,7 +217,7 @@ impl Executor for RuncExecutor {
     }
 }
 
-async fn runtime(config: &RuncConfig, args: &[&str]) -> Result<String, String> {
+pub(super) async fn runtime(config: &RuncConfig, args: &[&str]) -> Result<String, String> {
     let out = tokio::process::Command::new(&config.runtime)
         .arg("--root")
         .arg(RuncExecutor::runtime_root(&config.data_dir))
@@ -412,191 +410,6 @@ fn restart_delay(task: &Task, exit_code: i32, restarts: u32) -> Option<Duration>
     };
     let attempts_left = policy.max_attempts == 0 || restarts < policy.max_attempts;
     (again && attempts_left).then_some(policy.delay.0)
-}
-
-/// The same container again, with its writable layer and logs: the runtime forgets the
-/// old process, the monitor starts a new one.
-async fn relaunch(config: &RuncConfig, task: &Task, dir: &Path, id: &str) -> Result<(), String> {
-    let _ = runtime(config, &["delete", "--force", id]).await;
-    for file in [EXIT_FILE, PID_FILE] {
-        match std::fs::remove_file(dir.join(file)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("{file}: {e}")),
-        }
-    }
-    launch(config, task, dir, id).await
-}
-
-/// Image, rootfs, spec, monitor; Err is why the task cannot run here.
-async fn start(
-    config: &RuncConfig,
-    task: &Task,
-    reporter: &Reporter,
-    dir: &Path,
-    id: &str,
-) -> Result<(), String> {
-    let store = ImageStore::open(&config.data_dir.join("images")).map_err(|e| e.to_string())?;
-    let name = image::normalize(&task.spec.image).map_err(|e| e.to_string())?;
-    let record = match store.get(&name).map_err(|e| e.to_string())? {
-        Some(r) => r,
-        None => {
-            reporter.report(
-                task,
-                &status(TaskState::Preparing, format!("pulling {name}"), None),
-            );
-            let mut last = std::time::Instant::now();
-            let mut progress = |p: Progress| {
-                if let Progress::Downloading { done, total, .. } = p {
-                    if last.elapsed() >= Duration::from_secs(1) {
-                        last = std::time::Instant::now();
-                        let msg =
-                            format!("pulling {name}: {} of {} KiB", done / 1024, total / 1024);
-                        reporter.report(task, &status(TaskState::Preparing, msg, None));
-                    }
-                }
-            };
-            image::pull(&store, &name, &config.pull, &mut progress)
-                .await
-                .map_err(|e| format!("pulling {name}: {e}"))?
-        }
-    };
-    reporter.report(task, &status(TaskState::Starting, "starting", Some(id)));
-    let req = ContainerRequest {
-        command: task.spec.command.clone(),
-        env: task.spec.env.clone(),
-        hostname: task.metadata.name.chars().take(63).collect(),
-        cpu_limit: task
-            .spec
-            .resources
-            .limits
-            .as_ref()
-            .map(|l| l.cpu)
-            .filter(|c| *c > 0.0),
-        memory_limit: task
-            .spec
-            .resources
-            .limits
-            .as_ref()
-            .map(|l| l.memory.0)
-            .filter(|m| *m > 0),
-        entrypoint: task.spec.entrypoint.clone(),
-        workdir: task.spec.workdir.clone(),
-        user: task.spec.user.clone(),
-        mounts: mounts(config, task)?,
-        terminal: false,
-        netns: config
-            .network
-            .as_ref()
-            .map(|n| n.netns_path(&container_id(task))),
-    };
-    make_bundle(&store, &record, &req, &RootfsLayout::new(dir), &Overlay)
-        .map_err(|e| e.to_string())?;
-    launch(config, task, dir, id).await
-}
-
-/// The container's address on the node network (claimed and connected unless adopted)
-/// and its published ports, open.
-async fn network(
-    config: &RuncConfig,
-    task: &Task,
-    id: &str,
-    adopted: bool,
-) -> Result<(Option<Ipv4Addr>, Option<PortLease>), String> {
-    let Some(net) = &config.network else {
-        return Ok((None, None));
-    };
-    let ip = match net.address_of(id) {
-        Some(ip) if adopted => ip,
-        _ => net.attach(id).await.map_err(|e| e.to_string())?.ip,
-    };
-    let service = task.metadata.labels.get("shoal.dev/service");
-    let ports = config
-        .ports
-        .publish(id, service.map(String::as_str), &task.spec.ports, ip)
-        .await?;
-    Ok((Some(ip), Some(ports)))
-}
-
-/// The bind sources, volume directories and tmpfs sizes of the task's mounts; Err when
-/// a bind source is missing (Docker's `--mount` refuses that too).
-fn mounts(config: &RuncConfig, task: &Task) -> Result<Vec<ContainerMount>, String> {
-    task.spec
-        .mounts
-        .iter()
-        .map(|m| {
-            let source = match m.type_ {
-                MountType::Bind => {
-                    let path = PathBuf::from(&m.source);
-                    if !path.exists() {
-                        return Err(format!("bind mount source {} does not exist", m.source));
-                    }
-                    Some(path)
-                }
-                MountType::Volume => {
-                    let path = volume_dir(&config.data_dir, &m.source);
-                    std::fs::create_dir_all(&path)
-                        .map_err(|e| format!("volume {}: {e}", m.source))?;
-                    Some(path)
-                }
-                MountType::Tmpfs => None,
-            };
-            Ok(ContainerMount {
-                source,
-                target: m.target.clone(),
-                read_only: m.read_only,
-                size: m.size.map(|s| s.0),
-            })
-        })
-        .collect()
-}
-
-/// Where a named volume keeps its files; it outlives the containers that use it.
-pub fn volume_dir(data_dir: &Path, name: &str) -> PathBuf {
-    data_dir.join("volumes").join(name).join("_data")
-}
-
-/// Starts the bundle in `dir` under a new monitor (first start, and restarts in place).
-async fn launch(config: &RuncConfig, task: &Task, dir: &Path, id: &str) -> Result<(), String> {
-    let logging = &task.spec.logging;
-    let max_size = logging.max_size.map_or(config.log_max_size, |s| s.0);
-    let max_files = logging.max_file.unwrap_or(config.log_max_files);
-    let root = RuncExecutor::runtime_root(&config.data_dir);
-    let mut cmd = tokio::process::Command::new(&config.monitor_exe);
-    cmd.arg("monitor")
-        .arg("--dir")
-        .arg(dir)
-        .args(["--id", id, "--runtime", &config.runtime])
-        .arg("--runtime-root")
-        .arg(&root)
-        .args(["--log-max-size", &max_size.to_string()])
-        .args(["--log-max-files", &max_files.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        // Its own process group: a signal to the agent's group does not reach it.
-        .process_group(0)
-        .kill_on_drop(false);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("starting the monitor: {e}"))?;
-    // Reap it when it ends (while we live; after that, init does).
-    tokio::spawn(async move {
-        let _ = child.wait().await;
-    });
-    // Running once the runtime has written the container's pid (after it started the
-    // process), or already finished. Watching a file costs nothing; asking the runtime
-    // costs a process per look.
-    for _ in 0..1500 {
-        if dir.join(PID_FILE).is_file() || Exit::read(dir).is_some() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Err(format!(
-        "{} did not start the container within 15s",
-        config.runtime
-    ))
 }
 
 /// Runs the health check command in the container; Err says how it failed.

@@ -11,6 +11,7 @@ pub mod network;
 pub mod ports;
 pub mod rootfs;
 pub mod spec;
+mod start;
 
 pub use bundle::{make_bundle, BundleError};
 pub use executor::{RuncConfig, RuncExecutor};
