@@ -425,6 +425,19 @@ fn the_agent_runs_tasks_as_real_containers() {
         let _ = s.read_to_string(&mut reply);
         reply.starts_with("HTTP/1.") && reply.contains(" 200 ")
     });
+    wait("pub running", 30, || {
+        state(&json(server.shoal(&["get", "task", "pub", "-o", "json"]))) == "running"
+    });
+    let listed = ok(server.shoal(&["ps"]));
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with("pub "))
+        .unwrap_or_else(|| panic!("pub in ps: {listed}"));
+    assert!(
+        line.contains(&format!("0.0.0.0:{host_port}->8080/tcp")),
+        "{line}"
+    );
+    assert!(line.contains(" 10.231.0."), "{line}");
     ok(server.shoal(&["rm", "--force", "pub"]));
 
     // docker-style: run (attached, with --rm), run -d, ps, stop, rm.

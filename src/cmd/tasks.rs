@@ -157,8 +157,8 @@ pub async fn ps(ctx: &Context, a: PsArgs) -> Outcome {
         return crate::output::print_list("Task", &tasks, ctx.format).map(|_| ExitCode::SUCCESS);
     }
     println!(
-        "{:<24} {:<40} {:<24} {:<10} {:<12} {:<14} {:>6}",
-        "NAME", "IMAGE", "COMMAND", "STATE", "NODE", "CONTAINER", "AGE"
+        "{:<24} {:<40} {:<24} {:<10} {:<12} {:<14} {:<15} {:<22} {:>6}",
+        "NAME", "IMAGE", "COMMAND", "STATE", "NODE", "CONTAINER", "ADDRESS", "PORTS", "AGE"
     );
     for o in &tasks {
         let t = serde_json::to_value(o)?;
@@ -167,8 +167,8 @@ pub async fn ps(ctx: &Context, a: PsArgs) -> Outcome {
             .map(|c| c.iter().filter_map(|v| v.as_str()).collect())
             .unwrap_or_default();
         let mut command = command.join(" ");
-        if command.len() > 22 {
-            command.truncate(21);
+        if command.chars().count() > 22 {
+            command = command.chars().take(21).collect();
             command.push('…');
         }
         let container: String = t["status"]["containerId"]
@@ -182,13 +182,15 @@ pub async fn ps(ctx: &Context, a: PsArgs) -> Outcome {
             _ => state(&t).to_string(),
         };
         println!(
-            "{:<24} {:<40} {:<24} {:<10} {:<12} {:<14} {:>6}",
+            "{:<24} {:<40} {:<24} {:<10} {:<12} {:<14} {:<15} {:<22} {:>6}",
             o.metadata.name,
             t["spec"]["image"].as_str().unwrap_or(""),
             command,
             shown_state,
             t["spec"]["node"].as_str().unwrap_or("-"),
             container,
+            t["status"]["addresses"][0].as_str().unwrap_or("-"),
+            ports(&t),
             age(o
                 .metadata
                 .creation_timestamp
@@ -197,6 +199,25 @@ pub async fn ps(ctx: &Context, a: PsArgs) -> Outcome {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Published ports as docker ps shows them: `0.0.0.0:8080->80/tcp`.
+fn ports(t: &serde_json::Value) -> String {
+    let shown: Vec<String> = t["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let published = p["published"].as_u64()?;
+            let protocol = p["protocol"].as_str().unwrap_or("tcp");
+            Some(format!("0.0.0.0:{published}->{}/{protocol}", p["target"]))
+        })
+        .collect();
+    if shown.is_empty() {
+        "-".into()
+    } else {
+        shown.join(",")
+    }
 }
 
 /// Asks the tasks' nodes to stop them (SIGTERM, then SIGKILL after the grace period).
