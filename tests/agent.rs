@@ -52,9 +52,15 @@ impl Agent {
 
     /// `kill -9` of the agent alone, then a new agent on the same data.
     fn kill_and_restart(&mut self) -> Vec<String> {
+        self.kill_then_restart(|| {})
+    }
+
+    /// As [`kill_and_restart`], doing `meanwhile` while no agent runs.
+    fn kill_then_restart(&mut self, meanwhile: impl FnOnce()) -> Vec<String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let survivors = self.running();
+        meanwhile();
         self.child = spawn_agent(&self.server, &self.data, &self.listen);
         survivors
     }
@@ -523,7 +529,17 @@ fn the_agent_runs_tasks_as_real_containers() {
     );
     let refused = server.shoal(&["rename", "web.1", "mine"]);
     assert!(String::from_utf8_lossy(&refused.stderr).contains("belongs to service/web"));
-    ok(server.shoal(&["rm", "--force", "bg2"]));
+    // A stop asked while the agent is away happens once it is back.
+    let container = container("bg2").1;
+    agent.kill_then_restart(|| {
+        ok(server.shoal(&["stop", "bg2"]));
+    });
+    wait("bg2 stopped by the new agent", 30, || {
+        let id = container.as_str().unwrap_or_default().to_string();
+        state(&json(server.shoal(&["get", "task", "bg2", "-o", "json"]))) == "shutdown"
+            && !agent.running().contains(&id)
+    });
+    ok(server.shoal(&["rm", "bg2"]));
 
     // docker run's container flags: entrypoint and its arguments, workdir, a read-only
     // bind mount, a named volume (kept after the task), a tmpfs with a size; the user.

@@ -148,8 +148,16 @@ impl Executor for RuncExecutor {
             ended: Arc::new(AtomicBool::new(false)),
         };
         // An ended or stopped task is known (`shoal start` may run it again, removal
-        // cleans it up) but not started.
-        let run_now = !(task.spec.desired_state == DesiredState::Shutdown || terminal);
+        // cleans it up) but not started. One asked to stop while the agent was away is
+        // adopted only to be stopped.
+        let stopping = task.spec.desired_state == DesiredState::Shutdown;
+        let on_disk = container_dir(&self.config, &task)
+            .join("config.json")
+            .is_file();
+        let run_now = !terminal && (!stopping || on_disk);
+        if stopping {
+            entry.stop.cancel();
+        }
         let (stop, remove, ended, task) = (
             entry.stop.clone(),
             entry.remove.clone(),
