@@ -16,7 +16,7 @@ pub use container::{LogOptions, Mount, MountType};
 pub use event::{Event, EventType, ObjectReference};
 pub use gitsync::{GitSync, GitSyncSpec, GitSyncStatus, InventoryEntry};
 pub use logpipeline::{LogPipeline, LogPipelineSpec, LogPipelineStatus};
-pub use network::{Network, NetworkDriver, NetworkSpec, NetworkStatus};
+pub use network::{parse_cidr, Network, NetworkDriver, NetworkSpec, NetworkStatus};
 pub use node::{Availability, Node, NodeResources, NodeRole, NodeSpec, NodeState, NodeStatus};
 pub use service::{
     parse_schedule, RevisionRecord, Service, ServiceSpec, ServiceStatus, UpdateState, UpdateStatus,

@@ -55,17 +55,7 @@ impl Subnet {
 impl std::str::FromStr for Subnet {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not an IPv4 subnet like 172.30.0.0/16");
-        let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
-        let base: Ipv4Addr = addr.parse().map_err(|_| bad())?;
-        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
-        if !(8..=30).contains(&prefix) {
-            return Err(format!("{s:?}: the prefix must be between /8 and /30"));
-        }
-        let mask = u32::MAX << (32 - prefix);
-        if u32::from(base) & !mask != 0 {
-            return Err(format!("{s:?}: host bits are set"));
-        }
+        let (base, prefix) = shoal_api::parse_cidr(s)?;
         Ok(Subnet { base, prefix })
     }
 }
