@@ -31,7 +31,7 @@ pub struct ContainerFlags {
     /// max-size=SIZE or max-file=N: json-file log rotation; repeatable.
     #[arg(long)]
     pub log_opt: Vec<String>,
-    /// HOST_PORT:CONTAINER_PORT[/tcp]: publish a container port on the node.
+    /// HOST_PORT:CONTAINER_PORT[/tcp|/udp]: publish a container port on the node.
     #[arg(short, long = "publish")]
     pub publish: Vec<String>,
 }
@@ -91,11 +91,11 @@ impl ContainerFlags {
     }
 }
 
-/// `docker run -p HOST:CONTAINER[/tcp]`: a host-mode port (one container owns it).
+/// `docker run -p HOST:CONTAINER[/tcp|/udp]`: a host-mode port (one container owns it).
 fn publish(p: &str) -> Result<Value> {
     let (ports, protocol) = p.split_once('/').unwrap_or((p, "tcp"));
-    if protocol != "tcp" {
-        bail!("-p {p:?}: only tcp ports can be published so far");
+    if !matches!(protocol, "tcp" | "udp") {
+        bail!("-p {p:?}: the protocol is tcp or udp");
     }
     let number = |s: &str| -> Result<u16> {
         s.parse::<u16>()
@@ -109,6 +109,7 @@ fn publish(p: &str) -> Result<Value> {
     Ok(json!({
         "target": number(container)?,
         "published": number(host)?,
+        "protocol": protocol,
         "mode": "host",
     }))
 }
@@ -214,7 +215,7 @@ mod tests {
             c.tmpfs = vec!["/run:size=1Mi".into()];
             c.restart = Some("on-failure:3".into());
             c.log_opt = vec!["max-size=1Mi".into(), "max-file=2".into()];
-            c.publish = vec!["8081:80".into()];
+            c.publish = vec!["8081:80".into(), "5353:53/udp".into()];
         })
         .expect("valid flags");
         assert_eq!(spec["env"], json!({"A": "1"}));
@@ -232,7 +233,10 @@ mod tests {
         assert_eq!(spec["logging"], json!({"maxSize": "1m", "maxFile": 2}));
         assert_eq!(
             spec["ports"],
-            json!([{"target": 80, "published": 8081, "mode": "host"}])
+            json!([
+                {"target": 80, "published": 8081, "protocol": "tcp", "mode": "host"},
+                {"target": 53, "published": 5353, "protocol": "udp", "mode": "host"},
+            ])
         );
         assert!(flags(|c| c.restart = Some("no".into()))
             .expect("no")

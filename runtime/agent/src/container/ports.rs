@@ -2,6 +2,8 @@
 //! a container's address, as docker-proxy does; it needs no packet filter and works from
 //! the node itself (127.0.0.1:PORT) as from outside.
 //!
+//! TCP connections are relayed as streams, UDP datagrams per client flow.
+//!
 //! A port in `host` mode belongs to one container. A port in `ingress` mode is shared by
 //! the tasks of one service on this node, connections going round-robin among them (the
 //! node's part of Swarm's routing mesh; reaching tasks on other nodes needs the overlay
@@ -10,15 +12,19 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use shoal_api::{PortSpec, Protocol, PublishMode};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 /// Every port this node publishes.
 #[derive(Clone, Default)]
-pub struct PortTable(Arc<Mutex<HashMap<u16, Published>>>);
+pub struct PortTable(Arc<Mutex<HashMap<Key, Published>>>);
+
+/// A published port: its number and protocol.
+type Key = (u16, Protocol);
 
 impl std::fmt::Debug for PortTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,7 +45,7 @@ struct Published {
 pub struct PortLease {
     table: PortTable,
     id: String,
-    ports: Vec<u16>,
+    ports: Vec<Key>,
 }
 
 impl Drop for PortLease {
@@ -71,17 +77,13 @@ impl PortTable {
         };
         for p in ports {
             let Some(port) = p.published else { continue };
-            if p.protocol == Protocol::Udp {
-                return Err(format!(
-                    "publishing udp port {port}: only tcp ports can be published so far"
-                ));
-            }
+            let key = (port, p.protocol);
             let owner = match (p.mode, service) {
                 (PublishMode::Ingress, Some(svc)) => format!("service/{svc}"),
                 _ => format!("container {id}"),
             };
             let backend = (id.to_string(), SocketAddr::from((ip, p.target)));
-            if let Some(published) = table.get_mut(&port) {
+            if let Some(published) = table.get_mut(&key) {
                 if published.owner != owner {
                     return Err(format!(
                         "publishing port {port}: {} publishes it on this node",
@@ -91,13 +93,25 @@ impl PortTable {
                 published.backends.retain(|(b, _)| b != id);
                 published.backends.push(backend);
             } else {
-                let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
-                    .await
-                    .map_err(|e| format!("publishing port {port}: {e}"))?;
                 let stop = CancellationToken::new();
-                tokio::spawn(serve(self.clone(), port, listener, stop.clone()));
+                let failed =
+                    |e: std::io::Error| format!("publishing port {port}/{}: {e}", name(p.protocol));
+                match p.protocol {
+                    Protocol::Tcp => {
+                        let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+                            .await
+                            .map_err(failed)?;
+                        tokio::spawn(serve(self.clone(), key, listener, stop.clone()));
+                    }
+                    Protocol::Udp => {
+                        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))
+                            .await
+                            .map_err(failed)?;
+                        tokio::spawn(serve_udp(self.clone(), key, socket, stop.clone()));
+                    }
+                }
                 table.insert(
-                    port,
+                    key,
                     Published {
                         owner,
                         backends: vec![backend],
@@ -106,12 +120,12 @@ impl PortTable {
                     },
                 );
             }
-            lease.ports.push(port);
+            lease.ports.push(key);
         }
         Ok(lease)
     }
 
-    async fn withdraw(&self, id: &str, ports: &[u16]) {
+    async fn withdraw(&self, id: &str, ports: &[Key]) {
         let mut table = self.0.lock().await;
         for port in ports {
             let Some(published) = table.get_mut(port) else {
@@ -125,10 +139,10 @@ impl PortTable {
         }
     }
 
-    /// The next backend for a connection to `port`, round-robin.
-    async fn pick(&self, port: u16) -> Option<SocketAddr> {
+    /// The next backend for a connection to `key`, round-robin.
+    async fn pick(&self, key: Key) -> Option<SocketAddr> {
         let mut table = self.0.lock().await;
-        let published = table.get_mut(&port)?;
+        let published = table.get_mut(&key)?;
         let n = published.backends.len();
         if n == 0 {
             return None;
@@ -138,19 +152,26 @@ impl PortTable {
     }
 }
 
-async fn serve(table: PortTable, port: u16, listener: TcpListener, stop: CancellationToken) {
+fn name(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    }
+}
+
+async fn serve(table: PortTable, key: Key, listener: TcpListener, stop: CancellationToken) {
     loop {
         let (mut inbound, from) = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::debug!(port, error = %e, "accept on a published port");
+                    tracing::debug!(port = key.0, error = %e, "accept on a published port");
                     continue;
                 }
             },
         };
-        let Some(to) = table.pick(port).await else {
+        let Some(to) = table.pick(key).await else {
             continue;
         };
         let stop = stop.clone();
@@ -168,6 +189,80 @@ async fn serve(table: PortTable, port: u16, listener: TcpListener, stop: Cancell
             }
         });
     }
+}
+
+/// How long a UDP client's flow lasts without a datagram either way.
+const UDP_IDLE: Duration = Duration::from_secs(60);
+
+/// UDP has no connections: each client address gets a flow of its own (a socket
+/// connected to one backend), replies go back from the published port, and a flow
+/// ends after [`UDP_IDLE`] without traffic.
+async fn serve_udp(table: PortTable, key: Key, socket: UdpSocket, stop: CancellationToken) {
+    let socket = Arc::new(socket);
+    let flows: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, client) = tokio::select! {
+            _ = stop.cancelled() => return,
+            received = socket.recv_from(&mut buf) => match received {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(port = key.0, error = %e, "receive on a published udp port");
+                    continue;
+                }
+            },
+        };
+        let existing = flows.lock().await.get(&client).cloned();
+        let upstream = match existing {
+            Some(u) => u,
+            None => {
+                let Some(to) = table.pick(key).await else {
+                    continue;
+                };
+                let Ok(upstream) = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await else {
+                    continue;
+                };
+                if upstream.connect(to).await.is_err() {
+                    continue;
+                }
+                let upstream = Arc::new(upstream);
+                flows.lock().await.insert(client, upstream.clone());
+                tokio::spawn(relay_replies(
+                    upstream.clone(),
+                    socket.clone(),
+                    client,
+                    flows.clone(),
+                    stop.clone(),
+                ));
+                upstream
+            }
+        };
+        let _ = upstream.send(&buf[..n]).await;
+    }
+}
+
+async fn relay_replies(
+    upstream: Arc<UdpSocket>,
+    socket: Arc<UdpSocket>,
+    client: SocketAddr,
+    flows: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>>,
+    stop: CancellationToken,
+) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let received = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = tokio::time::timeout(UDP_IDLE, upstream.recv(&mut buf)) => r,
+        };
+        match received {
+            Ok(Ok(n)) => {
+                let _ = socket.send_to(&buf[..n], client).await;
+            }
+            // Idle, or the backend is gone: the flow ends; the next datagram starts one.
+            _ => break,
+        }
+    }
+    flows.lock().await.remove(&client);
 }
 
 #[cfg(test)]
@@ -203,6 +298,46 @@ mod tests {
         let mut out = String::new();
         let _ = s.read_to_string(&mut out).await;
         out
+    }
+
+    #[tokio::test]
+    async fn udp_datagrams_reach_the_container_and_replies_come_back() {
+        let backend = UdpSocket::bind("127.0.0.1:0").await.expect("backend");
+        let target = backend.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while let Ok((n, from)) = backend.recv_from(&mut buf).await {
+                let reply = [b"echo ", &buf[..n]].concat();
+                let _ = backend.send_to(&reply, from).await;
+            }
+        });
+        let probe = UdpSocket::bind("127.0.0.1:0").await.expect("probe");
+        let published = probe.local_addr().expect("addr").port();
+        drop(probe);
+        let spec = PortSpec {
+            protocol: Protocol::Udp,
+            ..port(target, published, PublishMode::Host)
+        };
+        let table = PortTable::default();
+        let lease = table
+            .publish("a", None, &[spec], Ipv4Addr::LOCALHOST)
+            .await
+            .expect("publish udp");
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+        client
+            .connect(("127.0.0.1", published))
+            .await
+            .expect("connect");
+        for word in ["one", "two"] {
+            client.send(word.as_bytes()).await.expect("send");
+            let mut buf = [0u8; 64];
+            let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf))
+                .await
+                .expect("a reply in time")
+                .expect("recv");
+            assert_eq!(&buf[..n], format!("echo {word}").as_bytes());
+        }
+        drop(lease);
     }
 
     #[tokio::test]
