@@ -285,7 +285,7 @@ async fn supervise(
             return;
         }
         tracing::info!(container = %id, task = %first.metadata.name, "adopted a running container");
-    } else if let Err(why) = start(config, &first, reporter, &dir, &id).await {
+    } else if let Err(why) = start(config, &first, reporter, &dir, &id, &addresses).await {
         reporter.report(&current(task), &status(TaskState::Rejected, why, None));
         return;
     }

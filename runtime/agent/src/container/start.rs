@@ -44,6 +44,7 @@ pub(super) async fn start(
     reporter: &Reporter,
     dir: &Path,
     id: &str,
+    addresses: &[String],
 ) -> Result<(), String> {
     let store = ImageStore::open(&config.data_dir.join("images")).map_err(|e| e.to_string())?;
     let name = image::normalize(&task.spec.image).map_err(|e| e.to_string())?;
@@ -70,7 +71,9 @@ pub(super) async fn start(
                 .map_err(|e| format!("pulling {name}: {e}"))?
         }
     };
-    reporter.report(task, &status(TaskState::Starting, "starting", Some(id)));
+    let mut starting = status(TaskState::Starting, "starting", Some(id));
+    starting.addresses = addresses.to_vec();
+    reporter.report(task, &starting);
     let req = ContainerRequest {
         command: task.spec.command.clone(),
         env: task.spec.env.clone(),
