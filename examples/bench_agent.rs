@@ -24,7 +24,7 @@ use shoal_agent::image::{self, ImageStore};
 mod support;
 
 use shoal_apiserver::pb;
-use support::{apply, shoal, spawn};
+use support::{apply, shoal, spawn, watch_service_tasks};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -156,34 +156,6 @@ fn raw_runc(
     samples
 }
 
-/// Whatever the agent left: containers (and their monitors) and mounts under `node`.
-fn force_cleanup(node: &Path) {
-    let root = node.join("runtime");
-    let list = Command::new("runc")
-        .arg("--root")
-        .arg(&root)
-        .args(["list", "-q"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-        .unwrap_or_default();
-    for id in list.lines() {
-        let _ = Command::new("runc")
-            .arg("--root")
-            .arg(&root)
-            .args(["delete", "--force", id])
-            .status();
-    }
-    let prefix = node.display().to_string();
-    for line in std::fs::read_to_string("/proc/mounts")
-        .unwrap_or_default()
-        .lines()
-    {
-        if let Some(target) = line.split(' ').nth(1).filter(|t| t.starts_with(&prefix)) {
-            let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let mut n = 50usize;
@@ -280,18 +252,7 @@ async fn main() {
     );
 
     // Follow the tasks: when each is first seen bound, and when first seen running.
-    let mut stream = client
-        .watch(pb::WatchRequest {
-            kind: "Task".into(),
-            label_selector: "shoal.dev/service=bench".into(),
-            resource_version: 0,
-            send_initial: true,
-            name: String::new(),
-            involved_object: String::new(),
-        })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut stream = watch_service_tasks(&mut client, "bench").await;
     eprintln!("starting {n} containers");
     let t0 = Instant::now();
     apply(
@@ -372,7 +333,7 @@ async fn main() {
     drop(agent);
     if left > 0 {
         eprintln!("warning: {left} containers were not cleaned up by the agent; removing them");
-        force_cleanup(&node);
+        shoal_testkit::remove_node_containers(&node);
     }
 
     println!("raw_runc_run_p50_ms: {:.0} ms", percentile(&raw, 50));

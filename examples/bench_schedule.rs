@@ -22,7 +22,7 @@ mod support;
 use shoal_apiserver::pb::{self, api_client::ApiClient};
 use shoal_store::{EmbeddedStore, EtcdStore, Store};
 use shoal_testkit::free_port;
-use support::{apply, spawn};
+use support::{apply, spawn, watch_service_tasks};
 use tonic::transport::Channel;
 
 struct Args {
@@ -132,18 +132,7 @@ async fn until_tasks(
     need: usize,
     ok: impl Fn(&serde_json::Value) -> bool,
 ) -> Duration {
-    let mut stream = client
-        .watch(pb::WatchRequest {
-            kind: "Task".into(),
-            label_selector: format!("shoal.dev/service={service}"),
-            resource_version: 0,
-            send_initial: true,
-            name: String::new(),
-            involved_object: String::new(),
-        })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut stream = watch_service_tasks(client, service).await;
     let mut matching: HashSet<String> = HashSet::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut progress = Instant::now();

@@ -115,27 +115,7 @@ impl Drop for Agent {
 /// Containers (and the node's bridge) outlive the agent by design; a test must not leave
 /// them behind.
 fn remove_containers(node_data: &Path, bridge: &str) {
-    let runc = |args: &[&str]| {
-        Command::new("runc")
-            .arg("--root")
-            .arg(node_data.join("runtime"))
-            .args(args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default()
-    };
-    for id in runc(&["list", "-q"]).lines() {
-        runc(&["delete", "--force", id]);
-    }
-    let data = node_data.display().to_string();
-    for line in std::fs::read_to_string("/proc/mounts")
-        .unwrap_or_default()
-        .lines()
-    {
-        if let Some(target) = line.split(' ').nth(1).filter(|t| t.starts_with(&data)) {
-            let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
+    shoal_testkit::remove_node_containers(node_data);
     let _ = Command::new("ip")
         .args(["link", "del", bridge])
         .stderr(Stdio::null())

@@ -1,5 +1,5 @@
 //! What the benchmarks share: the `shoal` binary next to them, processes stopped on
-//! drop, and applying a manifest through the API.
+//! drop, applying a manifest and watching a service's tasks through the API.
 
 use std::process::{Child, Command, Stdio};
 
@@ -51,4 +51,23 @@ pub async fn apply(client: &mut ApiClient<Channel>, yaml: &str) {
         })
         .await
         .expect("apply");
+}
+
+/// A watch of `service`'s tasks: the current ones first, then every change.
+pub async fn watch_service_tasks(
+    client: &mut ApiClient<Channel>,
+    service: &str,
+) -> tonic::Streaming<pb::WatchResponse> {
+    client
+        .watch(pb::WatchRequest {
+            kind: "Task".into(),
+            label_selector: format!("shoal.dev/service={service}"),
+            resource_version: 0,
+            send_initial: true,
+            name: String::new(),
+            involved_object: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner()
 }

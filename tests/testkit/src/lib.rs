@@ -218,3 +218,30 @@ pub fn build_test_image(dest: &std::path::Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Removes what a `shoal agent` with data in `node_data` left running: its containers
+/// (they outlive the agent by design) and every mount under the directory. For tests
+/// and benchmarks, which must not leave them behind.
+pub fn remove_node_containers(node_data: &std::path::Path) {
+    let runc = |args: &[&str]| {
+        Command::new("runc")
+            .arg("--root")
+            .arg(node_data.join("runtime"))
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    };
+    for id in runc(&["list", "-q"]).lines() {
+        runc(&["delete", "--force", id]);
+    }
+    let prefix = node_data.display().to_string();
+    for line in std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+    {
+        if let Some(target) = line.split(' ').nth(1).filter(|t| t.starts_with(&prefix)) {
+            let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
