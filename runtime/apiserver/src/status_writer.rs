@@ -250,13 +250,16 @@ fn next_status(
         ));
     }
     let mut status = task.status.clone().unwrap_or_default();
-    // An ended task stays ended, unless `shoal start` asked for it to run again since.
-    let restarted = task.start_requested().is_some_and(|asked| {
-        status
-            .last_transition_time
-            .is_none_or(|ended| asked > ended)
-    });
-    if status.state.is_terminal() && status.state != reported.state && !restarted {
+    // An ended task stays ended, unless `shoal start` asked for it to run again since
+    // (looked up only then: this runs for every report from every node).
+    let leaves_end = status.state.is_terminal() && status.state != reported.state;
+    if leaves_end
+        && !task.start_requested().is_some_and(|asked| {
+            status
+                .last_transition_time
+                .is_none_or(|ended| asked > ended)
+        })
+    {
         return Ok(None);
     }
     if status.state != reported.state {

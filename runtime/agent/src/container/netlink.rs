@@ -68,14 +68,23 @@ where
     Fut: std::future::Future<Output = Result<(), String>>,
 {
     let ns = std::fs::File::open(netns).map_err(|e| format!("{}: {e}", netns.display()))?;
-    let thread = std::thread::spawn(move || -> Result<(), String> {
+    on_own_thread(move || {
         setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| format!("entering the namespace: {e}"))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
         rt.block_on(async move { f(connection()?).await })
-    });
+    })
+    .await
+}
+
+/// Runs `f` on a thread made for it (which may then change namespace for good), and
+/// waits for it without holding up the runtime.
+async fn on_own_thread(
+    f: impl FnOnce() -> Result<(), String> + Send + 'static,
+) -> Result<(), String> {
+    let thread = std::thread::spawn(f);
     tokio::task::spawn_blocking(move || thread.join())
         .await
         .map_err(|e| e.to_string())?
@@ -124,7 +133,7 @@ impl NetOps for Netlink {
     async fn create_netns(&self, path: &Path) -> Result<(), String> {
         let path: PathBuf = path.to_path_buf();
         // A thread of its own: it leaves the agent's namespace for good.
-        let thread = std::thread::spawn(move || -> Result<(), String> {
+        on_own_thread(move || {
             std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare: {e}"))?;
             let own = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
@@ -136,11 +145,8 @@ impl NetOps for Netlink {
                 None::<&str>,
             )
             .map_err(|e| format!("bind-mounting the namespace: {e}"))
-        });
-        tokio::task::spawn_blocking(move || thread.join())
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|_| "the namespace thread panicked".to_string())?
+        })
+        .await
     }
 
     async fn connect(

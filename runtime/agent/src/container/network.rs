@@ -4,7 +4,8 @@
 //! agent (`ports.rs`), as docker-proxy does.
 //!
 //! Addresses are claimed as files (`<data>/network/ips/<address>` holding the container
-//! id), so they survive agent restarts and are never handed out twice. Netlink, mounts
+//! id, with `<data>/network/containers/<id>` to find it again without a scan), so they
+//! survive agent restarts and are never handed out twice. Netlink, mounts
 //! and namespaces are behind [`NetOps`], so the bookkeeping is tested without root and
 //! the real thing end to end.
 
@@ -102,7 +103,10 @@ pub struct Network {
     ops: Arc<dyn NetOps>,
     bridge: String,
     subnet: Subnet,
+    /// `<address>`, holding the container id: the claim, unique by create_new.
     ips: PathBuf,
+    /// `<container id>`, holding its address: the lookup.
+    owners: PathBuf,
     netns: PathBuf,
 }
 
@@ -126,6 +130,7 @@ impl Network {
             bridge: bridge.to_string(),
             subnet,
             ips: data_dir.join("network").join("ips"),
+            owners: data_dir.join("network").join("containers"),
             netns: data_dir.join("netns"),
         }
     }
@@ -144,26 +149,29 @@ impl Network {
         self.netns.join(id)
     }
 
-    /// The container's address, if it has one.
+    /// The container's address, if it has one: its lookup file, confirmed by the claim.
     pub fn address_of(&self, id: &str) -> Option<Ipv4Addr> {
-        let entries = std::fs::read_dir(&self.ips).ok()?;
-        entries.flatten().find_map(|e| {
-            let owner = std::fs::read_to_string(e.path()).ok()?;
-            (owner == id)
-                .then(|| e.file_name().to_string_lossy().parse().ok())
-                .flatten()
-        })
+        let ip: Ipv4Addr = std::fs::read_to_string(self.owners.join(id))
+            .ok()?
+            .parse()
+            .ok()?;
+        let owner = std::fs::read_to_string(self.ips.join(ip.to_string())).ok()?;
+        (owner == id).then_some(ip)
     }
 
     fn claim(&self, id: &str) -> Result<Ipv4Addr, NetError> {
         if let Some(ip) = self.address_of(id) {
             return Ok(ip);
         }
-        let state = |why: std::io::Error| NetError::State {
-            path: self.ips.clone(),
-            why: why.to_string(),
+        let state = |path: &Path| {
+            let path = path.to_path_buf();
+            move |why: std::io::Error| NetError::State {
+                path,
+                why: why.to_string(),
+            }
         };
-        std::fs::create_dir_all(&self.ips).map_err(state)?;
+        std::fs::create_dir_all(&self.ips).map_err(state(&self.ips))?;
+        std::fs::create_dir_all(&self.owners).map_err(state(&self.owners))?;
         for ip in self.subnet.hosts() {
             let file = self.ips.join(ip.to_string());
             match std::fs::OpenOptions::new()
@@ -173,11 +181,15 @@ impl Network {
             {
                 Ok(mut f) => {
                     use std::io::Write;
-                    f.write_all(id.as_bytes()).map_err(state)?;
+                    f.write_all(id.as_bytes()).map_err(state(&file))?;
+                    // An agent dying right here leaves this address claimed but unused
+                    // until the data directory is cleared: one address, not a conflict.
+                    let owner = self.owners.join(id);
+                    std::fs::write(&owner, ip.to_string()).map_err(state(&owner))?;
                     return Ok(ip);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(state(e)),
+                Err(e) => return Err(state(&file)(e)),
             }
         }
         Err(NetError::Exhausted(self.subnet.to_string()))
@@ -187,6 +199,7 @@ impl Network {
         if let Some(ip) = self.address_of(id) {
             let _ = std::fs::remove_file(self.ips.join(ip.to_string()));
         }
+        let _ = std::fs::remove_file(self.owners.join(id));
     }
 
     /// Gives container `id` a namespace on the bridge and an address; undone on error.
