@@ -4,15 +4,13 @@
 use futures::StreamExt;
 use shoal_api::Task;
 use shoal_store::ObjectStore;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::logs::node_address;
 use crate::pb::{self, node_client::NodeClient};
 use crate::service::status_of;
 
-pub type ExecStream = ReceiverStream<Result<pb::ExecOutput, Status>>;
+pub type ExecStream = tonic::Streaming<pb::ExecOutput>;
 
 /// Api.Exec: the first input names the task; it and every later input (stdin, terminal
 /// sizes) go on to the agent of the task's node, the container's output comes back.
@@ -62,20 +60,6 @@ pub async fn exec_stream(
             }
         },
     ));
-    let mut stream = client.container_exec(forwarded).await?.into_inner();
-    let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let item = match stream.message().await {
-                Ok(Some(o)) => Ok(o),
-                Ok(None) => return,
-                Err(e) => Err(e),
-            };
-            let end = item.is_err();
-            if tx.send(item).await.is_err() || end {
-                return;
-            }
-        }
-    });
-    Ok(ReceiverStream::new(rx))
+    // The node's output stream is the client's: nothing to add on the way.
+    Ok(client.container_exec(forwarded).await?.into_inner())
 }
