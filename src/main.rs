@@ -63,6 +63,9 @@ enum Command {
     /// Drain, pause or activate a node.
     #[command(subcommand)]
     Node(cmd::node::Command),
+    /// Sync a GitSync now, or suspend and resume it.
+    #[command(subcommand)]
+    Gitsync(cmd::gitsync::Command),
     /// Run simulated nodes through the real agent API.
     Sim(cmd::sim::Args),
     /// Pull, import, list and remove images in this node's store.
@@ -142,6 +145,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::Scale(a) => cmd::scale::run(&ctx, a).await,
         Command::Rollout(c) => cmd::rollout::run(&ctx, c).await,
         Command::Node(c) => cmd::node::run(&ctx, c).await,
+        Command::Gitsync(c) => cmd::gitsync::run(&ctx, c).await,
         Command::Sim(a) => cmd::sim::run(&ctx, a).await,
         Command::Image(a) => cmd::image::run(&ctx, a).await,
         Command::Agent(a) => cmd::agent::run(&ctx, a).await,

@@ -226,6 +226,10 @@ impl Table {
                 ("URL", |_, v| s(v, &["spec", "url"])),
                 ("REF", |_, v| s(v, &["spec", "ref"])),
                 ("READY", |_, v| condition(v, "Ready")),
+                ("SUSPENDED", |_, v| {
+                    let yes = v.pointer("/spec/suspend").and_then(Value::as_bool);
+                    yes.unwrap_or(false).to_string()
+                }),
                 ("REVISION", |_, v| {
                     or_dash(
                         s(v, &["status", "lastAppliedRevision"])
@@ -271,6 +275,18 @@ impl Table {
                     }));
                 }
                 "Node" => columns.push(("ADDRESS", |_, v| or_dash(s(v, &["status", "address"])))),
+                "GitSync" => columns.push(("MESSAGE", |_, v| {
+                    let ready = v.pointer("/status/conditions").and_then(Value::as_array);
+                    ready
+                        .and_then(|cs| {
+                            cs.iter()
+                                .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+                        })
+                        .and_then(|c| c.get("message").and_then(Value::as_str))
+                        .and_then(|m| m.lines().next())
+                        .unwrap_or("")
+                        .to_string()
+                })),
                 "Event" => columns.push(("FROM", |_, v| s(v, &["source"]))),
                 _ => {}
             }

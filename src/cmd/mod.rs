@@ -8,6 +8,7 @@ pub mod diff;
 pub mod events;
 pub mod exec;
 pub mod get;
+pub mod gitsync;
 pub mod image;
 pub mod logs;
 pub mod modify;

@@ -128,8 +128,9 @@ pub async fn run(a: Args) -> Outcome {
     let election = LeaderElection::new(store.clone(), CONTROLLER_LEADER_KEY, id.clone())
         .with_ttl(a.leader_ttl);
     let objects = ObjectStore::new(store.clone());
+    let mirrors = data_dir.join("gitsync");
     let controllers = tokio::spawn(election.run(shutdown.clone(), move |term| {
-        run_controllers(objects.clone(), term)
+        run_controllers(objects.clone(), mirrors.clone(), term)
     }));
     let dispatcher = Dispatcher::start(ObjectStore::new(store.clone()), shutdown.clone());
     let heartbeat = HeartbeatConfig {
@@ -172,7 +173,7 @@ pub async fn run(a: Args) -> Outcome {
 }
 
 /// Every controller, for as long as this server leads.
-async fn run_controllers(objects: ObjectStore, term: CancellationToken) {
+async fn run_controllers(objects: ObjectStore, mirrors: PathBuf, term: CancellationToken) {
     // One cache per kind for all of them, for as long as the term lasts.
     let informers = Informers::new(objects, term.clone());
     let all = vec![
@@ -184,6 +185,11 @@ async fn run_controllers(objects: ObjectStore, term: CancellationToken) {
         )),
         tokio::spawn(shoal_controller_service::run(
             informers.clone(),
+            term.clone(),
+        )),
+        tokio::spawn(shoal_controller_gitsync::run(
+            informers.clone(),
+            mirrors,
             term.clone(),
         )),
     ];

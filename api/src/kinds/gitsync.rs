@@ -86,11 +86,36 @@ impl Validate for GitSyncSpec {
     }
 }
 
+/// The label a GitSync puts on every object it applies: `shoal.dev/gitsync: <name>`.
+pub const GITSYNC_LABEL: &str = "shoal.dev/gitsync";
+/// Set (to any new value, a time by convention) to ask for a sync now rather than at the
+/// next interval; `shoal gitsync sync` and the webhook write it.
+pub const SYNC_REQUEST_ANNOTATION: &str = "shoal.dev/sync-requested";
+/// `shoal.dev/reconcile: disabled` on a live object: its GitSync leaves it alone (no drift
+/// correction, no prune).
+pub const RECONCILE_ANNOTATION: &str = "shoal.dev/reconcile";
+
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
 pub struct InventoryEntry {
     pub kind: String,
     pub name: String,
+    /// A digest of what was applied, to tell a hand edit (drift) from a change in git.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub digest: String,
+}
+
+/// One sync attempt, newest first in `status.history`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncRecord {
+    pub time: Timestamp,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub revision: String,
+    /// `Applied` or `Failed`.
+    pub result: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
@@ -108,6 +133,11 @@ pub struct GitSyncStatus {
     pub last_attempted_revision: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Timestamp>,
+    /// The `shoal.dev/sync-requested` value last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_sync_request: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inventory: Vec<InventoryEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<SyncRecord>,
 }

@@ -14,7 +14,10 @@ mod workload;
 
 pub use container::{LogOptions, Mount, MountType};
 pub use event::{Event, EventType, ObjectReference};
-pub use gitsync::{GitSync, GitSyncSpec, GitSyncStatus, InventoryEntry};
+pub use gitsync::{
+    GitSync, GitSyncSpec, GitSyncStatus, InventoryEntry, SyncRecord, GITSYNC_LABEL,
+    RECONCILE_ANNOTATION, SYNC_REQUEST_ANNOTATION,
+};
 pub use logpipeline::{LogPipeline, LogPipelineSpec, LogPipelineStatus};
 pub use network::{parse_cidr, Network, NetworkDriver, NetworkSpec, NetworkStatus};
 pub use node::{Availability, Node, NodeResources, NodeRole, NodeSpec, NodeState, NodeStatus};

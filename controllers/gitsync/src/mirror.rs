@@ -1,0 +1,254 @@
+//! The git side: a bare mirror per GitSync on the server's disk, fetched into so that a
+//! sync moves only new objects, and the manifests read out of a commit's tree without a
+//! work tree. Everything here blocks (gix's network client is blocking); callers run it
+//! on a blocking thread.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use gix::bstr::ByteSlice;
+use gix::remote::Direction;
+
+/// What went wrong talking to the repository or reading it.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error("{doing}: {message}")]
+    Git { doing: String, message: String },
+    #[error("{0}")]
+    NotFound(String),
+}
+
+fn git_err(doing: impl Into<String>) -> impl FnOnce(Box<dyn std::error::Error>) -> MirrorError {
+    let doing = doing.into();
+    move |e| {
+        // The whole chain: gix's top-level messages alone rarely name the cause.
+        let mut message = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        MirrorError::Git { doing, message }
+    }
+}
+
+fn boxed<E: std::error::Error + 'static>(e: E) -> Box<dyn std::error::Error> {
+    Box::new(e)
+}
+
+/// A manifest file at a revision: its path in the repository and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    pub path: String,
+    pub text: String,
+}
+
+/// Whether `r` names a commit rather than a branch or tag.
+fn is_commit_id(r: &str) -> bool {
+    (7..=40).contains(&r.len()) && r.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Fetches `git_ref` (branch, tag or commit id) of `url` into the bare mirror at `dir`
+/// (created on first use) and returns the commit it names, as a full hex id.
+///
+/// A branch or tag is looked up in what the server advertises now, not in the mirror's
+/// refs, so a branch deleted on the server is an error rather than a stale success.
+pub fn fetch(
+    dir: &Path,
+    url: &str,
+    git_ref: &str,
+    interrupt: &AtomicBool,
+) -> Result<String, MirrorError> {
+    // reqwest is built without a crypto provider of its own: use ring, as image pulls do.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let repo = if dir.join("HEAD").exists() {
+        gix::open(dir)
+            .map_err(|e| git_err(format!("opening the mirror {}", dir.display()))(boxed(e)))?
+    } else {
+        std::fs::create_dir_all(dir).map_err(|e| git_err("creating the mirror")(boxed(e)))?;
+        gix::init_bare(dir).map_err(|e| git_err("creating the mirror")(boxed(e)))?
+    };
+    let specs: Vec<String> = if is_commit_id(git_ref) {
+        vec![
+            "+refs/heads/*:refs/remotes/origin/*".into(),
+            "+refs/tags/*:refs/tags/*".into(),
+        ]
+    } else {
+        vec![
+            format!("+refs/heads/{git_ref}:refs/remotes/origin/{git_ref}"),
+            format!("+refs/tags/{git_ref}:refs/tags/{git_ref}"),
+        ]
+    };
+    let remote = repo
+        .remote_at(url)
+        .map_err(|e| git_err(format!("using the url {url}"))(boxed(e)))?
+        .with_refspecs(specs.iter().map(|s| s.as_str()), Direction::Fetch)
+        .map_err(|e| git_err(format!("fetching {git_ref}"))(boxed(e)))?;
+    let connecting = format!("fetching {git_ref} from {url}");
+    let connection = remote
+        .connect(Direction::Fetch)
+        .map_err(|e| git_err(connecting.clone())(boxed(e)))?;
+    let outcome = connection
+        .prepare_fetch(gix::progress::Discard, Default::default())
+        .map_err(|e| git_err(connecting.clone())(boxed(e)))?
+        .receive(gix::progress::Discard, interrupt)
+        .map_err(|e| git_err(connecting.clone())(boxed(e)))?;
+
+    let target = if is_commit_id(git_ref) {
+        repo.rev_parse_single(git_ref)
+            .map_err(|_| {
+                MirrorError::NotFound(format!(
+                    "commit {git_ref} is not in any branch or tag of {url}"
+                ))
+            })?
+            .detach()
+    } else {
+        let advertised = |full: &str| {
+            outcome.ref_map.mappings.iter().find_map(|m| {
+                (m.remote.as_name().map(|n| n.as_bytes()) == Some(full.as_bytes()))
+                    .then(|| m.remote.as_id().map(|id| id.to_owned()))
+                    .flatten()
+            })
+        };
+        advertised(&format!("refs/heads/{git_ref}"))
+            .or_else(|| advertised(&format!("refs/tags/{git_ref}")))
+            .ok_or_else(|| {
+                MirrorError::NotFound(format!("{url} has no branch or tag named {git_ref}"))
+            })?
+    };
+    let commit = repo
+        .find_object(target)
+        .map_err(|e| git_err(format!("reading {git_ref}"))(boxed(e)))?
+        .peel_to_commit()
+        .map_err(|e| git_err(format!("{git_ref} does not name a commit"))(boxed(e)))?;
+    Ok(commit.id.to_string())
+}
+
+/// Reads every `.yaml` / `.yml` file under `path` (the whole tree when empty) at
+/// `revision`, in path order.
+pub fn read_manifests(
+    dir: &Path,
+    revision: &str,
+    path: &str,
+) -> Result<Vec<SourceFile>, MirrorError> {
+    let repo = gix::open(dir).map_err(|e| git_err("opening the mirror")(boxed(e)))?;
+    let id = gix::ObjectId::from_hex(revision.as_bytes())
+        .map_err(|e| git_err(format!("revision {revision}"))(boxed(e)))?;
+    let root = repo
+        .find_object(id)
+        .map_err(|e| git_err(format!("reading {revision}"))(boxed(e)))?
+        .peel_to_tree()
+        .map_err(|e| git_err(format!("reading the tree of {revision}"))(boxed(e)))?;
+    let folder = path.trim_matches('/');
+    let tree = if folder.is_empty() {
+        root
+    } else {
+        let entry = root
+            .lookup_entry_by_path(folder)
+            .map_err(|e| git_err(format!("looking up {folder}"))(boxed(e)))?
+            .ok_or_else(|| {
+                MirrorError::NotFound(format!("{folder}/ does not exist at {revision}"))
+            })?;
+        entry
+            .object()
+            .map_err(|e| git_err(format!("reading {folder}"))(boxed(e)))?
+            .peel_to_tree()
+            .map_err(|_| MirrorError::NotFound(format!("{folder} is not a folder at {revision}")))?
+    };
+    let mut recorder = gix::traverse::tree::Recorder::default();
+    tree.traverse()
+        .breadthfirst(&mut recorder)
+        .map_err(|e| git_err(format!("listing {revision}"))(boxed(e)))?;
+    let mut files = Vec::new();
+    for entry in recorder.records {
+        let name = entry.filepath.to_str_lossy();
+        let is_manifest = name.ends_with(".yaml") || name.ends_with(".yml");
+        if !entry.mode.is_blob() || !is_manifest {
+            continue;
+        }
+        let full = if folder.is_empty() {
+            name.into_owned()
+        } else {
+            format!("{folder}/{name}")
+        };
+        let blob = repo
+            .find_object(entry.oid)
+            .map_err(|e| git_err(format!("reading {full}"))(boxed(e)))?;
+        let text = String::from_utf8(blob.data.clone())
+            .map_err(|_| MirrorError::NotFound(format!("{full} is not UTF-8 text")))?;
+        files.push(SourceFile { path: full, text });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn fetches_branches_tags_and_commits_and_reads_only_manifests_under_the_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let work = tmp.path().join("work");
+        std::fs::create_dir_all(work.join("deploy/apps")).unwrap();
+        git(&work, &["init", "-q"]);
+        std::fs::write(work.join("deploy/a.yaml"), "a: 1\n").unwrap();
+        std::fs::write(work.join("deploy/apps/b.yml"), "b: 2\n").unwrap();
+        std::fs::write(work.join("deploy/notes.txt"), "not a manifest").unwrap();
+        std::fs::write(work.join("outside.yaml"), "c: 3\n").unwrap();
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-qm", "one"]);
+        git(&work, &["tag", "-a", "v1", "-m", "v1"]);
+        let url = format!("file://{}", work.display());
+        let mirror = tmp.path().join("mirror");
+        let stop = AtomicBool::new(false);
+
+        let first = fetch(&mirror, &url, "main", &stop).unwrap();
+        let files = read_manifests(&mirror, &first, "deploy/").unwrap();
+        let paths: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["deploy/a.yaml", "deploy/apps/b.yml"]);
+        assert_eq!(files[0].text, "a: 1\n");
+        assert_eq!(fetch(&mirror, &url, "v1", &stop).unwrap(), first);
+
+        std::fs::write(work.join("deploy/a.yaml"), "a: 2\n").unwrap();
+        git(&work, &["commit", "-qam", "two"]);
+        let second = fetch(&mirror, &url, "main", &stop).unwrap();
+        assert_ne!(second, first);
+        let text = &read_manifests(&mirror, &second, "deploy").unwrap()[0].text;
+        assert_eq!(text, "a: 2\n");
+        // A commit id: the older one, still reachable.
+        assert_eq!(fetch(&mirror, &url, &first[..12], &stop).unwrap(), first);
+
+        let err = fetch(&mirror, &url, "nope", &stop).unwrap_err().to_string();
+        assert!(err.contains("nope") && err.contains("matched"), "{err}");
+        let err = read_manifests(&mirror, &second, "missing")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing/ does not exist"), "{err}");
+        let err = fetch(&mirror, "file:///nonexistent/repo", "main", &stop).unwrap_err();
+        assert!(matches!(err, MirrorError::Git { .. }), "{err}");
+    }
+}
