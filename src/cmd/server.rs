@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use shoal_apiserver::{
     AgentService, ApiService, Dispatcher, HeartbeatConfig, ListenConfig, StatusWriter, TlsFiles,
-    CONTROLLER_LEADER_KEY,
+    Webhooks, CONTROLLER_LEADER_KEY,
 };
 use shoal_reconcile::{CancellationToken, Informers, LeaderElection};
 use shoal_store::{ObjectStore, Store};
@@ -47,6 +47,10 @@ pub struct Args {
     /// the store instead (tests make it small to exercise that path).
     #[arg(long, default_value_t = 16_384, hide = true)]
     watch_cache_size: usize,
+    /// Turns on the GitSync webhook (`POST /hooks/gitsync/NAME`): its HMAC key, the
+    /// secret the git host signs pushes with (`X-Hub-Signature-256`).
+    #[arg(long)]
+    webhook_secret_file: Option<PathBuf>,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -106,6 +110,10 @@ pub async fn run(a: Args) -> Outcome {
         insecure: a.insecure,
     };
     let data_dir = a.data_dir.unwrap_or_else(default_data_dir);
+    let webhook_secret = match &a.webhook_secret_file {
+        Some(path) => Some(read_secret(path)?),
+        None => None,
+    };
     let store: Arc<dyn Store> = shoal_store::open(a.store.as_deref(), &data_dir)
         .await
         .with_context(|| match &a.store {
@@ -148,10 +156,12 @@ pub async fn run(a: Args) -> Outcome {
         status,
         heartbeat,
     );
+    let webhooks = Webhooks::new(ObjectStore::new(store.clone()), webhook_secret);
     let service = ApiService::new(store, id, a.watch_cache_size);
     let serving = shoal_apiserver::serve(
         service,
         agent,
+        webhooks,
         listener,
         tls.as_ref(),
         shutdown.clone().cancelled_owned(),
@@ -170,6 +180,22 @@ pub async fn run(a: Args) -> Outcome {
     let _ = controllers.await;
     served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The webhook key: the file's content without a trailing newline (what an editor or
+/// `echo` leaves is not part of the secret the git host was given).
+fn read_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let text = std::fs::read(path)
+        .with_context(|| format!("--webhook-secret-file {}: cannot read it", path.display()))?;
+    let secret = text.trim_ascii_end().to_vec();
+    if secret.len() < 16 {
+        anyhow::bail!(
+            "--webhook-secret-file {}: the secret has {} bytes; use at least 16 (openssl rand -hex 32)",
+            path.display(),
+            secret.len()
+        );
+    }
+    Ok(secret)
 }
 
 /// Every controller, for as long as this server leads.

@@ -17,12 +17,14 @@ mod service;
 mod status_writer;
 mod watch;
 mod watch_cache;
+pub mod webhook;
 
 pub use agent::{AgentService, HeartbeatConfig};
 pub use dispatcher::Dispatcher;
 pub use listen::{serve, ListenConfig, ListenError, TlsFiles};
 pub use service::ApiService;
 pub use status_writer::StatusWriter;
+pub use webhook::Webhooks;
 
 /// Generated protobuf and gRPC code.
 pub mod pb {

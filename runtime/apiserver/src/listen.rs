@@ -10,7 +10,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::pb::agent_server::AgentServer;
 use crate::pb::api_server::ApiServer;
-use crate::{AgentService, ApiService};
+use crate::{AgentService, ApiService, Webhooks};
 
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -63,11 +63,13 @@ impl ListenConfig {
 pub async fn serve(
     service: ApiService,
     agent: AgentService,
+    webhooks: Webhooks,
     listener: TcpListener,
     tls: Option<&TlsFiles>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ListenError> {
-    let mut builder = Server::builder().tcp_nodelay(true);
+    // HTTP/1.1 too: git hosts and curl call the webhook that way.
+    let mut builder = Server::builder().tcp_nodelay(true).accept_http1(true);
     if let Some(tls) = tls {
         let read = |path: &PathBuf| {
             std::fs::read(path).map_err(|source| ListenError::TlsFile {
@@ -95,6 +97,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(ApiServer::new(service).max_decoding_message_size(64 << 20))
         .add_service(AgentServer::new(agent).max_decoding_message_size(64 << 20))
+        .add_service(webhooks)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| ListenError::Serve(e.to_string()))
