@@ -309,6 +309,10 @@ pub async fn apply(
             }
         }
     }
+    // Writes finish in any order; reports should not.
+    for list in [&mut done.created, &mut done.configured, &mut done.drift_corrected] {
+        list.sort();
+    }
     done.inventory.sort();
     Ok(done)
 }

@@ -245,3 +245,4 @@ pub fn remove_node_containers(node_data: &std::path::Path) {
         }
     }
 }
+pub mod git;

@@ -1,0 +1,344 @@
+//! GitSync end to end: a real git server on loopback (`git daemon`, and
+//! `git http-backend` under lighttpd), commits pushed by the test, a real `shoal server`
+//! (embedded store, and etcd), and the CLI a user would run.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use shoal_testkit::git::{GitRepo, GitServer};
+use support::*;
+
+fn service(name: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  image: local/busybox:1\n  replicas: {replicas}\n"
+    )
+}
+
+fn gitsync(name: &str, url: &str, interval: &str) -> String {
+    format!(
+        "apiVersion: shoal.dev/v1\nkind: GitSync\nmetadata: {{name: {name}}}\nspec: {{url: \"{url}\", ref: main, path: deploy, interval: {interval}}}\n"
+    )
+}
+
+fn replicas(server: &Server, name: &str) -> Option<u64> {
+    let out = server.shoal(&["get", "service", name, "-o", "json"]);
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()?["spec"]["replicas"].as_u64()
+}
+
+fn status(server: &Server, name: &str) -> serde_json::Value {
+    json(server.shoal(&["get", "gitsync", name, "-o", "json"]))["status"].clone()
+}
+
+fn ready(server: &Server, name: &str) -> (String, String, String) {
+    let st = status(server, name);
+    let cond = st["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready").cloned())
+        .unwrap_or_default();
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    (s(&cond["status"]), s(&cond["reason"]), s(&cond["message"]))
+}
+
+/// Waits until the GitSync has applied `revision`.
+#[track_caller]
+fn wait_applied(server: &Server, name: &str, revision: &str) {
+    wait(&format!("gitsync/{name} to apply {revision}"), 30, || {
+        status(server, name)["lastAppliedRevision"] == revision
+    });
+}
+
+/// Posts to the webhook exactly as the README's curl line does.
+fn call_webhook(
+    server: &Server,
+    name: &str,
+    secret_file: &std::path::Path,
+    secret_ok: bool,
+) -> String {
+    let key = if secret_ok {
+        "$(cat \"$SECRET\")"
+    } else {
+        "wrong-key"
+    };
+    let script = format!(
+        "body='{{\"ref\":\"refs/heads/main\"}}'\n\
+         sig=$(printf %s \"$body\" | openssl dgst -sha256 -hmac \"{key}\" | cut -d' ' -f2)\n\
+         curl -sS -X POST -H \"X-Hub-Signature-256: sha256=$sig\" -d \"$body\" -w ' %{{http_code}}' \"$URL/hooks/gitsync/{name}\""
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("SECRET", secret_file)
+        .env("URL", &server.url)
+        .output()
+        .expect("sh runs curl");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// `shoal apply` of a live service with other annotations and replicas, as a user
+/// editing the object by hand would.
+fn hand_apply(server: &Server, name: &str, annotations: serde_json::Value, replicas: u32) {
+    let live = json(server.shoal(&["get", "service", name, "-o", "json"]));
+    let mut edited = serde_json::json!({
+        "apiVersion": live["apiVersion"],
+        "kind": "Service",
+        "metadata": {"name": name, "labels": live["metadata"]["labels"], "annotations": annotations},
+        "spec": live["spec"],
+    });
+    edited["spec"]["replicas"] = replicas.into();
+    ok(server.shoal_stdin(&["apply", "-f", "-"], &edited.to_string()));
+}
+
+/// Everything the issue asks for, against one git server and one store.
+fn exercise(server: &Server, repo: &GitRepo, url: &str, secret: &std::path::Path) {
+    let mut events = server.spawn_shoal(&["events", "-w"]);
+    let event_lines = lines_of(&mut events);
+
+    // First commit, then a GitSync polling every second.
+    repo.write("deploy/web.yaml", &service("web", 1));
+    repo.write("deploy/apps/api.yaml", &service("api", 1));
+    repo.write("README.md", "not a manifest, and outside the path\n");
+    let first = repo.commit("web and api");
+    // Made by hand, before any GitSync: never touched.
+    apply(server, &service("manual", 1));
+    apply(server, &gitsync("prod", url, "1s"));
+    wait_applied(server, "prod", &first);
+    assert_eq!(replicas(server, "web"), Some(1));
+    let web = json(server.shoal(&["get", "service", "web", "-o", "json"]));
+    assert_eq!(web["metadata"]["labels"]["shoal.dev/gitsync"], "prod");
+    let st = status(server, "prod");
+    let inventory: Vec<String> = st["inventory"]
+        .as_array()
+        .expect("inventory")
+        .iter()
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["kind"].as_str().unwrap_or(""),
+                e["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(inventory, ["Service/api", "Service/web"]);
+    assert_eq!(ready(server, "prod").0, "True");
+    let table = ok(server.shoal(&["get", "gitsyncs"]));
+    assert!(
+        table.contains("READY") && table.contains(&first[..12]),
+        "{table}"
+    );
+
+    // A new commit is applied within the interval, without anyone asking.
+    repo.write("deploy/web.yaml", &service("web", 2));
+    let second = repo.commit("web: 2 replicas");
+    wait_applied(server, "prod", &second);
+    assert_eq!(replicas(server, "web"), Some(2));
+
+    // A deleted file's objects are pruned; the hand-made service stays.
+    repo.remove("deploy/apps/api.yaml");
+    let third = repo.commit("api goes");
+    wait_applied(server, "prod", &third);
+    wait("api pruned", 10, || replicas(server, "api").is_none());
+    assert_eq!(replicas(server, "manual"), Some(1));
+
+    // A broken manifest: nothing in that commit is applied, not even its good change;
+    // the status and a Warning say where it is broken; the last good revision stays.
+    repo.write("deploy/web.yaml", &service("web", 3));
+    repo.write(
+        "deploy/bad.yaml",
+        "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: bad}\nspec:\n  image: local/busybox:1\n  replicas: lots\n",
+    );
+    let broken = repo.commit("broken");
+    wait("the broken revision attempted", 30, || {
+        status(server, "prod")["lastAttemptedRevision"] == broken.as_str()
+    });
+    let (ok_status, reason, message) = ready(server, "prod");
+    assert_eq!(
+        (ok_status.as_str(), reason.as_str()),
+        ("False", "ValidationFailed")
+    );
+    assert!(
+        message.contains("deploy/bad.yaml: doc 1, line 6: spec.replicas"),
+        "{message}"
+    );
+    assert_eq!(
+        status(server, "prod")["lastAppliedRevision"],
+        third.as_str()
+    );
+    assert_eq!(replicas(server, "web"), Some(2));
+    assert_eq!(replicas(server, "bad"), None);
+    let warnings = ok(server.shoal(&["events", "--for", "gitsync/prod", "--types", "Warning"]));
+    assert!(
+        warnings.contains("SyncFailed") && warnings.contains("deploy/bad.yaml"),
+        "{warnings}"
+    );
+
+    // Claiming the hand-made service is refused as a whole, and it is left as it is.
+    repo.remove("deploy/bad.yaml");
+    repo.write("deploy/manual.yaml", &service("manual", 4));
+    let claim = repo.commit("claims manual");
+    wait("the claiming revision attempted", 30, || {
+        status(server, "prod")["lastAttemptedRevision"] == claim.as_str()
+    });
+    let (_, reason, message) = ready(server, "prod");
+    assert_eq!(reason, "OwnershipConflict", "{message}");
+    assert!(message.contains("Service/manual"), "{message}");
+    assert_eq!(replicas(server, "manual"), Some(1));
+    assert_eq!(
+        replicas(server, "web"),
+        Some(2),
+        "nothing of that revision applies"
+    );
+    repo.remove("deploy/manual.yaml");
+    let fixed = repo.commit("fixed");
+    wait_applied(server, "prod", &fixed);
+    assert_eq!(replicas(server, "web"), Some(3));
+
+    // A hand edit is put back at the next sync, unless the object opts out.
+    ok(server.shoal(&["scale", "service/web=7"]));
+    wait("the hand edit reverted", 30, || {
+        replicas(server, "web") == Some(3)
+    });
+    let drift = ok(server.shoal(&["events", "--for", "service/web"]));
+    assert!(drift.contains("DriftCorrected"), "{drift}");
+    hand_apply(
+        server,
+        "web",
+        serde_json::json!({"shoal.dev/reconcile": "disabled"}),
+        5,
+    );
+    for _ in 0..2 {
+        let last = status(server, "prod")["lastSyncTime"].clone();
+        wait("another sync", 30, || {
+            status(server, "prod")["lastSyncTime"] != last
+        });
+    }
+    assert_eq!(
+        replicas(server, "web"),
+        Some(5),
+        "reconcile: disabled is respected"
+    );
+    hand_apply(server, "web", serde_json::json!({}), 5);
+    wait("reverted once enabled again", 30, || {
+        replicas(server, "web") == Some(3)
+    });
+
+    // Suspended: new commits wait; resumed: applied at once.
+    assert_eq!(
+        ok(server.shoal(&["gitsync", "suspend", "prod"])).trim(),
+        "gitsync/prod suspended"
+    );
+    wait("suspended", 30, || ready(server, "prod").1 == "Suspended");
+    repo.write("deploy/web.yaml", &service("web", 4));
+    let while_suspended = repo.commit("while suspended");
+    let refused = server.shoal(&["gitsync", "sync", "prod"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("suspended"),
+        "{}",
+        stderr(&refused)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        replicas(server, "web"),
+        Some(3),
+        "nothing syncs while suspended"
+    );
+    assert_ne!(
+        status(server, "prod")["lastFetchedRevision"],
+        while_suspended.as_str()
+    );
+    ok(server.shoal(&["gitsync", "resume", "prod"]));
+    wait_applied(server, "prod", &while_suspended);
+    assert_eq!(replicas(server, "web"), Some(4));
+
+    // With an interval of an hour, only the webhook or `gitsync sync` brings a commit in.
+    apply(server, &gitsync("prod", url, "1h"));
+    wait("the interval change handled", 30, || {
+        let gs = json(server.shoal(&["get", "gitsync", "prod", "-o", "json"]));
+        gs["status"]["observedGeneration"] == gs["metadata"]["generation"]
+    });
+    repo.write("deploy/web.yaml", &service("web", 5));
+    let hooked = repo.commit("via webhook");
+    let refused = call_webhook(server, "prod", secret, false);
+    assert!(refused.ends_with(" 401"), "{refused}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        replicas(server, "web"),
+        Some(4),
+        "a bad signature syncs nothing"
+    );
+    let accepted = call_webhook(server, "prod", secret, true);
+    assert!(
+        accepted.contains("gitsync/prod: sync requested") && accepted.ends_with(" 202"),
+        "{accepted}"
+    );
+    wait_applied(server, "prod", &hooked);
+    assert_eq!(replicas(server, "web"), Some(5));
+
+    repo.write("deploy/web.yaml", &service("web", 6));
+    let manual = repo.commit("via the CLI");
+    let synced = ok(server.shoal(&["gitsync", "sync", "prod"]));
+    assert!(
+        synced.contains("gitsync/prod synced") && synced.contains(&manual[..12]),
+        "{synced}"
+    );
+    assert_eq!(replicas(server, "web"), Some(6));
+
+    // One stream: the GitSync's steps and what they caused.
+    for needles in [
+        &["gitsync/prod", "Fetched"][..],
+        &[
+            "gitsync/prod",
+            "Applied",
+            "created Service/api, Service/web",
+        ],
+        &["gitsync/prod", "Applied", "pruned Service/api"],
+        &["gitsync/prod", "DriftCorrected", "Service/web"],
+        &["service/web", "ScaledUp"],
+    ] {
+        wait(&format!("an event line with {needles:?}"), 10, || {
+            event_lines
+                .try_iter()
+                .any(|line| needles.iter().all(|n| line.contains(n)))
+        });
+    }
+    let _ = events.kill();
+    let _ = events.wait();
+}
+
+fn secret_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("webhook-secret");
+    std::fs::write(&path, "0123456789abcdef0123456789abcdef\n").expect("secret");
+    path
+}
+
+#[test]
+fn gitsync_over_git_daemon_on_the_embedded_store() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = GitRepo::new(&tmp.path().join("git"));
+    let daemon = GitServer::daemon(&repo);
+    let secret = secret_file(tmp.path());
+    let flag = secret.display().to_string();
+    let server = Server::embedded_with(&tmp.path().join("data"), &["--webhook-secret-file", &flag]);
+    exercise(&server, &repo, &daemon.url, &secret);
+}
+
+#[test]
+fn gitsync_over_smart_http_on_etcd() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let etcd = Etcd::start();
+    let repo = GitRepo::new(&tmp.path().join("git"));
+    let http = GitServer::http(&repo);
+    let secret = secret_file(tmp.path());
+    let flag = secret.display().to_string();
+    let server = Server::etcd_with(
+        &etcd.address(),
+        "gitsync-etcd",
+        &["--webhook-secret-file", &flag],
+    );
+    exercise(&server, &repo, &http.url, &secret);
+}
