@@ -1,6 +1,8 @@
 //! What the benchmarks share: the `shoal` binary next to them, processes stopped on
 //! drop, applying a manifest and watching a service's tasks through the API.
 
+#![allow(dead_code)] // each benchmark uses a part
+
 use std::process::{Child, Command, Stdio};
 
 use shoal_apiserver::pb::{self, api_client::ApiClient};

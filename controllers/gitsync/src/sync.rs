@@ -310,7 +310,11 @@ pub async fn apply(
         }
     }
     // Writes finish in any order; reports should not.
-    for list in [&mut done.created, &mut done.configured, &mut done.drift_corrected] {
+    for list in [
+        &mut done.created,
+        &mut done.configured,
+        &mut done.drift_corrected,
+    ] {
         list.sort();
     }
     done.inventory.sort();

@@ -1,0 +1,267 @@
+//! GitOps benchmark on etcd, against `git http-backend` under lighttpd on loopback:
+//! commit-to-applied latency through the webhook and through polling, and the time to
+//! sync a repository of 1,000 manifests. Baselines from the same run: a raw `git fetch`
+//! of one commit and a raw `git clone` of the 1,000-manifest repository (the git CLI
+//! against the same server), and `shoal apply` of the same 1,000 manifests.
+//!
+//! Run through `hack/bench-gitops.sh`, which starts etcd.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+mod support;
+
+use hmac::{Hmac, Mac};
+use shoal_apiserver::pb::{self, api_client::ApiClient};
+use shoal_testkit::free_port;
+use shoal_testkit::git::{GitRepo, GitServer};
+use support::{apply, spawn};
+use tonic::transport::Channel;
+
+const SAMPLES: usize = 10;
+const POLL_INTERVAL_S: u64 = 2;
+const BULK: usize = 1000;
+const SECRET: &str = "bench-secret-0123456789abcdef";
+
+fn service(name: &str, image: &str) -> String {
+    format!("apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{image: \"{image}\", replicas: 0}}\n")
+}
+
+fn gitsync(name: &str, url: &str, path: &str, interval: &str) -> String {
+    format!("apiVersion: shoal.dev/v1\nkind: GitSync\nmetadata: {{name: {name}}}\nspec: {{url: \"{url}\", ref: main, path: {path}, interval: {interval}}}\n")
+}
+
+async fn get(client: &mut ApiClient<Channel>, kind: &str, name: &str) -> Option<serde_json::Value> {
+    let r = client
+        .get(pb::GetRequest {
+            kind: kind.into(),
+            name: name.into(),
+        })
+        .await
+        .ok()?;
+    serde_json::from_str(&r.into_inner().json).ok()
+}
+
+/// Polls every 5 ms until `f` holds for the object; returns when it did.
+async fn until(
+    client: &mut ApiClient<Channel>,
+    kind: &str,
+    name: &str,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Some(obj) = get(client, kind, name).await {
+            if f(&obj) {
+                return Instant::now();
+            }
+        }
+        assert!(Instant::now() < deadline, "{kind}/{name} never got there");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The webhook call a git host makes on push: a signed POST over HTTP/1.1.
+fn call_webhook(port: u16, name: &str) {
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(body);
+    let sig = hex::encode(mac.finalize().into_bytes());
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let head = format!(
+        "POST /hooks/gitsync/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Hub-Signature-256: sha256={sig}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).expect("write");
+    conn.write_all(body).expect("write");
+    let mut resp = String::new();
+    let _ = conn.read_to_string(&mut resp);
+    assert!(resp.starts_with("HTTP/1.1 202"), "webhook: {resp}");
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[i]
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let ok = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git")
+        .status
+        .success();
+    assert!(ok, "git {args:?}");
+}
+
+#[tokio::main]
+async fn main() {
+    let mut etcd = "http://127.0.0.1:2379".to_string();
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        match (flag.as_str(), it.next()) {
+            ("--etcd", Some(v)) => etcd = v,
+            _ => panic!("usage: bench-gitops --etcd URL"),
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = GitRepo::new(&dir.path().join("git"));
+    repo.write("hooked/web.yaml", &service("hooked", "bench:0"));
+    repo.write("polled/web.yaml", &service("polled", "bench:0"));
+    for i in 0..BULK {
+        repo.write(
+            &format!("bulk/svc-{i:04}.yaml"),
+            &service(&format!("bulk-{i:04}"), "bench:1"),
+        );
+    }
+    let first = repo.commit("start");
+    let http = GitServer::http(&repo);
+
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).expect("secret");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let store = format!("etcd://{}", etcd.trim_start_matches("http://"));
+    let data = dir.path().join("server").display().to_string();
+    let secret_arg = secret.display().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let _server = spawn(
+        &[
+            "server",
+            "--listen",
+            &listen,
+            "--data-dir",
+            &data,
+            "--store",
+            &store,
+            "--webhook-secret-file",
+            &secret_arg,
+        ],
+        None,
+    );
+    let mut client = loop {
+        match shoal_apiserver::client::connect(&url, None).await {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+
+    eprintln!("baseline: git clone and git fetch with the git CLI");
+    let t0 = Instant::now();
+    git(
+        dir.path(),
+        &["clone", "-q", "--bare", &http.url, "raw-clone.git"],
+    );
+    let git_clone_s = t0.elapsed().as_secs_f64();
+    let raw = dir.path().join("raw-clone.git");
+    let mut fetches = Vec::new();
+    for i in 0..SAMPLES {
+        repo.write("scratch.txt", &format!("{i}\n"));
+        repo.commit("scratch");
+        let t0 = Instant::now();
+        git(
+            &raw,
+            &["fetch", "-q", "origin", "+refs/heads/main:refs/heads/main"],
+        );
+        fetches.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+
+    eprintln!("baseline: shoal apply of {BULK} manifests");
+    let all: String = (0..BULK)
+        .map(|i| service(&format!("raw-{i:04}"), "bench:1"))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    let t0 = Instant::now();
+    apply(&mut client, &all).await;
+    let apply_s = t0.elapsed().as_secs_f64();
+
+    eprintln!("sync of {BULK} manifests");
+    let t0 = Instant::now();
+    apply(&mut client, &gitsync("bulk", &http.url, "bulk", "1h")).await;
+    let done = until(&mut client, "GitSync", "bulk", |o| {
+        o["status"]["lastAppliedRevision"] == first.as_str()
+    })
+    .await;
+    let sync_s = (done - t0).as_secs_f64();
+    let inventory = get(&mut client, "GitSync", "bulk").await.expect("bulk")["status"]["inventory"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(inventory, BULK, "every manifest applied");
+
+    eprintln!("commit to applied through the webhook, {SAMPLES} commits");
+    apply(&mut client, &gitsync("hooked", &http.url, "hooked", "1h")).await;
+    until(&mut client, "GitSync", "hooked", |o| {
+        o["status"]["lastAppliedRevision"] == first.as_str()
+    })
+    .await;
+    let mut hooked = Vec::new();
+    for i in 1..=SAMPLES {
+        let image = format!("bench:{i}");
+        repo.write("hooked/web.yaml", &service("hooked", &image));
+        repo.commit("hooked");
+        let t0 = Instant::now();
+        call_webhook(port, "hooked");
+        let done = until(&mut client, "Service", "hooked", |o| {
+            o["spec"]["image"] == image.as_str()
+        })
+        .await;
+        hooked.push((done - t0).as_secs_f64() * 1000.0);
+    }
+
+    eprintln!("commit to applied by polling every {POLL_INTERVAL_S}s, {SAMPLES} commits");
+    apply(
+        &mut client,
+        &gitsync(
+            "polled",
+            &http.url,
+            "polled",
+            &format!("{POLL_INTERVAL_S}s"),
+        ),
+    )
+    .await;
+    until(&mut client, "GitSync", "polled", |o| {
+        o["status"]["lastAppliedRevision"].is_string()
+    })
+    .await;
+    let mut polled = Vec::new();
+    for i in 1..=SAMPLES {
+        // Commits land at varying points of the interval, as real pushes do.
+        let offset = (i as u64 * 733) % (POLL_INTERVAL_S * 1000);
+        tokio::time::sleep(Duration::from_millis(offset)).await;
+        let image = format!("bench:{i}");
+        repo.write("polled/web.yaml", &service("polled", &image));
+        repo.commit("polled");
+        let t0 = Instant::now();
+        let done = until(&mut client, "Service", "polled", |o| {
+            o["spec"]["image"] == image.as_str()
+        })
+        .await;
+        polled.push((done - t0).as_secs_f64() * 1000.0);
+    }
+
+    println!("git_clone_1000_manifests_s: {git_clone_s:.2} s");
+    println!("git_fetch_p50_ms: {:.0} ms", percentile(&mut fetches, 0.5));
+    println!("apply_1000_manifests_s: {apply_s:.2} s");
+    println!("sync_1000_manifests_s: {sync_s:.2} s");
+    println!(
+        "commit_to_applied_webhook_ms: {:.0} ms",
+        percentile(&mut hooked, 0.5)
+    );
+    println!(
+        "commit_to_applied_webhook_p99_ms: {:.0} ms",
+        percentile(&mut hooked, 0.99)
+    );
+    println!("poll_interval_s: {POLL_INTERVAL_S} s");
+    println!(
+        "commit_to_applied_poll_ms: {:.0} ms",
+        percentile(&mut polled, 0.5)
+    );
+    println!(
+        "commit_to_applied_poll_p99_ms: {:.0} ms",
+        percentile(&mut polled, 0.99)
+    );
+}
