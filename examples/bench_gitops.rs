@@ -118,7 +118,7 @@ async fn main() {
             &service(&format!("bulk-{i:04}"), "bench:1"),
         );
     }
-    let first = repo.commit("start");
+    repo.commit("start");
     let http = GitServer::http(&repo);
 
     let secret = dir.path().join("secret");
@@ -182,8 +182,9 @@ async fn main() {
     eprintln!("sync of {BULK} manifests");
     let t0 = Instant::now();
     apply(&mut client, &gitsync("bulk", &http.url, "bulk", "1h")).await;
+    // The baseline's scratch commits moved main on: any applied revision is the last.
     let done = until(&mut client, "GitSync", "bulk", |o| {
-        o["status"]["lastAppliedRevision"] == first.as_str()
+        o["status"]["lastAppliedRevision"].is_string()
     })
     .await;
     let sync_s = (done - t0).as_secs_f64();
@@ -195,7 +196,7 @@ async fn main() {
     eprintln!("commit to applied through the webhook, {SAMPLES} commits");
     apply(&mut client, &gitsync("hooked", &http.url, "hooked", "1h")).await;
     until(&mut client, "GitSync", "hooked", |o| {
-        o["status"]["lastAppliedRevision"] == first.as_str()
+        o["status"]["lastAppliedRevision"].is_string()
     })
     .await;
     let mut hooked = Vec::new();

@@ -12,10 +12,11 @@ ensure_packages() {
     command -v docker-registry >/dev/null || missing+=(docker-registry)
     command -v skopeo >/dev/null || missing+=(skopeo)
     [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
-    # GitSync: a git (its daemon and http-backend are the test servers) and lighttpd to
-    # serve http-backend over HTTP as git's documentation shows.
+    # GitSync: git (its daemon and http-backend are the test servers), lighttpd to
+    # serve http-backend over HTTP as git's documentation shows, curl to call the webhook.
     command -v git >/dev/null || missing+=(git)
     command -v lighttpd >/dev/null || missing+=(lighttpd)
+    command -v curl >/dev/null || missing+=(curl)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "hack: installing ${missing[*]}" >&2
         local sudo=""

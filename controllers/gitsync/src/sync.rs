@@ -151,18 +151,48 @@ fn disabled(live: &DynamicObject) -> bool {
         .is_some_and(|v| v == "disabled")
 }
 
-/// Live objects of every kind involved, by `(kind, name)`.
+/// Above this many objects, listing each kind costs less than getting them one by one.
+const LIST_ABOVE: usize = 64;
+
+/// The live objects among `keys` (`(kind, name)`), by key. A small sync reads just its
+/// objects (a cluster may hold thousands of the same kind); a large one lists the kinds.
 async fn live_objects(
     objects: &ObjectStore,
-    kinds: impl IntoIterator<Item = String>,
+    keys: HashSet<(String, String)>,
 ) -> Result<HashMap<(String, String), DynamicObject>, SyncError> {
     let mut live = HashMap::new();
-    for kind in kinds.into_iter().collect::<HashSet<_>>() {
-        let Some(desc) = kind_by_name(&kind) else {
-            continue;
-        };
-        for obj in objects.list(desc).await?.0 {
-            live.insert((kind.clone(), obj.metadata.name.clone()), obj);
+    if keys.len() > LIST_ABOVE {
+        let kinds: HashSet<&String> = keys.iter().map(|(kind, _)| kind).collect();
+        for kind in kinds {
+            let Some(desc) = kind_by_name(kind) else {
+                continue;
+            };
+            for obj in objects.list(desc).await?.0 {
+                let key = (kind.clone(), obj.metadata.name.clone());
+                if keys.contains(&key) {
+                    live.insert(key, obj);
+                }
+            }
+        }
+        return Ok(live);
+    }
+    let found = futures::stream::iter(keys)
+        .map(|key| {
+            let objects = objects.clone();
+            async move {
+                let obj = match kind_by_name(&key.0) {
+                    Some(desc) => objects.get(desc, &key.1).await,
+                    None => Ok(None),
+                };
+                (key, obj)
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    for (key, obj) in found {
+        if let Some(obj) = obj? {
+            live.insert(key, obj);
         }
     }
     Ok(live)
@@ -181,11 +211,12 @@ pub async fn apply(
         .iter()
         .map(|e| ((e.kind.clone(), e.name.clone()), e))
         .collect();
-    let kinds = desired
+    let keys = desired
         .iter()
-        .map(|d| d.object.kind.clone())
-        .chain(previous.iter().map(|e| e.kind.clone()));
-    let live = live_objects(objects, kinds).await?;
+        .map(|d| (d.object.kind.clone(), d.object.metadata.name.clone()))
+        .chain(previous.iter().map(|e| (e.kind.clone(), e.name.clone())))
+        .collect();
+    let live = live_objects(objects, keys).await?;
     let ours = |key: &(String, String), obj: &DynamicObject| {
         match obj.metadata.labels.get(GITSYNC_LABEL) {
             Some(o) => o == owner,
