@@ -13,10 +13,12 @@ ensure_packages() {
     command -v skopeo >/dev/null || missing+=(skopeo)
     [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
     # GitSync: git (its daemon and http-backend are the test servers), lighttpd to
-    # serve http-backend over HTTP as git's documentation shows, curl to call the webhook.
+    # serve http-backend over HTTP as git's documentation shows, curl to call the webhook,
+    # sshd for ssh:// (its own keys and port; the system service is not used).
     command -v git >/dev/null || missing+=(git)
     command -v lighttpd >/dev/null || missing+=(lighttpd)
     command -v curl >/dev/null || missing+=(curl)
+    [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "hack: installing ${missing[*]}" >&2
         local sudo=""

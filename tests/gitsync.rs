@@ -342,3 +342,26 @@ fn gitsync_over_smart_http_on_etcd() {
     );
     exercise(&server, &repo, &http.url, &secret);
 }
+
+/// ssh through the system's ssh client, configured the way a server operator would
+/// (`GIT_SSH_COMMAND` in the server's environment): a commit is applied, then the next.
+#[test]
+fn gitsync_over_ssh() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = GitRepo::new(&tmp.path().join("git"));
+    let sshd = GitServer::ssh(&repo);
+    let command = sshd.ssh_command.clone().expect("ssh command");
+    let server = Server::embedded_env(
+        &tmp.path().join("data"),
+        &[],
+        &[("GIT_SSH_COMMAND", command.as_str())],
+    );
+    repo.write("deploy/web.yaml", &service("web", 1));
+    let first = repo.commit("web");
+    apply(&server, &gitsync("prod", &sshd.url, "1s"));
+    wait_applied(&server, "prod", &first);
+    repo.write("deploy/web.yaml", &service("web", 2));
+    let second = repo.commit("web: 2");
+    wait_applied(&server, "prod", &second);
+    assert_eq!(replicas(&server, "web"), Some(2));
+}

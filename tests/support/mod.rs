@@ -18,6 +18,7 @@ pub struct Server {
     pub id: String,
     store: Option<String>,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -37,6 +38,15 @@ impl Server {
         Self::start_with(data_dir, None, "embedded", extra)
     }
 
+    /// Embedded store, with extra `shoal server` flags and environment.
+    pub fn embedded_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_env(data_dir, None, "embedded", extra, env)
+    }
+
     /// etcd store, with extra `shoal server` flags.
     pub fn etcd_with(address: &str, id: &str, extra: &[&str]) -> Server {
         let dir = std::env::temp_dir().join(format!("shoal-unused-{id}-{}", std::process::id()));
@@ -48,6 +58,16 @@ impl Server {
     }
 
     fn start_with(data_dir: &Path, store: Option<String>, id: &str, extra: &[&str]) -> Server {
+        Self::start_env(data_dir, store, id, extra, Vec::new())
+    }
+
+    fn start_env(
+        data_dir: &Path,
+        store: Option<String>,
+        id: &str,
+        extra: &[&str],
+        env: Vec<(String, String)>,
+    ) -> Server {
         let port = free_port();
         let mut s = Server {
             child: None,
@@ -57,6 +77,7 @@ impl Server {
             id: id.to_string(),
             store,
             extra: extra.iter().map(|e| e.to_string()).collect(),
+            env,
         };
         s.spawn();
         s
@@ -83,6 +104,7 @@ impl Server {
             cmd.arg("--store").arg(store);
         }
         cmd.args(&self.extra);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         self.child = Some(cmd.spawn().expect("start shoal server"));
         let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().expect("addr");
         assert!(

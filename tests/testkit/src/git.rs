@@ -90,6 +90,8 @@ impl GitRepo {
 pub struct GitServer {
     child: Child,
     pub url: String,
+    /// For ssh: the `GIT_SSH_COMMAND` a client needs (its key, this host's key trusted).
+    pub ssh_command: Option<String>,
     _config: Option<tempfile::TempDir>,
 }
 
@@ -129,6 +131,7 @@ impl GitServer {
         GitServer {
             child,
             url: format!("git://127.0.0.1:{port}/cluster.git"),
+            ssh_command: None,
             _config: None,
         }
     }
@@ -175,7 +178,63 @@ $HTTP["url"] =~ "^/git/" {{
         GitServer {
             child,
             url: format!("http://127.0.0.1:{port}/git/cluster.git"),
+            ssh_command: None,
             _config: Some(config),
+        }
+    }
+
+    /// OpenSSH's `sshd` with its own host and client keys, serving the repository as
+    /// `ssh://root@127.0.0.1:PORT/<path>/cluster.git` to the key in `ssh_command`.
+    pub fn ssh(repo: &GitRepo) -> GitServer {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("sshd dir");
+        let d = dir.path();
+        for key in ["host_key", "client_key"] {
+            let out = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", ""])
+                .arg("-f")
+                .arg(d.join(key))
+                .output()
+                .expect("ssh-keygen runs");
+            assert!(out.status.success(), "ssh-keygen failed");
+        }
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys"))
+            .expect("authorized_keys");
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        std::fs::write(
+            d.join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
+                 PermitRootLogin prohibit-password\nPasswordAuthentication no\nStrictModes no\nUsePAM no\nPidFile {d}/sshd.pid\n",
+                d = d.display()
+            ),
+        )
+        .expect("sshd_config");
+        // sshd insists on its privilege separation folder.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let child = Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(d.join("sshd_config"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start sshd ({e}); run hack/test.sh, which installs openssh-server")
+            });
+        wait_listening(port, "sshd");
+        GitServer {
+            child,
+            url: format!(
+                "ssh://{user}@127.0.0.1:{port}{}/cluster.git",
+                repo.repos().display()
+            ),
+            ssh_command: Some(format!(
+                "ssh -i {}/client_key -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes",
+                d.display()
+            )),
+            _config: Some(dir),
         }
     }
 }
