@@ -308,6 +308,14 @@ fn exercise(server: &Server, repo: &GitRepo, url: &str, secret: &std::path::Path
     }
     let _ = events.kill();
     let _ = events.wait();
+
+    // Deleting the GitSync removes its mirror and leaves what it applied.
+    let mirrors = server.data_dir.join("gitsync");
+    let count = || std::fs::read_dir(&mirrors).map_or(0, |d| d.count());
+    assert_eq!(count(), 1, "one mirror in {}", mirrors.display());
+    ok(server.shoal(&["delete", "gitsync", "prod"]));
+    wait("the mirror removed", 10, || count() == 0);
+    assert_eq!(replicas(server, "web"), Some(6));
 }
 
 fn secret_file(dir: &std::path::Path) -> std::path::PathBuf {

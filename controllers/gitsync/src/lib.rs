@@ -20,14 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use sha2::{Digest, Sha256};
 use shoal_api::meta::set_condition;
 use shoal_api::{
     ConditionStatus, EventType, GitSync, GitSyncStatus, ObjectReference, Resource, SyncRecord,
     SYNC_REQUEST_ANNOTATION,
 };
 use shoal_reconcile::{
-    Action, CancellationToken, Controller, ControllerConfig, EventRecorder, Informers,
+    Action, CancellationToken, Change, Controller, ControllerConfig, EventRecorder, Informers,
 };
 use shoal_store::objects::ObjectError;
 use shoal_store::ObjectStore;
@@ -58,6 +57,15 @@ pub struct Context {
 pub async fn run(informers: Informers, mirrors: PathBuf, shutdown: CancellationToken) {
     let objects = informers.objects().clone();
     let controller = Controller::<GitSync>::new(&informers, ControllerConfig::named("gitsync"));
+    // A deleted GitSync's mirror goes with it (what it applied stays, as with Argo CD's
+    // default: deleting the sync is not deleting the application).
+    let root = mirrors.clone();
+    informers.get::<GitSync>().on_change(move |change| {
+        if let Change::Deleted(gs) = change {
+            let (root, name) = (root.clone(), gs.name().to_string());
+            tokio::task::spawn_blocking(move || mirror::remove_stale(&root, &name, None));
+        }
+    });
     let ctx = Arc::new(Context {
         events: EventRecorder::new(objects.clone(), "gitsync-controller"),
         objects,
@@ -195,7 +203,8 @@ async fn sync_once(
     ctx: &Context,
     status: &GitSyncStatus,
 ) -> Result<(String, Applied), (Option<String>, Failure)> {
-    let dir = ctx.mirrors.join(mirror_name(gs));
+    let folder = mirror::folder_name(gs.name(), &gs.spec.url);
+    let dir = ctx.mirrors.join(&folder);
     let (url, git_ref, path) = (
         gs.spec.url.clone(),
         gs.spec.ref_.clone(),
@@ -204,7 +213,9 @@ async fn sync_once(
     let stop = Arc::new(AtomicBool::new(false));
     let fetching = {
         let (dir, stop) = (dir.clone(), stop.clone());
+        let (root, name) = (ctx.mirrors.clone(), gs.name().to_string());
         tokio::task::spawn_blocking(move || {
+            mirror::remove_stale(&root, &name, Some(&folder));
             let revision = mirror::fetch(&dir, &url, &git_ref, &stop)?;
             let files = mirror::read_manifests(&dir, &revision, &path);
             Ok::<_, mirror::MirrorError>((revision, files))
@@ -252,12 +263,6 @@ async fn sync_once(
         Err(SyncError::NotOurs(list)) => fail(Failure::NotOurs(list.join("\n"))),
         Err(e) => fail(Failure::Apply(e.to_string())),
     }
-}
-
-/// `<name>-<digest of the url>`: a new url starts a new mirror.
-fn mirror_name(gs: &GitSync) -> String {
-    let hash = Sha256::digest(gs.spec.url.as_bytes());
-    format!("{}-{}", gs.name(), hex::encode(&hash[..6]))
 }
 
 fn mark(status: &mut GitSyncStatus, failure: Option<&Failure>, message: &str) {

@@ -183,6 +183,37 @@ pub fn read_manifests(
     Ok(files)
 }
 
+/// The mirror folder of GitSync `name` for `url`: `<name>-<digest of the url>`, so a
+/// new url starts a new mirror.
+pub fn folder_name(name: &str, url: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(url.as_bytes());
+    format!("{name}-{}", hex::encode(&hash[..6]))
+}
+
+/// Removes GitSync `name`'s mirrors under `root` other than `keep` (all when None): what
+/// an old url or a deleted GitSync left behind.
+pub fn remove_stale(root: &Path, name: &str, keep: Option<&str>) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(folder) = file_name.to_str() else {
+            continue;
+        };
+        let is_its = folder
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|h| h.len() == 12 && h.chars().all(|c| c.is_ascii_hexdigit()));
+        if is_its && Some(folder) != keep {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(folder, error = %e, "cannot remove an old git mirror");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,5 +281,27 @@ mod tests {
         assert!(err.contains("missing/ does not exist"), "{err}");
         let err = fetch(&mirror, "file:///nonexistent/repo", "main", &stop).unwrap_err();
         assert!(matches!(err, MirrorError::Git { .. }), "{err}");
+    }
+
+    #[test]
+    fn only_the_named_gitsyncs_other_mirrors_are_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let keep = folder_name("prod", "https://a/x.git");
+        let old = folder_name("prod", "https://b/x.git");
+        let other = folder_name("prod-eu", "https://a/x.git");
+        for f in [&keep, &old, &other, &"prod-notamirror".to_string()] {
+            std::fs::create_dir_all(root.path().join(f)).unwrap();
+        }
+        remove_stale(root.path(), "prod", Some(&keep));
+        let mut left: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut want = vec![keep.clone(), other.clone(), "prod-notamirror".to_string()];
+        want.sort();
+        assert_eq!(left, want);
+        remove_stale(root.path(), "prod", None);
+        assert!(!root.path().join(&keep).exists());
     }
 }

@@ -136,6 +136,8 @@ fn check_one(
 /// What git says about an object, as a short hex digest.
 fn digest(obj: &DynamicObject) -> String {
     let said = serde_json::json!([
+        obj.kind,
+        obj.metadata.name,
         obj.user_body(),
         obj.metadata.labels,
         obj.metadata.annotations
@@ -402,6 +404,9 @@ mod tests {
             a[0].digest, b[0].digest,
             "where a manifest lives is not what it says"
         );
+        let twin = WEB.replace("name: web", "name: twin");
+        let twin = decode("prod", &[file("web.yaml", &twin)]).unwrap();
+        assert_ne!(a[0].digest, twin[0].digest, "each object has its own");
         let changed = WEB.replace("replicas: 2", "replicas: 3");
         let c = decode("prod", &[file("web.yaml", &changed)]).unwrap();
         assert_ne!(a[0].digest, c[0].digest);
