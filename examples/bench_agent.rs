@@ -24,7 +24,7 @@ use shoal_agent::image::{self, ImageStore};
 mod support;
 
 use shoal_apiserver::pb;
-use support::{apply, shoal, spawn, watch_service_tasks};
+use support::{apply, connect_when_up, shoal, spawn, watch_service_tasks};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -226,12 +226,7 @@ async fn main() {
         ],
         None,
     );
-    let mut client = loop {
-        match shoal_apiserver::client::connect(&url, None).await {
-            Ok(c) => break c,
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    let mut client = connect_when_up(&url).await;
     let (agent_listen, node_data) = (
         format!("127.0.0.1:{}", shoal_testkit::free_port()),
         node.display().to_string(),

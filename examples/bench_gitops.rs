@@ -17,7 +17,7 @@ use hmac::{Hmac, Mac};
 use shoal_apiserver::pb::{self, api_client::ApiClient};
 use shoal_testkit::free_port;
 use shoal_testkit::git::{GitRepo, GitServer};
-use support::{apply, spawn};
+use support::{apply, connect_when_up, spawn};
 use tonic::transport::Channel;
 
 const SAMPLES: usize = 10;
@@ -143,12 +143,7 @@ async fn main() {
         ],
         None,
     );
-    let mut client = loop {
-        match shoal_apiserver::client::connect(&url, None).await {
-            Ok(c) => break c,
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    let mut client = connect_when_up(&url).await;
 
     eprintln!("baseline: git clone and git fetch with the git CLI");
     let t0 = Instant::now();

@@ -22,7 +22,7 @@ mod support;
 use shoal_apiserver::pb::{self, api_client::ApiClient};
 use shoal_store::{EmbeddedStore, EtcdStore, Store};
 use shoal_testkit::free_port;
-use support::{apply, spawn, watch_service_tasks};
+use support::{apply, connect_when_up, spawn, watch_service_tasks};
 use tonic::transport::Channel;
 
 struct Args {
@@ -204,12 +204,7 @@ async fn bench_store(a: &Args, etcd: Option<&str>) -> Figures {
     }
     let server_refs: Vec<&str> = server_args.iter().map(String::as_str).collect();
     let _server = spawn(&server_refs, None);
-    let mut client = loop {
-        match shoal_apiserver::client::connect(&url, None).await {
-            Ok(c) => break c,
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    let mut client = connect_when_up(&url).await;
     let nodes = a.nodes.to_string();
     let _sim = spawn(
         &["sim", "--nodes", &nodes, "--start-delay", "100ms"],

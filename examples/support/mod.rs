@@ -73,3 +73,13 @@ pub async fn watch_service_tasks(
         .expect("watch")
         .into_inner()
 }
+
+/// A client of the server at `url`, once it answers (it was just started).
+pub async fn connect_when_up(url: &str) -> ApiClient<Channel> {
+    loop {
+        match shoal_apiserver::client::connect(url, None).await {
+            Ok(c) => return c,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+}
