@@ -298,6 +298,8 @@ fn exercise(server: &Server, repo: &GitRepo, url: &str, secret: &std::path::Path
         ],
         &["gitsync/prod", "Applied", "pruned Service/api"],
         &["gitsync/prod", "DriftCorrected", "Service/web"],
+        &["gitsync/prod", "Suspended"],
+        &["gitsync/prod", "Resumed"],
         &["service/web", "ScaledUp"],
     ] {
         wait(&format!("an event line with {needles:?}"), 10, || {

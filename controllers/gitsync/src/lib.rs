@@ -147,6 +147,11 @@ async fn reconcile(gs: Arc<GitSync>, ctx: Arc<Context>) -> Result<Action, GitSyn
         }
     }
 
+    if resumed {
+        ctx.events
+            .normal(gs.as_ref(), "Resumed", "syncing again")
+            .await;
+    }
     let result = sync_once(&gs, &ctx, &status).await;
     status.observed_generation = gs.metadata.generation;
     status.last_handled_sync_request = requested;
