@@ -10,5 +10,5 @@ cd "$(dirname "$0")/.."
 ensure_packages
 cargo build --release --locked --bin shoal --example bench-gitops >&2
 start_etcd
-trap 'kill $ETCD_PID 2>/dev/null || true' EXIT
+trap stop_etcd EXIT
 ./target/release/examples/bench-gitops --etcd "$ETCD_ENDPOINT" "$@"

@@ -9,5 +9,5 @@ cd "$(dirname "$0")/.."
 ensure_packages
 cargo build --release --locked -p shoal-store --example bench-store >&2
 start_etcd
-trap 'kill $ETCD_PID 2>/dev/null || true' EXIT
+trap stop_etcd EXIT
 ./target/release/examples/bench-store --etcd "$ETCD_ENDPOINT" "$@"

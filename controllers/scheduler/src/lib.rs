@@ -23,7 +23,33 @@ use shoal_store::objects::ObjectError;
 use shoal_store::ObjectStore;
 use tokio::sync::Notify;
 
-pub use placement::{place, place_all, NodeInfo, Placement};
+pub use placement::{place, place_all, snapshot, NodeInfo, Placement};
+
+/// Whether any node that passes `t`'s filters could take it whatever else lands there at
+/// the same time: no reservations, no host-mode ports, no per-node cap. Such a task can
+/// be placed by whoever creates it, from a snapshot, without the scheduler's exact
+/// accounting: two placements racing can only make the spread less even.
+pub fn freely_placeable(t: &Task) -> bool {
+    t.spec.node.is_none()
+        && t.spec.desired_state == DesiredState::Running
+        && t.spec.resources.reservations.is_none()
+        && t.spec.placement.max_replicas_per_node == 0
+        && !t
+            .spec
+            .ports
+            .iter()
+            .any(|p| p.mode == shoal_api::PublishMode::Host && p.published.is_some())
+}
+
+/// Binds `t` to `node` the way a scheduling round does: spec and status in one write.
+pub fn bind(t: &mut Task, node: String, now: chrono::DateTime<Utc>) {
+    t.spec.node = Some(node);
+    let mut status = t.status.take().unwrap_or_default();
+    status.state = TaskState::Assigned;
+    status.message = String::new();
+    status.last_transition_time = Some(now);
+    t.status = Some(status);
+}
 
 fn needs_binding(t: &Task) -> bool {
     t.spec.node.is_none()
@@ -134,12 +160,7 @@ async fn bind_all(objects: &ObjectStore, binds: Vec<(Arc<Task>, String)>) -> usi
         .into_iter()
         .map(|(task, node)| {
             let mut t = (*task).clone();
-            t.spec.node = Some(node);
-            let mut status = t.status.take().unwrap_or_default();
-            status.state = TaskState::Assigned;
-            status.message = String::new();
-            status.last_transition_time = Some(now);
-            t.status = Some(status);
+            bind(&mut t, node, now);
             t
         })
         .collect();

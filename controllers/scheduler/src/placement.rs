@@ -411,6 +411,37 @@ mod tests {
     }
 
     #[test]
+    fn only_tasks_no_placement_can_crowd_out_are_placed_on_creation() {
+        use crate::freely_placeable;
+        assert!(freely_placeable(&task("web", spec())));
+        let mut reserved = spec();
+        reserved.resources.reservations = Some(shoal_api::ResourceAmounts {
+            cpu: 0.5,
+            memory: Default::default(),
+        });
+        assert!(!freely_placeable(&task("db", reserved)));
+        let mut capped = spec();
+        capped.placement.max_replicas_per_node = 1;
+        assert!(!freely_placeable(&task("one-each", capped)));
+        let mut host = spec();
+        host.ports = vec![shoal_api::PortSpec {
+            target: 80,
+            published: Some(80),
+            protocol: Protocol::Tcp,
+            mode: PublishMode::Host,
+        }];
+        assert!(!freely_placeable(&task("lb", host.clone())));
+        host.ports[0].mode = PublishMode::Ingress;
+        assert!(
+            freely_placeable(&task("lb", host)),
+            "ingress ports are shared"
+        );
+        let mut bound = task("web", spec());
+        bound.spec.node = Some("a".into());
+        assert!(!freely_placeable(&bound), "already placed");
+    }
+
+    #[test]
     fn spread_preference_balances_racks() {
         let nodes = vec![
             node("a1", &[("rack", "a")]),
