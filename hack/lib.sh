@@ -53,7 +53,9 @@ start_etcd() {
 
 # Stops the etcd start_etcd started and removes its data.
 stop_etcd() {
-    [ -n "${ETCD_PID:-}" ] && kill "$ETCD_PID" 2>/dev/null && wait "$ETCD_PID" 2>/dev/null
-    [ -n "${ETCD_DIR:-}" ] && rm -rf "$ETCD_DIR"
-    return 0
+    if [ -n "${ETCD_PID:-}" ]; then
+        kill "$ETCD_PID" 2>/dev/null || true
+        wait "$ETCD_PID" 2>/dev/null || true # killed by TERM: not the script's failure
+    fi
+    if [ -n "${ETCD_DIR:-}" ]; then rm -rf "$ETCD_DIR"; fi
 }
