@@ -70,8 +70,6 @@ fn garbage_collection_is_reported_as_events() {
     assert_eq!(ev["type"], "Normal");
     assert_eq!(ev["count"], 1);
     assert_eq!(ev["source"], "garbage-collector");
-    let _ = events.kill();
-    let _ = tasks.kill();
 }
 
 #[test]

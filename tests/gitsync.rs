@@ -93,20 +93,10 @@ fn hand_apply(server: &Server, name: &str, annotations: serde_json::Value, repli
     ok(server.shoal_stdin(&["apply", "-f", "-"], &edited.to_string()));
 }
 
-/// A child killed when the test ends, passing or not.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Everything the issue asks for, against one git server and one store.
 fn exercise(server: &Server, repo: &GitRepo, url: &str, secret: &std::path::Path) {
-    let mut events = KillOnDrop(server.spawn_shoal(&["events", "-w"]));
-    let event_lines = lines_of(&mut events.0);
+    let mut events = server.spawn_shoal(&["events", "-w"]);
+    let event_lines = lines_of(&mut events);
 
     // First commit, then a GitSync polling every second.
     repo.write("deploy/web.yaml", &service("web", 1));

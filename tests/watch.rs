@@ -107,15 +107,6 @@ fn follow(
 }
 
 /// A `get -w` process, killed however the test ends.
-struct Watcher(std::process::Child);
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn names(it: impl Iterator<Item = usize>) -> BTreeSet<String> {
     it.map(|i| format!("w-{i}")).collect()
 }
@@ -123,11 +114,10 @@ fn names(it: impl Iterator<Item = usize>) -> BTreeSet<String> {
 fn every_watcher_sees_every_change(server: &Server) {
     // Nodes, so that tasks are bound and report running: more batched writes.
     let _nodes = server.sim(&["--nodes", "3", "--start-delay", "10ms"]);
-    let mut all = Watcher(server.spawn_shoal(&["get", "tasks", "-w", "-o", "json"]));
-    let all_lines = lines_of(&mut all.0);
+    let mut all = server.spawn_shoal(&["get", "tasks", "-w", "-o", "json"]);
+    let all_lines = lines_of(&mut all);
     // Reads nothing until the end: its pipe fills, then the server's buffers.
-    let mut slow =
-        Watcher(server.spawn_shoal(&["get", "tasks", "-l", "app=x", "-w", "-o", "json"]));
+    let mut slow = server.spawn_shoal(&["get", "tasks", "-l", "app=x", "-w", "-o", "json"]);
     std::thread::sleep(Duration::from_millis(500));
 
     apply(server, &manifests(0..TASKS, &[]));
@@ -148,7 +138,7 @@ fn every_watcher_sees_every_change(server: &Server) {
     });
     assert_eq!(seen.names["DELETED"], names([0, 2].into_iter()));
 
-    let slow_lines = lines_of(&mut slow.0);
+    let slow_lines = lines_of(&mut slow);
     let evens = names((0..TASKS).step_by(2));
     let seen = follow(&slow_lines, server, "app=x", |s| {
         s.names.get("ADDED") == Some(&evens)

@@ -164,15 +164,40 @@ impl Server {
         Sim { child: Some(child) }
     }
 
-    /// Starts a long-running `shoal ARGS` (like `get -w`) with piped stdout.
-    pub fn spawn_shoal(&self, args: &[&str]) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_shoal"))
+    /// Starts a long-running `shoal ARGS` (like `get -w`) with piped stdout; it is
+    /// killed when dropped, so a failing test leaves none behind.
+    pub fn spawn_shoal(&self, args: &[&str]) -> Spawned {
+        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
             .args(args)
             .env("SHOAL_SERVER", &self.url)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn shoal")
+            .expect("spawn shoal");
+        Spawned(child)
+    }
+}
+
+/// A child process killed and reaped when dropped.
+pub struct Spawned(Child);
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
