@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use shoal_api::{GitSync, SYNC_REQUEST_ANNOTATION};
 
-use super::modify::{get, modify};
+use super::modify::{get, modify, spec_mut};
 use super::Context;
 use crate::Outcome;
 
@@ -40,12 +40,7 @@ pub async fn run(ctx: &Context, c: Command) -> Outcome {
 
 async fn set_suspend(ctx: &Context, name: &str, suspend: bool) -> Outcome {
     modify(ctx, "GitSync", name, |obj| {
-        let spec = obj
-            .body
-            .get_mut("spec")
-            .and_then(|s| s.as_object_mut())
-            .ok_or_else(|| anyhow::anyhow!("gitsync/{name} has a malformed spec"))?;
-        spec.insert("suspend".into(), suspend.into());
+        spec_mut(obj)?.insert("suspend".into(), suspend.into());
         Ok(())
     })
     .await?;

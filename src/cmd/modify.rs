@@ -19,6 +19,17 @@ pub async fn get(ctx: &Context, kind: &str, name: &str) -> anyhow::Result<Dynami
     parse_object(&r.into_inner().json)
 }
 
+/// The object's `spec`, to change in a `modify` closure.
+pub fn spec_mut(
+    obj: &mut DynamicObject,
+) -> anyhow::Result<&mut serde_json::Map<String, serde_json::Value>> {
+    let reference = obj.reference().to_lowercase();
+    obj.body
+        .get_mut("spec")
+        .and_then(|s| s.as_object_mut())
+        .ok_or_else(|| anyhow::anyhow!("{reference} has a malformed spec"))
+}
+
 /// Applies `change` to the live object and writes it back; returns the written object.
 pub async fn modify(
     ctx: &Context,

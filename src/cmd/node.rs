@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
-use super::{modify::modify, Context};
+use super::modify::{modify, spec_mut};
+use super::Context;
 use crate::Outcome;
 
 #[derive(clap::Subcommand)]
@@ -20,13 +21,7 @@ pub async fn run(ctx: &Context, c: Command) -> Outcome {
         Command::Activate { name } => (name, "active", "activated"),
     };
     modify(ctx, "Node", name, |obj| {
-        let spec = obj
-            .body
-            .entry("spec")
-            .or_insert_with(|| serde_json::json!({}))
-            .as_object_mut()
-            .ok_or_else(|| anyhow::anyhow!("node/{name} has a malformed spec"))?;
-        spec.insert("availability".into(), availability.into());
+        spec_mut(obj)?.insert("availability".into(), availability.into());
         Ok(())
     })
     .await?;

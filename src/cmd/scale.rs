@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
-use super::{kind_and_name, modify::modify, Context};
+use super::modify::{modify, spec_mut};
+use super::{kind_and_name, Context};
 use crate::Outcome;
 
 #[derive(clap::Args)]
@@ -23,8 +24,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
             anyhow::bail!("{target:?}: only services scale");
         }
         modify(ctx, kind.kind, &name, |obj| {
-            let spec = obj.body.get_mut("spec").and_then(|s| s.as_object_mut());
-            let spec = spec.ok_or_else(|| anyhow::anyhow!("service/{name} has no spec"))?;
+            let spec = spec_mut(obj)?;
             let mode = spec
                 .get("mode")
                 .and_then(|m| m.as_str())

@@ -7,7 +7,7 @@ use std::time::Duration;
 use shoal_api::DynamicObject;
 use shoal_apiserver::pb;
 
-use super::modify::{get, modify};
+use super::modify::{get, modify, spec_mut};
 use super::Context;
 use crate::output::{age, parse_object};
 use crate::{Format, Outcome};
@@ -224,12 +224,7 @@ fn ports(t: &serde_json::Value) -> String {
 pub async fn stop(ctx: &Context, a: NamesArgs) -> Outcome {
     for name in &a.tasks {
         modify(ctx, "Task", name, |obj| {
-            let spec = obj
-                .body
-                .get_mut("spec")
-                .and_then(|s| s.as_object_mut())
-                .ok_or_else(|| anyhow::anyhow!("task/{name} has a malformed spec"))?;
-            spec.insert("desiredState".into(), "shutdown".into());
+            spec_mut(obj)?.insert("desiredState".into(), "shutdown".into());
             Ok(())
         })
         .await?;
@@ -264,9 +259,7 @@ pub async fn start(ctx: &Context, a: NamesArgs) -> Outcome {
                 obj.metadata
                     .annotations
                     .insert(shoal_api::START_ANNOTATION.into(), asked.clone());
-                if let Some(spec) = obj.body.get_mut("spec").and_then(|s| s.as_object_mut()) {
-                    spec.insert("desiredState".into(), "running".into());
-                }
+                spec_mut(obj)?.insert("desiredState".into(), "running".into());
                 Ok(())
             })
             .await?;
