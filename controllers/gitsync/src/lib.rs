@@ -156,7 +156,6 @@ async fn reconcile(gs: Arc<GitSync>, ctx: Arc<Context>) -> Result<Action, GitSyn
     status.observed_generation = gs.metadata.generation;
     status.last_handled_sync_request = requested;
     status.last_sync_time = Some(Utc::now());
-    let short = |rev: &str| rev.get(..12).unwrap_or(rev).to_string();
     match result {
         Ok((revision, applied)) => {
             report_applied(&ctx, &gs, &status, &revision, &applied).await;
@@ -217,10 +216,13 @@ async fn sync_once(
     );
     let stop = Arc::new(AtomicBool::new(false));
     let fetching = {
-        let (dir, stop) = (dir.clone(), stop.clone());
+        let stop = stop.clone();
         let (root, name) = (ctx.mirrors.clone(), gs.name().to_string());
         tokio::task::spawn_blocking(move || {
-            mirror::remove_stale(&root, &name, Some(&folder));
+            // A new folder means a new url (or a first sync): the old url's mirror goes.
+            if !dir.exists() {
+                mirror::remove_stale(&root, &name, Some(&folder));
+            }
             let revision = mirror::fetch(&dir, &url, &git_ref, &stop)?;
             let files = mirror::read_manifests(&dir, &revision, &path);
             Ok::<_, mirror::MirrorError>((revision, files))
@@ -240,7 +242,7 @@ async fn sync_once(
         let message = format!(
             "fetched {} at {} from {}",
             gs.spec.ref_,
-            &revision[..12.min(revision.len())],
+            short(&revision),
             gs.spec.url
         );
         ctx.events.normal(gs, "Fetched", &message).await;
@@ -320,13 +322,18 @@ async fn fail(
     let at = if revision.is_empty() {
         String::new()
     } else {
-        format!(" at {}", &revision[..12.min(revision.len())])
+        format!(" at {}", short(revision))
     };
     let message = format!("{}{at}: {}", failure.reason(), failure.message());
     tracing::warn!(%message, "sync failed");
     ctx.events.warning(gs, "SyncFailed", &message).await;
     mark(status, Some(&failure), failure.message());
     remember(status, revision, "Failed", &message);
+}
+
+/// A commit id as people read it: its first 12 digits.
+fn short(revision: &str) -> &str {
+    revision.get(..12).unwrap_or(revision)
 }
 
 /// `a, b, c and 4 more`.
@@ -350,7 +357,7 @@ async fn report_applied(
     revision: &str,
     applied: &Applied,
 ) {
-    let short = &revision[..12.min(revision.len())];
+    let short = short(revision);
     for reference in &applied.drift_corrected {
         let message = format!("{reference} was changed by hand; put back as at {short}");
         ctx.events.normal(gs, "DriftCorrected", &message).await;

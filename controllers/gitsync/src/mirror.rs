@@ -18,23 +18,20 @@ pub enum MirrorError {
     NotFound(String),
 }
 
-fn git_err(doing: impl Into<String>) -> impl FnOnce(Box<dyn std::error::Error>) -> MirrorError {
-    let doing = doing.into();
-    move |e| {
-        // The whole chain: gix's top-level messages alone rarely name the cause.
-        let mut message = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
-        MirrorError::Git { doing, message }
+/// `e` while `doing`, with its whole chain: gix's top-level messages alone rarely name
+/// the cause.
+fn git_err(doing: impl Into<String>, e: impl std::error::Error) -> MirrorError {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
     }
-}
-
-fn boxed<E: std::error::Error + 'static>(e: E) -> Box<dyn std::error::Error> {
-    Box::new(e)
+    MirrorError::Git {
+        doing: doing.into(),
+        message,
+    }
 }
 
 /// A manifest file at a revision: its path in the repository and its text.
@@ -63,11 +60,10 @@ pub fn fetch(
     // reqwest is built without a crypto provider of its own: use ring, as image pulls do.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let repo = if dir.join("HEAD").exists() {
-        gix::open(dir)
-            .map_err(|e| git_err(format!("opening the mirror {}", dir.display()))(boxed(e)))?
+        gix::open(dir).map_err(|e| git_err(format!("opening the mirror {}", dir.display()), e))?
     } else {
-        std::fs::create_dir_all(dir).map_err(|e| git_err("creating the mirror")(boxed(e)))?;
-        gix::init_bare(dir).map_err(|e| git_err("creating the mirror")(boxed(e)))?
+        std::fs::create_dir_all(dir).map_err(|e| git_err("creating the mirror", e))?;
+        gix::init_bare(dir).map_err(|e| git_err("creating the mirror", e))?
     };
     let specs: Vec<String> = if is_commit_id(git_ref) {
         vec![
@@ -82,18 +78,18 @@ pub fn fetch(
     };
     let remote = repo
         .remote_at(url)
-        .map_err(|e| git_err(format!("using the url {url}"))(boxed(e)))?
+        .map_err(|e| git_err(format!("using the url {url}"), e))?
         .with_refspecs(specs.iter().map(|s| s.as_str()), Direction::Fetch)
-        .map_err(|e| git_err(format!("fetching {git_ref}"))(boxed(e)))?;
+        .map_err(|e| git_err(format!("fetching {git_ref}"), e))?;
     let connecting = format!("fetching {git_ref} from {url}");
     let connection = remote
         .connect(Direction::Fetch)
-        .map_err(|e| git_err(connecting.clone())(boxed(e)))?;
+        .map_err(|e| git_err(connecting.clone(), e))?;
     let outcome = connection
         .prepare_fetch(gix::progress::Discard, Default::default())
-        .map_err(|e| git_err(connecting.clone())(boxed(e)))?
+        .map_err(|e| git_err(connecting.clone(), e))?
         .receive(gix::progress::Discard, interrupt)
-        .map_err(|e| git_err(connecting.clone())(boxed(e)))?;
+        .map_err(|e| git_err(connecting.clone(), e))?;
 
     let target = if is_commit_id(git_ref) {
         repo.rev_parse_single(git_ref)
@@ -119,9 +115,9 @@ pub fn fetch(
     };
     let commit = repo
         .find_object(target)
-        .map_err(|e| git_err(format!("reading {git_ref}"))(boxed(e)))?
+        .map_err(|e| git_err(format!("reading {git_ref}"), e))?
         .peel_to_commit()
-        .map_err(|e| git_err(format!("{git_ref} does not name a commit"))(boxed(e)))?;
+        .map_err(|e| git_err(format!("{git_ref} does not name a commit"), e))?;
     Ok(commit.id.to_string())
 }
 
@@ -132,34 +128,34 @@ pub fn read_manifests(
     revision: &str,
     path: &str,
 ) -> Result<Vec<SourceFile>, MirrorError> {
-    let repo = gix::open(dir).map_err(|e| git_err("opening the mirror")(boxed(e)))?;
+    let repo = gix::open(dir).map_err(|e| git_err("opening the mirror", e))?;
     let id = gix::ObjectId::from_hex(revision.as_bytes())
-        .map_err(|e| git_err(format!("revision {revision}"))(boxed(e)))?;
+        .map_err(|e| git_err(format!("revision {revision}"), e))?;
     let root = repo
         .find_object(id)
-        .map_err(|e| git_err(format!("reading {revision}"))(boxed(e)))?
+        .map_err(|e| git_err(format!("reading {revision}"), e))?
         .peel_to_tree()
-        .map_err(|e| git_err(format!("reading the tree of {revision}"))(boxed(e)))?;
+        .map_err(|e| git_err(format!("reading the tree of {revision}"), e))?;
     let folder = path.trim_matches('/');
     let tree = if folder.is_empty() {
         root
     } else {
         let entry = root
             .lookup_entry_by_path(folder)
-            .map_err(|e| git_err(format!("looking up {folder}"))(boxed(e)))?
+            .map_err(|e| git_err(format!("looking up {folder}"), e))?
             .ok_or_else(|| {
                 MirrorError::NotFound(format!("{folder}/ does not exist at {revision}"))
             })?;
         entry
             .object()
-            .map_err(|e| git_err(format!("reading {folder}"))(boxed(e)))?
+            .map_err(|e| git_err(format!("reading {folder}"), e))?
             .peel_to_tree()
             .map_err(|_| MirrorError::NotFound(format!("{folder} is not a folder at {revision}")))?
     };
     let mut recorder = gix::traverse::tree::Recorder::default();
     tree.traverse()
         .breadthfirst(&mut recorder)
-        .map_err(|e| git_err(format!("listing {revision}"))(boxed(e)))?;
+        .map_err(|e| git_err(format!("listing {revision}"), e))?;
     let mut files = Vec::new();
     for entry in recorder.records {
         let name = entry.filepath.to_str_lossy();
@@ -174,7 +170,7 @@ pub fn read_manifests(
         };
         let blob = repo
             .find_object(entry.oid)
-            .map_err(|e| git_err(format!("reading {full}"))(boxed(e)))?;
+            .map_err(|e| git_err(format!("reading {full}"), e))?;
         let text = String::from_utf8(blob.data.clone())
             .map_err(|_| MirrorError::NotFound(format!("{full} is not UTF-8 text")))?;
         files.push(SourceFile { path: full, text });

@@ -213,10 +213,14 @@ pub async fn apply(
         .iter()
         .map(|e| ((e.kind.clone(), e.name.clone()), e))
         .collect();
-    let keys = desired
+    let wanted: HashSet<(String, String)> = desired
         .iter()
         .map(|d| (d.object.kind.clone(), d.object.metadata.name.clone()))
-        .chain(previous.iter().map(|e| (e.kind.clone(), e.name.clone())))
+        .collect();
+    let keys = wanted
+        .iter()
+        .cloned()
+        .chain(before.keys().cloned())
         .collect();
     let live = live_objects(objects, keys).await?;
     let ours = |key: &(String, String), obj: &DynamicObject| {
@@ -229,10 +233,6 @@ pub async fn apply(
 
     let mut done = Applied::default();
     let mut not_ours = Vec::new();
-    let wanted: HashSet<(String, String)> = desired
-        .iter()
-        .map(|d| (d.object.kind.clone(), d.object.metadata.name.clone()))
-        .collect();
     let mut by_rank: BTreeMap<u8, Vec<Desired>> = BTreeMap::new();
     for d in desired {
         let key = (d.object.kind.clone(), d.object.metadata.name.clone());
@@ -314,13 +314,11 @@ pub async fn apply(
     gone.sort_by_key(|e| std::cmp::Reverse(rank(&e.kind)));
     for entry in gone {
         let key = (entry.kind.clone(), entry.name.clone());
-        let Some(obj) = live.get(&key) else {
+        // Without prune, what left git is simply no longer tracked.
+        let Some(obj) = live.get(&key).filter(|_| prune) else {
             continue;
         };
         if !ours(&key, obj) || disabled(obj) {
-            continue;
-        }
-        if !prune {
             continue;
         }
         // After a failed apply, prune nothing: the revision is only partly in force.
