@@ -81,6 +81,45 @@ fn call_webhook(port: u16, name: &str) {
     assert!(resp.starts_with("HTTP/1.1 202"), "webhook: {resp}");
 }
 
+/// Milliseconds from each of `SAMPLES` pushed commits to the service `name` (in the
+/// folder `name/`) carrying the commit's image, synced by a GitSync `name` polling every
+/// `interval`, and told by the webhook on `webhook_port` when given.
+async fn commit_to_applied(
+    client: &mut ApiClient<Channel>,
+    repo: &GitRepo,
+    url: &str,
+    name: &str,
+    interval: &str,
+    webhook_port: Option<u16>,
+) -> Vec<f64> {
+    apply(client, &gitsync(name, url, name, interval)).await;
+    until(client, "GitSync", name, |o| {
+        o["status"]["lastAppliedRevision"].is_string()
+    })
+    .await;
+    let mut samples = Vec::new();
+    for i in 1..=SAMPLES {
+        if webhook_port.is_none() {
+            // Commits land at varying points of the interval, as real pushes do.
+            let offset = (i as u64 * 733) % (POLL_INTERVAL_S * 1000);
+            tokio::time::sleep(Duration::from_millis(offset)).await;
+        }
+        let image = format!("bench:{i}");
+        repo.write(&format!("{name}/web.yaml"), &service(name, &image));
+        repo.commit(name);
+        let t0 = Instant::now();
+        if let Some(port) = webhook_port {
+            call_webhook(port, name);
+        }
+        let done = until(client, "Service", name, |o| {
+            o["spec"]["image"] == image.as_str()
+        })
+        .await;
+        samples.push((done - t0).as_secs_f64() * 1000.0);
+    }
+    samples
+}
+
 fn percentile(samples: &mut [f64], p: f64) -> f64 {
     samples.sort_by(|a, b| a.total_cmp(b));
     let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
@@ -189,55 +228,12 @@ async fn main() {
     assert_eq!(inventory, BULK, "every manifest applied");
 
     eprintln!("commit to applied through the webhook, {SAMPLES} commits");
-    apply(&mut client, &gitsync("hooked", &http.url, "hooked", "1h")).await;
-    until(&mut client, "GitSync", "hooked", |o| {
-        o["status"]["lastAppliedRevision"].is_string()
-    })
-    .await;
-    let mut hooked = Vec::new();
-    for i in 1..=SAMPLES {
-        let image = format!("bench:{i}");
-        repo.write("hooked/web.yaml", &service("hooked", &image));
-        repo.commit("hooked");
-        let t0 = Instant::now();
-        call_webhook(port, "hooked");
-        let done = until(&mut client, "Service", "hooked", |o| {
-            o["spec"]["image"] == image.as_str()
-        })
-        .await;
-        hooked.push((done - t0).as_secs_f64() * 1000.0);
-    }
-
+    let mut hooked =
+        commit_to_applied(&mut client, &repo, &http.url, "hooked", "1h", Some(port)).await;
     eprintln!("commit to applied by polling every {POLL_INTERVAL_S}s, {SAMPLES} commits");
-    apply(
-        &mut client,
-        &gitsync(
-            "polled",
-            &http.url,
-            "polled",
-            &format!("{POLL_INTERVAL_S}s"),
-        ),
-    )
-    .await;
-    until(&mut client, "GitSync", "polled", |o| {
-        o["status"]["lastAppliedRevision"].is_string()
-    })
-    .await;
-    let mut polled = Vec::new();
-    for i in 1..=SAMPLES {
-        // Commits land at varying points of the interval, as real pushes do.
-        let offset = (i as u64 * 733) % (POLL_INTERVAL_S * 1000);
-        tokio::time::sleep(Duration::from_millis(offset)).await;
-        let image = format!("bench:{i}");
-        repo.write("polled/web.yaml", &service("polled", &image));
-        repo.commit("polled");
-        let t0 = Instant::now();
-        let done = until(&mut client, "Service", "polled", |o| {
-            o["spec"]["image"] == image.as_str()
-        })
-        .await;
-        polled.push((done - t0).as_secs_f64() * 1000.0);
-    }
+    let interval = format!("{POLL_INTERVAL_S}s");
+    let mut polled =
+        commit_to_applied(&mut client, &repo, &http.url, "polled", &interval, None).await;
 
     println!("git_clone_1000_manifests_s: {git_clone_s:.2} s");
     println!("git_fetch_p50_ms: {:.0} ms", percentile(&mut fetches, 0.5));
