@@ -213,43 +213,19 @@ pub fn remove_stale(root: &Path, name: &str, keep: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
-
-    fn git(dir: &Path, args: &[&str]) {
-        let out = Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("git runs");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    use shoal_testkit::git::GitRepo;
 
     #[test]
     fn fetches_branches_tags_and_commits_and_reads_only_manifests_under_the_path() {
         let tmp = tempfile::tempdir().unwrap();
-        let work = tmp.path().join("work");
-        std::fs::create_dir_all(work.join("deploy/apps")).unwrap();
-        git(&work, &["init", "-q"]);
-        std::fs::write(work.join("deploy/a.yaml"), "a: 1\n").unwrap();
-        std::fs::write(work.join("deploy/apps/b.yml"), "b: 2\n").unwrap();
-        std::fs::write(work.join("deploy/notes.txt"), "not a manifest").unwrap();
-        std::fs::write(work.join("outside.yaml"), "c: 3\n").unwrap();
-        git(&work, &["add", "-A"]);
-        git(&work, &["commit", "-qm", "one"]);
-        git(&work, &["tag", "-a", "v1", "-m", "v1"]);
-        let url = format!("file://{}", work.display());
+        let repo = GitRepo::new(&tmp.path().join("git"));
+        repo.write("deploy/a.yaml", "a: 1\n");
+        repo.write("deploy/apps/b.yml", "b: 2\n");
+        repo.write("deploy/notes.txt", "not a manifest");
+        repo.write("outside.yaml", "c: 3\n");
+        repo.commit("one");
+        repo.tag("v1");
+        let url = format!("file://{}/cluster.git", repo.repos().display());
         let mirror = tmp.path().join("mirror");
         let stop = AtomicBool::new(false);
 
@@ -260,8 +236,8 @@ mod tests {
         assert_eq!(files[0].text, "a: 1\n");
         assert_eq!(fetch(&mirror, &url, "v1", &stop).unwrap(), first);
 
-        std::fs::write(work.join("deploy/a.yaml"), "a: 2\n").unwrap();
-        git(&work, &["commit", "-qam", "two"]);
+        repo.write("deploy/a.yaml", "a: 2\n");
+        repo.commit("two");
         let second = fetch(&mirror, &url, "main", &stop).unwrap();
         assert_ne!(second, first);
         let text = &read_manifests(&mirror, &second, "deploy").unwrap()[0].text;

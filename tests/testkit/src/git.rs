@@ -74,6 +74,12 @@ impl GitRepo {
         std::fs::remove_file(self.work.join(path)).expect("remove from the work tree");
     }
 
+    /// An annotated tag on the last commit, pushed.
+    pub fn tag(&self, name: &str) {
+        git(&self.work, &["tag", "-a", name, "-m", name]);
+        git(&self.work, &["push", "-q", "origin", name]);
+    }
+
     /// Commits everything and pushes to the bare repository; returns the commit id.
     pub fn commit(&self, message: &str) -> String {
         git(&self.work, &["add", "-A"]);
