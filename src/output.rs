@@ -149,15 +149,19 @@ fn labels(o: &DynamicObject, _: &Value) -> String {
     )
 }
 
-fn condition(v: &Value, type_: &str) -> String {
-    v.get("status")
-        .and_then(|s| s.get("conditions"))
+/// The `field` of the object's condition `type_`, if it has one.
+fn condition_field<'a>(v: &'a Value, type_: &str, field: &str) -> Option<&'a str> {
+    v.pointer("/status/conditions")
         .and_then(Value::as_array)
         .and_then(|cs| {
             cs.iter()
                 .find(|c| c.get("type").and_then(Value::as_str) == Some(type_))
         })
-        .and_then(|c| c.get("status").and_then(Value::as_str))
+        .and_then(|c| c.get(field).and_then(Value::as_str))
+}
+
+fn condition(v: &Value, type_: &str) -> String {
+    condition_field(v, type_, "status")
         .unwrap_or("Unknown")
         .to_string()
 }
@@ -276,16 +280,8 @@ impl Table {
                 }
                 "Node" => columns.push(("ADDRESS", |_, v| or_dash(s(v, &["status", "address"])))),
                 "GitSync" => columns.push(("MESSAGE", |_, v| {
-                    let ready = v.pointer("/status/conditions").and_then(Value::as_array);
-                    ready
-                        .and_then(|cs| {
-                            cs.iter()
-                                .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
-                        })
-                        .and_then(|c| c.get("message").and_then(Value::as_str))
-                        .and_then(|m| m.lines().next())
-                        .unwrap_or("")
-                        .to_string()
+                    let message = condition_field(v, "Ready", "message");
+                    message.and_then(|m| m.lines().next()).unwrap_or("").into()
                 })),
                 "Event" => columns.push(("FROM", |_, v| s(v, &["source"]))),
                 _ => {}
