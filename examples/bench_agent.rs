@@ -23,7 +23,7 @@ use shoal_agent::image::{self, ImageStore};
 #[path = "support/mod.rs"]
 mod support;
 
-use shoal_apiserver::pb;
+use shoal_wire::pb;
 use support::{apply, connect_when_up, shoal, spawn, watch_service_tasks};
 
 fn rss_kib(pid: u32) -> u64 {

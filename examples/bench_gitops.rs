@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 mod support;
 
 use hmac::{Hmac, Mac};
-use shoal_apiserver::pb::{self, api_client::ApiClient};
 use shoal_testkit::free_port;
 use shoal_testkit::git::{GitRepo, GitServer};
+use shoal_wire::pb::{self, api_client::ApiClient};
 use support::{apply, connect_when_up, spawn};
 use tonic::transport::Channel;
 

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 #[path = "support/mod.rs"]
 mod support;
 
-use shoal_apiserver::pb::{self, api_client::ApiClient};
 use shoal_store::{EmbeddedStore, EtcdStore, Store};
 use shoal_testkit::free_port;
+use shoal_wire::pb::{self, api_client::ApiClient};
 use support::{apply, connect_when_up, spawn, watch_service_tasks};
 use tonic::transport::Channel;
 

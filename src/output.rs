@@ -10,7 +10,7 @@ use crate::Format;
 pub fn print_error(e: &anyhow::Error) {
     let text = match e.downcast_ref::<tonic::Status>() {
         Some(status) => status_text(status),
-        None => format!("{e:#}"),
+        None => shoal_api::join_causes(e.chain().map(|c| c.to_string())),
     };
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         eprintln!("error: {line}");

@@ -6,6 +6,7 @@
 //! and objects into text; everything that touches a disk, a socket or a process lives in
 //! the runtime crates.
 
+mod error_chain;
 pub mod kinds;
 pub mod meta;
 pub mod object;
@@ -16,6 +17,7 @@ pub mod selector;
 pub mod validate;
 pub mod yaml;
 
+pub use error_chain::{error_chain, join_causes};
 pub use kinds::*;
 pub use meta::{
     ApiVersion, Condition, ConditionStatus, ObjectMeta, OwnerReference, Timestamp, API_VERSION,

@@ -5,7 +5,7 @@
 
 use std::process::{Child, Command, Stdio};
 
-use shoal_apiserver::pb::{self, api_client::ApiClient};
+use shoal_wire::pb::{self, api_client::ApiClient};
 use tonic::transport::Channel;
 
 /// The `shoal` binary of the same build.
@@ -77,7 +77,7 @@ pub async fn watch_service_tasks(
 /// A client of the server at `url`, once it answers (it was just started).
 pub async fn connect_when_up(url: &str) -> ApiClient<Channel> {
     loop {
-        match shoal_apiserver::client::connect(url, None).await {
+        match shoal_wire::api_client(url, None).await {
             Ok(c) => return c,
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
         }

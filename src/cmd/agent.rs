@@ -12,7 +12,6 @@ use shoal_agent::image::PullOptions;
 use shoal_agent::node_api::NodeApi;
 use shoal_agent::{run_node, NodeConfig};
 use shoal_reconcile::CancellationToken;
-use tonic::transport::Endpoint;
 
 use super::Context;
 use crate::Outcome;
@@ -123,13 +122,11 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         address: a.listen.to_string(),
         role: "worker".into(),
     };
-    let channel = Endpoint::from_shared(ctx.server.clone())?
-        .tcp_nodelay(true)
-        .connect_lazy();
+    let channel = shoal_wire::endpoint(&ctx.server, ctx.ca_cert.as_deref())?.connect_lazy();
     let shutdown = CancellationToken::new();
     eprintln!("shoal agent: node {} on {}", a.name, ctx.server);
     let agent = tokio::spawn(run_node(channel, node, executor, shutdown.clone()));
-    let node_api = shoal_apiserver::pb::node_server::NodeServer::new(NodeApi::new(
+    let node_api = shoal_wire::pb::node_server::NodeServer::new(NodeApi::new(
         &data_dir,
         &runtime.display().to_string(),
     ));
@@ -148,7 +145,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
 
 /// Serves the node API until `shutdown`.
 async fn shoal_api_serve(
-    node_api: shoal_apiserver::pb::node_server::NodeServer<NodeApi>,
+    node_api: shoal_wire::pb::node_server::NodeServer<NodeApi>,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) {

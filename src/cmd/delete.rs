@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use shoal_apiserver::pb;
+use shoal_wire::pb;
 
 use super::{kind, Context};
 use crate::{manifests, Outcome};

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use serde_json::Value;
-use shoal_apiserver::pb;
+use shoal_wire::pb;
 
 use super::{kind, Context};
 use crate::output::{age, parse_object, print_rows, to_yaml};

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 use shoal_api::DynamicObject;
-use shoal_apiserver::pb;
+use shoal_wire::pb;
 
 use super::Context;
 use crate::output::{parse_object, to_yaml};

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use futures::StreamExt;
 use shoal_api::DynamicObject;
-use shoal_apiserver::pb;
+use shoal_wire::pb;
 
 use super::Context;
 use crate::cmd::get::Printer;

@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 
 use nix::sys::termios;
-use shoal_apiserver::pb;
+use shoal_wire::pb;
 use tokio::sync::mpsc;
 
 use super::Context;

@@ -2,7 +2,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use futures::StreamExt;
-use shoal_apiserver::pb;
+use shoal_wire::pb;
 
 use super::{kind, Context};
 use crate::output::{self, format_row, parse_object, Table};

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use shoal_apiserver::pb;
+use shoal_wire::pb;
 
 use super::Context;
 use crate::Outcome;

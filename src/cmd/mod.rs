@@ -24,9 +24,9 @@ pub mod up;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use shoal_apiserver::client::connect;
-use shoal_apiserver::pb::api_client::ApiClient;
-use shoal_apiserver::pb::InfoRequest;
+use shoal_wire::api_client;
+use shoal_wire::pb::api_client::ApiClient;
+use shoal_wire::pb::InfoRequest;
 use tonic::transport::Channel;
 
 use crate::{Format, Outcome};
@@ -40,7 +40,7 @@ pub struct Context {
 
 impl Context {
     pub async fn client(&self) -> anyhow::Result<ApiClient<Channel>> {
-        Ok(connect(&self.server, self.ca_cert.as_deref()).await?)
+        Ok(api_client(&self.server, self.ca_cert.as_deref()).await?)
     }
 }
 

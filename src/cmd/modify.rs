@@ -2,7 +2,7 @@
 //! in between (the server compares on resourceVersion).
 
 use shoal_api::DynamicObject;
-use shoal_apiserver::pb;
+use shoal_wire::pb;
 
 use super::Context;
 use crate::output::parse_object;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use futures::StreamExt;
 use shoal_api::{DynamicObject, Service, UpdateState};
-use shoal_apiserver::pb;
+use shoal_wire::pb;
 
 use super::{kind_and_name, modify::modify, Context};
 use crate::output::{parse_object, print_rows};

@@ -8,7 +8,6 @@ use std::time::Duration;
 use shoal_agent::sim::{SimConfig, SimExecutor};
 use shoal_agent::{run_node, NodeConfig};
 use shoal_reconcile::CancellationToken;
-use tonic::transport::Endpoint;
 
 use super::Context;
 use crate::Outcome;
@@ -86,7 +85,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     // HTTP/2 allows ~200 concurrent streams per connection; give each 100 nodes their own.
     let mut channels = Vec::new();
     for _ in 0..a.nodes.div_ceil(100) {
-        let endpoint = Endpoint::from_shared(ctx.server.clone())?.tcp_nodelay(true);
+        let endpoint = shoal_wire::endpoint(&ctx.server, ctx.ca_cert.as_deref())?;
         channels.push(endpoint.connect_lazy());
     }
     for i in 0..a.nodes {

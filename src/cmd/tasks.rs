@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use shoal_api::DynamicObject;
-use shoal_apiserver::pb;
+use shoal_wire::pb;
 
 use super::modify::{get, modify, spec_mut};
 use super::Context;

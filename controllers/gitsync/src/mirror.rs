@@ -21,16 +21,9 @@ pub enum MirrorError {
 /// `e` while `doing`, with its whole chain: gix's top-level messages alone rarely name
 /// the cause.
 fn git_err(doing: impl Into<String>, e: impl std::error::Error) -> MirrorError {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
     MirrorError::Git {
         doing: doing.into(),
-        message,
+        message: shoal_api::error_chain(&e),
     }
 }
 

@@ -12,7 +12,7 @@ use shoal_store::{EventType, KeyValue, ObjectStore, Revision, StoreError};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::pb::Assignment;
+use crate::pb::{Assignment, AssignmentKind};
 
 /// A slow agent is cut off (it reconnects and resyncs) rather than buffered forever.
 const SUBSCRIBER_BUFFER: usize = 4096;
@@ -54,9 +54,9 @@ fn placement(kv: &KeyValue) -> Option<(String, Arc<str>)> {
     Some((node, json.into()))
 }
 
-fn message(kind: &str, json: &Arc<str>) -> Assignment {
+fn message(kind: AssignmentKind, json: &Arc<str>) -> Assignment {
     Assignment {
-        r#type: kind.into(),
+        kind: kind.into(),
         task_json: json.to_string(),
     }
 }
@@ -77,13 +77,13 @@ impl State {
                 if let Some(set) = self.by_node.get_mut(old_node) {
                     set.remove(name);
                 }
-                self.send(old_node, message("REMOVED", old_json));
+                self.send(old_node, message(AssignmentKind::Removed, old_json));
             }
         }
         if let Some((node, json, rev)) = new {
             let kind = match &old {
-                Some((old_node, _, _)) if *old_node == node => "MODIFIED",
-                _ => "ADDED",
+                Some((old_node, _, _)) if *old_node == node => AssignmentKind::Modified,
+                _ => AssignmentKind::Added,
             };
             self.by_node
                 .entry(node.clone())
@@ -201,11 +201,11 @@ impl Dispatcher {
             .unwrap_or_default();
         for name in names {
             if let Some((_, json, _)) = state.tasks.get(&name) {
-                let _ = tx.try_send(message("ADDED", json));
+                let _ = tx.try_send(message(AssignmentKind::Added, json));
             }
         }
         let _ = tx.try_send(Assignment {
-            r#type: "SYNCED".into(),
+            kind: AssignmentKind::Synced.into(),
             task_json: String::new(),
         });
         state

@@ -1,5 +1,5 @@
-//! shoal's API server: a tonic gRPC service over the object layer, and the client side
-//! the CLI uses to reach it.
+//! shoal's API server: the gRPC API (for the CLI) and the agent API (for nodes) over the
+//! object layer. The protocol itself is `shoal-wire`'s.
 //!
 //! # Guarantees
 //! - Apply validates every manifest before writing any; one invalid manifest means
@@ -8,7 +8,6 @@
 //! - A non-loopback listen address requires TLS unless explicitly made insecure.
 
 pub mod agent;
-pub mod client;
 mod dispatcher;
 mod exec;
 mod listen;
@@ -26,13 +25,7 @@ pub use service::ApiService;
 pub use status_writer::StatusWriter;
 pub use webhook::Webhooks;
 
-/// Generated protobuf and gRPC code.
-pub mod pb {
-    tonic::include_proto!("shoal.v1");
-
-    /// For gRPC reflection (`grpcurl -plaintext 127.0.0.1:7443 list`).
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("shoal_descriptor");
-}
+pub use shoal_wire::pb;
 
 /// The store key naming the server that currently runs the controllers.
 pub const CONTROLLER_LEADER_KEY: &str = "/shoal/leader/controllers";

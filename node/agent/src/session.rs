@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_api::{Task, TaskStatus};
-use shoal_apiserver::pb::agent_client::AgentClient;
-use shoal_apiserver::pb::{self};
+use shoal_wire::pb::agent_client::AgentClient;
+use shoal_wire::pb::{self, AssignmentKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -60,7 +60,7 @@ pub async fn run_node(
     executor: Arc<dyn Executor>,
     shutdown: CancellationToken,
 ) {
-    let client = AgentClient::new(channel).max_decoding_message_size(256 << 20);
+    let client = shoal_wire::agent_client(channel);
     let (tx, rx) = mpsc::unbounded_channel();
     let reporter = Reporter { tx };
     tokio::spawn(send_reports(
@@ -161,25 +161,34 @@ async fn follow_assignments(
                 Ok(Some(a)) => a,
                 _ => break,
             };
-            if a.r#type == "SYNCED" {
-                executor.resync(&initial);
-                synced = true;
-                continue;
-            }
-            let task: Task = match serde_json::from_str(&a.task_json) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!(%node, error = %e, "unreadable task in assignment");
-                    continue;
-                }
+            let kind = a.kind();
+            let task = || -> Option<Task> {
+                serde_json::from_str(&a.task_json)
+                    .inspect_err(
+                        |e| tracing::warn!(%node, error = %e, "unreadable task in assignment"),
+                    )
+                    .ok()
             };
-            match a.r#type.as_str() {
-                "REMOVED" => executor.remove(&task.metadata.name),
-                _ => {
-                    if !synced {
-                        initial.push(task.metadata.name.clone());
+            match kind {
+                AssignmentKind::Synced => {
+                    executor.resync(&initial);
+                    synced = true;
+                }
+                AssignmentKind::Removed => {
+                    if let Some(task) = task() {
+                        executor.remove(&task.metadata.name);
                     }
-                    executor.upsert(Arc::new(task), reporter.clone());
+                }
+                AssignmentKind::Added | AssignmentKind::Modified => {
+                    if let Some(task) = task() {
+                        if !synced {
+                            initial.push(task.metadata.name.clone());
+                        }
+                        executor.upsert(Arc::new(task), reporter.clone());
+                    }
+                }
+                AssignmentKind::Unspecified => {
+                    tracing::warn!(%node, "assignment of no known kind; ignored (a newer server?)");
                 }
             }
         }

@@ -11,6 +11,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use crate::pb::agent_server::AgentServer;
 use crate::pb::api_server::ApiServer;
 use crate::{AgentService, ApiService, Webhooks};
+use shoal_wire::MAX_REQUEST_BYTES;
 
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -82,9 +83,17 @@ pub async fn serve(
             .tls_config(ServerTlsConfig::new().identity(identity))
             .map_err(|e| ListenError::Serve(e.to_string()))?;
     }
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: grpcurl and Postman ask for v1, Python's grpcio-reflection,
+    // Evans and older grpcurl for v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
+        .map_err(|e| ListenError::Serve(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .map_err(|e| ListenError::Serve(e.to_string()))?;
     // Small request/response pairs: without NODELAY, Nagle and delayed ACKs add ~40ms.
     let incoming = TcpListenerStream::new(listener).map(|conn| {
@@ -94,9 +103,10 @@ pub async fn serve(
         conn
     });
     builder
-        .add_service(reflection)
-        .add_service(ApiServer::new(service).max_decoding_message_size(64 << 20))
-        .add_service(AgentServer::new(agent).max_decoding_message_size(64 << 20))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ApiServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(AgentServer::new(agent).max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(webhooks)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

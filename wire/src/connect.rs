@@ -1,0 +1,94 @@
+//! Connecting to a shoal server, for the CLI, the agents and the benchmarks: one place
+//! that knows the URL forms, TLS trust and message size limits.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::pb::agent_client::AgentClient;
+use crate::pb::api_client::ApiClient;
+use crate::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("--server {url:?}: {why}")]
+    BadUrl { url: String, why: String },
+    #[error("cannot reach the shoal server at {url}: {why} (is `shoal server` running there?)")]
+    Unreachable { url: String, why: String },
+    #[error("cannot read CA certificate {path}: {source}")]
+    Ca {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// The endpoint for `url` (`http://host:port`, or `https://` with an optional CA
+/// bundle to trust besides the system's roots).
+pub fn endpoint(url: &str, ca_cert: Option<&Path>) -> Result<Endpoint, ClientError> {
+    let bad = |why: &str| ClientError::BadUrl {
+        url: url.into(),
+        why: why.into(),
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(bad("expected http://host:port or https://host:port"));
+    }
+    let mut endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| bad(&e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    if url.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_enabled_roots();
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path).map_err(|source| ClientError::Ca {
+                path: path.display().to_string(),
+                source,
+            })?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        endpoint = endpoint.tls_config(tls).map_err(|e| bad(&e.to_string()))?;
+    }
+    Ok(endpoint)
+}
+
+/// Connects now: an unreachable server is an error at once (the CLI's case).
+pub async fn channel(url: &str, ca_cert: Option<&Path>) -> Result<Channel, ClientError> {
+    endpoint(url, ca_cert)?
+        .connect()
+        .await
+        .map_err(|e| ClientError::Unreachable {
+            url: url.into(),
+            why: shoal_api::error_chain(&e),
+        })
+}
+
+/// Connects to the API service now.
+pub async fn api_client(
+    url: &str,
+    ca_cert: Option<&Path>,
+) -> Result<ApiClient<Channel>, ClientError> {
+    Ok(ApiClient::new(channel(url, ca_cert).await?)
+        .max_decoding_message_size(MAX_RESPONSE_BYTES)
+        .max_encoding_message_size(MAX_REQUEST_BYTES))
+}
+
+/// The agent API over `channel` (typically lazy: an agent starts before its server).
+pub fn agent_client(channel: Channel) -> AgentClient<Channel> {
+    AgentClient::new(channel)
+        .max_decoding_message_size(MAX_RESPONSE_BYTES)
+        .max_encoding_message_size(MAX_REQUEST_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_without_a_scheme_are_refused_with_the_flag_named() {
+        let e = endpoint("127.0.0.1:7443", None).expect_err("no scheme");
+        assert!(
+            e.to_string().starts_with("--server \"127.0.0.1:7443\""),
+            "{e}"
+        );
+    }
+}
