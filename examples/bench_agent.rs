@@ -9,7 +9,8 @@
 //!   reports running, for a 50-replica service (image already pulled);
 //! - containers_started_per_s: 50 / (apply until all 50 running);
 //! - agent_rss_mib: the agent's resident memory, idle with 50 running containers (each
-//!   container also has its own monitor process: monitor_rss_mib, on average).
+//!   container also has its own monitor process: monitor_rss_mib, on average, and
+//!   monitor_pss_mib, its proportional share, which counts shared libc pages once).
 //!
 //! Usage: bench-agent [--containers N]
 
@@ -26,15 +27,20 @@ mod support;
 use shoal_wire::pb;
 use support::{apply, connect_when_up, shoal, spawn, watch_service_tasks};
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+/// A `kB` figure of `/proc/PID/{file}` (`status`'s VmRSS, `smaps_rollup`'s Pss).
+fn proc_kib(pid: u32, file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    proc_kib(pid, "status", "VmRSS:")
 }
 
 fn percentile(sorted: &[f64], p: usize) -> f64 {
@@ -289,21 +295,32 @@ async fn main() {
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     let agent_rss = rss_kib(agent.0.id()) as f64 / 1024.0;
-    let monitors: Vec<u64> = std::fs::read_dir("/proc")
+    let monitor_exe = shoal()
+        .with_file_name("shoal-monitor")
+        .display()
+        .to_string();
+    let monitor_pids: Vec<u32> = std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                String::from_utf8_lossy(&c).contains(&node.display().to_string())
-                    && String::from_utf8_lossy(&c).starts_with(&shoal().display().to_string())
-                    && String::from_utf8_lossy(&c).contains("monitor")
+                let c = String::from_utf8_lossy(&c);
+                c.contains(&node.display().to_string()) && c.starts_with(&monitor_exe)
             })
         })
-        .map(rss_kib)
         .collect();
-    let monitor_rss = monitors.iter().sum::<u64>() as f64 / monitors.len().max(1) as f64 / 1024.0;
+    let mean_mib =
+        |kib: Vec<u64>| kib.iter().sum::<u64>() as f64 / kib.len().max(1) as f64 / 1024.0;
+    let monitor_rss = mean_mib(monitor_pids.iter().map(|p| rss_kib(*p)).collect());
+    // What each monitor costs the node: shared pages (libc's) divided among their users.
+    let monitor_pss = mean_mib(
+        monitor_pids
+            .iter()
+            .map(|p| proc_kib(*p, "smaps_rollup", "Pss:"))
+            .collect(),
+    );
 
     eprintln!("cleaning up");
     let _ = client
@@ -356,4 +373,5 @@ async fn main() {
     );
     println!("agent_rss_mib: {agent_rss:.1} MiB");
     println!("monitor_rss_mib: {monitor_rss:.1} MiB");
+    println!("monitor_pss_mib: {monitor_pss:.2} MiB");
 }

@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 . hack/lib.sh
 
 ensure_packages
-cargo build --release --locked --bin shoal --example bench-agent >&2
+cargo build --release --locked --bin shoal --bin shoal-monitor --example bench-agent >&2
 ./target/release/examples/bench-agent "$@"

@@ -79,20 +79,17 @@ enum Command {
     /// A one-node cluster here: server, agent, your manifests, live events.
     Up(cmd::up::Args),
     /// Run a one-off task (a container) and follow it, like `docker run`.
-    Run(cmd::tasks::RunArgs),
+    Run(cmd::run::Args),
     /// List tasks, like `docker ps`.
-    Ps(cmd::tasks::PsArgs),
+    Ps(cmd::ps::Args),
     /// Stop tasks (SIGTERM, then SIGKILL after the grace period).
-    Stop(cmd::tasks::NamesArgs),
+    Stop(cmd::stop::Args),
     /// Run ended or stopped tasks again, in the same container.
-    Start(cmd::tasks::NamesArgs),
+    Start(cmd::start::Args),
     /// Delete ended tasks (running ones with --force).
-    Rm(cmd::tasks::NamesArgs),
+    Rm(cmd::rm::Args),
     /// Give a standalone task a new name; its container carries on.
-    Rename(cmd::tasks::RenameArgs),
-    /// One container's monitor (started by the agent).
-    #[command(hide = true)]
-    Monitor(cmd::agent::MonitorArgs),
+    Rename(cmd::rename::Args),
     /// Show client and server versions, the store and the controller leader.
     Version,
     /// Print a shell completion script.
@@ -102,8 +99,26 @@ enum Command {
 /// What a command hands back to `main`: an exit code, or an error to print.
 pub type Outcome = anyhow::Result<ExitCode>;
 
+/// A client command whose stdout is closed (`shoal get svc | head`) ends there, quietly,
+/// as kubectl and docker do: the default SIGPIPE action, not Rust's EPIPE panic. The
+/// long-running programs keep ignoring SIGPIPE: a closed pipe to a child process or a
+/// peer must be an error they handle, never their end.
+fn end_quietly_on_a_closed_stdout(command: &Command) {
+    let serves = matches!(
+        command,
+        Command::Server(_) | Command::Agent(_) | Command::Up(_) | Command::Sim(_)
+    );
+    if !serves {
+        // SAFETY: restores the default action of one signal before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    end_quietly_on_a_closed_stdout(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -152,13 +167,12 @@ async fn run(cli: Cli) -> Outcome {
         Command::Logs(a) => cmd::logs::run(&ctx, a).await,
         Command::Exec(a) => cmd::exec::run(&ctx, a).await,
         Command::Up(a) => cmd::up::run(&ctx, a).await,
-        Command::Run(a) => cmd::tasks::run(&ctx, a).await,
-        Command::Ps(a) => cmd::tasks::ps(&ctx, a).await,
-        Command::Stop(a) => cmd::tasks::stop(&ctx, a).await,
-        Command::Rm(a) => cmd::tasks::rm(&ctx, a).await,
-        Command::Start(a) => cmd::tasks::start(&ctx, a).await,
-        Command::Rename(a) => cmd::tasks::rename(&ctx, a).await,
-        Command::Monitor(a) => cmd::agent::monitor(a),
+        Command::Run(a) => cmd::run::run(&ctx, a).await,
+        Command::Ps(a) => cmd::ps::run(&ctx, a).await,
+        Command::Stop(a) => cmd::stop::run(&ctx, a).await,
+        Command::Rm(a) => cmd::rm::run(&ctx, a).await,
+        Command::Start(a) => cmd::start::run(&ctx, a).await,
+        Command::Rename(a) => cmd::rename::run(&ctx, a).await,
         Command::Version => cmd::version(&ctx).await,
         Command::Completion { shell } => {
             use clap::CommandFactory;

@@ -202,6 +202,16 @@ impl Table {
                 name,
                 ("IMAGE", |_, v| s(v, &["spec", "image"])),
                 ("NODE", |_, v| or_dash(s(v, &["spec", "node"]))),
+                // As `docker service ps` shows DESIRED STATE: a task being stopped
+                // says so until its node reports it gone.
+                ("DESIRED", |_, v| {
+                    let desired = s(v, &["spec", "desiredState"]);
+                    if desired.is_empty() {
+                        "running".into()
+                    } else {
+                        desired
+                    }
+                }),
                 ("STATE", |_, v| {
                     let st = s(v, &["status", "state"]);
                     if st.is_empty() {
@@ -271,7 +281,9 @@ impl Table {
         };
         if wide {
             match kind {
-                "Service" => columns.push(("COMMAND", |_, v| s(v, &["spec", "command"]))),
+                "Service" => columns.push(("COMMAND", |_, v| {
+                    shell_words(v["spec"]["command"].as_array().into_iter().flatten())
+                })),
                 "Task" => {
                     columns.push(("MESSAGE", |_, v| s(v, &["status", "message"])));
                     columns.push(("CONTAINER", |_, v| {
@@ -345,4 +357,43 @@ pub fn format_row(r: &[String], widths: &[usize]) -> String {
         }
     }
     line.trim_end().to_string()
+}
+
+/// A command as a shell would show it: words joined by spaces, a word quoted when a
+/// shell would read it otherwise (`sh -c 'echo hi'`), as `docker ps` shows COMMAND.
+pub fn shell_words<'a>(words: impl IntoIterator<Item = &'a Value>) -> String {
+    words
+        .into_iter()
+        .map(|w| shell_quote(&w.as_str().map_or_else(|| w.to_string(), str::to_string)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_read_as_a_shell_would_show_them() {
+        let words =
+            |ws: &[&str]| shell_words(&ws.iter().map(|w| Value::from(*w)).collect::<Vec<_>>());
+        assert_eq!(words(&["httpd", "-f", "-p", "8080"]), "httpd -f -p 8080");
+        assert_eq!(
+            words(&["sh", "-c", "echo it's $HOME"]),
+            r#"sh -c 'echo it'\''s $HOME'"#
+        );
+        assert_eq!(words(&["printf", ""]), "printf ''");
+    }
 }

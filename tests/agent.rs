@@ -5,7 +5,11 @@
 //! killed container is replaced, a job completes, a failing command fails with its exit
 //! code, an unknown image is refused clearly, an unhealthy task is replaced, `kill -9`
 //! of the agent leaves containers running and a new agent takes them back, and deleting
-//! the service stops and removes the containers, their mounts and files.
+//! the service stops and removes the containers, their mounts and files, once each task
+//! has seen its container gone.
+//!
+//! One registry, server and agent serve every scenario; each scenario is named, runs even
+//! when one before it failed, and cleans up what it made (`SHOAL_SCENARIO=NAME` runs one).
 
 mod support;
 
@@ -133,6 +137,47 @@ fn running_ids(server: &Server) -> Vec<String> {
     ids
 }
 
+/// What the scenarios share: a registry with the test image, a server and one agent.
+struct Node {
+    agent: Agent,
+    server: Server,
+    registry: Registry,
+    image: String,
+    _tmp: tempfile::TempDir,
+}
+
+/// The web service every scenario may lean on: two running tasks (applied again, which
+/// changes nothing, when it already runs).
+fn web_running(server: &Server) {
+    apply(
+        server,
+        &format!(
+            "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  \
+             image: {}\n  command: [sh, -c, 'echo hello from $HOSTNAME; while true; do sleep 1; done']\n  \
+             replicas: 2\n  restart: {{delay: 0s}}\n",
+            WEB_IMAGE.get().expect("the image is set first")
+        ),
+    );
+    wait("two running web tasks", 60, || {
+        tasks(server, "web")
+            .iter()
+            .filter(|t| is_live(t) && state(t) == "running")
+            .count()
+            == 2
+    });
+}
+
+static WEB_IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The container of a task.
+fn container_of(server: &Server, task: &str) -> String {
+    let t = json(server.shoal(&["get", "task", task, "-o", "json"]));
+    t["status"]["containerId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{task} has no container: {t}"))
+        .to_string()
+}
+
 #[test]
 fn the_agent_runs_tasks_as_real_containers() {
     assert!(
@@ -142,27 +187,72 @@ fn the_agent_runs_tasks_as_real_containers() {
     let registry = Registry::start();
     let tmp = tempfile::tempdir().expect("tempdir");
     let server = Server::embedded(&tmp.path().join("server"));
-    let mut agent = Agent::start(&server, &tmp.path().join("node"));
+    let agent = Agent::start(&server, &tmp.path().join("node"));
     let image = registry.image();
-
-    // A service: pulled, started, running, its output in the json-file log.
-    apply(
-        &server,
-        &format!(
-            "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  \
-             image: {image}\n  command: [sh, -c, 'echo hello from $HOSTNAME; while true; do sleep 1; done']\n  \
-             replicas: 2\n  restart: {{delay: 0s}}\n"
-        ),
+    let _ = WEB_IMAGE.set(image.clone());
+    let mut node = Node {
+        agent,
+        server,
+        registry,
+        image,
+        _tmp: tmp,
+    };
+    run_scenarios(
+        &mut node,
+        &[
+            (
+                "service_tasks_run_as_containers_with_logs_and_exec",
+                service_tasks_run_as_containers_with_logs_and_exec,
+            ),
+            (
+                "a_killed_container_fails_its_task_and_is_replaced",
+                a_killed_container_fails_its_task_and_is_replaced,
+            ),
+            (
+                "a_killed_agent_leaves_containers_running_and_its_successor_adopts_them",
+                a_killed_agent_leaves_containers_running_and_its_successor_adopts_them,
+            ),
+            (
+                "jobs_complete_and_failing_commands_report_their_exit_code",
+                jobs_complete_and_failing_commands_report_their_exit_code,
+            ),
+            (
+                "unhealthy_tasks_fail_and_are_replaced",
+                unhealthy_tasks_fail_and_are_replaced,
+            ),
+            (
+                "published_ports_and_task_to_task_traffic",
+                published_ports_and_task_to_task_traffic,
+            ),
+            (
+                "docker_run_ps_stop_start_rename_and_exec",
+                docker_run_ps_stop_start_rename_and_exec,
+            ),
+            ("docker_run_container_flags", docker_run_container_flags),
+            (
+                "log_rotation_and_restart_in_place",
+                log_rotation_and_restart_in_place,
+            ),
+            (
+                "a_deleted_service_keeps_its_tasks_until_their_containers_are_gone",
+                a_deleted_service_keeps_its_tasks_until_their_containers_are_gone,
+            ),
+            (
+                "deleting_everything_removes_every_container_mount_and_file",
+                deleting_everything_removes_every_container_mount_and_file,
+            ),
+        ],
     );
-    wait("two running web tasks", 60, || {
-        tasks(&server, "web")
-            .iter()
-            .filter(|t| is_live(t) && state(t) == "running")
-            .count()
-            == 2
-    });
+}
+
+fn service_tasks_run_as_containers_with_logs_and_exec(c: &mut Node) {
+    let server = &c.server;
+    let agent = &mut c.agent;
+    let image = c.image.clone();
+    // A service: pulled, started, running, its output in the json-file log.
+    web_running(server);
     assert_eq!(agent.running().len(), 2);
-    let web1 = tasks(&server, "web")
+    let web1 = tasks(server, "web")
         .into_iter()
         .find(|t| t["metadata"]["name"] == "web.1")
         .expect("web.1");
@@ -221,7 +311,7 @@ fn the_agent_runs_tasks_as_real_containers() {
 
     // -f follows new output as it is written.
     apply(
-        &server,
+        server,
         &format!(
             "apiVersion: shoal.dev/v1\nkind: Task\nmetadata: {{name: ticker}}\nspec:\n  \
              image: {image}\n  command: [sh, -c, 'i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done']\n"
@@ -252,11 +342,17 @@ fn the_agent_runs_tasks_as_real_containers() {
     );
     ok(server.shoal(&["delete", "task", "ticker"]));
     wait("the ticker stopped", 30, || agent.running().len() == 2);
+}
 
+fn a_killed_container_fails_its_task_and_is_replaced(c: &mut Node) {
+    let server = &c.server;
+    let agent = &mut c.agent;
+    web_running(server);
+    let id = container_of(server, "web.1");
     // Kill the container: the task fails with the signal's code and is replaced.
     agent.runc(&["kill", &id, "KILL"]);
     wait("web.1 replaced", 30, || {
-        let all = tasks(&server, "web");
+        let all = tasks(server, "web");
         let failed = all
             .iter()
             .any(|t| !is_live(t) && state(t) == "failed" && t["status"]["exitCode"] == 137);
@@ -266,10 +362,15 @@ fn the_agent_runs_tasks_as_real_containers() {
             .count();
         failed && running == 2
     });
+}
 
+fn a_killed_agent_leaves_containers_running_and_its_successor_adopts_them(c: &mut Node) {
+    let server = &c.server;
+    let agent = &mut c.agent;
+    web_running(server);
     // kill -9 of the agent leaves the containers running; a new agent takes them back
     // (same containers, no restarts) and supervises them again.
-    let before = running_ids(&server);
+    let before = running_ids(server);
     let survivors = agent.kill_and_restart();
     assert_eq!(
         survivors.len(),
@@ -278,18 +379,23 @@ fn the_agent_runs_tasks_as_real_containers() {
     );
     std::thread::sleep(Duration::from_secs(2));
     wait("the new agent reports the same containers", 30, || {
-        running_ids(&server) == before && agent.running().len() == 2
+        running_ids(server) == before && agent.running().len() == 2
     });
     let adopted = before[0].clone();
     agent.runc(&["kill", &adopted, "KILL"]);
     wait("an adopted container's death is noticed", 30, || {
-        let ids = running_ids(&server);
+        let ids = running_ids(server);
         ids.len() == 2 && !ids.contains(&adopted)
     });
+}
 
+fn jobs_complete_and_failing_commands_report_their_exit_code(c: &mut Node) {
+    let server = &c.server;
+    let image = c.image.clone();
+    let registry = &c.registry;
     // A job runs to completion; a failing command reports its exit code.
     apply(
-        &server,
+        server,
         &format!(
             "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: once}}\nspec:\n  \
              image: {image}\n  command: [sh, -c, 'echo done']\n  mode: job\n---\n\
@@ -301,7 +407,7 @@ fn the_agent_runs_tasks_as_real_containers() {
         ),
     );
     wait("the job completes", 60, || {
-        tasks(&server, "once")
+        tasks(server, "once")
             .iter()
             .any(|t| state(t) == "complete" && t["status"]["exitCode"] == 0)
     });
@@ -316,11 +422,18 @@ fn the_agent_runs_tasks_as_real_containers() {
                 .as_str()
                 .is_some_and(|m| m.contains("manifest unknown"))
     });
+    ok(server.shoal(&["delete", "service", "once"]));
+    ok(server.shoal(&["delete", "task", "broken"]));
+    ok(server.shoal(&["delete", "task", "ghost"]));
+}
 
+fn unhealthy_tasks_fail_and_are_replaced(c: &mut Node) {
+    let server = &c.server;
+    let image = c.image.clone();
     // Health checks run inside the container: healthy first; then unhealthy, which
     // fails the task, and its service replaces it.
     apply(
-        &server,
+        server,
         &format!(
             "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: sick}}\nspec:\n  \
              image: {image}\n  command: [sh, -c, 'touch /tmp/ok; sleep 3; rm /tmp/ok; while true; do sleep 1; done']\n  \
@@ -329,12 +442,12 @@ fn the_agent_runs_tasks_as_real_containers() {
         ),
     );
     wait("sick.1 healthy", 30, || {
-        tasks(&server, "sick")
+        tasks(server, "sick")
             .iter()
             .any(|t| is_live(t) && t["status"]["health"] == "healthy")
     });
     wait("the unhealthy task failed and was replaced", 60, || {
-        let all = tasks(&server, "sick");
+        let all = tasks(server, "sick");
         let failed = all.iter().any(|t| {
             !is_live(t)
                 && state(t) == "failed"
@@ -345,12 +458,17 @@ fn the_agent_runs_tasks_as_real_containers() {
         });
         failed && all.iter().any(|t| is_live(t) && state(t) == "running")
     });
+    ok(server.shoal(&["delete", "service", "sick"]));
+}
 
+fn published_ports_and_task_to_task_traffic(c: &mut Node) {
+    let server = &c.server;
+    let image = c.image.clone();
     // The node network: each task has an address on the bridge; a published ingress
     // port on the node spreads connections over the service's tasks.
     let published = free_port();
     apply(
-        &server,
+        server,
         &format!(
             "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: site}}\nspec:\n  \
              image: {image}\n  replicas: 2\n  ports: [{{target: 8080, published: {published}}}]\n  \
@@ -358,13 +476,13 @@ fn the_agent_runs_tasks_as_real_containers() {
         ),
     );
     wait("two running site tasks", 60, || {
-        tasks(&server, "site")
+        tasks(server, "site")
             .iter()
             .filter(|t| is_live(t) && state(t) == "running")
             .count()
             == 2
     });
-    let addresses: Vec<String> = tasks(&server, "site")
+    let addresses: Vec<String> = tasks(server, "site")
         .iter()
         .filter_map(|t| t["status"]["addresses"][0].as_str().map(str::to_string))
         .collect();
@@ -424,7 +542,12 @@ fn the_agent_runs_tasks_as_real_containers() {
     );
     assert!(line.contains(" 10.231.0."), "{line}");
     ok(server.shoal(&["rm", "--force", "pub"]));
+}
 
+fn docker_run_ps_stop_start_rename_and_exec(c: &mut Node) {
+    let server = &c.server;
+    let agent = &mut c.agent;
+    let image = c.image.clone();
     // docker-style: run (attached, with --rm), run -d, ps, stop, rm.
     let out = server.shoal(&[
         "run",
@@ -461,10 +584,19 @@ fn the_agent_runs_tasks_as_real_containers() {
     let refused = server.shoal(&["rm", "bg"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("stop it first"));
-    ok(server.shoal(&["stop", "bg"]));
-    wait("bg stopped", 30, || {
-        state(&json(server.shoal(&["get", "task", "bg", "-o", "json"]))) == "shutdown"
-    });
+    // stop returns once the container has stopped (sleep as PID 1 ignores SIGTERM: it
+    // is killed after the grace period), as `docker stop` does.
+    let asked = Instant::now();
+    ok(server.shoal(&["stop", "-t", "2", "bg"]));
+    assert!(
+        asked.elapsed() >= Duration::from_secs(2),
+        "waited the grace period"
+    );
+    assert_eq!(
+        state(&json(server.shoal(&["get", "task", "bg", "-o", "json"]))),
+        "shutdown",
+        "stopped when stop returns"
+    );
     assert!(!ok(server.shoal(&["ps"]))
         .lines()
         .any(|l| l.starts_with("bg ")));
@@ -511,7 +643,7 @@ fn the_agent_runs_tasks_as_real_containers() {
     // A stop asked while the agent is away happens once it is back.
     let container = container("bg2").1;
     agent.kill_then_restart(|| {
-        ok(server.shoal(&["stop", "bg2"]));
+        ok(server.shoal(&["stop", "--wait=false", "bg2"]));
     });
     wait("bg2 stopped by the new agent", 30, || {
         let id = container.as_str().unwrap_or_default().to_string();
@@ -519,7 +651,12 @@ fn the_agent_runs_tasks_as_real_containers() {
             && !agent.running().contains(&id)
     });
     ok(server.shoal(&["rm", "bg2"]));
+}
 
+fn docker_run_container_flags(c: &mut Node) {
+    let server = &c.server;
+    let agent = &mut c.agent;
+    let image = c.image.clone();
     // docker run's container flags: entrypoint and its arguments, workdir, a read-only
     // bind mount, a named volume (kept after the task), a tmpfs with a size; the user.
     let host = tempfile::tempdir().expect("host dir");
@@ -558,7 +695,12 @@ fn the_agent_runs_tasks_as_real_containers() {
     );
     let out = ok(server.shoal(&["run", "--rm", "-u", "1000:1000", &image, "id"]));
     assert!(out.starts_with("uid=1000 gid=1000"), "{out}");
+}
 
+fn log_rotation_and_restart_in_place(c: &mut Node) {
+    let server = &c.server;
+    let agent = &mut c.agent;
+    let image = c.image.clone();
     // --log-opt rotates the json-file log; --restart restarts in place.
     let chatty = "for i in $(seq 1 300); do echo line $i; done";
     ok(server.shoal(&[
@@ -612,14 +754,98 @@ fn the_agent_runs_tasks_as_real_containers() {
     logs.sort();
     assert_eq!(logs, ["container.log", "container.log.1"]);
     ok(server.shoal(&["rm", "chatty", "flaky"]));
+}
 
-    // Deleting everything stops and removes every container, mount and file.
-    ok(server.shoal(&["delete", "service", "sick"]));
-    ok(server.shoal(&["delete", "service", "web"]));
-    ok(server.shoal(&["delete", "service", "once"]));
-    ok(server.shoal(&["delete", "task", "broken"]));
-    ok(server.shoal(&["delete", "task", "ghost"]));
-    wait("containers removed", 30, || {
+/// Deleting a service does not delete its tasks while their containers run: each task
+/// stays, shutting down, until its node reports the container gone (busybox httpd as
+/// PID 1 ignores SIGTERM, so every container runs out the grace period).
+fn a_deleted_service_keeps_its_tasks_until_their_containers_are_gone(c: &mut Node) {
+    let server = &c.server;
+    let agent = &c.agent;
+    let image = c.image.clone();
+    apply(
+        server,
+        &format!(
+            "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: linger}}\nspec:\n  \
+             image: {image}\n  replicas: 2\n  command: [httpd, -f, -p, '8080']\n"
+        ),
+    );
+    wait("two running linger tasks", 60, || {
+        tasks(server, "linger")
+            .iter()
+            .filter(|t| state(t) == "running")
+            .count()
+            == 2
+    });
+    let ids: Vec<String> = tasks(server, "linger")
+        .iter()
+        .filter_map(|t| t["status"]["containerId"].as_str().map(str::to_string))
+        .collect();
+    let asked = Instant::now();
+    ok(server.shoal(&["delete", "service", "linger"]));
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "delete returns at once"
+    );
+    let mut shown_shutting_down = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let running: Vec<String> = agent
+            .running()
+            .into_iter()
+            .filter(|id| ids.contains(id))
+            .collect();
+        let listed = tasks(server, "linger");
+        let claimed: Vec<&str> = listed
+            .iter()
+            .filter_map(|t| t["status"]["containerId"].as_str())
+            .collect();
+        for id in &running {
+            assert!(
+                claimed.contains(&id.as_str()),
+                "container {id} runs with no task: {listed:?}"
+            );
+        }
+        if !shown_shutting_down
+            && listed
+                .iter()
+                .any(|t| t["spec"]["desiredState"] == "shutdown")
+        {
+            let table = ok(server.shoal(&["get", "tasks", "-l", "shoal.dev/service=linger"]));
+            shown_shutting_down = table.contains("DESIRED") && table.contains("shutdown");
+        }
+        if running.is_empty() && listed.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "linger's tasks are never gone: {listed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        shown_shutting_down,
+        "`shoal get tasks` showed the tasks shutting down"
+    );
+}
+
+/// Whatever the scenarios left: deleting it stops and removes every container, mount
+/// and file.
+fn deleting_everything_removes_every_container_mount_and_file(c: &mut Node) {
+    let server = &c.server;
+    let agent = &c.agent;
+    for kind in ["service", "task"] {
+        let names = ok(server.shoal(&["get", kind, "-o", "name"]));
+        for name in names.lines().filter(|n| !n.is_empty()) {
+            let gone = server.shoal(&["delete", name]);
+            assert!(
+                gone.status.success() || stderr(&gone).contains("not found"),
+                "delete {name}: {}",
+                stderr(&gone)
+            );
+        }
+    }
+    wait("containers removed", 60, || {
         agent.containers().is_empty()
             && agent.mounts() == 0
             && std::fs::read_dir(agent.data.join("containers")).is_ok_and(|d| d.count() == 0)

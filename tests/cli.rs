@@ -61,6 +61,10 @@ fn user_session(server: &mut Server) {
     );
     let wide = ok(server.shoal(&["get", "svc", "-o", "wide"]));
     assert!(wide.contains("app=web"), "{wide}");
+    assert!(
+        wide.contains(" httpd -f -p 8080 "),
+        "COMMAND as a shell shows it: {wide}"
+    );
     let selected = json(server.shoal(&["get", "svc", "-l", "app=web", "-o", "json"]));
     assert_eq!(selected["items"].as_array().map(Vec::len), Some(1));
     let none = json(server.shoal(&["get", "svc", "-l", "app=nope", "-o", "json"]));
@@ -208,6 +212,47 @@ fn finalizers_hold_deletion_until_removed() {
         !server.shoal(&["get", "network", "held"]).status.success(),
         "deleted once released"
     );
+}
+
+/// `shoal describe service web | head`: a reader that goes away ends the command
+/// quietly, as kubectl and docker end, never with a panic and a backtrace; watches too.
+#[test]
+fn a_closed_stdout_ends_commands_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let server = Server::embedded(&tmp.path().join("data"));
+    let examples = examples_copy();
+    ok(server.shoal(&["apply", "-f", examples.path().to_str().expect("utf8")]));
+    for args in [
+        &["describe", "service", "web"][..],
+        &["get", "svc"],
+        &["get", "svc", "-o", "yaml"],
+        &["get", "svc", "-w"],
+        &["events", "-w"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(args)
+            .env("SHOAL_SERVER", &server.url)
+            .env("RUST_BACKTRACE", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run shoal");
+        // The reader is gone before the first byte is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("shoal ends");
+        let err = stderr(&out);
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "shoal {args:?}: {err}"
+        );
+        assert!(
+            out.status.signal() == Some(libc::SIGPIPE) || out.status.success(),
+            "shoal {args:?} ends as a closed pipe ends a program: {:?} {err}",
+            out.status
+        );
+    }
 }
 
 #[test]

@@ -8,6 +8,7 @@
 
 mod error_chain;
 pub mod kinds;
+pub mod labels;
 pub mod meta;
 pub mod object;
 pub mod quantity;

@@ -1,5 +1,5 @@
 //! `shoal agent`: the node agent, running its tasks as containers through an OCI
-//! runtime; and `shoal monitor`, the per-container monitor process it starts.
+//! runtime, each under a `shoal-monitor` process of its own.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_agent::container::netlink::Netlink;
-use shoal_agent::container::{network, run_monitor, MonitorConfig, RuncConfig, RuncExecutor};
+use shoal_agent::container::{network, RuncConfig, RuncExecutor};
 use shoal_agent::image::PullOptions;
 use shoal_agent::node_api::NodeApi;
 use shoal_agent::{run_node, NodeConfig};
@@ -48,6 +48,24 @@ pub struct Args {
     /// The bridge's subnet: it takes the first address, containers the rest.
     #[arg(long, default_value = "172.30.0.0/16")]
     subnet: network::Subnet,
+    /// The per-container monitor program (default: `shoal-monitor` beside this binary).
+    #[arg(long)]
+    monitor: Option<PathBuf>,
+}
+
+/// The monitor program: as given, or `shoal-monitor` installed beside `shoal`.
+fn find_monitor(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let path = match given {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name(shoal_monitor::MONITOR_BIN),
+    };
+    if !path.is_file() {
+        anyhow::bail!(
+            "--monitor {}: not found (install shoal-monitor beside shoal, or name it)",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
 /// Finds `runtime` on PATH (or as given), so a missing runtime is one clear error.
@@ -81,6 +99,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     shoal_api::meta::check_name(&a.name, true)
         .map_err(|why| anyhow::anyhow!("--name {:?}: {why}", a.name))?;
     let runtime = find_runtime(&a.runtime)?;
+    let monitor_exe = find_monitor(a.monitor)?;
     if !a.listen.ip().is_loopback() && !a.insecure {
         anyhow::bail!(
             "--listen {}: the node API has no TLS yet; serve it on loopback, or pass --insecure on a trusted network",
@@ -100,7 +119,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     let executor = Arc::new(RuncExecutor::new(RuncConfig {
         data_dir: data_dir.clone(),
         runtime: runtime.display().to_string(),
-        monitor_exe: std::env::current_exe()?,
+        monitor_exe,
         pull: PullOptions {
             insecure_registries: a.insecure_registry,
         },
@@ -157,33 +176,4 @@ async fn shoal_api_serve(
     if let Err(e) = served {
         tracing::error!(error = %e, "node API stopped");
     }
-}
-
-#[derive(clap::Args)]
-pub struct MonitorArgs {
-    #[arg(long)]
-    dir: PathBuf,
-    #[arg(long)]
-    id: String,
-    #[arg(long)]
-    runtime: String,
-    #[arg(long)]
-    runtime_root: PathBuf,
-    #[arg(long, default_value_t = 10 << 20)]
-    log_max_size: u64,
-    #[arg(long, default_value_t = 3)]
-    log_max_files: u32,
-}
-
-/// Runs one container to its end (started by the agent; not for people).
-pub fn monitor(a: MonitorArgs) -> Outcome {
-    let code = run_monitor(&MonitorConfig {
-        dir: a.dir,
-        id: a.id,
-        runtime: a.runtime,
-        runtime_root: a.runtime_root,
-        max_size: a.log_max_size,
-        max_files: a.log_max_files,
-    })?;
-    Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

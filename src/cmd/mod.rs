@@ -13,11 +13,17 @@ pub mod image;
 pub mod logs;
 pub mod modify;
 pub mod node;
+pub mod ps;
+pub mod rename;
+pub mod rm;
 pub mod rollout;
+pub mod run;
 pub mod run_flags;
 pub mod scale;
 pub mod server;
 pub mod sim;
+pub mod start;
+pub mod stop;
 pub mod tasks;
 pub mod up;
 

@@ -91,7 +91,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     for i in 0..a.nodes {
         let name = format!("{}-{i}", a.prefix);
         let mut node_labels = labels.clone();
-        node_labels.insert("shoal.dev/simulated".into(), "true".into());
+        node_labels.insert(shoal_api::labels::SIMULATED.into(), "true".into());
         if let Some(extra) = per_node.get(&name) {
             node_labels.extend(extra.clone());
         }

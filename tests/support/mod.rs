@@ -338,3 +338,32 @@ pub fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// A named scenario against a shared fixture.
+pub type Scenario<F> = (&'static str, fn(&mut F));
+
+/// Runs each scenario against one expensive fixture (a server, an agent, a registry), as
+/// the store conformance suite runs its checks: every scenario runs even when one before
+/// it failed, and the failure names the scenarios that broke. `SHOAL_SCENARIO=TEXT`
+/// runs only those whose name contains TEXT.
+pub fn run_scenarios<F>(fixture: &mut F, scenarios: &[Scenario<F>]) {
+    let only = std::env::var("SHOAL_SCENARIO").ok();
+    let mut failed = Vec::new();
+    for (name, scenario) in scenarios {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        eprintln!("scenario {name}: started");
+        let started = std::time::Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(fixture)));
+        let took = started.elapsed().as_secs_f64();
+        match outcome {
+            Ok(()) => eprintln!("scenario {name}: ok ({took:.1}s)"),
+            Err(_) => {
+                eprintln!("scenario {name}: FAILED ({took:.1}s)");
+                failed.push(*name);
+            }
+        }
+    }
+    assert!(failed.is_empty(), "failed scenarios: {failed:?}");
+}

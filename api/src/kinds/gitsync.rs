@@ -87,13 +87,13 @@ impl Validate for GitSyncSpec {
 }
 
 /// The label a GitSync puts on every object it applies: `shoal.dev/gitsync: <name>`.
-pub const GITSYNC_LABEL: &str = "shoal.dev/gitsync";
+pub const GITSYNC_LABEL: &str = crate::labels::GITSYNC;
 /// Set (to any new value, a time by convention) to ask for a sync now rather than at the
 /// next interval; `shoal gitsync sync` and the webhook write it.
-pub const SYNC_REQUEST_ANNOTATION: &str = "shoal.dev/sync-requested";
+pub const SYNC_REQUEST_ANNOTATION: &str = crate::labels::SYNC_REQUESTED;
 /// `shoal.dev/reconcile: disabled` on a live object: its GitSync leaves it alone (no drift
 /// correction, no prune).
-pub const RECONCILE_ANNOTATION: &str = "shoal.dev/reconcile";
+pub const RECONCILE_ANNOTATION: &str = crate::labels::RECONCILE;
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]

@@ -187,7 +187,7 @@ fn is_zero(n: &u32) -> bool {
 
 /// Set by `shoal start` to the time it asked for an ended task to run again: the node
 /// starts the same container again, and its status may leave the ended state.
-pub const START_ANNOTATION: &str = "shoal.dev/start";
+pub const START_ANNOTATION: &str = crate::labels::START;
 
 impl Task {
     /// When `shoal start` last asked for this task to run again.

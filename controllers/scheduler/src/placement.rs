@@ -37,7 +37,7 @@ pub enum Placement {
 fn service_of(t: &Task) -> &str {
     t.metadata
         .labels
-        .get("shoal.dev/service")
+        .get(shoal_api::labels::SERVICE)
         .map(String::as_str)
         .unwrap_or_default()
 }
@@ -331,7 +331,7 @@ mod tests {
         let mut t = Task::new(format!("{service}.1"), spec);
         t.metadata
             .labels
-            .insert("shoal.dev/service".into(), service.into());
+            .insert(shoal_api::labels::SERVICE.into(), service.into());
         t
     }
 

@@ -3,13 +3,7 @@
 
 use shoal_api::{DesiredState, OwnerReference, Service, ServiceMode, ServiceSpec, Task, TaskSpec};
 
-pub const SERVICE: &str = "shoal.dev/service";
-pub const SLOT: &str = "shoal.dev/slot";
-pub const TEMPLATE: &str = "shoal.dev/template";
-pub const ATTEMPT: &str = "shoal.dev/attempt";
-pub const HISTORY: &str = "shoal.dev/history";
-pub const MODE: &str = "shoal.dev/mode";
-pub const RUN: &str = "shoal.dev/run";
+pub use shoal_api::labels::{ATTEMPT, HISTORY, MODE, RUN, SERVICE, SLOT, TEMPLATE};
 
 /// FNV-1a of the container fields: stable across builds and servers.
 pub fn template_hash(spec: &ServiceSpec) -> String {

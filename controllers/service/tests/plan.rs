@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use chrono::{Duration as Chrono, Utc};
+use shoal_api::labels;
 use shoal_api::{
     DesiredState, Node, OwnerReference, RestartCondition, Service, ServiceSpec, Task, TaskState,
     TaskStatus,
@@ -28,10 +29,10 @@ fn task(svc: &Service, slot: u32, state: TaskState, ago_secs: i64) -> Arc<Task> 
     t.spec.image = svc.spec.image.clone();
     t.spec.node = Some("n1".into());
     let labels = &mut t.metadata.labels;
-    labels.insert("shoal.dev/service".into(), "web".into());
-    labels.insert("shoal.dev/slot".into(), slot.to_string());
-    labels.insert("shoal.dev/template".into(), template_hash(&svc.spec));
-    labels.insert("shoal.dev/attempt".into(), "1".into());
+    labels.insert(labels::SERVICE.into(), "web".into());
+    labels.insert(labels::SLOT.into(), slot.to_string());
+    labels.insert(labels::TEMPLATE.into(), template_hash(&svc.spec));
+    labels.insert(labels::ATTEMPT.into(), "1".into());
     t.metadata.uid = Some(format!("t{slot}"));
     t.metadata.owner_references = vec![OwnerReference {
         kind: "Service".into(),
@@ -65,7 +66,7 @@ fn a_new_service_gets_one_task_per_slot() {
     let names: Vec<&str> = p.creates.iter().map(|t| t.metadata.name.as_str()).collect();
     assert_eq!(names, ["web.1", "web.2", "web.3"]);
     let t = &p.creates[0];
-    assert_eq!(t.metadata.labels["shoal.dev/service"], "web");
+    assert_eq!(t.metadata.labels[labels::SERVICE], "web");
     assert_eq!(t.metadata.owner_references[0].uid, "svc-uid");
     assert_eq!(p.status.replicas, 3);
     assert_eq!(p.status.observed_generation, Some(1));
@@ -84,7 +85,7 @@ fn a_failed_task_is_replaced_after_the_restart_delay() {
     );
     let later = plan(&svc, &[task(&svc, 1, TaskState::Failed, 6)]);
     assert_eq!(later.archives.len(), 1);
-    assert_eq!(later.creates[0].metadata.labels["shoal.dev/attempt"], "2");
+    assert_eq!(later.creates[0].metadata.labels[labels::ATTEMPT], "2");
     assert!(later
         .events
         .iter()
@@ -105,12 +106,12 @@ fn restart_condition_none_and_max_attempts_stop_replacements() {
     old.metadata.name = "web.1.1".into();
     old.metadata
         .labels
-        .insert("shoal.dev/history".into(), "true".into());
+        .insert(labels::HISTORY.into(), "true".into());
     let mut current = (*task(&svc, 1, TaskState::Failed, 60)).clone();
     current
         .metadata
         .labels
-        .insert("shoal.dev/attempt".into(), "2".into());
+        .insert(labels::ATTEMPT.into(), "2".into());
     let p = plan(&svc, &[Arc::new(old), Arc::new(current)]);
     assert!(
         p.creates.is_empty(),

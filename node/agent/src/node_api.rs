@@ -11,8 +11,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::container::logs::{self, LogQuery};
-use crate::container::monitor::LogLine;
 use crate::exec;
+use shoal_monitor::LogLine;
 
 pub struct NodeApi {
     containers: PathBuf,

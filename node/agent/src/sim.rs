@@ -64,7 +64,7 @@ fn is_job(task: &Task) -> bool {
     matches!(
         task.metadata
             .labels
-            .get("shoal.dev/mode")
+            .get(shoal_api::labels::MODE)
             .map(String::as_str),
         Some("job" | "cron")
     )

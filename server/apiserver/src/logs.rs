@@ -39,7 +39,7 @@ async fn tasks_of(objects: &ObjectStore, req: &pb::LogsRequest) -> Result<Vec<Ta
             items
                 .into_iter()
                 .flatten()
-                .filter(|t| t.metadata.labels.get("shoal.dev/service") == Some(&req.name))
+                .filter(|t| t.metadata.labels.get(shoal_api::labels::SERVICE) == Some(&req.name))
                 .collect()
         }
         other => {

@@ -324,7 +324,7 @@ impl Api for ApiService {
             .await
             .map_err(status_of)?
             .ok_or_else(not_found)?;
-        if let Some(svc) = old.metadata.labels.get("shoal.dev/service") {
+        if let Some(svc) = old.metadata.labels.get(shoal_api::labels::SERVICE) {
             return Err(Status::failed_precondition(format!(
                 "task/{} belongs to service/{svc}, whose tasks are named by slot",
                 req.name

@@ -50,6 +50,33 @@ pub enum ObjectError {
 
 pub type Result<T, E = ObjectError> = std::result::Result<T, E>;
 
+/// How often a read-modify-write reads again after losing a race before it reports the
+/// conflict. With a short pause between tries, sixteen outlast any burst of writers
+/// this store has seen (50 parallel `scale`s of one service).
+const RETRIES: u32 = 16;
+
+/// The pause before try `attempt + 1`: a few milliseconds, growing, jittered so that
+/// writers who collided do not collide again in step.
+async fn pause_before_retry(attempt: u32) {
+    use std::hash::{BuildHasher, Hasher};
+    let base = 2u64 << attempt.min(5);
+    // A fresh RandomState is seeded differently each time: cheap randomness.
+    let jitter = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+        % base;
+    tokio::time::sleep(std::time::Duration::from_millis(base / 2 + jitter)).await;
+}
+
+fn gave_up(kind: &str, name: &str, expected: Revision, current: Revision) -> ObjectError {
+    ObjectError::Conflict {
+        kind: kind.into(),
+        name: name.into(),
+        expected,
+        current,
+    }
+}
+
 /// What `apply` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplyOutcome {
@@ -510,7 +537,11 @@ impl ObjectStore {
     ) -> Result<(ApplyOutcome, DynamicObject)> {
         let kind = desc_of(&obj)?;
         let pinned = parse_rv(&obj)?;
-        for _ in 0..16 {
+        let mut seen = (0, 0);
+        for attempt in 0..RETRIES {
+            if attempt > 0 {
+                pause_before_retry(attempt).await;
+            }
             let current = self.get(kind, obj.name()).await?;
             let Some(current) = current else {
                 if pinned.is_some() {
@@ -548,22 +579,25 @@ impl ObjectStore {
             }
             match self.write(kind, merged, current_rv, None).await {
                 Ok(updated) => return Ok((ApplyOutcome::Configured, updated)),
-                Err(ObjectError::Conflict { .. }) if pinned.is_none() => continue,
+                Err(ObjectError::Conflict {
+                    expected, current, ..
+                }) if pinned.is_none() => seen = (expected, current),
                 Err(e) => return Err(e),
             }
         }
-        Err(ObjectError::Invalid(format!(
-            "{}/{} keeps changing under us; try again",
-            obj.kind,
-            obj.name()
-        )))
+        Err(gave_up(&obj.kind, obj.name(), seen.0, seen.1))
     }
 
     /// Deletes, or marks for deletion when finalizers remain.
     pub async fn delete(&self, kind: &KindDesc, name: &str) -> Result<DeleteOutcome> {
-        for _ in 0..16 {
+        let mut seen = 0;
+        for attempt in 0..RETRIES {
+            if attempt > 0 {
+                pause_before_retry(attempt).await;
+            }
             let current = self.get_existing(kind, name).await?;
             let rv = parse_rv(&current)?.unwrap_or(0);
+            seen = rv;
             let key = object_key(kind, name);
             if current.metadata.finalizers.is_empty() {
                 return match self.store.delete(&key, Some(rv)).await {
@@ -586,10 +620,60 @@ impl ObjectStore {
                 Err(e) => return Err(self.map_err(e, kind.kind, name)),
             }
         }
-        Err(ObjectError::Invalid(format!(
-            "{}/{name} keeps changing under us; try again",
-            kind.kind
-        )))
+        Err(gave_up(kind.kind, name, seen, seen))
+    }
+
+    /// Reads `name`, lets `f` change it and writes it back at the revision it read; a
+    /// lost race reads again and calls `f` again, up to a bound, after which it is a
+    /// `Conflict`. `f` returns `Ok(false)` to write nothing (then `Ok(None)`), or an
+    /// error to refuse. Labels, annotations, spec and status are all written as `f`
+    /// left them; server-set metadata is kept and `generation` moves if the spec did.
+    /// Every read-modify-write outside a controller's cache goes through here.
+    pub async fn modify<R: Resource>(
+        &self,
+        name: &str,
+        mut f: impl FnMut(&mut R) -> Result<bool>,
+    ) -> Result<Option<R>> {
+        let kind = shoal_api::kind_of::<R>();
+        let mut seen = (0, 0);
+        for attempt in 0..RETRIES {
+            if attempt > 0 {
+                pause_before_retry(attempt).await;
+            }
+            let current = self.get_existing(kind, name).await?;
+            let rv = parse_rv(&current)?.unwrap_or(0);
+            let mut typed: R = current.to_typed().map_err(|e| ObjectError::Corrupt {
+                key: object_key(kind, name),
+                why: e.to_string(),
+            })?;
+            if !f(&mut typed)? {
+                return Ok(None);
+            }
+            let next = DynamicObject::from_typed(&typed)
+                .map_err(|e| ObjectError::Invalid(e.to_string()))?;
+            let status = next.body.get("status").cloned();
+            let mut merged = merge_user_fields(&current, next);
+            match status {
+                Some(s) => merged.body.insert("status".into(), s),
+                None => merged.body.remove("status"),
+            };
+            match self.write(kind, merged, rv, None).await {
+                Ok(written) => {
+                    return written
+                        .to_typed()
+                        .map(Some)
+                        .map_err(|e| ObjectError::Corrupt {
+                            key: object_key(kind, name),
+                            why: e.to_string(),
+                        })
+                }
+                Err(ObjectError::Conflict {
+                    expected, current, ..
+                }) => seen = (expected, current),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(gave_up(kind.kind, name, seen.0, seen.1))
     }
 
     /// Changes to objects of `kind` from revision `from` (0: from now). A deleted

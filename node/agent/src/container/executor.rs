@@ -1,5 +1,5 @@
 //! The real executor: each task assigned to the node becomes a container run by an OCI
-//! runtime (runc by default) under a `shoal monitor` process of its own.
+//! runtime (runc by default) under a `shoal-monitor` process of its own.
 //!
 //! A task goes preparing (image pulled if missing, with progress in the message) →
 //! starting (overlay rootfs, runtime spec, monitor) → running → complete or failed with
@@ -20,13 +20,13 @@ use shoal_api::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::monitor::Exit;
 use super::network::Network;
 use super::ports::PortTable;
 use super::rootfs::{Overlay, RootfsLayout};
 use super::start::{network, relaunch, start};
 use crate::image::PullOptions;
 use crate::session::{Executor, Reporter};
+use shoal_monitor::Exit;
 
 #[derive(Debug, Clone)]
 pub struct RuncConfig {
@@ -34,7 +34,7 @@ pub struct RuncConfig {
     pub data_dir: PathBuf,
     /// The OCI runtime binary.
     pub runtime: String,
-    /// This binary, which runs `shoal monitor`.
+    /// The `shoal-monitor` program, one process per container.
     pub monitor_exe: PathBuf,
     pub pull: PullOptions,
     pub stop_grace: Duration,
@@ -157,6 +157,10 @@ impl Executor for RuncExecutor {
         let run_now = !terminal && (!stopping || on_disk);
         if stopping {
             entry.stop.cancel();
+            if !terminal && !on_disk {
+                // Stopped before it ever ran here: say so, or nothing would end it.
+                reporter.report(&task, &status(TaskState::Shutdown, "never started", None));
+            }
         }
         let (stop, remove, ended, task) = (
             entry.stop.clone(),
@@ -311,7 +315,8 @@ async fn supervise(
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 _ = stop.cancelled() => {
-                    let exit = stop_container(config, &dir, &id).await;
+                    let grace = stop_grace(config, &current(task));
+                    let exit = stop_container(config, &dir, &id, grace).await;
                     let mut s = status(TaskState::Shutdown, "stopped", Some(&id));
                     s.exit_code = exit.map(|e| e.exit_code);
                     reporter.report(&current(task), &s);
@@ -339,7 +344,8 @@ async fn supervise(
                     failures += 1;
                     if failures >= check.retries {
                         // Unhealthy: the task fails and its service replaces it.
-                        let exit = stop_container(config, &dir, &id).await;
+                        let grace = stop_grace(config, &current(task));
+                        let exit = stop_container(config, &dir, &id, grace).await;
                         let mut s = status(
                             TaskState::Failed,
                             format!(
@@ -439,10 +445,25 @@ async fn run_check(config: &RuncConfig, id: &str, check: &HealthCheck) -> Result
     }
 }
 
-/// SIGTERM, then SIGKILL after the grace period; the exit once recorded.
-async fn stop_container(config: &RuncConfig, dir: &Path, id: &str) -> Option<Exit> {
+/// The time between SIGTERM and SIGKILL: the stop's own (`shoal stop -t`), else the
+/// node's.
+fn stop_grace(config: &RuncConfig, task: &Task) -> Duration {
+    task.metadata
+        .annotations
+        .get(shoal_api::labels::STOP_GRACE_PERIOD)
+        .and_then(|g| g.parse::<shoal_api::Duration>().ok())
+        .map_or(config.stop_grace, |g| g.0)
+}
+
+/// SIGTERM, then SIGKILL after `grace`; the exit once recorded.
+async fn stop_container(
+    config: &RuncConfig,
+    dir: &Path,
+    id: &str,
+    grace: Duration,
+) -> Option<Exit> {
     let _ = runtime(config, &["kill", id, "TERM"]).await;
-    let deadline = tokio::time::Instant::now() + config.stop_grace;
+    let deadline = tokio::time::Instant::now() + grace;
     while tokio::time::Instant::now() < deadline {
         if let Some(e) = Exit::read(dir) {
             return Some(e);
@@ -463,7 +484,7 @@ async fn stop_container(config: &RuncConfig, dir: &Path, id: &str) -> Option<Exi
 /// its directory.
 async fn cleanup(config: &RuncConfig, id: &str, dir: &Path) {
     if Exit::read(dir).is_none() && runtime(config, &["state", id]).await.is_ok() {
-        stop_container(config, dir, id).await;
+        stop_container(config, dir, id, config.stop_grace).await;
     }
     let _ = runtime(config, &["delete", "--force", id]).await;
     if let Some(net) = &config.network {

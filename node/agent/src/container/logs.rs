@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::monitor::{Exit, LogLine, LOG_FILE};
+use shoal_monitor::{Exit, LogLine, LOG_FILE};
 
 /// Which lines to read.
 #[derive(Debug, Clone, Copy, Default)]
@@ -137,8 +137,8 @@ fn drain(path: &Path, offset: &mut u64, out: &mut Vec<LogLine>) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::monitor::JsonLog;
     use super::*;
+    use shoal_monitor::JsonLog;
 
     #[test]
     fn tail_and_since_span_rotated_files() {

@@ -5,7 +5,6 @@
 pub mod bundle;
 pub mod executor;
 pub mod logs;
-pub mod monitor;
 pub mod netlink;
 pub mod network;
 pub mod ports;
@@ -15,6 +14,5 @@ mod start;
 
 pub use bundle::{make_bundle, BundleError};
 pub use executor::{RuncConfig, RuncExecutor};
-pub use monitor::{run_monitor, MonitorConfig};
 pub use rootfs::{Mounter, Overlay, RootfsLayout};
 pub use spec::{runtime_spec, ContainerRequest, SpecError, DEFAULT_CAPABILITIES};

@@ -11,12 +11,12 @@ use shoal_api::{MountType, Task, TaskState};
 
 use super::bundle::make_bundle;
 use super::executor::{container_id, runtime, status, RuncConfig, RuncExecutor};
-use super::monitor::{Exit, EXIT_FILE, PID_FILE};
 use super::ports::PortLease;
 use super::rootfs::{Overlay, RootfsLayout};
 use super::spec::{ContainerMount, ContainerRequest};
 use crate::image::{self, ImageStore, Progress};
 use crate::session::Reporter;
+use shoal_monitor::{Exit, MonitorConfig, EXIT_FILE, PID_FILE};
 
 /// The same container again, with its writable layer and logs: the runtime forgets the
 /// old process, the monitor starts a new one.
@@ -122,7 +122,7 @@ pub(super) async fn network(
         Some(ip) if adopted => ip,
         _ => net.attach(id).await.map_err(|e| e.to_string())?.ip,
     };
-    let service = task.metadata.labels.get("shoal.dev/service");
+    let service = task.metadata.labels.get(shoal_api::labels::SERVICE);
     let ports = config
         .ports
         .publish(id, service.map(String::as_str), &task.spec.ports, ip)
@@ -174,15 +174,16 @@ async fn launch(config: &RuncConfig, task: &Task, dir: &Path, id: &str) -> Resul
     let max_size = logging.max_size.map_or(config.log_max_size, |s| s.0);
     let max_files = logging.max_file.unwrap_or(config.log_max_files);
     let root = RuncExecutor::runtime_root(&config.data_dir);
+    let monitor = MonitorConfig {
+        dir: dir.to_path_buf(),
+        id: id.to_string(),
+        runtime: config.runtime.clone(),
+        runtime_root: root,
+        max_size,
+        max_files,
+    };
     let mut cmd = tokio::process::Command::new(&config.monitor_exe);
-    cmd.arg("monitor")
-        .arg("--dir")
-        .arg(dir)
-        .args(["--id", id, "--runtime", &config.runtime])
-        .arg("--runtime-root")
-        .arg(&root)
-        .args(["--log-max-size", &max_size.to_string()])
-        .args(["--log-max-files", &max_files.to_string()])
+    cmd.args(monitor.to_args())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

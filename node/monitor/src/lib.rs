@@ -1,4 +1,4 @@
-//! The container monitor (conmon's and containerd-shim's job), run as `shoal monitor`
+//! The container monitor (conmon's and containerd-shim's job), run as `shoal-monitor`
 //! in a process of its own so that containers and their logs outlive the agent: it
 //! starts the runtime in the foreground, holds the container's stdout and stderr,
 //! writes them in Docker's json-file format with size-based rotation, and records the
@@ -29,6 +29,77 @@ pub struct MonitorConfig {
     pub runtime_root: PathBuf,
     pub max_size: u64,
     pub max_files: u32,
+}
+
+/// The program the agent starts once per container (installed beside `shoal`).
+pub const MONITOR_BIN: &str = "shoal-monitor";
+
+impl MonitorConfig {
+    /// The command line the agent starts the monitor with; [`MonitorConfig::from_args`]
+    /// reads it back.
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        let mut put = |flag: &str, value: &std::ffi::OsStr| {
+            args.push(flag.into());
+            args.push(value.into());
+        };
+        put("--dir", self.dir.as_os_str());
+        put("--id", self.id.as_ref());
+        put("--runtime", self.runtime.as_ref());
+        put("--runtime-root", self.runtime_root.as_os_str());
+        put("--log-max-size", self.max_size.to_string().as_ref());
+        put("--log-max-files", self.max_files.to_string().as_ref());
+        args
+    }
+
+    /// Reads the command line [`MonitorConfig::to_args`] wrote.
+    pub fn from_args(
+        args: impl IntoIterator<Item = std::ffi::OsString>,
+    ) -> Result<MonitorConfig, String> {
+        let mut dir = None;
+        let mut id = None;
+        let mut runtime = None;
+        let mut runtime_root = None;
+        let mut max_size = 10 << 20;
+        let mut max_files = 3;
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            let flag = flag.to_string_lossy().into_owned();
+            let value = args
+                .next()
+                .ok_or_else(|| format!("{flag}: needs a value"))?;
+            let text = || {
+                value
+                    .to_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("{flag}: not UTF-8"))
+            };
+            let number = |t: String| t.parse::<u64>().map_err(|e| format!("{flag} {t:?}: {e}"));
+            match flag.as_str() {
+                "--dir" => dir = Some(PathBuf::from(&value)),
+                "--id" => id = Some(text()?),
+                "--runtime" => runtime = Some(text()?),
+                "--runtime-root" => runtime_root = Some(PathBuf::from(&value)),
+                "--log-max-size" => max_size = number(text()?)?,
+                "--log-max-files" => {
+                    max_files =
+                        u32::try_from(number(text()?)?).map_err(|_| format!("{flag}: too large"))?
+                }
+                other => return Err(format!("{other}: unknown flag")),
+            }
+        }
+        fn need<T>(v: Option<T>, flag: &str) -> Result<T, String> {
+            v.ok_or_else(|| format!("{flag} is required"))
+        }
+        Ok(MonitorConfig {
+            dir: need(dir, "--dir")?,
+            id: need(id, "--id")?,
+            runtime: need(runtime, "--runtime")?,
+            runtime_root: need(runtime_root, "--runtime-root")?,
+            max_size,
+            max_files,
+        })
+    }
 }
 
 /// What `exit.json` says.
@@ -150,18 +221,19 @@ pub fn run_monitor(c: &MonitorConfig) -> io::Result<i32> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    let mut pumps = Vec::new();
-    if let Some(out) = child.stdout.take() {
+    // stdout on a thread of its own, stderr on this one: a thread less per container.
+    let stdout = child.stdout.take().map(|out| {
         let log = log.clone();
-        pumps.push(std::thread::spawn(move || pump(out, "stdout", log)));
-    }
+        std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || pump(out, "stdout", log))
+    });
     if let Some(err) = child.stderr.take() {
-        let log = log.clone();
-        pumps.push(std::thread::spawn(move || pump(err, "stderr", log)));
+        pump(err, "stderr", log.clone());
     }
     let status = child.wait()?;
-    for p in pumps {
-        let _ = p.join();
+    if let Some(Ok(t)) = stdout {
+        let _ = t.join();
     }
     use std::os::unix::process::ExitStatusExt;
     let code = status
@@ -181,6 +253,24 @@ pub fn run_monitor(c: &MonitorConfig) -> io::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_line_reads_back_as_written() {
+        let c = MonitorConfig {
+            dir: "/var/lib/shoal/containers/x".into(),
+            id: "shoal-x".into(),
+            runtime: "/usr/sbin/runc".into(),
+            runtime_root: "/run/shoal/runc".into(),
+            max_size: 1234,
+            max_files: 5,
+        };
+        let back = MonitorConfig::from_args(c.to_args()).expect("reads back");
+        assert_eq!(format!("{back:?}"), format!("{c:?}"));
+        let e = MonitorConfig::from_args(["--id".into()]).expect_err("no value");
+        assert_eq!(e, "--id: needs a value");
+        let e = MonitorConfig::from_args(["--id".into(), "x".into()]).expect_err("no dir");
+        assert_eq!(e, "--dir is required");
+    }
 
     #[test]
     fn logs_rotate_and_keep_max_files() {

@@ -1,0 +1,51 @@
+//! `shoal start`: an ended or stopped standalone task runs again in its container.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::modify::{modify, spec_mut};
+use super::tasks::{ended, task_json};
+use super::Context;
+use crate::Outcome;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(required = true)]
+    tasks: Vec<String>,
+}
+
+/// Runs ended tasks again, in the same container (its writable layer and log kept), as
+/// `docker start`; a task that still runs is left alone.
+pub async fn run(ctx: &Context, a: Args) -> Outcome {
+    for name in &a.tasks {
+        let t = task_json(ctx, name).await?;
+        if let Some(svc) = t["metadata"]["labels"][shoal_api::labels::SERVICE].as_str() {
+            anyhow::bail!(
+                "task/{name} belongs to service/{svc}: scale or update the service instead"
+            );
+        }
+        let mut t = t;
+        let stopping = t["spec"]["desiredState"] == "shutdown";
+        // A stop under way finishes first (it may take the grace period).
+        for _ in 0..600 {
+            if ended(&t) || !stopping {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            t = task_json(ctx, name).await?;
+        }
+        if ended(&t) || stopping {
+            let asked = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+            modify(ctx, "Task", name, |obj| {
+                obj.metadata
+                    .annotations
+                    .insert(shoal_api::START_ANNOTATION.into(), asked.clone());
+                spec_mut(obj)?.insert("desiredState".into(), "running".into());
+                Ok(())
+            })
+            .await?;
+        }
+        println!("{name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
