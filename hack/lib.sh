@@ -19,6 +19,8 @@ ensure_packages() {
     command -v lighttpd >/dev/null || missing+=(lighttpd)
     command -v curl >/dev/null || missing+=(curl)
     [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+    # gRPC reflection as Python clients ask for it (Debian's python3 and its grpcio).
+    /usr/bin/python3 -c 'import grpc' 2>/dev/null || missing+=(python3-grpcio)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "hack: installing ${missing[*]}" >&2
         local sudo=""

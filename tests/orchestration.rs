@@ -1,7 +1,7 @@
 //! Orchestration end to end: a real server (embedded store and etcd) with simulated
 //! nodes speaking the real agent API. Replicas converge, scale, roll out, roll back,
 //! jobs complete, cron ticks, drains empty nodes, dead nodes' tasks move, and an
-//! impossible constraint says so once.
+//! impossible constraint says so once, on the service.
 
 mod support;
 
@@ -215,18 +215,38 @@ fn scenario(server: &Server) {
     });
     ok(server.shoal(&["delete", "service", "tick"]));
 
-    // An impossible constraint: pending, with the reason, and one Warning.
-    apply(server, "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: nowhere}\nspec: {image: x, placement: {constraints: [\"node.labels.zone == mars\"]}}\n");
+    // An impossible constraint: 50 tasks pending with the reason; the service says why
+    // (Progressing False, Unschedulable) and carries one Warning, not one per task.
+    apply(server, "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: nowhere}\nspec: {image: x, replicas: 50, placement: {constraints: [\"node.labels.zone == mars\"]}}\n");
     wait("pending with a reason", 20, || {
-        tasks(server, "nowhere").iter().any(|t| {
-            state(t) == "pending"
-                && t["status"]["message"].as_str().is_some_and(|m| {
-                    m.contains("no suitable node") && m.contains("node.labels.zone == mars")
-                })
-        })
+        let all = tasks(server, "nowhere");
+        all.len() == 50
+            && all.iter().all(|t| {
+                state(t) == "pending"
+                    && t["status"]["message"].as_str().is_some_and(|m| {
+                        m.contains("no suitable node") && m.contains("node.labels.zone == mars")
+                    })
+            })
     });
+    wait("the service says why", 20, || {
+        service(server, "nowhere")["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| {
+                c["type"] == "Progressing"
+                    && c["status"] == "False"
+                    && c["reason"] == "Unschedulable"
+                    && c["message"].as_str().is_some_and(|m| {
+                        m.starts_with("50 tasks cannot be placed: ")
+                            && m.contains("constraint node.labels.zone == mars")
+                    })
+            })
+    });
+    let described = ok(server.shoal(&["describe", "service", "nowhere"]));
+    assert!(described.contains("Unschedulable"), "{described}");
     std::thread::sleep(Duration::from_secs(6)); // several scheduling rounds
-    let warnings: Vec<Value> = events_for(server, "task/nowhere.1")
+    let warnings: Vec<Value> = events_for(server, "service/nowhere")
         .into_iter()
         .filter(|e| e["reason"] == "FailedScheduling")
         .collect();
@@ -236,6 +256,19 @@ fn scenario(server: &Server) {
         "one Warning, not one per retry: {warnings:?}"
     );
     assert_eq!(warnings[0]["type"], "Warning");
+    assert!(
+        warnings[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("50 tasks cannot be placed")),
+        "{warnings:?}"
+    );
+    assert!(
+        events_for(server, "task/nowhere.1")
+            .iter()
+            .all(|e| e["reason"] != "FailedScheduling"),
+        "no Warning per task"
+    );
+    ok(server.shoal(&["delete", "service", "nowhere"]));
 
     // Drain empties a node; activate brings it back.
     let on_node = |node: &str| {

@@ -17,13 +17,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use shoal_api::{DesiredState, Node, Resource, Task, TaskState};
+use shoal_api::{DesiredState, EventType, Node, ObjectReference, Resource, Task, TaskState};
 use shoal_reconcile::{CancellationToken, EventRecorder, Informers, Reader};
 use shoal_store::objects::ObjectError;
 use shoal_store::ObjectStore;
 use tokio::sync::Notify;
 
 pub use placement::{place, place_all, snapshot, NodeInfo, Placement};
+
+/// How a task that fits nowhere says so in `status.message`, before the reasons.
+pub const NO_SUITABLE_NODE: &str = "no suitable node: ";
 
 /// Whether any node that passes `t`'s filters could take it whatever else lands there at
 /// the same time: no reservations, no host-mode ports, no per-node cap. Such a task can
@@ -135,16 +138,35 @@ async fn round(
     drop(_enter);
     let planning = started.elapsed();
     let bound = bind_all(objects, binds).await;
+    // Each task says why in its status; the Warning goes to its service, once for all
+    // of its tasks that fail for the same reason (50 replicas that fit nowhere are one
+    // event, not 50), and to a standalone task itself.
+    let mut by_service: HashMap<(ObjectReference, String), usize> = HashMap::new();
     for (task, reason) in unschedulable {
-        let message = format!("no suitable node: {reason}");
-        if warned.get(task.name()) == Some(&message) {
-            continue;
-        }
-        warned.insert(task.name().to_string(), message.clone());
+        let message = format!("{NO_SUITABLE_NODE}{reason}");
         if task.status.as_ref().map(|s| &s.message) != Some(&message) {
             set_pending_message(objects, &task, &message).await;
+        }
+        match owning_service(&task) {
+            Some(svc) => *by_service.entry((svc, reason)).or_default() += 1,
+            None => {
+                if warned.get(task.name()) != Some(&message) {
+                    warned.insert(task.name().to_string(), message.clone());
+                    events
+                        .warning(task.as_ref(), "FailedScheduling", &message)
+                        .await;
+                }
+            }
+        }
+    }
+    for ((svc, reason), count) in by_service {
+        let tasks = if count == 1 { "task" } else { "tasks" };
+        let message = format!("{count} {tasks} cannot be placed: {reason}");
+        let key = format!("service/{}", svc.name);
+        if warned.get(&key) != Some(&message) {
+            warned.insert(key, message.clone());
             events
-                .warning(task.as_ref(), "FailedScheduling", &message)
+                .record(svc, EventType::Warning, "FailedScheduling", &message)
                 .await;
         }
     }
@@ -174,6 +196,19 @@ async fn bind_all(objects: &ObjectStore, binds: Vec<(Arc<Task>, String)>) -> usi
         }
     }
     bound
+}
+
+/// The Service that made `task`, by its owner reference.
+fn owning_service(task: &Task) -> Option<ObjectReference> {
+    task.metadata
+        .owner_references
+        .iter()
+        .find(|o| o.kind == "Service")
+        .map(|o| ObjectReference {
+            kind: o.kind.clone(),
+            name: o.name.clone(),
+            uid: Some(o.uid.clone()),
+        })
 }
 
 async fn set_pending_message(objects: &ObjectStore, task: &Task, message: &str) {

@@ -18,8 +18,9 @@ use futures::StreamExt;
 use shoal_api::meta::set_condition;
 use shoal_api::{
     ConditionStatus, DesiredState, DynamicObject, Node, Resource, Service, ServiceMode, Task,
-    UpdateState,
+    TaskState, UpdateState,
 };
+use shoal_controller_scheduler::NO_SUITABLE_NODE;
 use shoal_reconcile::{
     Action, CancellationToken, Controller, ControllerConfig, EventRecorder, Informers, Reader,
 };
@@ -182,6 +183,14 @@ fn status(view: &View, idx: &plan::Index, wanted: &[plan::Slot], plan: &mut Plan
                     "RollingUpdate",
                     format!("{updated} of {desired} tasks updated"),
                 )
+            } else if let Some((count, why)) = unschedulable(idx) {
+                // Waiting on the scheduler, which cannot help: say why, not "Scaling".
+                let tasks = if count == 1 { "task" } else { "tasks" };
+                (
+                    ConditionStatus::False,
+                    "Unschedulable",
+                    format!("{count} {tasks} cannot be placed: {why}"),
+                )
             } else if running < desired {
                 (
                     ConditionStatus::True,
@@ -227,6 +236,28 @@ fn status(view: &View, idx: &plan::Index, wanted: &[plan::Slot], plan: &mut Plan
         }
         ServiceMode::Cron => {}
     }
+}
+
+/// How many live tasks fit on no node, and the reason the first of them gives.
+fn unschedulable(idx: &plan::Index) -> Option<(usize, String)> {
+    let mut stuck: Vec<&Task> = idx
+        .live
+        .values()
+        .map(|t| t.as_ref())
+        .filter(|t| plan::state(t) == TaskState::Pending)
+        .filter(|t| {
+            t.status
+                .as_ref()
+                .is_some_and(|s| s.message.starts_with(NO_SUITABLE_NODE))
+        })
+        .collect();
+    stuck.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let first = stuck.first()?.status.as_ref()?;
+    let why = first
+        .message
+        .trim_start_matches(NO_SUITABLE_NODE)
+        .to_string();
+    Some((stuck.len(), why))
 }
 
 async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, ServiceError> {

@@ -214,22 +214,30 @@ async fn apply_report(
     report: &TaskStatusReport,
 ) -> Result<(), String> {
     let reported = parse(report)?;
-    for _ in 0..8 {
-        let task: Task = match objects.get_typed(&report.task).await {
-            Ok(Some(t)) => t,
-            Ok(None) => return Err(format!("{}: no such task", report.task)),
-            Err(e) => return Err(format!("{}: {e}", report.task)),
-        };
-        let Some(status) = next_status(node, report, &task, &reported)? else {
-            return Ok(());
-        };
-        match objects.update_status_of(&task, &status).await {
-            Ok(_) => return Ok(()),
-            Err(ObjectError::Conflict { .. }) => continue,
-            Err(e) => return Err(format!("{}: {e}", report.task)),
-        }
+    let mut refused = None;
+    let written = objects
+        .modify::<Task>(&report.task, |task| {
+            match next_status(node, report, task, &reported) {
+                Ok(Some(status)) => {
+                    task.status = Some(status);
+                    Ok(true)
+                }
+                Ok(None) => Ok(false),
+                Err(why) => {
+                    refused = Some(why);
+                    Ok(false)
+                }
+            }
+        })
+        .await;
+    if let Some(why) = refused {
+        return Err(why);
     }
-    Err(format!("{}: kept changing; report again", report.task))
+    match written {
+        Ok(_) => Ok(()),
+        Err(ObjectError::NotFound { .. }) => Err(format!("{}: no such task", report.task)),
+        Err(e) => Err(format!("{}: {e}", report.task)),
+    }
 }
 
 /// The task's status after `reported`: Err when the node may not report it, Ok(None)

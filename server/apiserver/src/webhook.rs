@@ -142,32 +142,21 @@ impl Inner {
     }
 
     async fn request_sync(&self, name: &str) -> Result<(), ObjectError> {
-        let kind = shoal_api::kind_of::<GitSync>();
-        for _ in 0..10 {
-            let mut obj = self.objects.get_existing(kind, name).await?;
-            let suspended = obj
-                .body
-                .get("spec")
-                .and_then(|s| s.get("suspend"))
-                .and_then(|s| s.as_bool())
-                .unwrap_or(false);
-            if suspended {
-                return Err(ObjectError::Invalid(format!(
-                    "gitsync/{name} is suspended; resume it first"
-                )));
-            }
-            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-            obj.metadata
-                .annotations
-                .insert(SYNC_REQUEST_ANNOTATION.to_string(), now);
-            match self.objects.update(obj, None).await {
-                Err(ObjectError::Conflict { .. }) => continue,
-                other => return other.map(|_| ()),
-            }
-        }
-        Err(ObjectError::Invalid(format!(
-            "gitsync/{name} keeps changing; try again"
-        )))
+        self.objects
+            .modify::<GitSync>(name, |gs| {
+                if gs.spec.suspend {
+                    return Err(ObjectError::Invalid(format!(
+                        "gitsync/{name} is suspended; resume it first"
+                    )));
+                }
+                let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+                gs.metadata
+                    .annotations
+                    .insert(SYNC_REQUEST_ANNOTATION.to_string(), now);
+                Ok(true)
+            })
+            .await
+            .map(|_| ())
     }
 }
 

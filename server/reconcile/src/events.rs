@@ -5,7 +5,13 @@
 //! the Event to a store lease granted for `ttl`, rotated every `ttl/10`, so an Event
 //! lives about `ttl` after it last happened (Kubernetes keeps events for an hour the
 //! same way).
+//!
+//! Similar events (one object, type, reason and source, with different messages) are
+//! combined as client-go's correlator does: past [`AGGREGATE_AFTER`] distinct messages
+//! within [`AGGREGATE_WINDOW`], the rest go to one Event whose message reads
+//! `(combined from similar events): <the latest>` and whose `count` grows.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -16,12 +22,22 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 pub const DEFAULT_EVENT_TTL: Duration = Duration::from_secs(3600);
+/// client-go's figures: more than 10 similar events in 10 minutes are combined.
+pub const AGGREGATE_AFTER: usize = 10;
+pub const AGGREGATE_WINDOW: Duration = Duration::from_secs(600);
+const COMBINED: &str = "(combined from similar events): ";
+/// The recorder forgets the oldest windows past this many objects.
+const SIMILAR_TRACKED: usize = 10_000;
+
+/// Distinct messages seen per (object, type, reason) since the window began.
+type Similar = HashMap<String, (Instant, HashSet<u64>)>;
 
 pub struct EventRecorder {
     objects: ObjectStore,
     source: String,
     ttl: Duration,
     lease: Mutex<Option<(LeaseId, Instant)>>,
+    similar: std::sync::Mutex<Similar>,
 }
 
 impl EventRecorder {
@@ -35,6 +51,7 @@ impl EventRecorder {
             source: source.into(),
             ttl,
             lease: Mutex::new(None),
+            similar: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -57,8 +74,12 @@ impl EventRecorder {
         message: &str,
     ) {
         tracing::info!(object = %format!("{}/{}", involved.kind, involved.name), %type_, reason, message, "event");
+        let combined = self.is_one_too_many(&involved, type_, reason, message);
         for _ in 0..5 {
-            match self.try_record(&involved, type_, reason, message).await {
+            match self
+                .try_record(&involved, type_, reason, message, combined)
+                .await
+            {
                 Ok(()) => return,
                 Err(ObjectError::Conflict { .. } | ObjectError::AlreadyExists { .. }) => continue,
                 Err(e) => {
@@ -67,6 +88,35 @@ impl EventRecorder {
                 }
             }
         }
+    }
+
+    /// Whether this event is past the similar ones an object may have on its own.
+    fn is_one_too_many(
+        &self,
+        involved: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) -> bool {
+        let key = format!(
+            "{}/{}/{}/{type_}/{reason}",
+            involved.kind,
+            involved.name,
+            involved.uid.as_deref().unwrap_or_default()
+        );
+        let mut similar = self.similar.lock().unwrap_or_else(|p| p.into_inner());
+        if similar.len() >= SIMILAR_TRACKED {
+            similar.retain(|_, (since, _)| since.elapsed() < AGGREGATE_WINDOW);
+        }
+        let (since, seen) = similar
+            .entry(key)
+            .or_insert_with(|| (Instant::now(), HashSet::new()));
+        if since.elapsed() >= AGGREGATE_WINDOW {
+            *since = Instant::now();
+            seen.clear();
+        }
+        seen.insert(fnv1a([message]));
+        seen.len() > AGGREGATE_AFTER
     }
 
     async fn current_lease(&self) -> Result<LeaseId, ObjectError> {
@@ -87,14 +137,23 @@ impl EventRecorder {
         type_: EventType,
         reason: &str,
         message: &str,
+        combined: bool,
     ) -> Result<(), ObjectError> {
-        let name = event_name(involved, type_, reason, message, &self.source);
+        // A combined event is named without its message, so every later one lands on it.
+        let named_by = if combined { COMBINED } else { message };
+        let name = event_name(involved, type_, reason, named_by, &self.source);
+        let message = if combined {
+            format!("{COMBINED}{message}")
+        } else {
+            message.to_string()
+        };
         let lease = self.current_lease().await?;
         let now = Utc::now();
         match self.objects.get_typed::<Event>(&name).await? {
             Some(mut ev) => {
                 ev.count += 1;
                 ev.last_timestamp = now;
+                ev.message = message;
                 let obj = shoal_api::DynamicObject::from_typed(&ev)
                     .map_err(|e| ObjectError::Invalid(e.to_string()))?;
                 self.objects.update(obj, Some(lease)).await.map(|_| ())
@@ -106,7 +165,7 @@ impl EventRecorder {
                     metadata: ObjectMeta::named(name),
                     type_,
                     reason: reason.into(),
-                    message: message.into(),
+                    message,
                     involved_object: involved.clone(),
                     count: 1,
                     first_timestamp: now,
@@ -131,6 +190,18 @@ pub fn reference<R: Resource>(obj: &R) -> ObjectReference {
 
 /// `<kind>.<name>.<hash>`: one Event per distinct occurrence on one object. The hash
 /// is FNV-1a, stable across builds, so every server names the same event the same way.
+/// FNV-1a over the parts, each ended by a byte no UTF-8 text has.
+fn fnv1a<'a>(parts: impl IntoIterator<Item = &'a str>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain([0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
 fn event_name(
     involved: &ObjectReference,
     type_: EventType,
@@ -138,9 +209,8 @@ fn event_name(
     message: &str,
     source: &str,
 ) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let uid = involved.uid.as_deref().unwrap_or_default();
-    for part in [
+    let h = fnv1a([
         involved.kind.as_str(),
         &involved.name,
         uid,
@@ -148,12 +218,7 @@ fn event_name(
         reason,
         message,
         source,
-    ] {
-        for b in part.bytes().chain([0xff]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
+    ]);
     format!(
         "{}.{}.{h:016x}",
         involved.kind.to_ascii_lowercase(),

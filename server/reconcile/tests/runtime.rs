@@ -287,3 +287,48 @@ async fn leadership_passes_on_when_the_leader_resigns() {
     b_stop.cancel();
     b.await.expect("b stops");
 }
+
+/// More than ten similar events on one object in ten minutes are one Event with a count,
+/// as client-go's correlator combines them; other objects and reasons are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn similar_events_are_combined_past_ten() {
+    let (_dir, _store, objects) = store();
+    let net: Network = objects
+        .create(network("front"), None)
+        .await
+        .expect("create")
+        .to_typed()
+        .expect("typed");
+    let recorder = EventRecorder::new(objects.clone(), "test-controller");
+    for i in 0..25 {
+        recorder
+            .warning(
+                &net,
+                "FailedScheduling",
+                &format!("{i} tasks cannot be placed"),
+            )
+            .await;
+    }
+    recorder.normal(&net, "Created", "network created").await;
+    let kind = kind_by_name("Event").expect("kind");
+    let (events, _) = objects.list(kind).await.expect("list");
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| e.body["reason"] == "FailedScheduling")
+        .collect();
+    assert_eq!(failed.len(), 11, "ten alone, then one combined: {failed:?}");
+    let combined = failed
+        .iter()
+        .find(|e| {
+            e.body["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("(combined from similar events): "))
+        })
+        .expect("a combined event");
+    assert_eq!(combined.body["count"], 15);
+    assert_eq!(
+        combined.body["message"],
+        "(combined from similar events): 24 tasks cannot be placed"
+    );
+    assert!(events.iter().any(|e| e.body["reason"] == "Created"));
+}

@@ -646,11 +646,23 @@ impl ObjectStore {
                 key: object_key(kind, name),
                 why: e.to_string(),
             })?;
+            let to_dynamic = |t: &R| {
+                DynamicObject::from_typed(t).map_err(|e| ObjectError::Invalid(e.to_string()))
+            };
+            // As decoded, to tell what `f` changed from what decoding normalized (a
+            // default written out): only a change of `f`'s is a new spec.
+            let before = to_dynamic(&typed)?;
             if !f(&mut typed)? {
                 return Ok(None);
             }
-            let next = DynamicObject::from_typed(&typed)
-                .map_err(|e| ObjectError::Invalid(e.to_string()))?;
+            let mut next = to_dynamic(&typed)?;
+            if next.user_body() == before.user_body() {
+                let status = next.body.remove("status");
+                next.body = current.user_body();
+                if let Some(status) = status {
+                    next.body.insert("status".into(), status);
+                }
+            }
             let status = next.body.get("status").cloned();
             let mut merged = merge_user_fields(&current, next);
             match status {
