@@ -259,7 +259,7 @@ fn scenario(server: &Server) {
     assert!(
         warnings[0]["message"]
             .as_str()
-            .is_some_and(|m| m.starts_with("50 tasks cannot be placed")),
+            .is_some_and(|m| m.starts_with("its tasks cannot be placed: ")),
         "{warnings:?}"
     );
     assert!(

@@ -12,7 +12,7 @@
 
 mod placement;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -141,14 +141,16 @@ async fn round(
     // Each task says why in its status; the Warning goes to its service, once for all
     // of its tasks that fail for the same reason (50 replicas that fit nowhere are one
     // event, not 50), and to a standalone task itself.
-    let mut by_service: HashMap<(ObjectReference, String), usize> = HashMap::new();
+    let mut by_service: HashSet<(ObjectReference, String)> = HashSet::new();
     for (task, reason) in unschedulable {
         let message = format!("{NO_SUITABLE_NODE}{reason}");
         if task.status.as_ref().map(|s| &s.message) != Some(&message) {
             set_pending_message(objects, &task, &message).await;
         }
         match owning_service(&task) {
-            Some(svc) => *by_service.entry((svc, reason)).or_default() += 1,
+            Some(svc) => {
+                by_service.insert((svc, reason));
+            }
             None => {
                 if warned.get(task.name()) != Some(&message) {
                     warned.insert(task.name().to_string(), message.clone());
@@ -159,9 +161,10 @@ async fn round(
             }
         }
     }
-    for ((svc, reason), count) in by_service {
-        let tasks = if count == 1 { "task" } else { "tasks" };
-        let message = format!("{count} {tasks} cannot be placed: {reason}");
+    // The message leaves the count out (the service's condition has it): tasks created
+    // over several rounds are one Warning, not one per count seen.
+    for (svc, reason) in by_service {
+        let message = format!("its tasks cannot be placed: {reason}");
         let key = format!("service/{}", svc.name);
         if warned.get(&key) != Some(&message) {
             warned.insert(key, message.clone());
