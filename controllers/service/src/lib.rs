@@ -316,7 +316,7 @@ fn place_on_creation(ctx: &Context, mut creates: Vec<Task>) -> Vec<Task> {
 async fn execute(svc: &Service, ctx: &Context, plan: Plan) -> Result<Action, ServiceError> {
     let objects = &ctx.objects;
     let kind = shoal_api::kind_of::<Task>();
-    // Archive: copy to the history name (same uid), then free the live name.
+    // Archive: the task moves to its history name (same uid) in one step.
     let archived = futures::stream::iter(plan.archives.iter().cloned())
         .map(|t| async move {
             let mut copy = (*t).clone();
@@ -327,18 +327,25 @@ async fn execute(svc: &Service, ctx: &Context, plan: Plan) -> Result<Action, Ser
                 .insert(template::HISTORY.into(), "true".into());
             let obj = DynamicObject::from_typed(&copy)
                 .map_err(|e| ObjectError::Invalid(e.to_string()))?;
-            match objects.create_preserving_identity(obj).await {
-                Ok(_) | Err(ObjectError::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e),
-            }
-            let rv = t.metadata.revision();
-            match objects
-                .raw()
-                .delete(&shoal_store::objects::object_key(kind, t.name()), rv)
-                .await
-            {
-                Ok(_) | Err(shoal_store::StoreError::NotFound { .. }) => Ok(()),
-                Err(e) => Err(e.into()),
+            match objects.rename(t.name(), obj).await {
+                Ok(_) | Err(ObjectError::NotFound { .. }) => Ok(()),
+                // Archived before by a server that copied and then deleted, and stopped
+                // in between: the copy is this task, so only the live name is left.
+                Err(ObjectError::AlreadyExists { .. }) => {
+                    let copy = objects.get_typed::<Task>(&copy.metadata.name).await?;
+                    if copy.is_none_or(|c| c.metadata.uid != t.metadata.uid) {
+                        return Err(ObjectError::Invalid(format!(
+                            "task/{}: its history name is taken by another task",
+                            t.name()
+                        )));
+                    }
+                    let rv = t.metadata.revision().unwrap_or(0);
+                    match objects.delete_at(kind, t.name(), rv).await {
+                        Ok(()) | Err(ObjectError::NotFound { .. }) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
             }
         })
         .buffer_unordered(CONCURRENCY)

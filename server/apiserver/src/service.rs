@@ -330,25 +330,15 @@ impl Api for ApiService {
                 req.name
             )));
         }
-        // The same object (uid and all) under the new name, then the old name freed;
-        // the node keys containers by uid, so the container carries on.
-        let mut renamed = old.clone();
+        // The same object (uid and all) under the new name, the old name freed in the
+        // same step; the node keys containers by uid, so the container carries on.
+        let mut renamed = old;
         renamed.metadata.name = req.new_name.clone();
         let created = self
             .objects
-            .create_preserving_identity(renamed)
+            .rename(&req.name, renamed)
             .await
             .map_err(status_of)?;
-        let key = shoal_store::objects::object_key(kind, &req.name);
-        if let Err(e) = self
-            .objects
-            .raw()
-            .delete(&key, old.metadata.revision())
-            .await
-        {
-            let _ = self.objects.delete(kind, &req.new_name).await;
-            return Err(status_of(e.into()));
-        }
         tracing::info!(new_name = %req.new_name, "rename");
         Ok(Response::new(pb::ObjectResponse {
             json: to_json(&created)?,

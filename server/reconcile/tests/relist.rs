@@ -42,6 +42,15 @@ impl Store for CompactsFirstWatch {
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision> {
         self.inner.delete(key, expected).await
     }
+    async fn rename(
+        &self,
+        from: &str,
+        expected: Revision,
+        to: &str,
+        value: Vec<u8>,
+    ) -> Result<Revision> {
+        self.inner.rename(from, expected, to, value).await
+    }
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
         let first = !std::mem::replace(&mut *self.tripped.lock().expect("lock"), true);
         if first {

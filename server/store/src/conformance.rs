@@ -36,6 +36,9 @@ pub fn checks() -> Vec<(&'static str, Check)> {
         ("batches_report_each_outcome", |s, p| {
             Box::pin(batches(s, p))
         }),
+        ("rename_moves_a_key_in_one_step", |s, p| {
+            Box::pin(rename(s, p))
+        }),
     ]
 }
 
@@ -52,6 +55,64 @@ async fn next_event(stream: &mut WatchStream) -> WatchEvent {
         Ok(Some(Ok(ev))) => ev,
         other => panic!("expected a watch event, got {other:?}"),
     }
+}
+
+async fn rename(store: Arc<dyn Store>, p: String) {
+    let (a, b, c) = (format!("{p}a"), format!("{p}b"), format!("{p}c"));
+    let ra = store
+        .create(&a, b"one".to_vec(), None)
+        .await
+        .expect("create a");
+    let rc = store
+        .create(&c, b"taken".to_vec(), None)
+        .await
+        .expect("create c");
+    let mut watch = store.watch(&p, rc + 1).await.expect("watch");
+    // Each refusal leaves both keys as they were.
+    let stale = store.rename(&a, ra + 100, &b, b"two".to_vec()).await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { .. })),
+        "{stale:?}"
+    );
+    let taken = store.rename(&a, ra, &c, b"two".to_vec()).await;
+    assert!(
+        matches!(&taken, Err(StoreError::AlreadyExists { key }) if *key == c),
+        "{taken:?}"
+    );
+    let missing = store.rename(&b, 1, &format!("{p}d"), b"x".to_vec()).await;
+    assert!(
+        matches!(&missing, Err(StoreError::NotFound { key }) if *key == b),
+        "{missing:?}"
+    );
+    assert_eq!(
+        store.get(&a).await.expect("get").map(|kv| kv.value),
+        Some(b"one".to_vec())
+    );
+    assert!(store.get(&b).await.expect("get").is_none());
+    let moved = store
+        .rename(&a, ra, &b, b"two".to_vec())
+        .await
+        .expect("rename");
+    assert!(moved > ra);
+    assert!(
+        store.get(&a).await.expect("get").is_none(),
+        "the old key is gone"
+    );
+    let kv = store
+        .get(&b)
+        .await
+        .expect("get")
+        .expect("the new key is there");
+    assert_eq!(kv.value, b"two");
+    // Watchers see the new key put and the old one deleted, nothing else.
+    let first = next_event(&mut watch).await;
+    let second = next_event(&mut watch).await;
+    let mut seen = vec![
+        (first.event_type, first.kv.key.clone()),
+        (second.event_type, second.kv.key.clone()),
+    ];
+    seen.sort_by(|x, y| x.1.cmp(&y.1));
+    assert_eq!(seen, vec![(EventType::Delete, a), (EventType::Put, b)]);
 }
 
 async fn crud(store: Arc<dyn Store>, p: String) {

@@ -349,6 +349,44 @@ impl Store for EtcdStore {
         outcome.map_err(|current| mismatch(key, expected.unwrap_or(0), current))
     }
 
+    async fn rename(
+        &self,
+        from: &str,
+        expected: Revision,
+        to: &str,
+        value: Vec<u8>,
+    ) -> Result<Revision> {
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(from, CompareOp::Equal, expected),
+                Compare::create_revision(to, CompareOp::Equal, 0),
+            ])
+            .and_then([TxnOp::put(to, value, None), TxnOp::delete(from, None)])
+            .or_else([TxnOp::get(from, None), TxnOp::get(to, None)]);
+        let resp = self.client().txn(txn).await.map_err(etcd_err)?;
+        if resp.succeeded() {
+            return Ok(resp.header().map(|h| h.revision()).unwrap_or(0));
+        }
+        let found: Vec<Option<Revision>> = resp
+            .op_responses()
+            .into_iter()
+            .map(|r| match r {
+                etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
+                _ => None,
+            })
+            .collect();
+        match (
+            found.first().copied().flatten(),
+            found.get(1).copied().flatten(),
+        ) {
+            (Some(current), _) if current != expected => {
+                Err(mismatch(from, expected, Some(current)))
+            }
+            (None, _) => Err(mismatch(from, expected, None)),
+            _ => Err(StoreError::AlreadyExists { key: to.into() }),
+        }
+    }
+
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
         self.watch_prefix(prefix, from, true).await
     }

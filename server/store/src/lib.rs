@@ -159,6 +159,16 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Deletes `key`, only if its `mod_revision` is `expected` when one is given.
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision>;
+    /// Moves `from` (only if its `mod_revision` is `expected`) to `to` (only if absent),
+    /// stored as `value`: both happen, or neither, also across a crash. `NotFound` names
+    /// `from`, `AlreadyExists` names `to`.
+    async fn rename(
+        &self,
+        from: &str,
+        expected: Revision,
+        to: &str,
+        value: Vec<u8>,
+    ) -> Result<Revision>;
     /// Changes under `prefix` from revision `from` on (0: from now).
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream>;
     /// As [`watch`](Self::watch), but events may come without `prev` where that saves

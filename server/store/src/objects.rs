@@ -623,6 +623,48 @@ impl ObjectStore {
         Err(gave_up(kind.kind, name, seen, seen))
     }
 
+    /// Deletes `name` only if it is still at revision `expected` (finalizers aside): for a
+    /// deletion decided on what was read, which must not hit a successor of that name.
+    pub async fn delete_at(&self, kind: &KindDesc, name: &str, expected: Revision) -> Result<()> {
+        self.store
+            .delete(&object_key(kind, name), Some(expected))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.map_err(e, kind.kind, name))
+    }
+
+    /// Moves the object read as `old_name` (its `resourceVersion` the precondition) to
+    /// `moved.metadata.name`, as `moved` says, keeping its identity (uid, creation time,
+    /// generation): one atomic store step, so no crash leaves it under both names or
+    /// neither. A task moving to its history name, or `shoal rename`, goes this way.
+    pub async fn rename(&self, old_name: &str, moved: DynamicObject) -> Result<DynamicObject> {
+        let kind = desc_of(&moved)?;
+        let expected = parse_rv(&moved)?.ok_or_else(|| {
+            ObjectError::Invalid(format!(
+                "{}/{old_name}: a rename needs the resourceVersion it read",
+                kind.kind
+            ))
+        })?;
+        let mut moved = moved;
+        moved.metadata.resource_version = None;
+        let new_name = moved.name().to_string();
+        let rev = self
+            .store
+            .rename(
+                &object_key(kind, old_name),
+                expected,
+                &object_key(kind, &new_name),
+                encode(&moved)?,
+            )
+            .await
+            .map_err(|e| match e {
+                StoreError::AlreadyExists { .. } => self.map_err(e, kind.kind, &new_name),
+                other => self.map_err(other, kind.kind, old_name),
+            })?;
+        moved.metadata.resource_version = Some(rev.to_string());
+        Ok(moved)
+    }
+
     /// Reads `name`, lets `f` change it and writes it back at the revision it read; a
     /// lost race reads again and calls `f` again, up to a bound, after which it is a
     /// `Conflict`. `f` returns `Ok(false)` to write nothing (then `Ok(None)`), or an

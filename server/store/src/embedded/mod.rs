@@ -195,6 +195,22 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn rename(
+        &self,
+        from: &str,
+        expected: Revision,
+        to: &str,
+        value: Vec<u8>,
+    ) -> Result<Revision> {
+        self.send(Op::Rename {
+            from: from.to_string(),
+            expected,
+            to: to.to_string(),
+            value,
+        })
+        .await
+    }
+
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
         watch::start(
             self.db.clone(),

@@ -31,6 +31,12 @@ pub enum Op {
         key: String,
         expected: Option<Revision>,
     },
+    Rename {
+        from: String,
+        expected: Revision,
+        to: String,
+        value: Vec<u8>,
+    },
     GrantLease {
         ttl: Duration,
     },
@@ -278,6 +284,28 @@ impl Writer {
                     }
                 }
                 self.remove(t, current, events, changes)
+            }
+            Op::Rename {
+                from,
+                expected,
+                to,
+                value,
+            } => {
+                // Every precondition before the first change: one op is all or nothing.
+                let current = self.current(t, from)?;
+                if current.mod_revision != *expected {
+                    return Err(StoreError::Conflict {
+                        key: from.clone(),
+                        expected: *expected,
+                        current: current.mod_revision,
+                    });
+                }
+                if t.kv.get(to.as_str()).map_err(backend_err)?.is_some() {
+                    return Err(StoreError::AlreadyExists { key: to.clone() });
+                }
+                let rev = self.put(t, to, value, None, None, events, changes)?;
+                self.remove(t, current, events, changes)?;
+                Ok(rev)
             }
             Op::GrantLease { ttl } => {
                 let id = self.next_lease;
