@@ -40,8 +40,17 @@ fn web(image: &str, replicas: u32, update: &str) -> String {
     )
 }
 
-fn scenario(server: &Server) {
-    let mut first = server.sim(&[
+/// The stop-first update policy the web service starts with.
+const UPDATE: &str = "{monitor: 1s, parallelism: 1, order: stop-first, failureAction: rollback}";
+
+/// What the scenarios share: a server and four simulated nodes (`a-0..a-3`).
+struct Cluster<'a> {
+    server: &'a Server,
+    first: Sim,
+}
+
+fn scenarios(server: &Server) {
+    let first = server.sim(&[
         "--nodes",
         "4",
         "--prefix",
@@ -59,10 +68,49 @@ fn scenario(server: &Server) {
             .as_array()
             .is_some_and(|n| n.iter().filter(|n| n["status"]["state"] == "ready").count() == 4)
     });
+    let mut cluster = Cluster { server, first };
+    run_scenarios(
+        &mut cluster,
+        &[
+            (
+                "replicas_converge_and_spread_across_nodes",
+                replicas_converge_and_spread_across_nodes,
+            ),
+            ("scale_up_and_down", scale_up_and_down),
+            (
+                "a_stop_first_rolling_update_one_at_a_time",
+                a_stop_first_rolling_update_one_at_a_time,
+            ),
+            (
+                "a_start_first_update_runs_old_and_new_side_by_side",
+                a_start_first_update_runs_old_and_new_side_by_side,
+            ),
+            (
+                "a_failing_version_is_rolled_back",
+                a_failing_version_is_rolled_back,
+            ),
+            ("a_job_runs_to_completion", a_job_runs_to_completion),
+            ("cron_starts_a_run_per_tick", cron_starts_a_run_per_tick),
+            (
+                "an_impossible_constraint_says_why_on_the_service",
+                an_impossible_constraint_says_why_on_the_service,
+            ),
+            (
+                "drain_empties_a_node_and_activate_brings_it_back",
+                drain_empties_a_node_and_activate_brings_it_back,
+            ),
+            (
+                "a_dead_node_s_tasks_are_replaced_on_the_others",
+                a_dead_node_s_tasks_are_replaced_on_the_others,
+            ),
+        ],
+    );
+}
 
+fn replicas_converge_and_spread_across_nodes(c: &mut Cluster) {
+    let server = c.server;
     // Replicas converge.
-    let update = "{monitor: 1s, parallelism: 1, order: stop-first, failureAction: rollback}";
-    apply(server, &web("good/web:1", 3, update));
+    apply(server, &web("good/web:1", 3, UPDATE));
     wait("3 running", 20, || live_running(server, "web").len() == 3);
     let svc = service(server, "web");
     assert_eq!(svc["status"]["runningReplicas"], 3, "{svc}");
@@ -78,7 +126,10 @@ fn scenario(server: &Server) {
         .map(|t| t["spec"]["node"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(spread.len(), 3, "a service's tasks spread across nodes");
+}
 
+fn scale_up_and_down(c: &mut Cluster) {
+    let server = c.server;
     // Scale up and down.
     assert!(ok(server.shoal(&["scale", "service/web=6"])).contains("scaled to 6"));
     wait("6 running", 20, || live_running(server, "web").len() == 6);
@@ -90,9 +141,12 @@ fn scenario(server: &Server) {
         has_event(server, "service/web", "ScaledUp")
             && has_event(server, "service/web", "ScaledDown")
     );
+}
 
+fn a_stop_first_rolling_update_one_at_a_time(c: &mut Cluster) {
+    let server = c.server;
     // A rolling update, stop-first, one at a time; rollout status follows it.
-    apply(server, &web("good/web:2", 2, update));
+    apply(server, &web("good/web:2", 2, UPDATE));
     let status = server.shoal(&["rollout", "status", "service/web"]);
     assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
     assert!(
@@ -116,7 +170,10 @@ fn scenario(server: &Server) {
             .any(|t| !is_live(t) && t["spec"]["image"] == "good/web:1"),
         "old tasks kept as history"
     );
+}
 
+fn a_start_first_update_runs_old_and_new_side_by_side(c: &mut Cluster) {
+    let server = c.server;
     // start-first: the new task runs before the old one stops.
     apply(
         server,
@@ -152,9 +209,12 @@ fn scenario(server: &Server) {
     wait("start-first rollout complete", 30, || {
         service(server, "web")["status"]["update"]["state"] == "completed"
     });
+}
 
+fn a_failing_version_is_rolled_back(c: &mut Cluster) {
+    let server = c.server;
     // A failing version is rolled back automatically.
-    apply(server, &web("bad/web:4", 2, update));
+    apply(server, &web("bad/web:4", 2, UPDATE));
     let status = server.shoal(&["rollout", "status", "service/web"]);
     assert_eq!(
         status.status.code(),
@@ -179,7 +239,10 @@ fn scenario(server: &Server) {
         history.contains("bad/web:4") && history.contains("rollback"),
         "{history}"
     );
+}
 
+fn a_job_runs_to_completion(c: &mut Cluster) {
+    let server = c.server;
     // A job runs to completion.
     apply(server, "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: batch}\nspec: {image: tools:1, mode: job, job: {completions: 3, parallelism: 2}}\n");
     wait("job complete", 30, || {
@@ -191,7 +254,10 @@ fn scenario(server: &Server) {
             })
     });
     assert!(has_event(server, "service/batch", "JobCompleted"));
+}
 
+fn cron_starts_a_run_per_tick(c: &mut Cluster) {
+    let server = c.server;
     // Cron: a run per tick (a six-field schedule ticks every two seconds here).
     apply(server, "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: tick}\nspec: {image: tools:1, mode: cron, cron: {schedule: \"*/2 * * * * *\", history: 2}}\n");
     wait("two cron runs", 30, || {
@@ -214,7 +280,10 @@ fn scenario(server: &Server) {
         !runs.is_empty() && runs.len() <= 2
     });
     ok(server.shoal(&["delete", "service", "tick"]));
+}
 
+fn an_impossible_constraint_says_why_on_the_service(c: &mut Cluster) {
+    let server = c.server;
     // An impossible constraint: 50 tasks pending with the reason; the service says why
     // (Progressing False, Unschedulable) and carries one Warning, not one per task.
     apply(server, "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: nowhere}\nspec: {image: x, replicas: 50, placement: {constraints: [\"node.labels.zone == mars\"]}}\n");
@@ -269,7 +338,10 @@ fn scenario(server: &Server) {
         "no Warning per task"
     );
     ok(server.shoal(&["delete", "service", "nowhere"]));
+}
 
+fn drain_empties_a_node_and_activate_brings_it_back(c: &mut Cluster) {
+    let server = c.server;
     // Drain empties a node; activate brings it back.
     let on_node = |node: &str| {
         tasks(server, "web")
@@ -292,7 +364,10 @@ fn scenario(server: &Server) {
     let node = json(server.shoal(&["get", "node", &busy, "-o", "json"]));
     assert_eq!(node["spec"]["availability"], "drain");
     ok(server.shoal(&["node", "activate", &busy]));
+}
 
+fn a_dead_node_s_tasks_are_replaced_on_the_others(c: &mut Cluster) {
+    let server = c.server;
     // A node process dies: its tasks are replaced on the others.
     let _second = server.sim(&["--nodes", "2", "--prefix", "b", "--start-delay", "50ms"]);
     wait("b nodes ready", 20, || {
@@ -301,7 +376,7 @@ fn scenario(server: &Server) {
             .as_array()
             .is_some_and(|n| n.iter().filter(|n| n["status"]["state"] == "ready").count() == 6)
     });
-    first.kill();
+    c.first.kill();
     wait("a nodes down", 30, || {
         let nodes = json(server.shoal(&["get", "nodes", "-o", "json"]));
         nodes["items"].as_array().is_some_and(|n| {
@@ -334,7 +409,7 @@ fn scenario(server: &Server) {
 fn orchestration_on_the_embedded_store() {
     let data = tempfile::tempdir().expect("tempdir");
     let server = Server::embedded_with(data.path(), &["--heartbeat-period", "1s"]);
-    scenario(&server);
+    scenarios(&server);
 }
 
 #[test]
@@ -345,5 +420,5 @@ fn orchestration_on_etcd() {
         "orchestration",
         &["--heartbeat-period", "1s"],
     );
-    scenario(&server);
+    scenarios(&server);
 }

@@ -88,58 +88,43 @@ impl AgentService {
     }
 
     async fn upsert_node(&self, req: &pb::RegisterRequest) -> Result<(), ObjectError> {
-        for _ in 0..8 {
-            match self.objects.get_typed::<Node>(&req.name).await? {
-                None => {
-                    let role = if req.role == "manager" {
-                        NodeRole::Manager
-                    } else {
-                        NodeRole::Worker
-                    };
-                    let mut node = Node::new(
-                        &req.name,
-                        NodeSpec {
-                            role,
-                            ..Default::default()
-                        },
-                    );
-                    node.metadata.labels = req.labels.clone().into_iter().collect();
-                    node.status = Some(Self::node_status(req, None));
-                    let obj = DynamicObject::from_typed(&node)
-                        .map_err(|e| ObjectError::Invalid(e.to_string()))?;
-                    match self.objects.create(obj, None).await {
-                        Ok(_) => return Ok(()),
-                        Err(ObjectError::AlreadyExists { .. }) => continue,
-                        Err(e) => return Err(e),
-                    }
-                }
-                Some(mut node) => {
-                    let mut labels = node.metadata.labels.clone();
-                    labels.extend(req.labels.clone());
-                    if labels != node.metadata.labels {
-                        node.metadata.labels = labels;
-                        let obj = DynamicObject::from_typed(&node)
-                            .map_err(|e| ObjectError::Invalid(e.to_string()))?;
-                        match self.objects.update(obj, None).await {
-                            Ok(_) => {}
-                            Err(ObjectError::Conflict { .. }) => continue,
-                            Err(e) => return Err(e),
-                        }
-                        continue;
-                    }
-                    let status = Self::node_status(req, node.status.take());
-                    match self.objects.update_status_of(&node, &status).await {
-                        Ok(_) => return Ok(()),
-                        Err(ObjectError::Conflict { .. }) => continue,
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
+        // Labels the node claims are added to those it has (users may add more); the
+        // status is what it says now.
+        let update = |node: &mut Node| {
+            node.metadata.labels.extend(req.labels.clone());
+            node.status = Some(Self::node_status(req, node.status.take()));
+            Ok(true)
+        };
+        match self.objects.modify::<Node>(&req.name, update).await {
+            Err(ObjectError::NotFound { .. }) => {}
+            other => return other.map(|_| ()),
         }
-        Err(ObjectError::Invalid(format!(
-            "node {} keeps changing; try again",
-            req.name
-        )))
+        let role = if req.role == "manager" {
+            NodeRole::Manager
+        } else {
+            NodeRole::Worker
+        };
+        let mut node = Node::new(
+            &req.name,
+            NodeSpec {
+                role,
+                ..Default::default()
+            },
+        );
+        node.metadata.labels = req.labels.clone().into_iter().collect();
+        node.status = Some(Self::node_status(req, None));
+        let obj =
+            DynamicObject::from_typed(&node).map_err(|e| ObjectError::Invalid(e.to_string()))?;
+        match self.objects.create(obj, None).await {
+            Ok(_) => Ok(()),
+            // Registered meanwhile by another request of its own: update that one.
+            Err(ObjectError::AlreadyExists { .. }) => self
+                .objects
+                .modify::<Node>(&req.name, update)
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn touch_heartbeat_status(&self, node: &str) {
