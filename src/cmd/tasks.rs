@@ -41,7 +41,12 @@ pub async fn wait_stopped(
     loop {
         let t = match task_json(ctx, name).await {
             Ok(t) => t,
-            Err(e) if e.to_string().contains("not found") => return Ok(()),
+            Err(e)
+                if e.downcast_ref::<tonic::Status>()
+                    .is_some_and(|s| s.code() == tonic::Code::NotFound) =>
+            {
+                return Ok(())
+            }
             Err(e) => return Err(e),
         };
         let node = t["spec"]["node"].as_str().unwrap_or("").to_string();

@@ -339,13 +339,8 @@ impl ObjectStore {
             Some(rv) => rv,
             None => parse_rv(&current)?.unwrap_or(0),
         };
-        let status = obj.body.get("status").cloned();
-        let mut merged = merge_user_fields(&current, obj);
-        match status {
-            Some(s) => merged.body.insert("status".into(), s),
-            None => merged.body.remove("status"),
-        };
-        self.write(kind, merged, expected, None).await
+        self.write(kind, merge_with_status(&current, obj), expected, None)
+            .await
     }
 
     /// Creates many objects (as `create` does), in batches the store can group into
@@ -701,17 +696,12 @@ impl ObjectStore {
             if next.user_body() == before.user_body() {
                 let status = next.body.remove("status");
                 next.body = current.user_body();
-                if let Some(status) = status {
-                    next.body.insert("status".into(), status);
-                }
+                next.body.extend(status.map(|s| ("status".to_string(), s)));
             }
-            let status = next.body.get("status").cloned();
-            let mut merged = merge_user_fields(&current, next);
-            match status {
-                Some(s) => merged.body.insert("status".into(), s),
-                None => merged.body.remove("status"),
-            };
-            match self.write(kind, merged, rv, None).await {
+            match self
+                .write(kind, merge_with_status(&current, next), rv, None)
+                .await
+            {
                 Ok(written) => {
                     return written
                         .to_typed()
@@ -814,6 +804,18 @@ impl ObjectStore {
             None => Ok(None),
         }
     }
+}
+
+/// The next stored state when `incoming` replaces `current`'s user-owned fields and
+/// its status (none in `incoming`: none stored).
+fn merge_with_status(current: &DynamicObject, incoming: DynamicObject) -> DynamicObject {
+    let status = incoming.body.get("status").cloned();
+    let mut merged = merge_user_fields(current, incoming);
+    match status {
+        Some(s) => merged.body.insert("status".into(), s),
+        None => merged.body.remove("status"),
+    };
+    merged
 }
 
 /// The next stored state when `incoming` replaces `current`'s user-owned fields.
