@@ -8,15 +8,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::StreamExt;
 use shoal_api::meta::set_condition;
 use shoal_api::{ConditionStatus, Node, NodeState, Resource, Task, TaskState};
 use shoal_reconcile::{
     Action, CancellationToken, Controller, ControllerConfig, EventRecorder, Informers, Reader,
     WorkQueue,
 };
-use shoal_store::objects::{ObjectError, HEARTBEAT_PREFIX};
-use shoal_store::{EventType, ObjectStore, StoreError};
+use shoal_store::objects::{Follower, Item, ObjectError};
+use shoal_store::{ObjectStore, Revision};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -64,47 +63,49 @@ async fn follow_heartbeats(
     queue: WorkQueue,
     shutdown: CancellationToken,
 ) {
-    let store = objects.raw().clone();
-    while !shutdown.is_cancelled() {
-        let result: Result<(), StoreError> = async {
-            let list = store.list(HEARTBEAT_PREFIX).await?;
-            let fresh: HashSet<String> = list
-                .items
-                .iter()
-                .map(|kv| kv.key.trim_start_matches(HEARTBEAT_PREFIX).to_string())
-                .collect();
-            let changed: Vec<String> = {
-                let mut set = alive.write().unwrap_or_else(|p| p.into_inner());
-                let changed = set.symmetric_difference(&fresh).cloned().collect();
-                *set = fresh;
-                changed
-            };
-            for n in changed {
-                queue.add(&n);
-            }
-            let mut watch = store.watch(HEARTBEAT_PREFIX, list.revision + 1).await?;
-            while let Some(ev) = watch.next().await {
-                let ev = ev?;
-                let node = ev.kv.key.trim_start_matches(HEARTBEAT_PREFIX).to_string();
-                let mut set = alive.write().unwrap_or_else(|p| p.into_inner());
-                let changed = match ev.event_type {
-                    EventType::Put => set.insert(node.clone()),
-                    EventType::Delete => set.remove(&node),
-                };
-                drop(set);
-                if changed {
-                    queue.add(&node);
-                }
-            }
-            Err(StoreError::Unavailable("heartbeat watch ended".into()))
+    let mut follower = Heartbeats { alive, queue };
+    tokio::select! {
+        _ = objects.follow_heartbeats(&mut follower) => {}
+        _ = shutdown.cancelled() => {}
+    }
+}
+
+struct Heartbeats {
+    alive: Alive,
+    queue: WorkQueue,
+}
+
+impl Heartbeats {
+    fn set(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<String>> {
+        self.alive.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Follower<()> for Heartbeats {
+    fn listed(&mut self, items: Vec<Item<()>>, _revision: Revision) {
+        let fresh: HashSet<String> = items.into_iter().map(|i| i.name).collect();
+        let changed: Vec<String> = {
+            let mut set = self.set();
+            let changed = set.symmetric_difference(&fresh).cloned().collect();
+            *set = fresh;
+            changed
+        };
+        for n in changed {
+            self.queue.add(&n);
         }
-        .await;
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "heartbeat watch restarting");
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = shutdown.cancelled() => return,
-            }
+    }
+
+    fn applied(&mut self, item: Item<()>) {
+        let new = self.set().insert(item.name.clone());
+        if new {
+            self.queue.add(&item.name);
+        }
+    }
+
+    fn deleted(&mut self, name: &str, _revision: Revision) {
+        let gone = self.set().remove(name);
+        if gone {
+            self.queue.add(name);
         }
     }
 }

@@ -9,7 +9,7 @@ use chrono::Utc;
 use shoal_api::{
     ByteSize, DynamicObject, Node, NodeResources, NodeRole, NodeSpec, NodeState, NodeStatus,
 };
-use shoal_store::objects::{ObjectError, HEARTBEAT_PREFIX};
+use shoal_store::objects::ObjectError;
 use shoal_store::{ObjectStore, StoreError};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -160,40 +160,11 @@ impl Agent for AgentService {
         check_node_name(&req.name)?;
         // The heartbeat key goes first: a Node that shows up ready without one would be
         // seen as down by the node controller.
-        let store = self.objects.raw();
-        let lease = store
-            .grant_lease(self.heartbeat.ttl())
+        let lease = self
+            .objects
+            .start_heartbeat(&req.name, self.heartbeat.ttl())
             .await
-            .map_err(|e| status_of(e.into()))?;
-        let key = format!("{HEARTBEAT_PREFIX}{}", req.name);
-        for _ in 0..8 {
-            let r = match store.get(&key).await.map_err(|e| status_of(e.into()))? {
-                None => {
-                    store
-                        .create(&key, req.name.clone().into_bytes(), Some(lease))
-                        .await
-                }
-                Some(kv) => {
-                    store
-                        .update(
-                            &key,
-                            req.name.clone().into_bytes(),
-                            kv.mod_revision,
-                            Some(lease),
-                        )
-                        .await
-                }
-            };
-            match r {
-                Ok(_) => break,
-                Err(
-                    StoreError::Conflict { .. }
-                    | StoreError::AlreadyExists { .. }
-                    | StoreError::NotFound { .. },
-                ) => continue,
-                Err(e) => return Err(status_of(e.into())),
-            }
-        }
+            .map_err(status_of)?;
         self.upsert_node(&req).await.map_err(status_of)?;
         tracing::info!(lease, "node registered");
         Ok(Response::new(pb::RegisterResponse {
@@ -207,7 +178,7 @@ impl Agent for AgentService {
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let req = req.into_inner();
-        match self.objects.raw().keep_alive(req.lease).await {
+        match self.objects.keep_heartbeat(req.lease).await {
             Ok(()) => {}
             Err(StoreError::LeaseNotFound(_)) => {
                 return Err(Status::not_found(format!(

@@ -4,11 +4,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use futures::StreamExt;
-use shoal_store::objects::{kind_prefix, ObjectError};
-use shoal_store::{EventType, KeyValue, ObjectStore, Revision, StoreError};
+use shoal_store::objects::{Follower, Item};
+use shoal_store::{ObjectStore, Revision};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -47,11 +45,64 @@ struct BoundSpec {
 }
 
 /// The node a stored task is bound to, and its JSON as stored (agents get it as is).
-fn placement(kv: &KeyValue) -> Option<(String, Arc<str>)> {
-    let bound: Bound = serde_json::from_slice(&kv.value).ok()?;
+fn placement(stored: &[u8]) -> Option<(String, Arc<str>)> {
+    let bound: Bound = serde_json::from_slice(stored).ok()?;
     let node = bound.spec.node.filter(|n| !n.is_empty())?;
-    let json = std::str::from_utf8(&kv.value).ok()?;
+    let json = std::str::from_utf8(stored).ok()?;
     Some((node, json.into()))
+}
+
+/// The dispatcher as the store's follower of tasks. Deletions need only the name, so
+/// etcd is spared reading previous values.
+struct Following(Arc<Dispatcher>);
+
+type Stored = Option<(String, Arc<str>)>;
+
+fn placed(item: Item<Stored>) -> (String, Option<Placed>) {
+    let placed = item.value.map(|(node, json)| (node, json, item.revision));
+    (item.name, placed)
+}
+
+impl Follower<Stored> for Following {
+    fn listed(&mut self, items: Vec<Item<Stored>>, _revision: Revision) {
+        let fresh: HashMap<String, Placed> = items
+            .into_iter()
+            .filter_map(|item| match placed(item) {
+                (name, Some(p)) => Some((name, p)),
+                (_, None) => None,
+            })
+            .collect();
+        let mut state = self.0.lock();
+        let gone: Vec<String> = state
+            .tasks
+            .keys()
+            .filter(|n| !fresh.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            state.apply(&name, None);
+        }
+        for (name, placed) in fresh {
+            let unchanged = state
+                .tasks
+                .get(&name)
+                .is_some_and(|(n, j, _)| *n == placed.0 && *j == placed.1);
+            if !unchanged {
+                state.apply(&name, Some(placed));
+            }
+        }
+        drop(state);
+        self.0.synced.send_replace(true);
+    }
+
+    fn applied(&mut self, item: Item<Stored>) {
+        let (name, placed) = placed(item);
+        self.0.lock().apply(&name, placed);
+    }
+
+    fn deleted(&mut self, name: &str, _revision: Revision) {
+        self.0.lock().apply(name, None);
+    }
 }
 
 fn message(kind: AssignmentKind, json: &Arc<str>) -> Assignment {
@@ -102,24 +153,12 @@ impl Dispatcher {
             state: Mutex::new(State::default()),
             synced,
         });
-        let this = d.clone();
+        let mut follower = Following(d.clone());
         tokio::spawn(async move {
-            let mut failures = 0u32;
-            loop {
-                let r = tokio::select! {
-                    r = this.follow(&objects) => r,
-                    _ = shutdown.cancelled() => return,
-                };
-                match r {
-                    Err(ObjectError::Store(StoreError::Compacted { .. })) => failures = 0,
-                    Err(e) => {
-                        failures += 1;
-                        tracing::warn!(error = %e, "dispatcher watch failed; relisting");
-                        tokio::time::sleep(Duration::from_millis(100 * (1 << failures.min(6))))
-                            .await;
-                    }
-                    Ok(()) => {}
-                }
+            let kind = shoal_api::kind_of::<shoal_api::Task>();
+            tokio::select! {
+                _ = objects.follow_stored(kind, placement, &mut follower) => {}
+                _ = shutdown.cancelled() => {}
             }
         });
         d
@@ -127,57 +166,6 @@ impl Dispatcher {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn follow(&self, objects: &ObjectStore) -> Result<(), ObjectError> {
-        let prefix = kind_prefix(shoal_api::kind_of::<shoal_api::Task>());
-        let store = objects.raw();
-        let list = store.list(&prefix).await?;
-        {
-            let mut state = self.lock();
-            let mut fresh: HashMap<String, Placed> = HashMap::new();
-            for kv in &list.items {
-                if let Some((node, json)) = placement(kv) {
-                    let name = kv.key.trim_start_matches(&prefix).to_string();
-                    fresh.insert(name, (node, json, kv.mod_revision));
-                }
-            }
-            let gone: Vec<String> = state
-                .tasks
-                .keys()
-                .filter(|n| !fresh.contains_key(*n))
-                .cloned()
-                .collect();
-            for name in gone {
-                state.apply(&name, None);
-            }
-            for (name, placed) in fresh {
-                let unchanged = state
-                    .tasks
-                    .get(&name)
-                    .is_some_and(|(n, j, _)| *n == placed.0 && *j == placed.1);
-                if !unchanged {
-                    state.apply(&name, Some(placed));
-                }
-            }
-        }
-        self.synced.send_replace(true);
-        // Deletions need only the name, so etcd is spared reading previous values.
-        let mut changes = store.watch_without_prev(&prefix, list.revision + 1).await?;
-        while let Some(ev) = changes.next().await {
-            let ev = ev?;
-            let name = ev.kv.key.trim_start_matches(&prefix);
-            let placed = match ev.event_type {
-                EventType::Delete => None,
-                EventType::Put => {
-                    placement(&ev.kv).map(|(node, json)| (node, json, ev.kv.mod_revision))
-                }
-            };
-            self.lock().apply(name, placed);
-        }
-        Err(ObjectError::Store(StoreError::Unavailable(
-            "task watch ended".into(),
-        )))
     }
 
     /// The last stored JSON seen of a task bound to a node, and its revision.

@@ -22,6 +22,8 @@ const MAX_APPLY: usize = 10_000;
 #[derive(Clone)]
 pub struct ApiService {
     objects: ObjectStore,
+    /// For the controllers' leader key, which is the leader election's, not an object.
+    store: Arc<dyn Store>,
     watches: WatchCache,
     server_id: String,
 }
@@ -29,8 +31,9 @@ pub struct ApiService {
 impl ApiService {
     /// `watch_buffer`: changes a client watch may fall behind the watch cache.
     pub fn new(store: Arc<dyn Store>, server_id: String, watch_buffer: usize) -> Self {
-        let objects = ObjectStore::new(store);
+        let objects = ObjectStore::new(store.clone());
         ApiService {
+            store,
             watches: WatchCache::new(objects.clone(), watch_buffer),
             objects,
             server_id,
@@ -383,8 +386,8 @@ impl Api for ApiService {
         &self,
         _: Request<pb::InfoRequest>,
     ) -> Result<Response<pb::InfoResponse>, Status> {
-        let store = self.objects.raw();
-        let leader = store
+        let leader = self
+            .store
             .get(CONTROLLER_LEADER_KEY)
             .await
             .map_err(|e| status_of(e.into()))?
@@ -392,7 +395,7 @@ impl Api for ApiService {
             .unwrap_or_default();
         Ok(Response::new(pb::InfoResponse {
             version: env!("CARGO_PKG_VERSION").into(),
-            store: store.backend().into(),
+            store: self.objects.backend().into(),
             server_id: self.server_id.clone(),
             leader,
         }))

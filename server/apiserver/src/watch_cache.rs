@@ -13,9 +13,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use futures::StreamExt;
 use shoal_api::{DynamicObject, KindDesc};
-use shoal_store::objects::{ChangeType, TypedChange};
+use shoal_store::objects::{ChangeType, Follower, Item, ObjectError};
 use shoal_store::{ObjectStore, Revision};
 use tokio::sync::{broadcast, watch};
 
@@ -114,70 +113,70 @@ impl WatchCache {
 }
 
 /// Keeps one kind's cache equal to the store, forever; after a failure it closes the
-/// broadcast (subscribers carry on from the store) and lists again.
+/// broadcast (subscribers carry on from the store) and the store's follow loop lists
+/// again.
 async fn feed(objects: ObjectStore, kind: &'static KindDesc, cache: Arc<KindCache>) {
-    loop {
-        if let Err(e) = follow(&objects, kind, &cache).await {
-            tracing::warn!(kind = kind.kind, error = %e, "watch cache restarting");
-        }
-        cache.ready.send_replace(false);
-        {
-            let mut state = cache.state.write().unwrap_or_else(|p| p.into_inner());
-            state.changes = broadcast::channel(cache.buffer).0;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    objects.follow_objects(kind, &mut Feeding(cache)).await
 }
 
-async fn follow(
-    objects: &ObjectStore,
-    kind: &'static KindDesc,
-    cache: &KindCache,
-) -> Result<(), shoal_store::objects::ObjectError> {
-    let (items, revision) = objects.list(kind).await?;
-    let mut stream = objects.watch_objects(kind, revision + 1).await?;
-    {
-        let mut state = cache.state.write().unwrap_or_else(|p| p.into_inner());
-        state.objects = items
-            .into_iter()
-            .map(|o| (o.metadata.name.clone(), Arc::new(o)))
-            .collect();
-        state.revision = revision;
+struct Feeding(Arc<KindCache>);
+
+impl Feeding {
+    fn state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.0.state.write().unwrap_or_else(|p| p.into_inner())
     }
-    cache.ready.send_replace(true);
-    tracing::debug!(kind = kind.kind, revision, "watch cache ready");
-    while let Some(change) = stream.next().await {
-        let mut state = cache.state.write().unwrap_or_else(|p| p.into_inner());
-        let (change, object, revision) = match change? {
-            TypedChange::Applied(o, revision) => {
-                let o = Arc::new(o);
-                let name = o.metadata.name.clone();
-                let change = match state.objects.insert(name, o.clone()) {
-                    Some(_) => ChangeType::Modified,
-                    None => ChangeType::Added,
-                };
-                (change, o, revision)
-            }
-            TypedChange::Deleted(name, revision) => {
-                let Some(last) = state.objects.remove(&name) else {
-                    state.revision = revision;
-                    continue;
-                };
-                let mut gone = (*last).clone();
-                gone.metadata.resource_version = Some(revision.to_string());
-                (ChangeType::Deleted, Arc::new(gone), revision)
-            }
-        };
-        state.revision = revision;
+
+    fn broadcast(&self, state: &mut State, change: ChangeType, object: Arc<DynamicObject>) {
         // No subscribers is not an error: the cache stays warm for the next watch.
         let _ = state.changes.send(Arc::new(CachedChange {
             change,
             object,
-            revision,
+            revision: state.revision,
             json: OnceLock::new(),
         }));
     }
-    Err(shoal_store::objects::ObjectError::Store(
-        shoal_store::StoreError::Unavailable("the store's watch ended".into()),
-    ))
+}
+
+impl Follower<DynamicObject> for Feeding {
+    fn listed(&mut self, items: Vec<Item<DynamicObject>>, revision: Revision) {
+        {
+            let mut state = self.state();
+            state.objects = items
+                .into_iter()
+                .map(|item| (item.name, Arc::new(item.value)))
+                .collect();
+            state.revision = revision;
+        }
+        self.0.ready.send_replace(true);
+        tracing::debug!(revision, "watch cache ready");
+    }
+
+    fn applied(&mut self, item: Item<DynamicObject>) {
+        let mut state = self.state();
+        let object = Arc::new(item.value);
+        let change = match state.objects.insert(item.name, object.clone()) {
+            Some(_) => ChangeType::Modified,
+            None => ChangeType::Added,
+        };
+        state.revision = item.revision;
+        self.broadcast(&mut state, change, object);
+    }
+
+    fn deleted(&mut self, name: &str, revision: Revision) {
+        let mut state = self.state();
+        state.revision = revision;
+        let Some(last) = state.objects.remove(name) else {
+            return;
+        };
+        let mut gone = (*last).clone();
+        gone.metadata.resource_version = Some(revision.to_string());
+        self.broadcast(&mut state, ChangeType::Deleted, Arc::new(gone));
+    }
+
+    fn interrupted(&mut self, error: &ObjectError) {
+        tracing::warn!(%error, "watch cache restarting");
+        self.0.ready.send_replace(false);
+        let buffer = self.0.buffer;
+        self.state().changes = broadcast::channel(buffer).0;
+    }
 }

@@ -1,14 +1,11 @@
 //! A watch-backed cache of one kind (client-go's reflector + store), shared by every
 //! controller that reads that kind.
 
+use shoal_api::Resource;
+use shoal_store::objects::{Follower, Item};
+use shoal_store::{ObjectStore, Revision};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
-
-use futures::StreamExt;
-use shoal_api::Resource;
-use shoal_store::objects::{ObjectError, TypedChange};
-use shoal_store::{ObjectStore, StoreError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -130,50 +127,23 @@ impl<K: Resource> Reflector<K> {
         }
     }
 
-    fn readable(&self, obj: Result<K, ObjectError>) -> Option<Arc<K>> {
-        match obj {
-            Ok(k) => Some(Arc::new(k)),
-            Err(e) => {
-                tracing::warn!(kind = K::KIND, error = %e, "skipping unreadable object");
-                None
-            }
-        }
-    }
-
     /// Lists, then follows the watch; relists when history is compacted or the watch
-    /// fails. Runs until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let mut failures = 0u32;
-        while !shutdown.is_cancelled() {
-            let result = tokio::select! {
-                r = self.list_and_watch() => r,
-                _ = shutdown.cancelled() => return,
-            };
-            match result {
-                Err(ObjectError::Store(StoreError::Compacted { .. })) => {
-                    tracing::info!(kind = K::KIND, "watch history compacted; relisting");
-                    failures = 0;
-                }
-                Err(e) => {
-                    failures += 1;
-                    let delay = Duration::from_millis(100 * (1u64 << failures.min(6)));
-                    tracing::warn!(kind = K::KIND, error = %e, ?delay, "watch failed; relisting");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.cancelled() => return,
-                    }
-                }
-                Ok(()) => {}
-            }
+    /// fails (the store's one follow loop). Runs until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let objects = self.objects.clone();
+        tokio::select! {
+            _ = objects.follow::<K>(&mut self) => {}
+            _ = shutdown.cancelled() => {}
         }
     }
+}
 
-    async fn list_and_watch(&self) -> Result<(), ObjectError> {
-        let (items, revision) = self.objects.list_typed::<K>().await?;
-        let mut fresh = HashMap::with_capacity(items.len());
-        for k in items.into_iter().filter_map(|o| self.readable(o)) {
-            fresh.insert(k.name().to_string(), k);
-        }
+impl<K: Resource> Follower<K> for Reflector<K> {
+    fn listed(&mut self, items: Vec<Item<K>>, _revision: Revision) {
+        let fresh: HashMap<String, Arc<K>> = items
+            .into_iter()
+            .map(|item| (item.name, Arc::new(item.value)))
+            .collect();
         let gone: Vec<Arc<K>> = {
             let mut map = write(&self.map);
             let gone = map
@@ -191,28 +161,18 @@ impl<K: Resource> Reflector<K> {
             self.emit(Change::Applied(k));
         }
         self.ready_tx.send_replace(true);
-        let mut stream = self.objects.watch_typed::<K>(revision + 1).await?;
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(TypedChange::Applied(k, _)) => {
-                    let k = Arc::new(k);
-                    write(&self.map).insert(k.name().to_string(), k.clone());
-                    self.emit(Change::Applied(k));
-                }
-                Ok(TypedChange::Deleted(name, _)) => {
-                    let old = write(&self.map).remove(&name);
-                    if let Some(old) = old {
-                        self.emit(Change::Deleted(old));
-                    }
-                }
-                Err(e @ ObjectError::Corrupt { .. }) => {
-                    tracing::warn!(kind = K::KIND, error = %e, "skipping unreadable object");
-                }
-                Err(e) => return Err(e),
-            }
+    }
+
+    fn applied(&mut self, item: Item<K>) {
+        let k = Arc::new(item.value);
+        write(&self.map).insert(item.name, k.clone());
+        self.emit(Change::Applied(k));
+    }
+
+    fn deleted(&mut self, name: &str, _revision: Revision) {
+        let old = write(&self.map).remove(name);
+        if let Some(old) = old {
+            self.emit(Change::Deleted(old));
         }
-        Err(ObjectError::Store(StoreError::Unavailable(
-            "watch ended".into(),
-        )))
     }
 }

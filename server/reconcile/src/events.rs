@@ -75,18 +75,11 @@ impl EventRecorder {
     ) {
         tracing::info!(object = %format!("{}/{}", involved.kind, involved.name), %type_, reason, message, "event");
         let combined = self.is_one_too_many(&involved, type_, reason, message);
-        for _ in 0..5 {
-            match self
-                .try_record(&involved, type_, reason, message, combined)
-                .await
-            {
-                Ok(()) => return,
-                Err(ObjectError::Conflict { .. } | ObjectError::AlreadyExists { .. }) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, reason, "could not record event");
-                    return;
-                }
-            }
+        if let Err(e) = self
+            .try_record(&involved, type_, reason, message, combined)
+            .await
+        {
+            tracing::warn!(error = %e, reason, "could not record event");
         }
     }
 
@@ -126,7 +119,7 @@ impl EventRecorder {
                 return Ok(id);
             }
         }
-        let id = self.objects.raw().grant_lease(self.ttl).await?;
+        let id = self.objects.grant_lease(self.ttl).await?;
         *lease = Some((id, Instant::now()));
         Ok(id)
     }
@@ -149,34 +142,28 @@ impl EventRecorder {
         };
         let lease = self.current_lease().await?;
         let now = Utc::now();
-        match self.objects.get_typed::<Event>(&name).await? {
-            Some(mut ev) => {
-                ev.count += 1;
-                ev.last_timestamp = now;
-                ev.message = message;
-                let obj = shoal_api::DynamicObject::from_typed(&ev)
-                    .map_err(|e| ObjectError::Invalid(e.to_string()))?;
-                self.objects.update(obj, Some(lease)).await.map(|_| ())
-            }
-            None => {
-                let ev = Event {
-                    api_version: ApiVersion::V1,
-                    kind: "Event".into(),
-                    metadata: ObjectMeta::named(name),
-                    type_,
-                    reason: reason.into(),
-                    message,
-                    involved_object: involved.clone(),
-                    count: 1,
-                    first_timestamp: now,
-                    last_timestamp: now,
-                    source: self.source.clone(),
-                };
-                let obj = shoal_api::DynamicObject::from_typed(&ev)
-                    .map_err(|e| ObjectError::Invalid(e.to_string()))?;
-                self.objects.create(obj, Some(lease)).await.map(|_| ())
-            }
-        }
+        let create = || Event {
+            api_version: ApiVersion::V1,
+            kind: "Event".into(),
+            metadata: ObjectMeta::named(name.clone()),
+            type_,
+            reason: reason.into(),
+            message: message.clone(),
+            involved_object: involved.clone(),
+            count: 1,
+            first_timestamp: now,
+            last_timestamp: now,
+            source: self.source.clone(),
+        };
+        let bump = |ev: &mut Event| {
+            ev.count += 1;
+            ev.last_timestamp = now;
+            ev.message = message.clone();
+        };
+        self.objects
+            .upsert(&name, Some(lease), create, bump)
+            .await
+            .map(|_| ())
     }
 }
 

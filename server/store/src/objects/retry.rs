@@ -1,0 +1,116 @@
+//! The one retry policy for read-modify-write: every loop that reads, changes and
+//! writes at the revision it read goes through [`Tries`].
+
+use std::time::Duration;
+
+use super::{ObjectError, Result};
+use crate::Revision;
+
+/// How often a read-modify-write reads again after losing a race before it reports the
+/// conflict. With a short pause between tries, sixteen outlast any burst of writers
+/// this store has seen (50 parallel `scale`s of one service).
+const RETRIES: u32 = 16;
+
+/// The tries of one read-modify-write of `kind/name`:
+///
+/// ```ignore
+/// let mut tries = Tries::new(kind, name);
+/// loop {
+///     tries.begin().await?;      // a pause after a lost race; Conflict once spent
+///     /* read, change, write */  // on a lost race: tries.lost(expected, current)
+/// }
+/// ```
+pub(crate) struct Tries {
+    kind: String,
+    name: String,
+    attempt: u32,
+    seen: (Revision, Revision),
+}
+
+impl Tries {
+    pub(crate) fn new(kind: &str, name: &str) -> Self {
+        Tries {
+            kind: kind.into(),
+            name: name.into(),
+            attempt: 0,
+            seen: (0, 0),
+        }
+    }
+
+    /// Starts the next try: pauses after a lost race, and gives the last conflict seen
+    /// once the tries are spent.
+    pub(crate) async fn begin(&mut self) -> Result<()> {
+        if self.attempt >= RETRIES {
+            return Err(ObjectError::Conflict {
+                kind: self.kind.clone(),
+                name: self.name.clone(),
+                expected: self.seen.0,
+                current: self.seen.1,
+            });
+        }
+        if self.attempt > 0 {
+            tokio::time::sleep(pause_before(self.attempt)).await;
+        }
+        self.attempt += 1;
+        Ok(())
+    }
+
+    /// The try lost a race: the write expected `expected`, the key was at `current`.
+    pub(crate) fn lost(&mut self, expected: Revision, current: Revision) {
+        self.seen = (expected, current);
+    }
+}
+
+/// The pause before try `attempt + 1`: a few milliseconds, growing, jittered so that
+/// writers who collided do not collide again in step.
+fn pause_before(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let base = 2u64 << attempt.min(5);
+    // A fresh RandomState is seeded differently each time: cheap randomness.
+    let jitter = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+        % base;
+    Duration::from_millis(base / 2 + jitter)
+}
+
+/// The one back-off of loops that follow the store (watchers): after `failures`
+/// failures in a row, 200 ms doubling up to 6.4 s.
+pub(crate) fn follow_backoff(failures: u32) -> Duration {
+    Duration::from_millis(100 * (1u64 << failures.clamp(1, 6)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn tries_end_in_the_last_conflict_seen() {
+        let mut tries = Tries::new("Service", "web");
+        let mut n = 0;
+        let err = loop {
+            match tries.begin().await {
+                Ok(()) => {
+                    n += 1;
+                    tries.lost(n, n + 1);
+                }
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(n, RETRIES as i64);
+        match err {
+            ObjectError::Conflict {
+                expected, current, ..
+            } => assert_eq!((expected, current), (n, n + 1)),
+            other => panic!("expected a conflict, got {other}"),
+        }
+    }
+
+    #[test]
+    fn pauses_grow_and_stay_short() {
+        assert!(pause_before(1) < Duration::from_millis(8));
+        assert!(pause_before(20) < Duration::from_millis(128));
+        assert_eq!(follow_backoff(0), Duration::from_millis(200));
+        assert_eq!(follow_backoff(50), Duration::from_millis(6400));
+    }
+}

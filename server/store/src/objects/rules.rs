@@ -1,0 +1,53 @@
+//! The metadata rules every write follows: what the server sets, what the user owns,
+//! and when the generation moves.
+
+use chrono::Utc;
+use shoal_api::DynamicObject;
+
+/// The server-set metadata of a new object.
+pub(crate) fn stamp_new(meta: &mut shoal_api::ObjectMeta) {
+    meta.uid = Some(uuid::Uuid::new_v4().to_string());
+    meta.generation = Some(1);
+    meta.creation_timestamp = Some(Utc::now());
+    meta.deletion_timestamp = None;
+    meta.resource_version = None;
+}
+
+/// Whether two objects differ in anything the user owns.
+pub fn user_fields_equal(a: &DynamicObject, b: &DynamicObject) -> bool {
+    a.user_body() == b.user_body()
+        && a.metadata.labels == b.metadata.labels
+        && a.metadata.annotations == b.metadata.annotations
+        && a.metadata.finalizers == b.metadata.finalizers
+        && a.metadata.owner_references == b.metadata.owner_references
+}
+
+/// The next stored state when `incoming` replaces `current`'s user-owned fields and
+/// its status (none in `incoming`: none stored).
+pub(crate) fn merge_with_status(current: &DynamicObject, incoming: DynamicObject) -> DynamicObject {
+    let status = incoming.body.get("status").cloned();
+    let mut merged = merge_user_fields(current, incoming);
+    match status {
+        Some(s) => merged.body.insert("status".into(), s),
+        None => merged.body.remove("status"),
+    };
+    merged
+}
+
+/// The next stored state when `incoming` replaces `current`'s user-owned fields.
+pub(crate) fn merge_user_fields(current: &DynamicObject, incoming: DynamicObject) -> DynamicObject {
+    let mut next = current.clone();
+    let status = next.body.remove("status");
+    next.body = incoming.user_body();
+    if let Some(status) = status {
+        next.body.insert("status".into(), status);
+    }
+    next.metadata.labels = incoming.metadata.labels;
+    next.metadata.annotations = incoming.metadata.annotations;
+    next.metadata.finalizers = incoming.metadata.finalizers;
+    next.metadata.owner_references = incoming.metadata.owner_references;
+    if next.user_body() != current.user_body() {
+        next.metadata.generation = Some(current.metadata.generation.unwrap_or(0) + 1);
+    }
+    next
+}
