@@ -39,6 +39,13 @@ pub struct Reporter {
 }
 
 impl Reporter {
+    /// A reporter whose reports a test reads.
+    #[cfg(test)]
+    pub(crate) fn for_test() -> (Self, mpsc::UnboundedReceiver<pb::TaskStatusReport>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Reporter { tx }, rx)
+    }
+
     pub fn report(&self, task: &Task, status: &TaskStatus) {
         let report = pb::TaskStatusReport {
             task: task.metadata.name.clone(),

@@ -10,10 +10,11 @@ use std::time::Duration;
 use shoal_api::{MountType, Task, TaskState};
 
 use super::bundle::make_bundle;
-use super::executor::{container_id, runtime, status, RuncConfig, RuncExecutor};
+use super::config::{container_id, runc, RuncConfig};
 use super::ports::PortLease;
 use super::rootfs::{Overlay, RootfsLayout};
 use super::spec::{ContainerMount, ContainerRequest};
+use super::status;
 use crate::image::{self, ImageStore, Progress};
 use crate::session::Reporter;
 use shoal_monitor::{Exit, MonitorConfig, EXIT_FILE, PID_FILE};
@@ -26,7 +27,7 @@ pub(super) async fn relaunch(
     dir: &Path,
     id: &str,
 ) -> Result<(), String> {
-    let _ = runtime(config, &["delete", "--force", id]).await;
+    let _ = runc(config, &["delete", "--force", id]).await;
     for file in [EXIT_FILE, PID_FILE] {
         match std::fs::remove_file(dir.join(file)) {
             Ok(()) => {}
@@ -173,7 +174,7 @@ async fn launch(config: &RuncConfig, task: &Task, dir: &Path, id: &str) -> Resul
     let logging = &task.spec.logging;
     let max_size = logging.max_size.map_or(config.log_max_size, |s| s.0);
     let max_files = logging.max_file.unwrap_or(config.log_max_files);
-    let root = RuncExecutor::runtime_root(&config.data_dir);
+    let root = RuncConfig::runtime_root(&config.data_dir);
     let monitor = MonitorConfig {
         dir: dir.to_path_buf(),
         id: id.to_string(),
