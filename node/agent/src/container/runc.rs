@@ -12,7 +12,7 @@ use shoal_monitor::Exit;
 
 use super::config::{runc, RuncConfig};
 use super::rootfs::{Overlay, RootfsLayout};
-use super::runtime::ContainerRuntime;
+use super::runtime::{Attachment, ContainerRuntime};
 use super::start::{network, relaunch, start};
 use crate::session::Reporter;
 
@@ -22,9 +22,12 @@ pub struct Runc {
 
 #[async_trait]
 impl ContainerRuntime for Runc {
-    async fn attach(&self, task: &Task, id: &str, adopted: bool) -> Result<Vec<String>, String> {
-        let (ip, _ports) = network(&self.config, task, id, adopted).await?;
-        Ok(ip.iter().map(ToString::to_string).collect())
+    async fn attach(&self, task: &Task, id: &str, adopted: bool) -> Result<Attachment, String> {
+        let (ip, ports) = network(&self.config, task, id, adopted).await?;
+        Ok(Attachment {
+            addresses: ip.iter().map(ToString::to_string).collect(),
+            hold: ports.map(|p| Box::new(p) as Box<dyn std::any::Any + Send + Sync>),
+        })
     }
 
     async fn run(

@@ -11,11 +11,18 @@ use shoal_monitor::Exit;
 
 use crate::session::Reporter;
 
+/// A container's place on the node network.
+pub struct Attachment {
+    pub addresses: Vec<String>,
+    /// Held while the container is supervised: its published ports close on drop.
+    pub hold: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync + 'static {
     /// Claims the container's address and publishes its ports (an adopted container
     /// keeps the address it had); the addresses, or why the task cannot run here.
-    async fn attach(&self, task: &Task, id: &str, adopted: bool) -> Result<Vec<String>, String>;
+    async fn attach(&self, task: &Task, id: &str, adopted: bool) -> Result<Attachment, String>;
     /// Prepares (image, rootfs, bundle) and runs the container under a new monitor;
     /// returns once it runs or has already ended.
     async fn run(
@@ -109,9 +116,12 @@ pub mod fake {
 
     #[async_trait]
     impl ContainerRuntime for FakeRuntime {
-        async fn attach(&self, _: &Task, id: &str, _: bool) -> Result<Vec<String>, String> {
+        async fn attach(&self, _: &Task, id: &str, _: bool) -> Result<Attachment, String> {
             self.call(format!("attach {id}"));
-            Ok(vec!["10.0.0.2".into()])
+            Ok(Attachment {
+                addresses: vec!["10.0.0.2".into()],
+                hold: None,
+            })
         }
 
         async fn run(

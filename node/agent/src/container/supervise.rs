@@ -54,8 +54,9 @@ impl Supervisor<'_> {
         let adopted = self.dir.join("config.json").is_file();
         // The address and published ports first: a port already taken refuses the task
         // before anything runs. An adopted container keeps the address it had.
-        let addresses = match rt.attach(&first, &id, adopted).await {
-            Ok(a) => a,
+        // `_hold` keeps the published ports open until supervision ends.
+        let (addresses, _hold) = match rt.attach(&first, &id, adopted).await {
+            Ok(a) => (a.addresses, a.hold),
             Err(why) => return self.report(&status(TaskState::Rejected, why, None)),
         };
         if again && adopted {
