@@ -69,6 +69,27 @@ impl RuncExecutor {
     }
 }
 
+/// Runs one task's container with this node's settings (see [`Supervisor`]).
+async fn supervise(
+    rt: &dyn ContainerRuntime,
+    config: &RuncConfig,
+    task: &Current,
+    reporter: &Reporter,
+    dir: &std::path::Path,
+    stop: CancellationToken,
+    again: bool,
+) {
+    Supervisor {
+        rt,
+        node_grace: config.stop_grace,
+        task,
+        reporter,
+        dir,
+    }
+    .supervise(stop, again)
+    .await
+}
+
 impl Executor for RuncExecutor {
     fn upsert(&self, task: Arc<Task>, reporter: Reporter) {
         let uid = task
@@ -93,15 +114,7 @@ impl Executor for RuncExecutor {
                 let (rt, config) = (self.rt.clone(), self.config.clone());
                 tokio::spawn(async move {
                     let dir = config.container_dir(&current(&task));
-                    Supervisor {
-                        rt: &*rt,
-                        node_grace: config.stop_grace,
-                        task: &task,
-                        reporter: &reporter,
-                        dir: &dir,
-                    }
-                    .supervise(stop, true)
-                    .await;
+                    supervise(&*rt, &config, &task, &reporter, &dir, stop, true).await;
                     ended.store(true, Ordering::SeqCst);
                 });
             }
@@ -143,15 +156,7 @@ impl Executor for RuncExecutor {
         tokio::spawn(async move {
             let dir = config.container_dir(&current(&task));
             if run_now {
-                Supervisor {
-                    rt: &*rt,
-                    node_grace: config.stop_grace,
-                    task: &task,
-                    reporter: &reporter,
-                    dir: &dir,
-                }
-                .supervise(stop, false)
-                .await;
+                supervise(&*rt, &config, &task, &reporter, &dir, stop, false).await;
             }
             ended.store(true, Ordering::SeqCst);
             remove.cancelled().await;

@@ -39,15 +39,17 @@ async fn supervise(
             stop.cancel();
         });
     }
-    Supervisor {
+    let supervisor = Supervisor {
         rt,
         node_grace: Duration::from_secs(10),
         task: &current,
         reporter: &reporter,
         dir: dir.path(),
-    }
-    .supervise(stop, false)
-    .await;
+    };
+    // Paused time runs ahead, so a supervisor that never ends fails here, not hangs.
+    tokio::time::timeout(Duration::from_secs(3600), supervisor.supervise(stop, false))
+        .await
+        .expect("supervision ends within an hour of (paused) time");
     let mut reports = Vec::new();
     while let Ok(r) = rx.try_recv() {
         reports.push(serde_json::from_str(&r.status_json).expect("status JSON"));
