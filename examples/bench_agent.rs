@@ -68,7 +68,10 @@ fn bundles(
         .map(|i| {
             let layout = RootfsLayout::new(&dir.join(format!("raw-{i}")));
             let req = ContainerRequest {
-                command: vec!["sleep".into(), "100000".into()],
+                container: shoal_api::ContainerSpec {
+                    command: vec!["sleep".into(), "100000".into()],
+                    ..Default::default()
+                },
                 hostname: format!("raw-{i}"),
                 netns: networked.then(|| format!("/run/netns/{}", netns_name(i)).into()),
                 ..Default::default()

@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 . hack/lib.sh
 
 ensure_packages
-cargo build --release --locked --bin shoal --bin shoal-monitor --example bench-agent >&2
+build_release --bin shoal --example bench-agent
 ./target/release/examples/bench-agent "$@"

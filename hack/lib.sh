@@ -61,3 +61,13 @@ stop_etcd() {
     fi
     if [ -n "${ETCD_DIR:-}" ]; then rm -rf "$ETCD_DIR"; fi
 }
+
+# Release binaries: `cargo build --release --locked ARGS...`, then the per-container
+# monitor linked statically (static-pie), as it is deployed: one runs per container,
+# and a static monitor maps no libc.so or ld.so, which halves what it holds
+# (ARCHITECTURE.md, "shoal-monitor is a program of its own"). `cargo rustc` passes the
+# flag to that binary's final compile only; the libraries it links are the same.
+build_release() {
+    cargo build --release --locked "$@" >&2
+    cargo rustc --release --locked --bin shoal-monitor -- -C target-feature=+crt-static >&2
+}

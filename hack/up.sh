@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 [ "$(id -u)" -eq 0 ] || { echo "hack/up.sh runs containers: run it as root" >&2; exit 1; }
 ensure_packages
-cargo build --release --locked >&2
+build_release
 data="${SHOAL_DATA_DIR:-$PWD/.shoal-data}"
 mkdir -p "$data"
 if ! ./target/release/shoal image ls -o name --data-dir "$data/node" | grep -qx 'docker.io/local/busybox:1'; then

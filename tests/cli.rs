@@ -7,10 +7,57 @@ use std::path::Path;
 
 use support::*;
 
+/// What the session's scenarios share: the server and a copy of the examples, changed
+/// as the session goes.
+struct Session<'a> {
+    server: &'a mut Server,
+    dir: String,
+}
+
 fn user_session(server: &mut Server) {
     let examples = examples_copy();
     let dir = examples.path().to_str().expect("utf8").to_string();
+    run_scenarios(
+        &mut Session { server, dir },
+        &[
+            (
+                "apply_creates_then_changes_nothing",
+                apply_creates_then_changes_nothing,
+            ),
+            (
+                "diff_of_an_unchanged_directory_is_clean",
+                diff_of_an_unchanged_directory_is_clean,
+            ),
+            (
+                "an_edit_shows_in_diff_and_apply_configures_it",
+                an_edit_shows_in_diff_and_apply_configures_it,
+            ),
+            ("get_prints_every_format", get_prints_every_format),
+            (
+                "describe_shows_the_spec_and_events",
+                describe_shows_the_spec_and_events,
+            ),
+            (
+                "a_broken_manifest_changes_nothing_and_says_where",
+                a_broken_manifest_changes_nothing_and_says_where,
+            ),
+            (
+                "syntax_errors_and_unknown_kinds_are_one_line_each",
+                syntax_errors_and_unknown_kinds_are_one_line_each,
+            ),
+            (
+                "a_dry_run_reports_without_writing",
+                a_dry_run_reports_without_writing,
+            ),
+            ("a_restart_keeps_every_object", a_restart_keeps_every_object),
+            ("delete_by_name_and_by_file", delete_by_name_and_by_file),
+        ],
+    );
+}
 
+fn apply_creates_then_changes_nothing(s: &mut Session) {
+    let dir = s.dir.clone();
+    let server = &*s.server;
     // First apply creates, second changes nothing.
     let out = ok(server.shoal(&["apply", "-f", &dir]));
     assert!(out.contains("service/web created"), "{out}");
@@ -19,11 +66,19 @@ fn user_session(server: &mut Server) {
     let out = ok(server.shoal(&["apply", "-f", &dir]));
     assert!(out.lines().all(|l| l.ends_with(" unchanged")), "{out}");
     assert_eq!(out.lines().count(), 3, "{out}");
+}
 
+fn diff_of_an_unchanged_directory_is_clean(s: &mut Session) {
+    let dir = s.dir.clone();
+    let server = &*s.server;
     // diff: nothing to change.
     let same = server.shoal(&["diff", "-f", &dir]);
     assert_eq!(same.status.code(), Some(0), "{}", stderr(&same));
+}
 
+fn an_edit_shows_in_diff_and_apply_configures_it(s: &mut Session) {
+    let dir = s.dir.clone();
+    let server = &*s.server;
     // Editing replicas: diff shows it (exit 1), apply configures it, generation moves.
     let web = Path::new(&dir).join("web.yaml");
     let text = std::fs::read_to_string(&web).expect("read");
@@ -35,7 +90,10 @@ fn user_session(server: &mut Server) {
     let out = ok(server.shoal(&["apply", "-f", &dir]));
     assert!(out.contains("service/web configured"), "{out}");
     assert!(out.contains("network/front unchanged"), "{out}");
+}
 
+fn get_prints_every_format(s: &mut Session) {
+    let server = &*s.server;
     // get in every format.
     let list = json(server.shoal(&["get", "services", "-o", "json"]));
     let items = list["items"].as_array().expect("items");
@@ -69,7 +127,10 @@ fn user_session(server: &mut Server) {
     assert_eq!(selected["items"].as_array().map(Vec::len), Some(1));
     let none = json(server.shoal(&["get", "svc", "-l", "app=nope", "-o", "json"]));
     assert_eq!(none["items"].as_array().map(Vec::len), Some(0));
+}
 
+fn describe_shows_the_spec_and_events(s: &mut Session) {
+    let server = &*s.server;
     // describe shows spec and the events section.
     let desc = ok(server.shoal(&["describe", "service", "web"]));
     for part in [
@@ -81,7 +142,11 @@ fn user_session(server: &mut Server) {
     ] {
         assert!(desc.contains(part), "missing {part:?} in:\n{desc}");
     }
+}
 
+fn a_broken_manifest_changes_nothing_and_says_where(s: &mut Session) {
+    let dir = s.dir.clone();
+    let server = &*s.server;
     // A broken manifest changes nothing and says where every problem is.
     let bad = Path::new(&dir).join("zz-bad.yaml");
     std::fs::write(
@@ -110,7 +175,10 @@ fn user_session(server: &mut Server) {
     let d = server.shoal(&["diff", "-f", bad.to_str().expect("utf8")]);
     assert_eq!(d.status.code(), Some(2), "diff errors exit 2");
     std::fs::remove_file(&bad).expect("rm");
+}
 
+fn syntax_errors_and_unknown_kinds_are_one_line_each(s: &mut Session) {
+    let server = &*s.server;
     // Syntax errors and unknown kinds are one clear line each.
     let o = server.shoal_stdin(
         &["apply", "-f", "-"],
@@ -146,7 +214,10 @@ fn user_session(server: &mut Server) {
         "{}",
         stderr(&o)
     );
+}
 
+fn a_dry_run_reports_without_writing(s: &mut Session) {
+    let server = &*s.server;
     // Dry run reports without writing.
     let o = ok(server.shoal_stdin(
         &["apply", "--dry-run", "-f", "-"],
@@ -154,7 +225,11 @@ fn user_session(server: &mut Server) {
     ));
     assert!(o.contains("network/back created (dry run)"), "{o}");
     assert!(!server.shoal(&["get", "network", "back"]).status.success());
+}
 
+fn a_restart_keeps_every_object(s: &mut Session) {
+    let dir = s.dir.clone();
+    let server = &mut *s.server;
     // A restart keeps every object.
     server.restart();
     let nets = json(server.shoal(&["get", "networks", "-o", "json"]));
@@ -163,7 +238,11 @@ fn user_session(server: &mut Server) {
     assert_eq!(svc["spec"]["replicas"], 5);
     let out = ok(server.shoal(&["apply", "-f", &dir]));
     assert!(out.lines().all(|l| l.ends_with(" unchanged")), "{out}");
+}
 
+fn delete_by_name_and_by_file(s: &mut Session) {
+    let dir = s.dir.clone();
+    let server = &*s.server;
     // delete by name and by file.
     let out = ok(server.shoal(&["delete", "service", "web"]));
     assert!(out.contains("service/web deleted"), "{out}");

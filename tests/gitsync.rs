@@ -93,11 +93,83 @@ fn hand_apply(server: &Server, name: &str, annotations: serde_json::Value, repli
     ok(server.shoal_stdin(&["apply", "-f", "-"], &edited.to_string()));
 }
 
+/// What the scenarios share: one git server and one store, changed as they go.
+struct Sync<'a> {
+    server: &'a Server,
+    repo: &'a GitRepo,
+    url: String,
+    secret: std::path::PathBuf,
+    /// `shoal events -w` from the start, for the scenario that reads the whole stream.
+    events: Option<Spawned>,
+    event_lines: std::sync::mpsc::Receiver<String>,
+    /// The revision that pruned `api`: the last good one before the broken commit.
+    pruned_at: String,
+}
+
 /// Everything the issue asks for, against one git server and one store.
 fn exercise(server: &Server, repo: &GitRepo, url: &str, secret: &std::path::Path) {
     let mut events = server.spawn_shoal(&["events", "-w"]);
     let event_lines = lines_of(&mut events);
+    let mut sync = Sync {
+        server,
+        repo,
+        url: url.into(),
+        secret: secret.into(),
+        events: Some(events),
+        event_lines,
+        pruned_at: String::new(),
+    };
+    run_scenarios(
+        &mut sync,
+        &[
+            (
+                "the_first_commit_is_applied_with_its_inventory",
+                the_first_commit_is_applied_with_its_inventory,
+            ),
+            (
+                "a_new_commit_is_applied_within_the_interval",
+                a_new_commit_is_applied_within_the_interval,
+            ),
+            (
+                "a_deleted_file_is_pruned_and_hand_made_objects_stay",
+                a_deleted_file_is_pruned_and_hand_made_objects_stay,
+            ),
+            (
+                "a_broken_manifest_applies_nothing_of_its_commit",
+                a_broken_manifest_applies_nothing_of_its_commit,
+            ),
+            (
+                "claiming_a_hand_made_object_is_refused_as_a_whole",
+                claiming_a_hand_made_object_is_refused_as_a_whole,
+            ),
+            (
+                "a_hand_edit_is_put_back_unless_the_object_opts_out",
+                a_hand_edit_is_put_back_unless_the_object_opts_out,
+            ),
+            (
+                "suspended_commits_wait_and_resume_applies_them",
+                suspended_commits_wait_and_resume_applies_them,
+            ),
+            (
+                "on_a_long_interval_the_webhook_or_sync_brings_commits",
+                on_a_long_interval_the_webhook_or_sync_brings_commits,
+            ),
+            (
+                "one_event_stream_shows_the_steps_and_their_effects",
+                one_event_stream_shows_the_steps_and_their_effects,
+            ),
+            (
+                "deleting_the_gitsync_removes_its_mirror_only",
+                deleting_the_gitsync_removes_its_mirror_only,
+            ),
+        ],
+    );
+}
 
+fn the_first_commit_is_applied_with_its_inventory(s: &mut Sync) {
+    let server = s.server;
+    let repo = s.repo;
+    let url = s.url.as_str();
     // First commit, then a GitSync polling every second.
     repo.write("deploy/web.yaml", &service("web", 1));
     repo.write("deploy/apps/api.yaml", &service("api", 1));
@@ -130,20 +202,33 @@ fn exercise(server: &Server, repo: &GitRepo, url: &str, secret: &std::path::Path
         table.contains("READY") && table.contains(&first[..12]),
         "{table}"
     );
+}
 
+fn a_new_commit_is_applied_within_the_interval(s: &mut Sync) {
+    let server = s.server;
+    let repo = s.repo;
     // A new commit is applied within the interval, without anyone asking.
     repo.write("deploy/web.yaml", &service("web", 2));
     let second = repo.commit("web: 2 replicas");
     wait_applied(server, "prod", &second);
     assert_eq!(replicas(server, "web"), Some(2));
+}
 
+fn a_deleted_file_is_pruned_and_hand_made_objects_stay(s: &mut Sync) {
+    let server = s.server;
+    let repo = s.repo;
     // A deleted file's objects are pruned; the hand-made service stays.
     repo.remove("deploy/apps/api.yaml");
     let third = repo.commit("api goes");
     wait_applied(server, "prod", &third);
+    s.pruned_at = third;
     wait("api pruned", 10, || replicas(server, "api").is_none());
     assert_eq!(replicas(server, "manual"), Some(1));
+}
 
+fn a_broken_manifest_applies_nothing_of_its_commit(s: &mut Sync) {
+    let server = s.server;
+    let repo = s.repo;
     // A broken manifest: nothing in that commit is applied, not even its good change;
     // the status and a Warning say where it is broken; the last good revision stays.
     repo.write("deploy/web.yaml", &service("web", 3));
@@ -166,7 +251,7 @@ fn exercise(server: &Server, repo: &GitRepo, url: &str, secret: &std::path::Path
     );
     assert_eq!(
         status(server, "prod")["lastAppliedRevision"],
-        third.as_str()
+        s.pruned_at.as_str()
     );
     assert_eq!(replicas(server, "web"), Some(2));
     assert_eq!(replicas(server, "bad"), None);
@@ -175,7 +260,11 @@ fn exercise(server: &Server, repo: &GitRepo, url: &str, secret: &std::path::Path
         warnings.contains("SyncFailed") && warnings.contains("deploy/bad.yaml"),
         "{warnings}"
     );
+}
 
+fn claiming_a_hand_made_object_is_refused_as_a_whole(s: &mut Sync) {
+    let server = s.server;
+    let repo = s.repo;
     // Claiming the hand-made service is refused as a whole, and it is left as it is.
     repo.remove("deploy/bad.yaml");
     repo.write("deploy/manual.yaml", &service("manual", 4));
@@ -196,7 +285,10 @@ fn exercise(server: &Server, repo: &GitRepo, url: &str, secret: &std::path::Path
     let fixed = repo.commit("fixed");
     wait_applied(server, "prod", &fixed);
     assert_eq!(replicas(server, "web"), Some(3));
+}
 
+fn a_hand_edit_is_put_back_unless_the_object_opts_out(s: &mut Sync) {
+    let server = s.server;
     // A hand edit is put back at the next sync, unless the object opts out.
     ok(server.shoal(&["scale", "service/web=7"]));
     wait("the hand edit reverted", 30, || {
@@ -225,7 +317,11 @@ fn exercise(server: &Server, repo: &GitRepo, url: &str, secret: &std::path::Path
     wait("reverted once enabled again", 30, || {
         replicas(server, "web") == Some(3)
     });
+}
 
+fn suspended_commits_wait_and_resume_applies_them(s: &mut Sync) {
+    let server = s.server;
+    let repo = s.repo;
     // Suspended: new commits wait; resumed: applied at once.
     assert_eq!(
         ok(server.shoal(&["gitsync", "suspend", "prod"])).trim(),
@@ -254,7 +350,13 @@ fn exercise(server: &Server, repo: &GitRepo, url: &str, secret: &std::path::Path
     ok(server.shoal(&["gitsync", "resume", "prod"]));
     wait_applied(server, "prod", &while_suspended);
     assert_eq!(replicas(server, "web"), Some(4));
+}
 
+fn on_a_long_interval_the_webhook_or_sync_brings_commits(s: &mut Sync) {
+    let server = s.server;
+    let repo = s.repo;
+    let url = s.url.as_str();
+    let secret = s.secret.as_path();
     // With an interval of an hour, only the webhook or `gitsync sync` brings a commit in.
     apply(server, &gitsync("prod", url, "1h"));
     wait("the interval change handled", 30, || {
@@ -287,7 +389,10 @@ fn exercise(server: &Server, repo: &GitRepo, url: &str, secret: &std::path::Path
         "{synced}"
     );
     assert_eq!(replicas(server, "web"), Some(6));
+}
 
+fn one_event_stream_shows_the_steps_and_their_effects(s: &mut Sync) {
+    let event_lines = &s.event_lines;
     // One stream: the GitSync's steps and what they caused.
     for needles in [
         &["gitsync/prod", "Fetched"][..],
@@ -308,8 +413,11 @@ fn exercise(server: &Server, repo: &GitRepo, url: &str, secret: &std::path::Path
                 .any(|line| needles.iter().all(|n| line.contains(n)))
         });
     }
-    drop(events);
+    s.events.take();
+}
 
+fn deleting_the_gitsync_removes_its_mirror_only(s: &mut Sync) {
+    let server = s.server;
     // Deleting the GitSync removes its mirror and leaves what it applied.
     let mirrors = server.data_dir.join("gitsync");
     let count = || std::fs::read_dir(&mirrors).map_or(0, |d| d.count());

@@ -89,6 +89,10 @@ fn scenarios(server: &Server) {
                 "a_failing_version_is_rolled_back",
                 a_failing_version_is_rolled_back,
             ),
+            (
+                "rollout_undo_goes_back_a_revision_keeping_the_scale",
+                rollout_undo_goes_back_a_revision_keeping_the_scale,
+            ),
             ("a_job_runs_to_completion", a_job_runs_to_completion),
             ("cron_starts_a_run_per_tick", cron_starts_a_run_per_tick),
             (
@@ -239,6 +243,30 @@ fn a_failing_version_is_rolled_back(c: &mut Cluster) {
         history.contains("bad/web:4") && history.contains("rollback"),
         "{history}"
     );
+}
+
+fn rollout_undo_goes_back_a_revision_keeping_the_scale(c: &mut Cluster) {
+    let server = c.server;
+    let undo = |image: &str, extra: &str| {
+        format!("apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: undo}}\nspec:\n  image: {image}\n  replicas: 1\n  update: {UPDATE}\n{extra}")
+    };
+    apply(server, &undo("good/web:1", ""));
+    wait("undo at 1", 20, || live_running(server, "undo").len() == 1);
+    // The second revision adds a field the first lacks: undo must remove it.
+    apply(server, &undo("good/web:2", "  env: {ADDED: \"yes\"}\n"));
+    ok(server.shoal(&["rollout", "status", "service/undo"]));
+    ok(server.shoal(&["scale", "service/undo=2"]));
+    let said = ok(server.shoal(&["rollout", "undo", "service/undo"]));
+    assert!(said.contains("good/web:1"), "{said}");
+    let spec = &service(server, "undo")["spec"];
+    assert_eq!(spec["image"], "good/web:1", "{spec}");
+    assert_eq!(spec["replicas"], 2, "the scale stays: {spec}");
+    assert!(spec.get("env").is_none(), "the later field is gone: {spec}");
+    wait("2 running the first revision", 30, || {
+        let live = live_running(server, "undo");
+        live.len() == 2 && live.iter().all(|t| t["spec"]["image"] == "good/web:1")
+    });
+    ok(server.shoal(&["delete", "service", "undo"]));
 }
 
 fn a_job_runs_to_completion(c: &mut Cluster) {

@@ -93,6 +93,11 @@ impl Serialize for Duration {
     }
 }
 
+/// The JSON Schema `format` of a [`Duration`] string, checked by its parser.
+pub const DURATION_FORMAT: &str = "duration";
+/// The JSON Schema `format` of a [`ByteSize`] string, checked by its parser.
+pub const BYTE_SIZE_FORMAT: &str = "byte-size";
+
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -107,6 +112,7 @@ impl JsonSchema for Duration {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
+            "format": DURATION_FORMAT,
             "pattern": "^([0-9]+(ns|us|µs|ms|s|m|h))+$|^0$",
             "description": "A duration such as 500ms, 5s, 1m30s or 2h"
         })
@@ -172,6 +178,7 @@ impl JsonSchema for ByteSize {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
+            "format": BYTE_SIZE_FORMAT,
             "pattern": "^[0-9]+([kKmMgGtT]i?[bB]?)?$",
             "description": "A size such as 512k, 10m or 1g"
         })

@@ -37,6 +37,17 @@ pub fn describe(v: &Value) -> String {
     }
 }
 
+/// Strings of our own formats (durations, sizes) are checked by their parsers here, so
+/// a bad one is reported with its path like any other problem, also inside the fields
+/// serde reads through `flatten` (where it cannot say the path).
+fn check_format(format: &str, text: &str) -> Result<(), String> {
+    match format {
+        crate::quantity::DURATION_FORMAT => text.parse::<crate::quantity::Duration>().map(drop),
+        crate::quantity::BYTE_SIZE_FORMAT => text.parse::<crate::quantity::ByteSize>().map(drop),
+        _ => Ok(()),
+    }
+}
+
 fn type_word(t: &str) -> &'static str {
     match t {
         "integer" => "an integer",
@@ -148,6 +159,11 @@ impl<'a> Checker<'a> {
                 && n > f64::from(u32::MAX)
             {
                 out.push(path, format!("must be at most {}", u32::MAX));
+            }
+        }
+        if let (Some(text), Some(format)) = (v.as_str(), schema.get("format")) {
+            if let Err(why) = check_format(format.as_str().unwrap_or(""), text) {
+                out.push(path, why);
             }
         }
         match v {

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use shoal_api::{GitSync, SYNC_REQUEST_ANNOTATION};
 
-use super::modify::{get, modify, spec_mut};
+use serde_json::json;
+
+use super::patch::{get, patch};
 use super::Context;
 use crate::Outcome;
 
@@ -39,11 +41,7 @@ pub async fn run(ctx: &Context, c: Command) -> Outcome {
 }
 
 async fn set_suspend(ctx: &Context, name: &str, suspend: bool) -> Outcome {
-    modify(ctx, "GitSync", name, |obj| {
-        spec_mut(obj)?.insert("suspend".into(), suspend.into());
-        Ok(())
-    })
-    .await?;
+    patch(ctx, "GitSync", name, json!({"spec": {"suspend": suspend}})).await?;
     println!(
         "gitsync/{name} {}",
         if suspend { "suspended" } else { "resumed" }
@@ -58,12 +56,13 @@ async fn sync(ctx: &Context, name: &str, no_wait: bool, timeout: Duration) -> Ou
     }
     // A new value each time is what asks; the time makes it readable too.
     let request = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-    modify(ctx, "GitSync", name, |obj| {
-        obj.metadata
-            .annotations
-            .insert(SYNC_REQUEST_ANNOTATION.into(), request.clone());
-        Ok(())
-    })
+    let annotations = json!({ (SYNC_REQUEST_ANNOTATION): request });
+    patch(
+        ctx,
+        "GitSync",
+        name,
+        json!({"metadata": {"annotations": annotations}}),
+    )
     .await?;
     if no_wait {
         println!("gitsync/{name} sync requested");

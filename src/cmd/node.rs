@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use super::modify::{modify, spec_mut};
+use super::patch::patch;
 use super::Context;
 use crate::Outcome;
 
@@ -20,11 +20,8 @@ pub async fn run(ctx: &Context, c: Command) -> Outcome {
         Command::Pause { name } => (name, "pause", "paused"),
         Command::Activate { name } => (name, "active", "activated"),
     };
-    modify(ctx, "Node", name, |obj| {
-        spec_mut(obj)?.insert("availability".into(), availability.into());
-        Ok(())
-    })
-    .await?;
+    let change = serde_json::json!({"spec": {"availability": availability}});
+    patch(ctx, "Node", name, change).await?;
     println!("node/{name} {done}");
     Ok(ExitCode::SUCCESS)
 }

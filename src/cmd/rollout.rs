@@ -6,7 +6,8 @@ use futures::StreamExt;
 use shoal_api::{DynamicObject, Service, UpdateState};
 use shoal_wire::pb;
 
-use super::{kind_and_name, modify::modify, Context};
+use super::patch::{get, merge_diff, patch};
+use super::{kind_and_name, Context};
 use crate::output::{parse_object, print_rows};
 use crate::Outcome;
 
@@ -120,7 +121,7 @@ async fn status(ctx: &Context, name: &str) -> Outcome {
 }
 
 async fn history(ctx: &Context, name: &str) -> Outcome {
-    let svc = typed(&super::modify::get(ctx, "Service", name).await?)?;
+    let svc = typed(&get(ctx, "Service", name).await?)?;
     let st = svc.status.unwrap_or_default();
     let mut rows = vec![["REVISION", "CAUSE", "IMAGE", "TEMPLATE", "TIME"]
         .map(String::from)
@@ -129,7 +130,7 @@ async fn history(ctx: &Context, name: &str) -> Outcome {
         rows.push(vec![
             r.generation.to_string(),
             r.cause.clone(),
-            r.spec.image.clone(),
+            r.spec.container.image.clone(),
             r.template.clone(),
             r.time.to_rfc3339(),
         ]);
@@ -143,7 +144,8 @@ async fn history(ctx: &Context, name: &str) -> Outcome {
 }
 
 async fn undo(ctx: &Context, name: &str) -> Outcome {
-    let svc = typed(&super::modify::get(ctx, "Service", name).await?)?;
+    let live = get(ctx, "Service", name).await?;
+    let svc = typed(&live)?;
     let st = svc.status.unwrap_or_default();
     let current = svc.metadata.generation.unwrap_or(1);
     let previous = st
@@ -159,15 +161,24 @@ async fn undo(ctx: &Context, name: &str) -> Outcome {
     // The container template goes back; the scale stays as it is now.
     let mut restored = (*previous.spec).clone();
     restored.replicas = svc.spec.replicas;
-    let spec = serde_json::to_value(&restored)?;
-    modify(ctx, "Service", name, |obj| {
-        obj.body.insert("spec".into(), spec.clone());
-        Ok(())
-    })
-    .await?;
+    let restored = match serde_json::to_value(&restored)? {
+        serde_json::Value::Object(m) => m,
+        _ => anyhow::bail!(
+            "service/{name}: revision {} has no spec",
+            previous.generation
+        ),
+    };
+    let now = live
+        .body
+        .get("spec")
+        .and_then(|s| s.as_object())
+        .cloned()
+        .unwrap_or_default();
+    let change = serde_json::json!({"spec": merge_diff(&now, &restored)});
+    patch(ctx, "Service", name, change).await?;
     println!(
         "service/{name} rolled back to revision {} ({})",
-        previous.generation, previous.spec.image
+        previous.generation, previous.spec.container.image
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use super::modify::{modify, spec_mut};
+use super::patch::{get, patch};
 use super::{kind_and_name, Context};
 use crate::Outcome;
 
@@ -23,19 +23,18 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         if kind.kind != "Service" {
             anyhow::bail!("{target:?}: only services scale");
         }
-        modify(ctx, kind.kind, &name, |obj| {
-            let spec = spec_mut(obj)?;
-            let mode = spec
-                .get("mode")
-                .and_then(|m| m.as_str())
-                .unwrap_or("replicated");
-            if mode != "replicated" {
-                anyhow::bail!("service/{name} is mode {mode}; only replicated services scale");
-            }
-            spec.insert("replicas".into(), replicas.into());
-            Ok(())
-        })
-        .await?;
+        let live = get(ctx, kind.kind, &name).await?;
+        let mode = live
+            .body
+            .get("spec")
+            .and_then(|s| s.get("mode"))
+            .and_then(|m| m.as_str())
+            .unwrap_or("replicated");
+        if mode != "replicated" {
+            anyhow::bail!("service/{name} is mode {mode}; only replicated services scale");
+        }
+        let change = serde_json::json!({"spec": {"replicas": replicas}});
+        patch(ctx, kind.kind, &name, change).await?;
         println!("service/{name} scaled to {replicas}");
     }
     Ok(ExitCode::SUCCESS)

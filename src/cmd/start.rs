@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::modify::{modify, spec_mut};
+use super::patch::patch;
 use super::tasks::{ended, task_json};
 use super::Context;
 use crate::Outcome;
@@ -36,14 +36,11 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         }
         if ended(&t) || stopping {
             let asked = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-            modify(ctx, "Task", name, |obj| {
-                obj.metadata
-                    .annotations
-                    .insert(shoal_api::START_ANNOTATION.into(), asked.clone());
-                spec_mut(obj)?.insert("desiredState".into(), "running".into());
-                Ok(())
-            })
-            .await?;
+            let change = serde_json::json!({
+                "metadata": {"annotations": {(shoal_api::START_ANNOTATION): asked}},
+                "spec": {"desiredState": "running"},
+            });
+            patch(ctx, "Task", name, change).await?;
         }
         println!("{name}");
     }

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::modify::{modify, spec_mut};
+use super::patch::patch;
 use super::tasks::wait_stopped;
 use super::Context;
 use crate::Outcome;
@@ -47,16 +47,13 @@ pub async fn stop_and_wait(
 }
 
 async fn ask_to_stop(ctx: &Context, name: &str, grace: Option<Duration>) -> anyhow::Result<()> {
-    modify(ctx, "Task", name, |obj| {
-        if let Some(g) = grace {
-            obj.metadata.annotations.insert(
-                shoal_api::labels::STOP_GRACE_PERIOD.into(),
-                format!("{}s", g.as_secs()),
-            );
-        }
-        spec_mut(obj)?.insert("desiredState".into(), "shutdown".into());
-        Ok(())
-    })
-    .await?;
+    let mut change = serde_json::json!({"spec": {"desiredState": "shutdown"}});
+    if let Some(g) = grace {
+        let annotations = serde_json::json!({
+            (shoal_api::labels::STOP_GRACE_PERIOD): format!("{}s", g.as_secs()),
+        });
+        change["metadata"] = serde_json::json!({ "annotations": annotations });
+    }
+    patch(ctx, "Task", name, change).await?;
     Ok(())
 }

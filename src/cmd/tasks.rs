@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::modify::get;
+use super::patch::get;
 use super::Context;
 
 pub fn state(t: &serde_json::Value) -> &str {

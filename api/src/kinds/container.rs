@@ -1,13 +1,83 @@
-//! Container options a Service's tasks and a standalone Task share beyond image, command
-//! and env: the entrypoint, working directory and user, mounts (bind, named volume,
-//! tmpfs) and log rotation, as `docker run -w -u -v --tmpfs --log-opt` and Swarm's
-//! `--mount` give them.
+//! The container a Service's tasks and a standalone Task run, declared once: image,
+//! command and env, the entrypoint, working directory and user, mounts (bind, named
+//! volume, tmpfs), log rotation, published ports, resources and the health check, as
+//! `docker run` and Swarm's `--mount` give them.
+
+use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::require;
+use super::workload::{
+    check_healthcheck, check_ports, check_resources, HealthCheck, PortSpec, Resources,
+};
 use crate::quantity::ByteSize;
 use crate::validate::Problems;
+
+/// What a container runs and how: the fields a Service's task template and a Task
+/// share. Both specs flatten it, so a manifest writes these fields directly under
+/// `spec`, and the service controller copies it whole into each task it makes.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSpec {
+    /// Any OCI image reference.
+    #[serde(default)]
+    pub image: String,
+    /// Overrides the image's entrypoint and cmd when given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Replaces the image's entrypoint (and drops its cmd); `command` then gives its
+    /// arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// The working directory (default: the image's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// `uid[:gid]`, or `name[:group]` from the image's /etc/passwd (default: the image's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+    #[serde(default, skip_serializing_if = "LogOptions::is_empty")]
+    pub logging: LogOptions,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthCheck>,
+}
+
+impl ContainerSpec {
+    /// Checks the container's fields, found under `spec` (`spec.image`, ...).
+    pub(crate) fn check(&self, p: &mut Problems, spec: &str) {
+        require(p, &format!("{spec}.image"), &self.image);
+        check_env(p, &format!("{spec}.env"), &self.env);
+        check_ports(p, &format!("{spec}.ports"), &self.ports);
+        check_resources(p, &format!("{spec}.resources"), &self.resources);
+        check_healthcheck(p, &format!("{spec}.healthcheck"), &self.healthcheck);
+        if self
+            .entrypoint
+            .as_ref()
+            .is_some_and(|e| e.first().is_none_or(|a| a.trim().is_empty()))
+        {
+            p.push(format!("{spec}.entrypoint"), "needs a program");
+        }
+        if let Some(w) = &self.workdir {
+            check_absolute(p, format!("{spec}.workdir"), w);
+        }
+        check_mounts(p, &format!("{spec}.mounts"), &self.mounts);
+        if self.logging.max_file == Some(0) {
+            p.push(format!("{spec}.logging.maxFile"), "must be at least 1");
+        }
+        if self.logging.max_size.is_some_and(|s| s.0 < 1024) {
+            p.push(format!("{spec}.logging.maxSize"), "must be at least 1Ki");
+        }
+    }
+}
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -97,29 +167,18 @@ pub(crate) fn check_mounts(p: &mut Problems, path: &str, mounts: &[Mount]) {
     }
 }
 
-pub(crate) fn check_container_options(
-    p: &mut Problems,
-    spec: &str,
-    entrypoint: &Option<Vec<String>>,
-    workdir: &Option<String>,
-    mounts: &[Mount],
-    logging: &LogOptions,
-) {
-    if entrypoint
-        .as_ref()
-        .is_some_and(|e| e.first().is_none_or(|a| a.trim().is_empty()))
-    {
-        p.push(format!("{spec}.entrypoint"), "needs a program");
-    }
-    if let Some(w) = workdir {
-        check_absolute(p, format!("{spec}.workdir"), w);
-    }
-    check_mounts(p, &format!("{spec}.mounts"), mounts);
-    if logging.max_file == Some(0) {
-        p.push(format!("{spec}.logging.maxFile"), "must be at least 1");
-    }
-    if logging.max_size.is_some_and(|s| s.0 < 1024) {
-        p.push(format!("{spec}.logging.maxSize"), "must be at least 1Ki");
+/// Environment variable names: non-empty, no '=' and no NUL.
+pub(crate) fn check_env(p: &mut Problems, path: &str, env: &BTreeMap<String, String>) {
+    for (k, v) in env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            p.push(
+                format!("{path}[{k:?}]"),
+                "variable names must be non-empty and contain no '=' or NUL",
+            );
+        }
+        if v.contains('\0') {
+            p.push(format!("{path}[{k:?}]"), "value must not contain NUL");
+        }
     }
 }
 
@@ -154,5 +213,31 @@ mod tests {
         let good = "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: s}\nspec:\n  image: a\n  \
                     mounts: [{source: cache, target: /cache}, {type: tmpfs, target: /run, size: 8m}]\n";
         decode_manifests("s.yaml", good).expect("valid");
+    }
+
+    /// The container fields are flattened into both specs; a bad value among them is
+    /// still reported at its own path and line, every one of them, and unknown fields
+    /// are still refused.
+    #[test]
+    fn flattened_fields_are_located_like_any_other() {
+        for kind in ["Service", "Task"] {
+            let text = format!(
+                "apiVersion: shoal.dev/v1\nkind: {kind}\nmetadata: {{name: t}}\nspec:\n  image: a\n  \
+                 healthcheck: {{cmd: [x], interval: 5x}}\n  \
+                 logging: {{maxSize: lots}}\n  imagePullPolicy: Always\n"
+            );
+            let errs = decode_manifests("t.yaml", &text).expect_err("invalid");
+            let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            for needle in [
+                "line 6: spec.healthcheck.interval: \"5x\" is not a duration",
+                "line 7: spec.logging.maxSize: \"lots\" is not a size",
+                "line 8: spec.imagePullPolicy: unknown field",
+            ] {
+                assert!(
+                    all.iter().any(|e| e.contains(needle)),
+                    "{kind} {needle}: {all:?}"
+                );
+            }
+        }
     }
 }

@@ -1,11 +1,9 @@
-use std::collections::BTreeMap;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::container::*;
+use super::define_kind;
 use super::workload::*;
-use super::{define_kind, require};
 use crate::meta::{Condition, Timestamp};
 use crate::validate::{Problems, Validate};
 
@@ -21,48 +19,26 @@ define_kind! {
     }
 }
 
+/// What a Service runs (its task template: the container and where it may run) and
+/// how many, how it is updated and restarted.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceSpec {
-    /// Any OCI image reference.
-    #[serde(default)]
-    pub image: String,
-    /// Overrides the image's entrypoint and cmd when given.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub command: Vec<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-    /// Replaces the image's entrypoint (and drops its cmd); `command` then gives its
-    /// arguments.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub entrypoint: Option<Vec<String>>,
-    /// The working directory (default: the image's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workdir: Option<String>,
-    /// `uid[:gid]`, or `name[:group]` from the image's /etc/passwd (default: the image's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mounts: Vec<Mount>,
-    #[serde(default, skip_serializing_if = "LogOptions::is_empty")]
-    pub logging: LogOptions,
+    /// The container each task runs (`image`, `command`, `env`, ... directly under
+    /// `spec`).
+    #[serde(flatten)]
+    pub container: ContainerSpec,
     #[serde(default)]
     pub mode: ServiceMode,
     /// Tasks to run in mode `replicated` (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<u32>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<PortSpec>,
     #[serde(default)]
     pub restart: RestartPolicy,
     #[serde(default)]
     pub update: UpdateConfig,
     #[serde(default, skip_serializing_if = "Placement::is_empty")]
     pub placement: Placement,
-    #[serde(default, skip_serializing_if = "Resources::is_empty")]
-    pub resources: Resources,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub healthcheck: Option<HealthCheck>,
     /// For modes `job` and `cron`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobSpec>,
@@ -162,20 +138,8 @@ pub struct RevisionRecord {
 
 impl Validate for ServiceSpec {
     fn validate(&self, p: &mut Problems) {
-        require(p, "spec.image", &self.image);
-        check_env(p, "spec.env", &self.env);
-        check_ports(p, "spec.ports", &self.ports);
+        self.container.check(p, "spec");
         check_placement(p, "spec.placement", &self.placement);
-        check_resources(p, "spec.resources", &self.resources);
-        check_healthcheck(p, "spec.healthcheck", &self.healthcheck);
-        check_container_options(
-            p,
-            "spec",
-            &self.entrypoint,
-            &self.workdir,
-            &self.mounts,
-            &self.logging,
-        );
         if self.replicas.is_some() && self.mode != ServiceMode::Replicated {
             p.push("spec.replicas", "only for mode: replicated");
         }
@@ -223,19 +187,4 @@ pub fn parse_schedule(text: &str) -> Result<croner::Cron, String> {
         .build()
         .parse(text)
         .map_err(|e| format!("{text:?}: {e}"))
-}
-
-/// Environment variable names: non-empty, no '=' and no NUL.
-pub(crate) fn check_env(p: &mut Problems, path: &str, env: &BTreeMap<String, String>) {
-    for (k, v) in env {
-        if k.is_empty() || k.contains('=') || k.contains('\0') {
-            p.push(
-                format!("{path}[{k:?}]"),
-                "variable names must be non-empty and contain no '=' or NUL",
-            );
-        }
-        if v.contains('\0') {
-            p.push(format!("{path}[{k:?}]"), "value must not contain NUL");
-        }
-    }
 }

@@ -1,12 +1,9 @@
-use std::collections::BTreeMap;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::container::*;
-use super::service::check_env;
+use super::define_kind;
 use super::workload::*;
-use super::{define_kind, require};
 use crate::meta::{Condition, Timestamp};
 use crate::validate::{Problems, Validate};
 
@@ -22,43 +19,21 @@ define_kind! {
     }
 }
 
+/// One container to run on one node, and what the node should do with it.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TaskSpec {
-    #[serde(default)]
-    pub image: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub command: Vec<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
+    /// The container to run (`image`, `command`, `env`, ... directly under `spec`).
+    #[serde(flatten)]
+    pub container: ContainerSpec,
     /// The node this task is bound to; set by the scheduler unless given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// `running`, or `shutdown` to have the node stop it.
     #[serde(default)]
     pub desired_state: DesiredState,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<PortSpec>,
-    #[serde(default, skip_serializing_if = "Resources::is_empty")]
-    pub resources: Resources,
     #[serde(default, skip_serializing_if = "Placement::is_empty")]
     pub placement: Placement,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub healthcheck: Option<HealthCheck>,
-    /// Replaces the image's entrypoint (and drops its cmd); `command` then gives its
-    /// arguments.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub entrypoint: Option<Vec<String>>,
-    /// The working directory (default: the image's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workdir: Option<String>,
-    /// `uid[:gid]`, or `name[:group]` from the image's /etc/passwd (default: the image's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mounts: Vec<Mount>,
-    #[serde(default, skip_serializing_if = "LogOptions::is_empty")]
-    pub logging: LogOptions,
     /// Restarts of the container in place, on its node, for a task applied on its own
     /// (`shoal run --restart`); a service's tasks are replaced per the service's policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,20 +50,8 @@ pub enum DesiredState {
 
 impl Validate for TaskSpec {
     fn validate(&self, p: &mut Problems) {
-        require(p, "spec.image", &self.image);
-        check_env(p, "spec.env", &self.env);
-        check_ports(p, "spec.ports", &self.ports);
+        self.container.check(p, "spec");
         check_placement(p, "spec.placement", &self.placement);
-        check_resources(p, "spec.resources", &self.resources);
-        check_healthcheck(p, "spec.healthcheck", &self.healthcheck);
-        check_container_options(
-            p,
-            "spec",
-            &self.entrypoint,
-            &self.workdir,
-            &self.mounts,
-            &self.logging,
-        );
         if let Some(node) = &self.node {
             if let Err(why) = crate::meta::check_name(node, true) {
                 p.push("spec.node", why);

@@ -35,10 +35,11 @@ pub const NO_SUITABLE_NODE: &str = "no suitable node: ";
 pub fn freely_placeable(t: &Task) -> bool {
     t.spec.node.is_none()
         && t.spec.desired_state == DesiredState::Running
-        && t.spec.resources.reservations.is_none()
+        && t.spec.container.resources.reservations.is_none()
         && t.spec.placement.max_replicas_per_node == 0
         && !t
             .spec
+            .container
             .ports
             .iter()
             .any(|p| p.mode == shoal_api::PublishMode::Host && p.published.is_some())

@@ -88,11 +88,11 @@ pub fn snapshot(nodes: &[Arc<Node>], tasks: &[Arc<Task>]) -> Vec<NodeInfo> {
 }
 
 fn account(n: &mut NodeInfo, t: &Task) {
-    if let Some(r) = &t.spec.resources.reservations {
+    if let Some(r) = &t.spec.container.resources.reservations {
         n.cpu_reserved += r.cpu;
         n.memory_reserved += r.memory.0;
     }
-    for p in &t.spec.ports {
+    for p in &t.spec.container.ports {
         if let (PublishMode::Host, Some(published)) = (p.mode, p.published) {
             n.host_ports.insert((published, p.protocol));
         }
@@ -133,7 +133,7 @@ fn unfit(t: &Task, n: &NodeInfo, constraints: &[Constraint]) -> Option<String> {
             return Some(format!("constraint {} {op} {}", c.attribute, c.value));
         }
     }
-    if let Some(r) = &t.spec.resources.reservations {
+    if let Some(r) = &t.spec.container.resources.reservations {
         if n.cpu_reserved + r.cpu > n.cpu_total + 1e-9 {
             return Some("not enough CPU".into());
         }
@@ -141,12 +141,12 @@ fn unfit(t: &Task, n: &NodeInfo, constraints: &[Constraint]) -> Option<String> {
             return Some("not enough memory".into());
         }
     }
-    if let Some(l) = &t.spec.resources.limits {
+    if let Some(l) = &t.spec.container.resources.limits {
         if l.cpu > n.cpu_total + 1e-9 || l.memory.0 > n.memory_total {
             return Some("limits larger than the node".into());
         }
     }
-    for p in &t.spec.ports {
+    for p in &t.spec.container.ports {
         if let (PublishMode::Host, Some(published)) = (p.mode, p.published) {
             if n.host_ports.contains(&(published, p.protocol)) {
                 return Some(format!("host port {published} in use"));
@@ -173,8 +173,8 @@ fn constraints_of(t: &Task) -> Vec<Constraint> {
 fn alike(a: &Task, b: &Task) -> bool {
     service_of(a) == service_of(b)
         && a.spec.placement == b.spec.placement
-        && a.spec.resources == b.spec.resources
-        && a.spec.ports == b.spec.ports
+        && a.spec.container.resources == b.spec.container.resources
+        && a.spec.container.ports == b.spec.container.ports
 }
 
 /// Places `tasks` in order, accounting for each in `nodes`; the same answers as
@@ -337,7 +337,10 @@ mod tests {
 
     fn spec() -> TaskSpec {
         TaskSpec {
-            image: "x".into(),
+            container: shoal_api::ContainerSpec {
+                image: "x".into(),
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -375,7 +378,7 @@ mod tests {
             Placement::Node(n) => panic!("placed on {n}"),
         }
         let mut big = spec();
-        big.resources.reservations = Some(shoal_api::ResourceAmounts {
+        big.container.resources.reservations = Some(shoal_api::ResourceAmounts {
             cpu: 1.5,
             memory: Default::default(),
         });
@@ -391,7 +394,7 @@ mod tests {
             matches!(place(&task("db", big), &mut infos), Placement::Nowhere(w) if w.contains("not enough CPU"))
         );
         let mut port = spec();
-        port.ports = vec![shoal_api::PortSpec {
+        port.container.ports = vec![shoal_api::PortSpec {
             target: 80,
             published: Some(80),
             protocol: Protocol::Tcp,
@@ -415,7 +418,7 @@ mod tests {
         use crate::freely_placeable;
         assert!(freely_placeable(&task("web", spec())));
         let mut reserved = spec();
-        reserved.resources.reservations = Some(shoal_api::ResourceAmounts {
+        reserved.container.resources.reservations = Some(shoal_api::ResourceAmounts {
             cpu: 0.5,
             memory: Default::default(),
         });
@@ -424,14 +427,14 @@ mod tests {
         capped.placement.max_replicas_per_node = 1;
         assert!(!freely_placeable(&task("one-each", capped)));
         let mut host = spec();
-        host.ports = vec![shoal_api::PortSpec {
+        host.container.ports = vec![shoal_api::PortSpec {
             target: 80,
             published: Some(80),
             protocol: Protocol::Tcp,
             mode: PublishMode::Host,
         }];
         assert!(!freely_placeable(&task("lb", host.clone())));
-        host.ports[0].mode = PublishMode::Ingress;
+        host.container.ports[0].mode = PublishMode::Ingress;
         assert!(
             freely_placeable(&task("lb", host)),
             "ingress ports are shared"
@@ -486,13 +489,13 @@ mod tests {
             let mut s = spec();
             match service {
                 "db" => {
-                    s.resources.reservations = Some(shoal_api::ResourceAmounts {
+                    s.container.resources.reservations = Some(shoal_api::ResourceAmounts {
                         cpu: 0.7,
                         memory: Default::default(),
                     })
                 }
                 "lb" => {
-                    s.ports = vec![shoal_api::PortSpec {
+                    s.container.ports = vec![shoal_api::PortSpec {
                         target: 80,
                         published: Some(8080),
                         protocol: Protocol::Tcp,

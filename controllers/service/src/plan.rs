@@ -92,7 +92,7 @@ fn since(now: Timestamp, t: Option<Timestamp>) -> Duration {
 /// Whether a task has run the current spec long enough (and, with a health check, is
 /// healthy) to count as updated.
 pub fn healthy(t: &Task, monitor: Duration, now: Timestamp) -> bool {
-    let checked = t.spec.healthcheck.is_none()
+    let checked = t.spec.container.healthcheck.is_none()
         || t.status.as_ref().and_then(|s| s.health) == Some(shoal_api::Health::Healthy);
     state(t) == TaskState::Running
         && checked

@@ -61,7 +61,7 @@ pub fn observe_generation(view: &View, idx: &Index, plan: &mut Plan) {
             "UpdateStarted",
             format!(
                 "rolling update to generation {generation} ({})",
-                svc.spec.image
+                svc.spec.container.image
             ),
         );
     }
@@ -214,7 +214,7 @@ pub fn plan_update(view: &View, idx: &Index, wanted: &[Slot], plan: &mut Plan) {
                 (
                     UpdateState::RollbackCompleted,
                     "RolledBack",
-                    format!("rolled back to {}", svc.spec.image),
+                    format!("rolled back to {}", svc.spec.container.image),
                 )
             } else {
                 (

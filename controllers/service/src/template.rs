@@ -8,30 +8,30 @@ pub use shoal_api::labels::{ATTEMPT, HISTORY, MODE, RUN, SERVICE, SLOT, TEMPLATE
 /// FNV-1a of the container fields: stable across builds and servers.
 pub fn template_hash(spec: &ServiceSpec) -> String {
     let mut parts = serde_json::json!({
-        "image": spec.image,
-        "command": spec.command,
-        "env": spec.env,
-        "ports": spec.ports,
-        "resources": spec.resources,
+        "image": spec.container.image,
+        "command": spec.container.command,
+        "env": spec.container.env,
+        "ports": spec.container.ports,
+        "resources": spec.container.resources,
         "placement": spec.placement,
     });
     // Fields added later count only when set, so that services from before them keep
     // their hash (and are not rolled for nothing).
     if let Some(map) = parts.as_object_mut() {
         let later = [
-            ("healthcheck", serde_json::json!(spec.healthcheck)),
-            ("entrypoint", serde_json::json!(spec.entrypoint)),
-            ("workdir", serde_json::json!(spec.workdir)),
-            ("user", serde_json::json!(spec.user)),
-            ("mounts", serde_json::json!(spec.mounts)),
+            ("healthcheck", serde_json::json!(spec.container.healthcheck)),
+            ("entrypoint", serde_json::json!(spec.container.entrypoint)),
+            ("workdir", serde_json::json!(spec.container.workdir)),
+            ("user", serde_json::json!(spec.container.user)),
+            ("mounts", serde_json::json!(spec.container.mounts)),
         ];
         for (key, value) in later {
             if !value.is_null() && value != serde_json::json!([]) {
                 map.insert(key.into(), value);
             }
         }
-        if !spec.logging.is_empty() {
-            map.insert("logging".into(), serde_json::json!(spec.logging));
+        if !spec.container.logging.is_empty() {
+            map.insert("logging".into(), serde_json::json!(spec.container.logging));
         }
     }
     let text = parts.to_string();
@@ -65,20 +65,10 @@ pub fn new_task(
     let mut t = Task::new(
         name,
         TaskSpec {
-            image: spec.image.clone(),
-            command: spec.command.clone(),
-            env: spec.env.clone(),
+            container: spec.container.clone(),
             node,
             desired_state: DesiredState::Running,
-            ports: spec.ports.clone(),
-            resources: spec.resources.clone(),
             placement: spec.placement.clone(),
-            healthcheck: spec.healthcheck.clone(),
-            entrypoint: spec.entrypoint.clone(),
-            workdir: spec.workdir.clone(),
-            user: spec.user.clone(),
-            mounts: spec.mounts.clone(),
-            logging: spec.logging.clone(),
             restart: None,
         },
     );

@@ -14,7 +14,10 @@ fn service(replicas: u32) -> Service {
     let mut s = Service::new(
         "web",
         ServiceSpec {
-            image: "img:1".into(),
+            container: shoal_api::ContainerSpec {
+                image: "img:1".into(),
+                ..Default::default()
+            },
             replicas: Some(replicas),
             ..Default::default()
         },
@@ -26,7 +29,7 @@ fn service(replicas: u32) -> Service {
 
 fn task(svc: &Service, slot: u32, state: TaskState, ago_secs: i64) -> Arc<Task> {
     let mut t = Task::new(format!("web.{slot}"), Default::default());
-    t.spec.image = svc.spec.image.clone();
+    t.spec.container.image = svc.spec.container.image.clone();
     t.spec.node = Some("n1".into());
     let labels = &mut t.metadata.labels;
     labels.insert(labels::SERVICE.into(), "web".into());
@@ -142,7 +145,7 @@ fn a_spec_change_starts_a_rolling_update_one_batch_at_a_time() {
         .map(|i| task(&old, i, TaskState::Running, 60))
         .collect();
     let mut svc = old.clone();
-    svc.spec.image = "img:2".into();
+    svc.spec.container.image = "img:2".into();
     svc.metadata.generation = Some(2);
     let mut status = plan(&old, &tasks).status;
     status.observed_generation = Some(1);

@@ -136,7 +136,7 @@ impl Executor for SimExecutor {
             let fails = config
                 .fail_images
                 .as_deref()
-                .is_some_and(|g| glob::matches(g, &task.spec.image));
+                .is_some_and(|g| glob::matches(g, &task.spec.container.image));
             if fails {
                 if still(&tasks, TaskState::Failed) {
                     reporter.report(

@@ -9,6 +9,7 @@ use std::process::Command;
 
 use shoal_agent::container::{make_bundle, ContainerRequest, Overlay, RootfsLayout};
 use shoal_agent::image::{self, ImageStore};
+use shoal_api::ContainerSpec;
 
 fn run_container(store: &ImageStore, name: &str, dir: &Path, req: ContainerRequest) -> String {
     let record = store.get(name).expect("index").expect("image present");
@@ -74,8 +75,11 @@ async fn a_real_container_runs_with_secure_defaults() {
         &name,
         &tmp.path().join("c1"),
         ContainerRequest {
-            command: vec!["sh".into(), "-c".into(), script.into()],
-            env: [("GREETING".to_string(), "hello".to_string())].into(),
+            container: ContainerSpec {
+                command: vec!["sh".into(), "-c".into(), script.into()],
+                env: [("GREETING".to_string(), "hello".to_string())].into(),
+                ..Default::default()
+            },
             hostname: "web-1".into(),
             ..Default::default()
         },
@@ -101,12 +105,15 @@ async fn a_real_container_runs_with_secure_defaults() {
         &name,
         &tmp.path().join("c2"),
         ContainerRequest {
-            command: vec![
-                "sh".into(),
-                "-c".into(),
-                "echo uid: $(id -u); cat /tmp/mine 2>/dev/null || echo clean: yes".into(),
-            ],
-            user: Some("nobody".into()),
+            container: ContainerSpec {
+                command: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "echo uid: $(id -u); cat /tmp/mine 2>/dev/null || echo clean: yes".into(),
+                ],
+                user: Some("nobody".into()),
+                ..Default::default()
+            },
             hostname: "web-2".into(),
             ..Default::default()
         },

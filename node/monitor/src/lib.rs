@@ -5,13 +5,16 @@
 //! exit code in `exit.json` when the container ends.
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+
+mod pump;
+pub use pump::MAX_LINE;
 
 pub const LOG_FILE: &str = "container.log";
 pub const EXIT_FILE: &str = "exit.json";
@@ -186,29 +189,9 @@ impl JsonLog {
     }
 }
 
-fn pump(reader: impl Read, stream: &'static str, log: Arc<Mutex<JsonLog>>) {
-    let mut reader = BufReader::new(reader);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
-                // A full disk must not stop the container; the line is lost.
-                let _ = log.write(stream, &line);
-            }
-        }
-    }
-}
-
 /// Runs the container to its end; returns its exit code (128 + signal when killed).
 pub fn run_monitor(c: &MonitorConfig) -> io::Result<i32> {
-    let log = Arc::new(Mutex::new(JsonLog::open(
-        &c.dir.join(LOG_FILE),
-        c.max_size,
-        c.max_files,
-    )?));
+    let mut log = JsonLog::open(&c.dir.join(LOG_FILE), c.max_size, c.max_files)?;
     let mut child = Command::new(&c.runtime)
         .arg("--root")
         .arg(&c.runtime_root)
@@ -221,20 +204,14 @@ pub fn run_monitor(c: &MonitorConfig) -> io::Result<i32> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    // stdout on a thread of its own, stderr on this one: a thread less per container.
-    let stdout = child.stdout.take().map(|out| {
-        let log = log.clone();
-        std::thread::Builder::new()
-            .stack_size(64 << 10)
-            .spawn(move || pump(out, "stdout", log))
-    });
-    if let Some(err) = child.stderr.take() {
-        pump(err, "stderr", log.clone());
+    if let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) {
+        let (out, err) = (
+            fs::File::from(OwnedFd::from(out)),
+            fs::File::from(OwnedFd::from(err)),
+        );
+        pump::pump(out, err, &mut log);
     }
     let status = child.wait()?;
-    if let Some(Ok(t)) = stdout {
-        let _ = t.join();
-    }
     use std::os::unix::process::ExitStatusExt;
     let code = status
         .code()

@@ -243,6 +243,25 @@ impl Api for ApiService {
     }
 
     #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind, name = %req.get_ref().name))]
+    async fn patch(
+        &self,
+        req: Request<pb::PatchRequest>,
+    ) -> Result<Response<pb::ObjectResponse>, Status> {
+        let req = req.into_inner();
+        let kind = kind_of(&req.kind)?;
+        let patch: Value = serde_json::from_str(&req.merge_patch_json)
+            .map_err(|e| Status::invalid_argument(format!("the merge patch is not JSON: {e}")))?;
+        let patched = self
+            .objects
+            .patch(kind, &req.name, &patch)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::ObjectResponse {
+            json: to_json(&patched)?,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind, name = %req.get_ref().name))]
     async fn update_status(
         &self,
         req: Request<pb::UpdateStatusRequest>,

@@ -14,6 +14,7 @@ use oci_spec::runtime::{
     LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder, MountBuilder, ProcessBuilder,
     RootBuilder, Spec, UserBuilder,
 };
+use shoal_api::ContainerSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -31,25 +32,32 @@ fn build_err(e: impl std::fmt::Display) -> SpecError {
     SpecError::Build(e.to_string())
 }
 
-/// What a task asks of its container, over the image's defaults.
+/// What a task asks of its container, over the image's defaults, with what the agent
+/// resolved for it (the hostname, mounts as host paths, the network namespace).
 #[derive(Debug, Clone, Default)]
 pub struct ContainerRequest {
-    /// Replaces the image's Entrypoint and Cmd when not empty.
-    pub command: Vec<String>,
-    /// Replaces the image's Entrypoint (and drops its Cmd), as `docker run --entrypoint`.
-    pub entrypoint: Option<Vec<String>>,
-    pub env: BTreeMap<String, String>,
-    pub workdir: Option<String>,
-    /// `uid[:gid]` or `name[:group]`, as in an image config.
-    pub user: Option<String>,
+    /// The container as the task declares it: command, entrypoint, env, workdir,
+    /// user and resource limits are read from here; its mounts are resolved below.
+    pub container: ContainerSpec,
     pub hostname: String,
-    /// CPUs (1.5 = one and a half) and bytes; None: unlimited.
-    pub cpu_limit: Option<f64>,
-    pub memory_limit: Option<u64>,
     pub terminal: bool,
     pub mounts: Vec<ContainerMount>,
     /// The network namespace to join (the node network's); None: a new, empty one.
     pub netns: Option<PathBuf>,
+}
+
+impl ContainerRequest {
+    /// CPUs (1.5 = one and a half); None: unlimited.
+    fn cpu_limit(&self) -> Option<f64> {
+        let limits = self.container.resources.limits.as_ref()?;
+        Some(limits.cpu).filter(|c| *c > 0.0)
+    }
+
+    /// Bytes; None: unlimited.
+    fn memory_limit(&self) -> Option<u64> {
+        let limits = self.container.resources.limits.as_ref()?;
+        Some(limits.memory.0).filter(|m| *m > 0)
+    }
 }
 
 /// A mount the agent has resolved: a host path to bind (a bind mount's source, or a
@@ -167,9 +175,9 @@ const DENIED_SYSCALLS: &[&str] = &[
 /// alone; or the image's Entrypoint and Cmd.
 fn args(config: &ImageConfiguration, req: &ContainerRequest) -> Result<Vec<String>, SpecError> {
     let image = config.config().as_ref();
-    let args = match &req.entrypoint {
-        Some(e) => e.iter().chain(&req.command).cloned().collect(),
-        None if !req.command.is_empty() => req.command.clone(),
+    let args = match &req.container.entrypoint {
+        Some(e) => e.iter().chain(&req.container.command).cloned().collect(),
+        None if !req.container.command.is_empty() => req.container.command.clone(),
         None => {
             let mut args = image
                 .and_then(|c| c.entrypoint().clone())
@@ -192,7 +200,7 @@ fn env(config: &ImageConfiguration, req: &ContainerRequest) -> Vec<String> {
         let (k, v) = kv.split_once('=').unwrap_or((&kv, ""));
         vars.insert(k.to_string(), v.to_string());
     }
-    vars.extend(req.env.clone());
+    vars.extend(req.container.env.clone());
     vars.entry("PATH".into())
         .or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     vars.entry("HOSTNAME".into())
@@ -249,12 +257,14 @@ pub fn runtime_spec(
 ) -> Result<Spec, SpecError> {
     let image = config.config().as_ref();
     let cwd = req
+        .container
         .workdir
         .clone()
         .or_else(|| image.and_then(|c| c.working_dir().clone()))
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".into());
     let user_spec = req
+        .container
         .user
         .clone()
         .or_else(|| image.and_then(|c| c.user().clone()));
@@ -286,7 +296,7 @@ pub fn runtime_spec(
         .map_err(build_err)?;
 
     let mut resources = LinuxResourcesBuilder::default().devices(devices()?);
-    if let Some(bytes) = req.memory_limit {
+    if let Some(bytes) = req.memory_limit() {
         resources = resources.memory(
             LinuxMemoryBuilder::default()
                 .limit(bytes as i64)
@@ -294,7 +304,7 @@ pub fn runtime_spec(
                 .map_err(build_err)?,
         );
     }
-    if let Some(cpus) = req.cpu_limit {
+    if let Some(cpus) = req.cpu_limit() {
         let period = 100_000u64;
         resources = resources.cpu(
             LinuxCpuBuilder::default()
@@ -423,7 +433,10 @@ mod tests {
         let req = ContainerRequest::default();
         assert_eq!(args(&c, &req).expect("args"), ["/bin/tini", "--", "sh"]);
         let req = ContainerRequest {
-            entrypoint: Some(vec!["/bin/env".into()]),
+            container: ContainerSpec {
+                entrypoint: Some(vec!["/bin/env".into()]),
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert_eq!(
@@ -432,13 +445,19 @@ mod tests {
             "Cmd is dropped too"
         );
         let req = ContainerRequest {
-            command: vec!["echo".into(), "hi".into()],
+            container: ContainerSpec {
+                command: vec!["echo".into(), "hi".into()],
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert_eq!(args(&c, &req).expect("args"), ["echo", "hi"]);
         let req = ContainerRequest {
-            entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
-            command: vec!["echo hi".into()],
+            container: ContainerSpec {
+                entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+                command: vec!["echo hi".into()],
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert_eq!(
@@ -459,7 +478,10 @@ mod tests {
     fn mounts_follow_the_defaults_binds_and_tmpfs_as_docker_makes_them() {
         let root = rootfs();
         let req = ContainerRequest {
-            command: vec!["true".into()],
+            container: ContainerSpec {
+                command: vec!["true".into()],
+                ..Default::default()
+            },
             mounts: vec![
                 ContainerMount {
                     source: Some("/srv/data".into()),
@@ -502,7 +524,10 @@ mod tests {
         let root = rootfs();
         let c = image(BUSYBOX);
         let req = ContainerRequest {
-            env: [("MODE".to_string(), "task".to_string())].into(),
+            container: ContainerSpec {
+                env: [("MODE".to_string(), "task".to_string())].into(),
+                ..Default::default()
+            },
             hostname: "h".into(),
             ..Default::default()
         };

@@ -48,7 +48,7 @@ pub(super) async fn start(
     addresses: &[String],
 ) -> Result<(), String> {
     let store = ImageStore::open(&config.data_dir.join("images")).map_err(|e| e.to_string())?;
-    let name = image::normalize(&task.spec.image).map_err(|e| e.to_string())?;
+    let name = image::normalize(&task.spec.container.image).map_err(|e| e.to_string())?;
     let record = match store.get(&name).map_err(|e| e.to_string())? {
         Some(r) => r,
         None => {
@@ -76,26 +76,8 @@ pub(super) async fn start(
     starting.addresses = addresses.to_vec();
     reporter.report(task, &starting);
     let req = ContainerRequest {
-        command: task.spec.command.clone(),
-        env: task.spec.env.clone(),
+        container: task.spec.container.clone(),
         hostname: task.metadata.name.chars().take(63).collect(),
-        cpu_limit: task
-            .spec
-            .resources
-            .limits
-            .as_ref()
-            .map(|l| l.cpu)
-            .filter(|c| *c > 0.0),
-        memory_limit: task
-            .spec
-            .resources
-            .limits
-            .as_ref()
-            .map(|l| l.memory.0)
-            .filter(|m| *m > 0),
-        entrypoint: task.spec.entrypoint.clone(),
-        workdir: task.spec.workdir.clone(),
-        user: task.spec.user.clone(),
         mounts: mounts(config, task)?,
         terminal: false,
         netns: config
@@ -126,7 +108,12 @@ pub(super) async fn network(
     let service = task.metadata.labels.get(shoal_api::labels::SERVICE);
     let ports = config
         .ports
-        .publish(id, service.map(String::as_str), &task.spec.ports, ip)
+        .publish(
+            id,
+            service.map(String::as_str),
+            &task.spec.container.ports,
+            ip,
+        )
         .await?;
     Ok((Some(ip), Some(ports)))
 }
@@ -135,6 +122,7 @@ pub(super) async fn network(
 /// a bind source is missing (Docker's `--mount` refuses that too).
 fn mounts(config: &RuncConfig, task: &Task) -> Result<Vec<ContainerMount>, String> {
     task.spec
+        .container
         .mounts
         .iter()
         .map(|m| {
@@ -171,7 +159,7 @@ pub fn volume_dir(data_dir: &Path, name: &str) -> PathBuf {
 
 /// Starts the bundle in `dir` under a new monitor (first start, and restarts in place).
 async fn launch(config: &RuncConfig, task: &Task, dir: &Path, id: &str) -> Result<(), String> {
-    let logging = &task.spec.logging;
+    let logging = &task.spec.container.logging;
     let max_size = logging.max_size.map_or(config.log_max_size, |s| s.0);
     let max_files = logging.max_file.unwrap_or(config.log_max_files);
     let root = RuncConfig::runtime_root(&config.data_dir);

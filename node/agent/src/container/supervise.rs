@@ -81,6 +81,7 @@ impl Supervisor<'_> {
         loop {
             let mut probe = first
                 .spec
+                .container
                 .healthcheck
                 .clone()
                 .map(|c| Probe::new(c, tokio::time::Instant::now()));

@@ -4,6 +4,7 @@
 //! - `keys`: where objects live; `codec`: stored bytes ⇄ objects;
 //! - `rules`: what the server sets and what the user owns;
 //! - `write`: create, update, apply, delete, rename, modify; `batch`: many at once;
+//! - `patch`: a JSON merge patch applied at the current revision;
 //! - `retry`: the one retry policy of read-modify-write;
 //! - `follow`: the one list → watch → relist loop; `watch`: object watches for clients;
 //! - `heartbeats`: node heartbeat keys on leases.
@@ -22,6 +23,7 @@ mod codec;
 mod follow;
 mod heartbeats;
 mod keys;
+mod patch;
 mod retry;
 mod rules;
 mod watch;

@@ -122,7 +122,7 @@ impl ObjectStore {
         self.write(kind, next, expected, None).await
     }
 
-    async fn write(
+    pub(super) async fn write(
         &self,
         kind: &KindDesc,
         mut obj: DynamicObject,
