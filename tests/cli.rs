@@ -50,6 +50,10 @@ fn user_session(server: &mut Server) {
                 a_dry_run_reports_without_writing,
             ),
             ("a_restart_keeps_every_object", a_restart_keeps_every_object),
+            (
+                "scale_patches_one_field_and_refuses_what_it_cannot",
+                scale_patches_one_field_and_refuses_what_it_cannot,
+            ),
             ("delete_by_name_and_by_file", delete_by_name_and_by_file),
         ],
     );
@@ -238,6 +242,43 @@ fn a_restart_keeps_every_object(s: &mut Session) {
     assert_eq!(svc["spec"]["replicas"], 5);
     let out = ok(server.shoal(&["apply", "-f", &dir]));
     assert!(out.lines().all(|l| l.ends_with(" unchanged")), "{out}");
+}
+
+fn scale_patches_one_field_and_refuses_what_it_cannot(s: &mut Session) {
+    let server = &*s.server;
+    let before = json(server.shoal(&["get", "svc", "web", "-o", "json"]));
+    let out = ok(server.shoal(&["scale", "service/web=4"]));
+    assert!(out.contains("service/web scaled to 4"), "{out}");
+    let after = json(server.shoal(&["get", "svc", "web", "-o", "json"]));
+    assert_eq!(after["spec"]["replicas"], 4);
+    assert_eq!(
+        after["spec"]["command"], before["spec"]["command"],
+        "the rest stays"
+    );
+    assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
+    assert_eq!(
+        after["metadata"]["generation"].as_i64(),
+        before["metadata"]["generation"].as_i64().map(|g| g + 1)
+    );
+    let missing = server.shoal(&["scale", "service/nope=2"]);
+    assert!(
+        !missing.status.success() && stderr(&missing).contains("Service/nope not found"),
+        "{}",
+        stderr(&missing)
+    );
+    ok(server.shoal_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: everywhere}\nspec: {image: x, mode: global}\n",
+    ));
+    let global = server.shoal(&["scale", "service/everywhere=2"]);
+    assert!(
+        !global.status.success() && stderr(&global).contains("only replicated services scale"),
+        "{}",
+        stderr(&global)
+    );
+    let untouched = json(server.shoal(&["get", "svc", "everywhere", "-o", "json"]));
+    assert!(untouched["spec"].get("replicas").is_none(), "{untouched}");
+    ok(server.shoal(&["delete", "service", "everywhere"]));
 }
 
 fn delete_by_name_and_by_file(s: &mut Session) {

@@ -11,7 +11,6 @@
 //! within [`AGGREGATE_WINDOW`], the rest go to one Event whose message reads
 //! `(combined from similar events): <the latest>` and whose `count` grows.
 
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -29,8 +28,8 @@ const COMBINED: &str = "(combined from similar events): ";
 /// The recorder forgets the oldest windows past this many objects.
 const SIMILAR_TRACKED: usize = 10_000;
 
-/// Distinct messages seen per (object, type, reason) since the window began.
-type Similar = HashMap<String, (Instant, HashSet<u64>)>;
+mod similar;
+use similar::Similar;
 
 pub struct EventRecorder {
     objects: ObjectStore,
@@ -51,7 +50,7 @@ impl EventRecorder {
             source: source.into(),
             ttl,
             lease: Mutex::new(None),
-            similar: std::sync::Mutex::new(HashMap::new()),
+            similar: std::sync::Mutex::new(Similar::new(SIMILAR_TRACKED, AGGREGATE_WINDOW)),
         }
     }
 
@@ -98,18 +97,7 @@ impl EventRecorder {
             involved.uid.as_deref().unwrap_or_default()
         );
         let mut similar = self.similar.lock().unwrap_or_else(|p| p.into_inner());
-        if similar.len() >= SIMILAR_TRACKED {
-            similar.retain(|_, (since, _)| since.elapsed() < AGGREGATE_WINDOW);
-        }
-        let (since, seen) = similar
-            .entry(key)
-            .or_insert_with(|| (Instant::now(), HashSet::new()));
-        if since.elapsed() >= AGGREGATE_WINDOW {
-            *since = Instant::now();
-            seen.clear();
-        }
-        seen.insert(fnv1a([message]));
-        seen.len() > AGGREGATE_AFTER
+        similar.note(&key, fnv1a([message]), Instant::now()) > AGGREGATE_AFTER
     }
 
     async fn current_lease(&self) -> Result<LeaseId, ObjectError> {
