@@ -315,6 +315,61 @@ fn new_user_session_on_etcd() {
     user_session(&mut server);
 }
 
+/// Fifty writers at once on one object: every `scale` and every `apply` lands, because
+/// the server retries them against the latest version instead of handing the user a
+/// conflict.
+fn parallel_writers_all_land(server: &Server) {
+    let web = |replicas: usize| {
+        format!("apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: busy}}\nspec: {{image: x, replicas: {replicas}}}\n")
+    };
+    apply(server, &web(1));
+    let failures = |outputs: Vec<std::process::Output>| -> Vec<String> {
+        outputs
+            .iter()
+            .filter(|o| !o.status.success())
+            .map(|o| stderr(o).trim().to_string())
+            .collect()
+    };
+    let scales: Vec<std::process::Output> = std::thread::scope(|threads| {
+        let running: Vec<_> = (1..=50)
+            .map(|i| threads.spawn(move || server.shoal(&["scale", &format!("service/busy={i}")])))
+            .collect();
+        running
+            .into_iter()
+            .map(|t| t.join().expect("join"))
+            .collect()
+    });
+    assert_eq!(failures(scales), Vec::<String>::new(), "every scale lands");
+    let applies: Vec<std::process::Output> = std::thread::scope(|threads| {
+        let running: Vec<_> = (1..=50)
+            .map(|i| {
+                let manifest = web(i);
+                threads.spawn(move || server.shoal_stdin(&["apply", "-f", "-"], &manifest))
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|t| t.join().expect("join"))
+            .collect()
+    });
+    assert_eq!(failures(applies), Vec::<String>::new(), "every apply lands");
+    let svc = json(server.shoal(&["get", "svc", "busy", "-o", "json"]));
+    let replicas = svc["spec"]["replicas"].as_u64().unwrap_or(0);
+    assert!((1..=50).contains(&replicas), "{svc}");
+}
+
+#[test]
+fn parallel_writers_all_land_on_the_embedded_store() {
+    let data = tempfile::tempdir().expect("tempdir");
+    parallel_writers_all_land(&Server::embedded(data.path()));
+}
+
+#[test]
+fn parallel_writers_all_land_on_etcd() {
+    let etcd = Etcd::start();
+    parallel_writers_all_land(&Server::etcd(&etcd.address(), "parallel-writers"));
+}
+
 #[test]
 fn finalizers_hold_deletion_until_removed() {
     let data = tempfile::tempdir().expect("tempdir");

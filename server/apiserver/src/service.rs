@@ -45,7 +45,9 @@ pub(crate) fn status_of(e: ObjectError) -> Status {
     match e {
         ObjectError::NotFound { .. } => Status::not_found(e.to_string()),
         ObjectError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
-        ObjectError::Conflict { .. } => Status::aborted(e.to_string()),
+        ObjectError::Conflict { .. } | ObjectError::Contended { .. } => {
+            Status::aborted(e.to_string())
+        }
         ObjectError::Invalid(_) => Status::invalid_argument(e.to_string()),
         ObjectError::Store(shoal_store::StoreError::Unavailable(_)) => {
             Status::unavailable(e.to_string())

@@ -32,7 +32,7 @@ impl ObjectStore {
                         .update(&key, value.clone(), kv.mod_revision, Some(lease))
                         .await;
                     if let Err(StoreError::Conflict { current, .. }) = r {
-                        tries.lost(kv.mod_revision, current);
+                        tries.lost(current);
                     }
                     r
                 }

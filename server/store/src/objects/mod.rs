@@ -54,6 +54,16 @@ pub enum ObjectError {
         expected: Revision,
         current: Revision,
     },
+    /// A write the server retried against the latest version lost every race: others
+    /// are changing the object faster than it could land. (A write with the client's
+    /// own `resourceVersion` is not retried: that is a `Conflict`.)
+    #[error("{kind}/{name} is being changed by others faster than this write could land ({tries} tries, last at resourceVersion {current}); try again")]
+    Contended {
+        kind: String,
+        name: String,
+        tries: u32,
+        current: Revision,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]

@@ -30,9 +30,7 @@ impl ObjectStore {
                 .await
             {
                 Ok(written) => return Ok(written),
-                Err(ObjectError::Conflict {
-                    expected, current, ..
-                }) => tries.lost(expected, current),
+                Err(ObjectError::Conflict { current, .. }) => tries.lost(current),
                 Err(e) => return Err(e),
             }
         }

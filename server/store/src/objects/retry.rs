@@ -17,14 +17,15 @@ const RETRIES: u32 = 16;
 /// let mut tries = Tries::new(kind, name);
 /// loop {
 ///     tries.begin().await?;      // a pause after a lost race; Conflict once spent
-///     /* read, change, write */  // on a lost race: tries.lost(expected, current)
+///     /* read, change, write */  // on a lost race: tries.lost(current)
 /// }
 /// ```
 pub(crate) struct Tries {
     kind: String,
     name: String,
     attempt: u32,
-    seen: (Revision, Revision),
+    /// The key's revision when the last try lost.
+    last_seen: Revision,
 }
 
 impl Tries {
@@ -33,19 +34,19 @@ impl Tries {
             kind: kind.into(),
             name: name.into(),
             attempt: 0,
-            seen: (0, 0),
+            last_seen: 0,
         }
     }
 
-    /// Starts the next try: pauses after a lost race, and gives the last conflict seen
-    /// once the tries are spent.
+    /// Starts the next try: pauses after a lost race, and reports contention once the
+    /// tries are spent.
     pub(crate) async fn begin(&mut self) -> Result<()> {
         if self.attempt >= RETRIES {
-            return Err(ObjectError::Conflict {
+            return Err(ObjectError::Contended {
                 kind: self.kind.clone(),
                 name: self.name.clone(),
-                expected: self.seen.0,
-                current: self.seen.1,
+                tries: self.attempt,
+                current: self.last_seen,
             });
         }
         if self.attempt > 0 {
@@ -55,9 +56,9 @@ impl Tries {
         Ok(())
     }
 
-    /// The try lost a race: the write expected `expected`, the key was at `current`.
-    pub(crate) fn lost(&mut self, expected: Revision, current: Revision) {
-        self.seen = (expected, current);
+    /// The try lost a race: the key was at `current`.
+    pub(crate) fn lost(&mut self, current: Revision) {
+        self.last_seen = current;
     }
 }
 
@@ -92,17 +93,17 @@ mod tests {
             match tries.begin().await {
                 Ok(()) => {
                     n += 1;
-                    tries.lost(n, n + 1);
+                    tries.lost(n + 1);
                 }
                 Err(e) => break e,
             }
         };
         assert_eq!(n, RETRIES as i64);
         match err {
-            ObjectError::Conflict {
-                expected, current, ..
-            } => assert_eq!((expected, current), (n, n + 1)),
-            other => panic!("expected a conflict, got {other}"),
+            ObjectError::Contended { tries, current, .. } => {
+                assert_eq!((tries, current), (RETRIES, n + 1))
+            }
+            other => panic!("expected contention, got {other}"),
         }
     }
 

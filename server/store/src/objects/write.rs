@@ -58,9 +58,10 @@ impl ObjectStore {
         Ok(obj)
     }
 
-    /// Replaces the user-owned parts of the object at the revision in its
-    /// `resourceVersion`, keeping status and server-set metadata. Removing the last
-    /// finalizer of an object being deleted deletes it.
+    /// Replaces the user-owned parts of the object, keeping status and server-set
+    /// metadata. With a `resourceVersion`, only at that revision (else `Conflict`);
+    /// without one, at the latest, retried through [`Tries`] as long as others write
+    /// in between. Removing the last finalizer of an object being deleted deletes it.
     pub async fn update(
         &self,
         obj: DynamicObject,
@@ -68,13 +69,23 @@ impl ObjectStore {
     ) -> Result<DynamicObject> {
         let kind = desc_of(&obj)?;
         let name = obj.name().to_string();
-        let current = self.get_existing(kind, &name).await?;
-        let expected = match parse_rv(&obj)? {
-            Some(rv) => rv,
-            None => parse_rv(&current)?.unwrap_or(0),
-        };
-        let merged = merge_user_fields(&current, obj);
-        self.write(kind, merged, expected, lease).await
+        let precondition = parse_rv(&obj)?;
+        let mut tries = Tries::new(kind.kind, &name);
+        loop {
+            tries.begin().await?;
+            let current = self.get_existing(kind, &name).await?;
+            let expected = match precondition {
+                Some(rv) => rv,
+                None => parse_rv(&current)?.unwrap_or(0),
+            };
+            let merged = merge_user_fields(&current, obj.clone());
+            match self.write(kind, merged, expected, lease).await {
+                Err(ObjectError::Conflict { current, .. }) if precondition.is_none() => {
+                    tries.lost(current)
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Writes the whole object (user fields and status) at its `resourceVersion`, for
@@ -197,9 +208,9 @@ impl ObjectStore {
             }
             match self.write(kind, merged, current_rv, None).await {
                 Ok(updated) => return Ok((ApplyOutcome::Configured, updated)),
-                Err(ObjectError::Conflict {
-                    expected, current, ..
-                }) if pinned.is_none() => tries.lost(expected, current),
+                Err(ObjectError::Conflict { current, .. }) if pinned.is_none() => {
+                    tries.lost(current)
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -234,7 +245,7 @@ impl ObjectStore {
                     Err(e) => return Err(self.map_err(e, kind.kind, name)),
                 }
             };
-            tries.lost(rv, lost);
+            tries.lost(lost);
         }
     }
 
@@ -318,9 +329,7 @@ impl ObjectStore {
                 .await
             {
                 Ok(written) => return typed(&written, key).map(Some),
-                Err(ObjectError::Conflict {
-                    expected, current, ..
-                }) => tries.lost(expected, current),
+                Err(ObjectError::Conflict { current, .. }) => tries.lost(current),
                 Err(e) => return Err(e),
             }
         }
@@ -363,7 +372,7 @@ impl ObjectStore {
                     match self.store.update(&key, value, kv.mod_revision, lease).await {
                         Ok(rev) => Ok((obj, rev)),
                         Err(StoreError::Conflict { current, .. }) => {
-                            tries.lost(kv.mod_revision, current);
+                            tries.lost(current);
                             continue;
                         }
                         Err(StoreError::NotFound { .. }) => continue,
