@@ -130,8 +130,13 @@ fn decode_doc(doc: &LoadedDoc) -> Result<DynamicObject, Vec<(String, String)>> {
         };
         return one("kind", format!("unknown kind {kind:?}{hint}"));
     };
-    (desc.decode)(doc.value.clone())
-        .map_err(|p| p.0.into_iter().map(|p| (p.path, p.message)).collect())
+    // Status is the system's: a manifest's is ignored, as Kubernetes ignores it where a
+    // kind has a status subresource, so `get -o yaml` output applies as it is.
+    let mut value = doc.value.clone();
+    if let Some(map) = value.as_object_mut() {
+        map.remove("status");
+    }
+    (desc.decode)(value).map_err(|p| p.0.into_iter().map(|p| (p.path, p.message)).collect())
 }
 
 /// Renders any serializable value as YAML.
@@ -152,6 +157,14 @@ spec:
   image: local/busybox:1
   replicas: 3
 ";
+
+    #[test]
+    fn a_manifest_status_is_ignored() {
+        let text = "apiVersion: shoal.dev/v1\nkind: Task\nmetadata: {name: t}\nspec: {image: x}\n\
+                    status: {state: running, containerId: forged, bogus: 1}\n";
+        let m = decode_manifests("t.yaml", text).expect("status does not count");
+        assert_eq!(m[0].object.body.get("status"), None);
+    }
 
     #[test]
     fn decodes_and_normalizes() {

@@ -89,6 +89,15 @@ fn since(now: Timestamp, t: Option<Timestamp>) -> Duration {
     t.and_then(|t| (now - t).to_std().ok()).unwrap_or_default()
 }
 
+/// How long a task has been in its state; unknown (no `lastTransitionTime`) counts as
+/// long ago, so a task whose status lacks the time is replaced, never waited on forever.
+fn in_state_for(now: Timestamp, t: &Task) -> Duration {
+    match t.status.as_ref().and_then(|s| s.last_transition_time) {
+        Some(at) => since(now, Some(at)),
+        None => Duration::MAX,
+    }
+}
+
 /// Whether a task has run the current spec long enough (and, with a health check, is
 /// healthy) to count as updated.
 pub fn healthy(t: &Task, monitor: Duration, now: Timestamp) -> bool {
@@ -260,11 +269,12 @@ pub fn plan_slots(view: &View, idx: &Index, wanted: &[Slot], rules: &SlotRules, 
                 .iter()
                 .filter(|h| matches!(state(h), TaskState::Failed | TaskState::Rejected))
                 .filter(|h| {
+                    // A failure of unknown time counts, as if it were recent.
                     window.is_zero()
-                        || since(
-                            view.now,
-                            h.status.as_ref().and_then(|s| s.last_transition_time),
-                        ) <= window
+                        || h.status
+                            .as_ref()
+                            .and_then(|s| s.last_transition_time)
+                            .is_none_or(|at| since(view.now, Some(at)) <= window)
                 })
                 .count();
             if failures > spec.restart.max_attempts as usize {
@@ -276,10 +286,7 @@ pub fn plan_slots(view: &View, idx: &Index, wanted: &[Slot], rules: &SlotRules, 
         } else {
             spec.restart.delay.0
         };
-        let waited = since(
-            view.now,
-            t.status.as_ref().and_then(|s| s.last_transition_time),
-        );
+        let waited = in_state_for(view.now, t);
         if waited < delay {
             plan.requeue_in(delay - waited);
             continue;

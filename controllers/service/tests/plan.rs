@@ -95,6 +95,21 @@ fn a_failed_task_is_replaced_after_the_restart_delay() {
         .any(|e| e.reason == "TaskFailed" && e.warning));
 }
 
+/// A failed task whose status lacks `lastTransitionTime` is replaced at once, not
+/// waited on forever (it wedged a service at 0/1 when a client could write status).
+#[test]
+fn a_failed_task_without_a_transition_time_is_replaced() {
+    let mut svc = service(1);
+    svc.spec.restart.delay = shoal_api::Duration::from_secs(5);
+    let mut failed = (*task(&svc, 1, TaskState::Failed, 1)).clone();
+    if let Some(status) = failed.status.as_mut() {
+        status.last_transition_time = None;
+    }
+    let p = plan(&svc, &[Arc::new(failed)]);
+    assert_eq!(p.archives.len(), 1, "{:?}", p.requeue);
+    assert_eq!(p.creates.len(), 1);
+}
+
 #[test]
 fn restart_condition_none_and_max_attempts_stop_replacements() {
     let mut svc = service(1);

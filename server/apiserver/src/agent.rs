@@ -58,6 +58,52 @@ fn check_node_name(name: &str) -> Result<(), Status> {
         .map_err(|why| Status::invalid_argument(format!("node name: {why}")))
 }
 
+/// What a joining node claims, checked before anything is stored: a Node the server
+/// could not read back (a `NaN` cpu) would stay `ready` with no heartbeat behind it.
+fn check_claims(req: &pb::RegisterRequest) -> Result<(), Status> {
+    let mut problems = Vec::new();
+    if let Err(why) = shoal_api::meta::check_name(&req.name, true) {
+        problems.push(format!("name: {why}"));
+    }
+    if !req.cpu.is_finite() || req.cpu < 0.0 {
+        problems.push(format!(
+            "cpu: {} is not a number of CPUs (finite, at least 0)",
+            req.cpu
+        ));
+    }
+    let address = req.address.as_str();
+    if !address.is_empty()
+        && address.parse::<std::net::IpAddr>().is_err()
+        && address.parse::<std::net::SocketAddr>().is_err()
+    {
+        problems.push(format!(
+            "address: {address:?} is not an IP address or IP:port"
+        ));
+    }
+    if !matches!(req.role.as_str(), "" | "manager" | "worker") {
+        problems.push(format!(
+            "role: {:?} is not a role: manager or worker",
+            req.role
+        ));
+    }
+    for (key, value) in &req.labels {
+        let check = shoal_api::meta::check_label_key(key)
+            .and_then(|()| shoal_api::meta::check_label_value(value));
+        if let Err(why) = check {
+            problems.push(format!("labels[{key:?}]: {why}"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "node {:?} cannot join: {}",
+            req.name,
+            problems.join("; ")
+        )))
+    }
+}
+
 impl AgentService {
     /// `status` writes the task status reports; it reads tasks from `dispatcher`.
     pub fn new(
@@ -157,7 +203,7 @@ impl Agent for AgentService {
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let req = req.into_inner();
-        check_node_name(&req.name)?;
+        check_claims(&req)?;
         // The heartbeat key goes first: a Node that shows up ready without one would be
         // seen as down by the node controller.
         let lease = self

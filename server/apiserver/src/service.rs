@@ -166,6 +166,23 @@ impl Api for ApiService {
                 Err(list) => problems.extend(list),
             }
         }
+        for (m, obj) in req.manifests.iter().zip(&objects) {
+            if obj.kind == "Node" {
+                let exists = self
+                    .objects
+                    .get(kind_of("Node")?, obj.name())
+                    .await
+                    .map_err(status_of)?
+                    .is_some();
+                if !exists {
+                    problems.push(format!(
+                        "{}: node/{} has not joined: nodes join by running `shoal agent`; apply can label, pause or drain a node that has",
+                        m.source,
+                        obj.name()
+                    ));
+                }
+            }
+        }
         if !problems.is_empty() {
             return Err(Status::invalid_argument(problems.join("\n")));
         }
@@ -263,47 +280,19 @@ impl Api for ApiService {
         }))
     }
 
+    /// Refused: status is written by shoal itself, its controllers (in the server) and
+    /// the agents reporting their own tasks, as Kubernetes keeps it behind the status
+    /// subresource. Until clients have identities, no client may write it.
     #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind, name = %req.get_ref().name))]
     async fn update_status(
         &self,
         req: Request<pb::UpdateStatusRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
         let req = req.into_inner();
-        let kind = kind_of(&req.kind)?;
-        let status: Value = serde_json::from_str(&req.status_json)
-            .map_err(|e| Status::invalid_argument(format!("status is not JSON: {e}")))?;
-        let expected = if req.resource_version.is_empty() {
-            None
-        } else {
-            Some(req.resource_version.parse().map_err(|_| {
-                Status::invalid_argument(format!(
-                    "resourceVersion {:?} is not a revision",
-                    req.resource_version
-                ))
-            })?)
-        };
-        // Check the result still decodes as its kind before storing it.
-        if let Some(mut current) = self.objects.get(kind, &req.name).await.map_err(status_of)? {
-            current.body.insert("status".into(), status.clone());
-            let value =
-                serde_json::to_value(&current).map_err(|e| Status::internal(e.to_string()))?;
-            (kind.decode)(value).map_err(|p| {
-                Status::invalid_argument(
-                    p.0.iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                )
-            })?;
-        }
-        let updated = self
-            .objects
-            .update_status(kind, &req.name, status, expected)
-            .await
-            .map_err(status_of)?;
-        Ok(Response::new(pb::ObjectResponse {
-            json: to_json(&updated)?,
-        }))
+        Err(Status::permission_denied(format!(
+            "{}/{}: status is written by shoal's controllers and by the agents of each node, not by clients",
+            req.kind, req.name
+        )))
     }
 
     #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind, name = %req.get_ref().name))]
