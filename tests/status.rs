@@ -97,8 +97,11 @@ fn a_joined_node_is_labelled_and_drained_by_apply(f: &mut Fixture) {
     );
 }
 
+/// One bad claim: what the refusal must say, and how it spoils a good request.
+type BadClaim = (&'static str, fn(&mut pb::RegisterRequest));
+
 fn what_a_joining_node_claims_is_checked(f: &mut Fixture) {
-    let cases: [(&str, fn(&mut pb::RegisterRequest)); 5] = [
+    let cases: [BadClaim; 5] = [
         ("cpu: NaN", |r| r.cpu = f64::NAN),
         ("cpu: -1", |r| r.cpu = -1.0),
         ("address: \"not an address\"", |r| {
