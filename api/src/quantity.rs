@@ -16,6 +16,10 @@ impl Duration {
     }
 }
 
+/// Every duration field (delays, intervals, timeouts) is bounded: 99999999999h would
+/// overflow the timers that use it.
+const MAX_DURATION_NANOS: u128 = 8760 * 3_600_000_000_000;
+
 impl std::str::FromStr for Duration {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
@@ -55,6 +59,11 @@ impl std::str::FromStr for Duration {
                 .checked_mul(nanos_per)
                 .and_then(|v| total.checked_add(v))
                 .ok_or_else(bad)?;
+        }
+        if total > MAX_DURATION_NANOS {
+            return Err(format!(
+                "{text:?} is longer than a year (8760h), the longest any duration may be"
+            ));
         }
         let secs = u64::try_from(total / 1_000_000_000).map_err(|_| bad())?;
         Ok(Duration(std::time::Duration::new(
@@ -200,6 +209,12 @@ mod tests {
         assert!(d("s").is_err());
         assert!(d("5x").is_err());
         assert!(d("99999999999999999999999h").is_err());
+        assert!(d("99999999999h").is_err(), "beyond a year");
+        assert_eq!(
+            d("8760h"),
+            Ok(std::time::Duration::from_secs(8760 * 3600)),
+            "a year is allowed"
+        );
         assert_eq!(Duration::from_secs(90).to_string(), "90s");
         assert_eq!(Duration::from_secs(120).to_string(), "2m");
     }

@@ -182,9 +182,17 @@ pub fn parse_schedule(text: &str) -> Result<croner::Cron, String> {
             "{text:?}: expected five fields: minute hour day-of-month month day-of-week (or six, with seconds first)"
         ));
     }
-    croner::parser::CronParser::builder()
+    let cron = croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Optional)
         .build()
         .parse(text)
-        .map_err(|e| format!("{text:?}: {e}"))
+        .map_err(|e| format!("{text:?}: {e}"))?;
+    // `59 23 31 2 *` parses but never fires: a cron service that would never run.
+    if cron
+        .find_next_occurrence(&chrono::Utc::now(), false)
+        .is_err()
+    {
+        return Err(format!("{text:?} never fires (no such date)"));
+    }
+    Ok(cron)
 }

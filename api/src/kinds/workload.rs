@@ -221,6 +221,12 @@ impl Constraint {
         if value.is_empty() {
             return Err(format!("{text:?}: the value is missing"));
         }
+        // `a === b` splits as `a` == `= b`: no value has an operator's characters.
+        if value.contains(['=', '!', '<', '>']) || value.contains(char::is_whitespace) {
+            return Err(format!(
+                "{text:?}: unknown operator: expected ATTRIBUTE == VALUE or ATTRIBUTE != VALUE"
+            ));
+        }
         Ok(Constraint {
             attribute,
             equals,

@@ -46,6 +46,8 @@ pub struct Manifest {
 /// Decodes and checks every document in `text`. Either all documents are good, or every
 /// problem found in any of them is returned: the caller writes nothing in that case.
 pub fn decode_manifests(file: &str, text: &str) -> Result<Vec<Manifest>, Vec<Diagnostic>> {
+    // Editors on Windows start files with a byte order mark; YAML allows one there.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let docs = load_all(text).map_err(|e| {
         vec![Diagnostic {
             file: file.to_string(),

@@ -1,0 +1,79 @@
+//! Values that parsed but meant nothing are refused with a located error: constraint
+//! operators that do not exist, cron schedules that never fire, durations no timer can
+//! hold; and a BOM before the first document is not a problem.
+
+use shoal_api::yaml::decode_manifests;
+
+fn problems(text: &str) -> Vec<String> {
+    match decode_manifests("s.yaml", text) {
+        Ok(_) => Vec::new(),
+        Err(errs) => errs.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+fn service(spec: &str) -> String {
+    format!(
+        "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: s}}\nspec:\n  image: x\n{spec}"
+    )
+}
+
+#[test]
+fn an_operator_that_does_not_exist_is_refused() {
+    let all = problems(&service(
+        "  placement: {constraints: [\"node.labels.zone === eu\"]}\n",
+    ));
+    assert!(
+        all.iter()
+            .any(|e| e.contains("spec.placement.constraints[0]") && e.contains("unknown operator")),
+        "{all:?}"
+    );
+    assert_eq!(
+        problems(&service(
+            "  placement: {constraints: [\"node.labels.zone == eu\"]}\n"
+        )),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_cron_schedule_that_never_fires_is_refused() {
+    let all = problems(&service(
+        "  mode: cron\n  cron: {schedule: \"59 23 31 2 *\"}\n",
+    ));
+    assert!(
+        all.iter()
+            .any(|e| e.contains("spec.cron.schedule") && e.contains("never fires")),
+        "{all:?}"
+    );
+    assert_eq!(
+        problems(&service(
+            "  mode: cron\n  cron: {schedule: \"59 23 29 2 *\"}\n"
+        )),
+        Vec::<String>::new(),
+        "leap days come"
+    );
+}
+
+#[test]
+fn every_duration_field_is_bounded() {
+    let all = problems(&service(
+        "  update: {delay: 99999999999h, monitor: 99999999999h}\n  healthcheck: {cmd: [x], interval: 99999999999h}\n",
+    ));
+    for path in [
+        "spec.update.delay",
+        "spec.update.monitor",
+        "spec.healthcheck.interval",
+    ] {
+        assert!(
+            all.iter()
+                .any(|e| e.contains(path) && e.contains("longer than a year")),
+            "{path}: {all:?}"
+        );
+    }
+}
+
+#[test]
+fn a_byte_order_mark_is_not_a_problem() {
+    let text = format!("\u{feff}{}", service(""));
+    assert_eq!(problems(&text), Vec::<String>::new());
+}
