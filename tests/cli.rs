@@ -42,6 +42,10 @@ fn user_session(server: &mut Server) {
                 a_broken_manifest_changes_nothing_and_says_where,
             ),
             (
+                "two_documents_for_one_object_are_refused_by_apply_and_diff",
+                two_documents_for_one_object_are_refused_by_apply_and_diff,
+            ),
+            (
                 "syntax_errors_and_unknown_kinds_are_one_line_each",
                 syntax_errors_and_unknown_kinds_are_one_line_each,
             ),
@@ -179,6 +183,23 @@ fn a_broken_manifest_changes_nothing_and_says_where(s: &mut Session) {
     let d = server.shoal(&["diff", "-f", bad.to_str().expect("utf8")]);
     assert_eq!(d.status.code(), Some(2), "diff errors exit 2");
     std::fs::remove_file(&bad).expect("rm");
+}
+
+fn two_documents_for_one_object_are_refused_by_apply_and_diff(s: &mut Session) {
+    let server = &*s.server;
+    let twice = "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: twice}\nspec: {image: a}\n---\n\
+                 apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: twice}\nspec: {image: b}\n";
+    // apply fails as it does on any bad input; diff says "error", not "differs" (1).
+    for (verb, code) in [("apply", 1), ("diff", 2)] {
+        let o = server.shoal_stdin(&[verb, "-f", "-"], twice);
+        assert_eq!(o.status.code(), Some(code), "{verb}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("Service/twice appears twice"),
+            "{verb}: {}",
+            stderr(&o)
+        );
+    }
+    assert!(!server.shoal(&["get", "svc", "twice"]).status.success());
 }
 
 fn syntax_errors_and_unknown_kinds_are_one_line_each(s: &mut Session) {

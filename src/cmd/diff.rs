@@ -43,8 +43,32 @@ fn comparable(obj: Option<&DynamicObject>) -> anyhow::Result<String> {
 pub async fn run(ctx: &Context, a: Args) -> Outcome {
     let manifests = manifests::read_all(&a.files)?;
     let mut client = ctx.client().await?;
+    // One dry run of them all, as `apply` would send them: checked as a whole, so two
+    // documents for one object are refused here too.
+    let planned = client
+        .apply(pb::ApplyRequest {
+            manifests: manifests
+                .iter()
+                .map(|m| {
+                    Ok(pb::Manifest {
+                        json: serde_json::to_string(&m.object)?,
+                        source: format!("{}: doc {}", m.file, m.doc),
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
+            dry_run: true,
+        })
+        .await?
+        .into_inner();
+    if planned.results.len() != manifests.len() {
+        anyhow::bail!(
+            "the server planned {} of {} objects",
+            planned.results.len(),
+            manifests.len()
+        );
+    }
     let mut differs = false;
-    for m in manifests {
+    for (m, result) in manifests.iter().zip(&planned.results) {
         let kind = m.object.kind.clone();
         let name = m.object.metadata.name.clone();
         let live = match client
@@ -58,20 +82,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
             Err(s) if s.code() == tonic::Code::NotFound => None,
             Err(s) => return Err(s.into()),
         };
-        let planned = client
-            .apply(pb::ApplyRequest {
-                manifests: vec![pb::Manifest {
-                    json: serde_json::to_string(&m.object)?,
-                    source: format!("{}: doc {}", m.file, m.doc),
-                }],
-                dry_run: true,
-            })
-            .await?
-            .into_inner();
-        let after = match planned.results.first() {
-            Some(r) => parse_object(&r.json)?,
-            None => anyhow::bail!("the server returned no dry-run result for {kind}/{name}"),
-        };
+        let after = parse_object(&result.json)?;
         let (before, after) = (comparable(live.as_ref())?, comparable(Some(&after))?);
         if before == after {
             continue;
