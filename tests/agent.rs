@@ -640,6 +640,14 @@ fn docker_run_ps_stop_start_rename_and_exec(c: &mut Node) {
     );
     let refused = server.shoal(&["rename", "web.1", "mine"]);
     assert!(String::from_utf8_lossy(&refused.stderr).contains("belongs to service/web"));
+    // Nor may a standalone task take a name in a service's slots.
+    let refused = server.shoal(&["rename", "bg2", "web.7"]);
+    assert!(
+        !refused.status.success() && stderr(&refused).contains("are service/web's tasks"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(container("bg2").0, "running");
     // A stop asked while the agent is away happens once it is back.
     let container = container("bg2").1;
     agent.kill_then_restart(|| {

@@ -15,6 +15,7 @@ pub mod quantity;
 pub mod schema;
 mod schema_check;
 pub mod selector;
+pub mod strict_json;
 pub mod validate;
 pub mod yaml;
 

@@ -108,8 +108,8 @@ fn check_manifest(m: &pb::Manifest) -> Result<DynamicObject, Vec<String>> {
     } else {
         &m.source
     };
-    let value: Value =
-        serde_json::from_str(&m.json).map_err(|e| vec![format!("{source}: not JSON: {e}")])?;
+    let value: Value = shoal_api::strict_json::from_str(&m.json)
+        .map_err(|e| vec![format!("{source}: not JSON: {e}")])?;
     let obj = shoal_api::yaml::decode_value(value).map_err(|problems| {
         problems
             .into_iter()
@@ -245,7 +245,7 @@ impl Api for ApiService {
         &self,
         req: Request<pb::UpdateRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
-        let value: Value = serde_json::from_str(&req.get_ref().json)
+        let value: Value = shoal_api::strict_json::from_str(&req.get_ref().json)
             .map_err(|e| Status::invalid_argument(format!("not JSON: {e}")))?;
         let obj = shoal_api::yaml::decode_value(value).map_err(|p| {
             Status::invalid_argument(
@@ -268,7 +268,7 @@ impl Api for ApiService {
     ) -> Result<Response<pb::ObjectResponse>, Status> {
         let req = req.into_inner();
         let kind = kind_of(&req.kind)?;
-        let patch: Value = serde_json::from_str(&req.merge_patch_json)
+        let patch: Value = shoal_api::strict_json::from_str(&req.merge_patch_json)
             .map_err(|e| Status::invalid_argument(format!("the merge patch is not JSON: {e}")))?;
         let patched = self
             .objects
@@ -342,6 +342,21 @@ impl Api for ApiService {
                 "task/{} belongs to service/{svc}, whose tasks are named by slot",
                 req.name
             )));
+        }
+        // `web.7` is service/web's slot 7 (or its history): a standalone task there would
+        // be taken for one of the service's.
+        if let Some((prefix, _)) = req.new_name.split_once('.') {
+            let service = self
+                .objects
+                .get(kind_of("Service")?, prefix)
+                .await
+                .map_err(status_of)?;
+            if service.is_some() {
+                return Err(Status::failed_precondition(format!(
+                    "{:?}: names {prefix}.* are service/{prefix}'s tasks (SERVICE.SLOT); choose another",
+                    req.new_name
+                )));
+            }
         }
         // The same object (uid and all) under the new name, the old name freed in the
         // same step; the node keys containers by uid, so the container carries on.
