@@ -352,8 +352,14 @@ pub fn format_row(r: &[String], widths: &[usize]) -> String {
         if i + 1 == r.len() {
             line.push_str(cell);
         } else {
+            // Padded by hand: `{:<w$}` panics past a width of 65,535 (a stored value may
+            // be that long).
             let w = widths.get(i).copied().unwrap_or(0);
-            line.push_str(&format!("{cell:<w$}   "));
+            line.push_str(cell);
+            line.extend(std::iter::repeat_n(
+                ' ',
+                w.saturating_sub(cell.chars().count()) + 3,
+            ));
         }
     }
     line.trim_end().to_string()
@@ -384,6 +390,21 @@ fn shell_quote(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn columns_align_however_long_a_value_is() {
+        let long = "x".repeat(70_000);
+        let rows = [
+            vec!["NAME".to_string(), "IMAGE".to_string(), "AGE".to_string()],
+            vec!["web".to_string(), long.clone(), "1m".to_string()],
+        ];
+        let widths = [4, 70_000];
+        assert_eq!(
+            format_row(&rows[0], &widths),
+            format!("NAME   IMAGE{}   AGE", " ".repeat(69_995))
+        );
+        assert_eq!(format_row(&rows[1], &widths), format!("web    {long}   1m"));
+    }
 
     #[test]
     fn commands_read_as_a_shell_would_show_them() {

@@ -46,6 +46,10 @@ fn user_session(server: &mut Server) {
                 two_documents_for_one_object_are_refused_by_apply_and_diff,
             ),
             (
+                "errors_from_the_server_name_the_file_and_document",
+                errors_from_the_server_name_the_file_and_document,
+            ),
+            (
                 "syntax_errors_and_unknown_kinds_are_one_line_each",
                 syntax_errors_and_unknown_kinds_are_one_line_each,
             ),
@@ -200,6 +204,38 @@ fn two_documents_for_one_object_are_refused_by_apply_and_diff(s: &mut Session) {
         );
     }
     assert!(!server.shoal(&["get", "svc", "twice"]).status.success());
+}
+
+fn errors_from_the_server_name_the_file_and_document(s: &mut Session) {
+    let server = &*s.server;
+    let dir = Path::new(&s.dir);
+    // A stale resourceVersion: the conflict names where the manifest came from.
+    let stale = dir.join("zz-stale.yaml");
+    std::fs::write(
+        &stale,
+        "apiVersion: shoal.dev/v1\nkind: Network\nmetadata: {name: front, resourceVersion: \"1\"}\nspec: {subnet: 10.10.1.0/24}\n",
+    )
+    .expect("write");
+    let o = server.shoal(&["apply", "-f", stale.to_str().expect("utf8")]);
+    std::fs::remove_file(&stale).expect("rm");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("zz-stale.yaml: doc 1: Network/front was changed by someone else"),
+        "{}",
+        stderr(&o)
+    );
+    // Past the server's limit of manifests in one apply: which document crossed it.
+    let many: String = (0..10_001)
+        .map(|i| format!("apiVersion: shoal.dev/v1\nkind: Network\nmetadata: {{name: n{i}}}\nspec: {{}}\n---\n"))
+        .collect();
+    let o = server.shoal_stdin(&["apply", "-f", "-"], &many);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("doc 10001: past the limit of 10000 manifests"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!server.shoal(&["get", "network", "n0"]).status.success());
 }
 
 fn syntax_errors_and_unknown_kinds_are_one_line_each(s: &mut Session) {
@@ -389,6 +425,36 @@ fn parallel_writers_all_land_on_the_embedded_store() {
 fn parallel_writers_all_land_on_etcd() {
     let etcd = Etcd::start();
     parallel_writers_all_land(&Server::etcd(&etcd.address(), "parallel-writers"));
+}
+
+/// One size limit on both stores, with the same clear words (etcd alone said
+/// "etcdserver: request is too large"), and nothing written.
+fn an_object_over_the_size_limit_is_refused(server: &Server) {
+    let big = "x".repeat(2 << 20);
+    let manifest = format!(
+        "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: big}}\nspec: {{image: x, env: {{BIG: {big}}}}}\n"
+    );
+    let o = server.shoal_stdin(&["apply", "-f", "-"], &manifest);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("Service/big would be")
+            && stderr(&o).contains("the limit is 1572864 bytes"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!server.shoal(&["get", "svc", "big"]).status.success());
+}
+
+#[test]
+fn an_object_over_the_size_limit_is_refused_on_the_embedded_store() {
+    let data = tempfile::tempdir().expect("tempdir");
+    an_object_over_the_size_limit_is_refused(&Server::embedded(data.path()));
+}
+
+#[test]
+fn an_object_over_the_size_limit_is_refused_on_etcd() {
+    let etcd = Etcd::start();
+    an_object_over_the_size_limit_is_refused(&Server::etcd(&etcd.address(), "size-limit"));
 }
 
 #[test]

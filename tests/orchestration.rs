@@ -21,13 +21,6 @@ fn service(server: &Server, name: &str) -> Value {
     json(server.shoal(&["get", "svc", name, "-o", "json"]))
 }
 
-fn events_for(server: &Server, reference: &str) -> Vec<Value> {
-    json(server.shoal(&["events", "--for", reference, "-o", "json"]))["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 fn has_event(server: &Server, reference: &str, reason: &str) -> bool {
     events_for(server, reference)
         .iter()

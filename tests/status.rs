@@ -129,6 +129,32 @@ fn what_a_joining_node_claims_is_checked(f: &mut Fixture) {
     }
 }
 
+fn a_task_bound_to_a_missing_node_says_so_once(f: &mut Fixture) {
+    apply(
+        f.server,
+        "apiVersion: shoal.dev/v1\nkind: Task\nmetadata: {name: lost}\nspec: {image: x, node: nowhere}\n",
+    );
+    let says = "node nowhere does not exist";
+    wait("the task says its node is missing", 20, || {
+        let t = json(f.server.shoal(&["get", "task", "lost", "-o", "json"]));
+        t["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(says))
+    });
+    // More scheduling rounds (any task change starts one) add no second Warning.
+    apply(
+        f.server,
+        "apiVersion: shoal.dev/v1\nkind: Task\nmetadata: {name: another}\nspec: {image: x}\n",
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let warnings: Vec<serde_json::Value> = events_for(f.server, "task/lost")
+        .into_iter()
+        .filter(|e| e["reason"] == "NodeNotFound")
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0]["count"], 1, "{warnings:?}");
+}
+
 #[test]
 fn status_belongs_to_the_system() {
     let data = tempfile::tempdir().expect("tempdir");
@@ -156,6 +182,10 @@ fn status_belongs_to_the_system() {
             (
                 "what_a_joining_node_claims_is_checked",
                 what_a_joining_node_claims_is_checked,
+            ),
+            (
+                "a_task_bound_to_a_missing_node_says_so_once",
+                a_task_bound_to_a_missing_node_says_so_once,
             ),
         ],
     );

@@ -302,6 +302,14 @@ pub fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
     rx
 }
 
+/// The events about `reference` (`service/web`), as JSON.
+pub fn events_for(server: &Server, reference: &str) -> Vec<serde_json::Value> {
+    json(server.shoal(&["events", "--for", reference, "-o", "json"]))["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
 pub fn apply(server: &Server, yaml: &str) {
     ok(server.shoal_stdin(&["apply", "-f", "-"], yaml));
 }

@@ -110,6 +110,8 @@ async fn round(
 ) -> (usize, Duration) {
     let started = tokio::time::Instant::now();
     let all_tasks = tasks.list();
+    let node_list = nodes.list();
+    report_missing_nodes(objects, events, &all_tasks, &node_list).await;
     let mut pending: Vec<Arc<Task>> = all_tasks
         .iter()
         .filter(|t| needs_binding(t))
@@ -123,7 +125,6 @@ async fn round(
         (a.metadata.creation_timestamp, &a.metadata.name)
             .cmp(&(b.metadata.creation_timestamp, &b.metadata.name))
     });
-    let node_list = nodes.list();
     let span = tracing::info_span!("schedule", pending = pending.len(), nodes = node_list.len());
     let _enter = span.enter();
     let mut infos = placement::snapshot(&node_list, &all_tasks);
@@ -203,6 +204,39 @@ async fn bind_all(objects: &ObjectStore, binds: Vec<(Arc<Task>, String)>) -> usi
 }
 
 /// The Service that made `task`, by its owner reference.
+/// A task bound by hand (`spec.node`) to a node that has not joined waits for it; its
+/// status says so, and one Warning, so it is not silently pending forever.
+async fn report_missing_nodes(
+    objects: &ObjectStore,
+    events: &EventRecorder,
+    tasks: &[Arc<Task>],
+    nodes: &[Arc<Node>],
+) {
+    let known: HashSet<&str> = nodes.iter().map(|n| n.name()).collect();
+    for task in tasks {
+        let Some(node) = task.spec.node.as_deref() else {
+            continue;
+        };
+        let waiting = task.spec.desired_state == DesiredState::Running
+            && task.metadata.deletion_timestamp.is_none()
+            && task
+                .status
+                .as_ref()
+                .is_none_or(|s| s.state == TaskState::Pending);
+        if !waiting || known.contains(node) {
+            continue;
+        }
+        let message =
+            format!("node {node} does not exist: the task waits for a node of that name to join");
+        if task.status.as_ref().map(|s| &s.message) != Some(&message) {
+            set_pending_message(objects, task, &message).await;
+            events
+                .warning(task.as_ref(), "NodeNotFound", &message)
+                .await;
+        }
+    }
+}
+
 fn owning_service(task: &Task) -> Option<ObjectReference> {
     task.metadata
         .owner_references

@@ -142,9 +142,10 @@ impl Api for ApiService {
         req: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
         let req = req.into_inner();
-        if req.manifests.len() > MAX_APPLY {
+        if let Some(first_over) = req.manifests.get(MAX_APPLY) {
             return Err(Status::invalid_argument(format!(
-                "{} manifests in one apply; the limit is {MAX_APPLY}",
+                "{}: past the limit of {MAX_APPLY} manifests in one apply ({} in all); apply them in parts",
+                first_over.source,
                 req.manifests.len()
             )));
         }
@@ -187,13 +188,12 @@ impl Api for ApiService {
             return Err(Status::invalid_argument(problems.join("\n")));
         }
         let mut results = Vec::with_capacity(objects.len());
-        for obj in objects {
+        for (m, obj) in req.manifests.iter().zip(objects) {
             let (kind, name) = (obj.kind.clone(), obj.metadata.name.clone());
-            let (outcome, stored) = self
-                .objects
-                .apply(obj, req.dry_run)
-                .await
-                .map_err(status_of)?;
+            let (outcome, stored) = self.objects.apply(obj, req.dry_run).await.map_err(|e| {
+                let status = status_of(e);
+                Status::new(status.code(), format!("{}: {}", m.source, status.message()))
+            })?;
             tracing::info!(%kind, %name, %outcome, "applied");
             results.push(pb::ApplyResult {
                 kind,

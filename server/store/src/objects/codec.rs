@@ -43,7 +43,8 @@ pub(crate) fn typed<R: Resource>(obj: &DynamicObject, key: impl FnOnce() -> Stri
 pub(crate) fn encode(obj: &DynamicObject) -> Result<Vec<u8>> {
     let mut stored = obj.clone();
     stored.metadata.resource_version = None;
-    serde_json::to_vec(&stored).map_err(|e| ObjectError::Invalid(e.to_string()))
+    let bytes = serde_json::to_vec(&stored).map_err(|e| ObjectError::Invalid(e.to_string()))?;
+    within_limit(&obj.kind, obj.name(), bytes)
 }
 
 /// A typed object as stored: without `resourceVersion` (the store's revision is).
@@ -51,7 +52,21 @@ pub(crate) fn encode_typed<R: Resource>(obj: &mut R) -> Result<Vec<u8>> {
     let rv = obj.metadata_mut().resource_version.take();
     let bytes = serde_json::to_vec(obj).map_err(|e| ObjectError::Invalid(e.to_string()));
     obj.metadata_mut().resource_version = rv;
-    bytes
+    within_limit(R::KIND, obj.name(), bytes?)
+}
+
+/// The largest object either store keeps: Kubernetes' limit, under what etcd takes in
+/// one request, so both stores refuse the same objects with the same words.
+pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
+
+fn within_limit(kind: &str, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>> {
+    if bytes.len() > MAX_OBJECT_BYTES {
+        return Err(ObjectError::Invalid(format!(
+            "{kind}/{name} would be {} bytes stored; the limit is {MAX_OBJECT_BYTES} bytes (1.5 MiB)",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
 }
 
 pub(crate) fn parse_rv(obj: &DynamicObject) -> Result<Option<Revision>> {
