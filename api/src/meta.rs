@@ -85,8 +85,22 @@ impl ObjectMeta {
                 p.push(format!("metadata.labels[\"{key}\"]"), why);
             }
         }
+        let annotated: usize = self
+            .annotations
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        if annotated > MAX_ANNOTATION_BYTES {
+            p.push(
+                "metadata.annotations",
+                format!("{annotated} bytes in all; at most {MAX_ANNOTATION_BYTES} (256 KiB), as Kubernetes"),
+            );
+        }
     }
 }
+
+/// Kubernetes' bound on an object's annotations, keys and values together.
+const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
 
 /// Points from a dependent object (a Task) to its owner (a Service).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]

@@ -77,3 +77,22 @@ fn a_byte_order_mark_is_not_a_problem() {
     let text = format!("\u{feff}{}", service(""));
     assert_eq!(problems(&text), Vec::<String>::new());
 }
+
+#[test]
+fn image_references_and_env_are_bounded() {
+    let all = problems(
+        "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: s}\nspec:\n  image: \"::: not an image ref\"\n",
+    );
+    assert!(
+        all.iter()
+            .any(|e| e.contains("spec.image") && e.contains("is not an image reference")),
+        "{all:?}"
+    );
+    let env: String = (0..1001).map(|i| format!("    V{i}: x\n")).collect();
+    let all = problems(&service(&format!("  env:\n{env}")));
+    assert!(
+        all.iter()
+            .any(|e| e.contains("spec.env") && e.contains("1001 variables; at most 1000")),
+        "{all:?}"
+    );
+}

@@ -1,6 +1,5 @@
 use std::process::ExitCode;
 
-use futures::StreamExt;
 use shoal_api::DynamicObject;
 use shoal_wire::pb;
 
@@ -70,25 +69,23 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         output::print_list("Event", &items, ctx.format)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut stream = client
-        .watch(pb::WatchRequest {
-            kind: "Event".into(),
-            label_selector: String::new(),
-            resource_version: 0,
-            send_initial: true,
-            name: String::new(),
-            involved_object: involved,
-        })
-        .await?
-        .into_inner();
+    let request = pb::WatchRequest {
+        kind: "Event".into(),
+        label_selector: String::new(),
+        resource_version: 0,
+        send_initial: true,
+        name: String::new(),
+        involved_object: involved,
+    };
+    let mut stream = super::follow::Resuming::open(ctx, request).await?;
     let mut printer = Printer::new(
         ctx.format,
         Table::for_kind("Event", ctx.format == Some(Format::Wide)),
     );
     let mut initial = Vec::new();
     let mut synced = false;
-    while let Some(msg) = stream.next().await {
-        let msg = msg?;
+    loop {
+        let msg = stream.next().await?;
         if msg.r#type == "SYNCED" {
             // Print what already happened in time order, then follow.
             initial.sort_by_key(last_seen);
@@ -111,5 +108,4 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
             initial.push(obj);
         }
     }
-    anyhow::bail!("the server closed the watch")
 }

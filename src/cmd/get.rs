@@ -1,7 +1,6 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use futures::StreamExt;
 use shoal_wire::pb;
 
 use super::{kind, Context};
@@ -60,30 +59,25 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
 }
 
 async fn watch(ctx: &Context, desc: &shoal_api::KindDesc, a: Args) -> Outcome {
-    let mut stream = ctx
-        .client()
-        .await?
-        .watch(pb::WatchRequest {
-            kind: desc.kind.into(),
-            label_selector: a.selector.unwrap_or_default(),
-            resource_version: 0,
-            send_initial: true,
-            name: a.name.unwrap_or_default(),
-            involved_object: String::new(),
-        })
-        .await?
-        .into_inner();
+    let request = pb::WatchRequest {
+        kind: desc.kind.into(),
+        label_selector: a.selector.unwrap_or_default(),
+        resource_version: 0,
+        send_initial: true,
+        name: a.name.unwrap_or_default(),
+        involved_object: String::new(),
+    };
+    let mut stream = super::follow::Resuming::open(ctx, request).await?;
     let table = Table::for_kind(desc.kind, ctx.format == Some(Format::Wide));
     let mut printer = Printer::new(ctx.format, table);
-    while let Some(msg) = stream.next().await {
-        let msg = msg?;
+    loop {
+        let msg = stream.next().await?;
         if msg.r#type == "SYNCED" {
             continue;
         }
         let obj = parse_object(&msg.json)?;
         printer.print(&msg.r#type, &obj)?;
     }
-    anyhow::bail!("the server closed the watch")
 }
 
 /// Prints watch events; tables keep the column widths of the first rows they saw.

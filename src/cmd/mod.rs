@@ -7,6 +7,7 @@ pub mod describe;
 pub mod diff;
 pub mod events;
 pub mod exec;
+mod follow;
 pub mod get;
 pub mod gitsync;
 pub mod image;

@@ -137,6 +137,12 @@ impl Server {
         self.spawn();
     }
 
+    /// kill -9, then the same server again on the same port and data.
+    pub fn crash_and_restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
     /// Runs `shoal ARGS` against this server.
     pub fn shoal(&self, args: &[&str]) -> Output {
         shoal_at(&self.url, args, None)

@@ -51,11 +51,26 @@ pub struct ContainerSpec {
     pub healthcheck: Option<HealthCheck>,
 }
 
+/// More environment variables than any program reads; past it an object is only a
+/// burden on the store and every node.
+const MAX_ENV: usize = 1000;
+
 impl ContainerSpec {
     /// Checks the container's fields, found under `spec` (`spec.image`, ...).
     pub(crate) fn check(&self, p: &mut Problems, spec: &str) {
         require(p, &format!("{spec}.image"), &self.image);
+        if !self.image.trim().is_empty() {
+            if let Err(why) = super::image_ref::check_image_reference(&self.image) {
+                p.push(format!("{spec}.image"), why);
+            }
+        }
         check_env(p, &format!("{spec}.env"), &self.env);
+        if self.env.len() > MAX_ENV {
+            p.push(
+                format!("{spec}.env"),
+                format!("{} variables; at most {MAX_ENV}", self.env.len()),
+            );
+        }
         check_ports(p, &format!("{spec}.ports"), &self.ports);
         check_resources(p, &format!("{spec}.resources"), &self.resources);
         check_healthcheck(p, &format!("{spec}.healthcheck"), &self.healthcheck);

@@ -5,6 +5,7 @@
 mod container;
 mod event;
 mod gitsync;
+mod image_ref;
 mod logpipeline;
 mod network;
 mod node;
