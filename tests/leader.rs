@@ -37,6 +37,9 @@ fn a_standby_server_takes_over_when_the_leader_dies() {
         "apiVersion: shoal.dev/v1\nkind: Network\nmetadata: {name: shared}\nspec: {}\n",
     ));
     ok(second.shoal(&["get", "network", "shared"]));
+    // A watch on the standby carries on across the leader change.
+    let mut watch = second.spawn_shoal(&["get", "networks", "-w", "-o", "name"]);
+    let lines = lines_of(&mut watch);
 
     let killed = Instant::now();
     first.kill();
@@ -50,6 +53,27 @@ fn a_standby_server_takes_over_when_the_leader_dies() {
         Some("server-b"),
         "the standby never took over"
     );
+    ok(second.shoal_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: shoal.dev/v1\nkind: Network\nmetadata: {name: after}\nspec: {}\n",
+    ));
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !seen.iter().any(|l: &String| l == "network/after added") {
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+            seen.push(line);
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l == "network/after added"),
+        "the watch on the standby saw {seen:?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|l| *l == "network/shared added").count(),
+        1,
+        "{seen:?}"
+    );
+    drop(watch);
 }
 
 #[test]
