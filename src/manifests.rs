@@ -6,6 +6,24 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use shoal_api::yaml::{decode_manifests, Diagnostic, Manifest};
+use shoal_wire::pb;
+
+/// The one `Api.Apply` request for `manifests`, each named by file and document so the
+/// server's errors say where they came from (`apply` sends it, `diff` as a dry run).
+pub fn apply_request(manifests: &[Manifest], dry_run: bool) -> anyhow::Result<pb::ApplyRequest> {
+    Ok(pb::ApplyRequest {
+        manifests: manifests
+            .iter()
+            .map(|m| {
+                Ok(pb::Manifest {
+                    json: serde_json::to_string(&m.object)?,
+                    source: format!("{}: doc {}", m.file, m.doc),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+        dry_run,
+    })
+}
 
 /// Manifests from every path, or every problem in any of them.
 pub fn read_all(paths: &[String]) -> anyhow::Result<Vec<Manifest>> {

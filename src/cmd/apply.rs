@@ -1,7 +1,5 @@
 use std::process::ExitCode;
 
-use shoal_wire::pb;
-
 use super::Context;
 use crate::{manifests, output, Outcome};
 
@@ -26,18 +24,7 @@ pub async fn apply_files(ctx: &Context, files: &[String]) -> Outcome {
 
 async fn apply(ctx: &Context, files: &[String], dry_run: bool) -> Outcome {
     let manifests = manifests::read_all(files)?;
-    let request = pb::ApplyRequest {
-        manifests: manifests
-            .iter()
-            .map(|m| {
-                Ok(pb::Manifest {
-                    json: serde_json::to_string(&m.object)?,
-                    source: format!("{}: doc {}", m.file, m.doc),
-                })
-            })
-            .collect::<anyhow::Result<_>>()?,
-        dry_run,
-    };
+    let request = manifests::apply_request(&manifests, dry_run)?;
     let response = ctx.client().await?.apply(request).await?.into_inner();
     let suffix = if dry_run { " (dry run)" } else { "" };
     for r in response.results {

@@ -46,18 +46,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     // One dry run of them all, as `apply` would send them: checked as a whole, so two
     // documents for one object are refused here too.
     let planned = client
-        .apply(pb::ApplyRequest {
-            manifests: manifests
-                .iter()
-                .map(|m| {
-                    Ok(pb::Manifest {
-                        json: serde_json::to_string(&m.object)?,
-                        source: format!("{}: doc {}", m.file, m.doc),
-                    })
-                })
-                .collect::<anyhow::Result<_>>()?,
-            dry_run: true,
-        })
+        .apply(manifests::apply_request(&manifests, true)?)
         .await?
         .into_inner();
     if planned.results.len() != manifests.len() {
