@@ -91,6 +91,21 @@ pub fn decode_manifests(file: &str, text: &str) -> Result<Vec<Manifest>, Vec<Dia
     }
 }
 
+/// The problems `decode_value` found, one line each: `path: message` (the message alone
+/// for the object as a whole).
+pub fn problem_lines(problems: Vec<(String, String)>) -> Vec<String> {
+    problems
+        .into_iter()
+        .map(|(path, msg)| {
+            if path.is_empty() {
+                msg
+            } else {
+                format!("{path}: {msg}")
+            }
+        })
+        .collect()
+}
+
 /// Checks a JSON value as an object of the kind it names.
 pub fn decode_value(value: Value) -> Result<DynamicObject, Vec<(String, String)>> {
     let doc = LoadedDoc {

@@ -203,7 +203,6 @@ async fn bind_all(objects: &ObjectStore, binds: Vec<(Arc<Task>, String)>) -> usi
     bound
 }
 
-/// The Service that made `task`, by its owner reference.
 /// A task bound by hand (`spec.node`) to a node that has not joined waits for it; its
 /// status says so, and one Warning, so it is not silently pending forever.
 async fn report_missing_nodes(
@@ -237,6 +236,7 @@ async fn report_missing_nodes(
     }
 }
 
+/// The Service that made `task`, by its owner reference.
 fn owning_service(task: &Task) -> Option<ObjectReference> {
     task.metadata
         .owner_references

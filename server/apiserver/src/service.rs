@@ -111,15 +111,9 @@ fn check_manifest(m: &pb::Manifest) -> Result<DynamicObject, Vec<String>> {
     let value: Value = shoal_api::strict_json::from_str(&m.json)
         .map_err(|e| vec![format!("{source}: not JSON: {e}")])?;
     let obj = shoal_api::yaml::decode_value(value).map_err(|problems| {
-        problems
+        shoal_api::yaml::problem_lines(problems)
             .into_iter()
-            .map(|(path, msg)| {
-                if path.is_empty() {
-                    format!("{source}: {msg}")
-                } else {
-                    format!("{source}: {path}: {msg}")
-                }
-            })
+            .map(|line| format!("{source}: {line}"))
             .collect::<Vec<_>>()
     })?;
     let desc = obj
@@ -247,14 +241,8 @@ impl Api for ApiService {
     ) -> Result<Response<pb::ObjectResponse>, Status> {
         let value: Value = shoal_api::strict_json::from_str(&req.get_ref().json)
             .map_err(|e| Status::invalid_argument(format!("not JSON: {e}")))?;
-        let obj = shoal_api::yaml::decode_value(value).map_err(|p| {
-            Status::invalid_argument(
-                p.into_iter()
-                    .map(|(path, m)| format!("{path}: {m}"))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
-        })?;
+        let obj = shoal_api::yaml::decode_value(value)
+            .map_err(|p| Status::invalid_argument(shoal_api::yaml::problem_lines(p).join("\n")))?;
         let updated = self.objects.update(obj, None).await.map_err(status_of)?;
         Ok(Response::new(pb::ObjectResponse {
             json: to_json(&updated)?,

@@ -7,7 +7,7 @@ use shoal_api::{DynamicObject, KindDesc};
 
 use super::codec::parse_rv;
 use super::retry::Tries;
-use super::rules::{merge_user_fields, user_fields_equal};
+use super::rules::{keep_stored_body, merge_user_fields, user_fields_equal};
 use super::{ObjectError, ObjectStore, Result};
 
 impl ObjectStore {
@@ -65,9 +65,7 @@ fn check_patch(patch: &Value) -> Result<()> {
 }
 
 /// `current` with `patch` merged into its user-owned fields, checked as a manifest of
-/// its kind would be. Decoding writes defaults out; where the patch left the spec as
-/// it was, the stored spec is kept as stored, so only a change of the patch's is a new
-/// spec (and a new generation).
+/// its kind would be.
 fn patched(current: &DynamicObject, patch: &Value) -> Result<DynamicObject> {
     let mut doc = serde_json::to_value(current).map_err(|e| ObjectError::Invalid(e.to_string()))?;
     if let Some(map) = doc.as_object_mut() {
@@ -76,21 +74,12 @@ fn patched(current: &DynamicObject, patch: &Value) -> Result<DynamicObject> {
     let before = checked(doc.clone())?;
     json_patch::merge(&mut doc, patch);
     let mut next = checked(doc)?;
-    if next.user_body() == before.user_body() {
-        next.body = current.user_body();
-    }
-    next.body.remove("status");
+    keep_stored_body(current, &before, &mut next);
     Ok(next)
 }
 
 fn checked(doc: Value) -> Result<DynamicObject> {
     shoal_api::yaml::decode_value(doc).map_err(|problems| {
-        ObjectError::Invalid(
-            problems
-                .into_iter()
-                .map(|(path, m)| format!("{path}: {m}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
+        ObjectError::Invalid(shoal_api::yaml::problem_lines(problems).join("\n"))
     })
 }

@@ -16,7 +16,7 @@ const RETRIES: u32 = 16;
 /// ```ignore
 /// let mut tries = Tries::new(kind, name);
 /// loop {
-///     tries.begin().await?;      // a pause after a lost race; Conflict once spent
+///     tries.begin().await?;      // a pause after a lost race; Contended once spent
 ///     /* read, change, write */  // on a lost race: tries.lost(current)
 /// }
 /// ```

@@ -22,6 +22,22 @@ pub fn user_fields_equal(a: &DynamicObject, b: &DynamicObject) -> bool {
         && a.metadata.owner_references == b.metadata.owner_references
 }
 
+/// Keeps `current`'s user-owned body, as stored, in `next` when a change left it as it
+/// was: `before` and `next` are both as decoded, and decoding writes defaults out
+/// (`driver: bridge`), so only a change the writer made is a new spec (and a new
+/// generation). `next`'s status stays.
+pub(crate) fn keep_stored_body(
+    current: &DynamicObject,
+    before: &DynamicObject,
+    next: &mut DynamicObject,
+) {
+    if next.user_body() == before.user_body() {
+        let status = next.body.remove("status");
+        next.body = current.user_body();
+        next.body.extend(status.map(|s| ("status".to_string(), s)));
+    }
+}
+
 /// The next stored state when `incoming` replaces `current`'s user-owned fields and
 /// its status (none in `incoming`: none stored).
 pub(crate) fn merge_with_status(current: &DynamicObject, incoming: DynamicObject) -> DynamicObject {

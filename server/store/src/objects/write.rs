@@ -9,7 +9,9 @@ use shoal_api::{DynamicObject, KindDesc, Resource};
 use super::codec::{desc_of, encode, encode_typed, parse_rv, typed};
 use super::keys::object_key;
 use super::retry::Tries;
-use super::rules::{merge_user_fields, merge_with_status, stamp_new, user_fields_equal};
+use super::rules::{
+    keep_stored_body, merge_user_fields, merge_with_status, stamp_new, user_fields_equal,
+};
 use super::{ObjectError, ObjectStore, Result};
 use crate::{LeaseId, Revision, StoreError};
 
@@ -312,18 +314,12 @@ impl ObjectStore {
             let current = self.get_existing(kind, name).await?;
             let rv = parse_rv(&current)?.unwrap_or(0);
             let mut typed_obj: R = typed(&current, key)?;
-            // As decoded, to tell what `f` changed from what decoding normalized (a
-            // default written out): only a change of `f`'s is a new spec.
             let before = to_dynamic(&typed_obj)?;
             if !f(&mut typed_obj)? {
                 return Ok(None);
             }
             let mut next = to_dynamic(&typed_obj)?;
-            if next.user_body() == before.user_body() {
-                let status = next.body.remove("status");
-                next.body = current.user_body();
-                next.body.extend(status.map(|s| ("status".to_string(), s)));
-            }
+            keep_stored_body(&current, &before, &mut next);
             match self
                 .write(kind, merge_with_status(&current, next), rv, None)
                 .await
