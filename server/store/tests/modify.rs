@@ -1,17 +1,12 @@
 //! `ObjectStore::modify`, the one read-modify-write: it wins races by reading again,
 //! writes nothing when told so, and moves `generation` only when the spec changed.
 
-use std::sync::Arc;
+mod support;
 
 use shoal_api::{DynamicObject, Network, NetworkSpec, Resource};
 use shoal_store::objects::ObjectError;
-use shoal_store::{EmbeddedStore, ObjectStore, Store};
-
-fn objects() -> (tempfile::TempDir, ObjectStore) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
-    (dir, ObjectStore::new(store))
-}
+use shoal_store::ObjectStore;
+use support::{all_land, objects};
 
 /// Stored as a user would apply it: `driver` left out, so decoding fills its default.
 async fn create_front(objects: &ObjectStore) {
@@ -27,22 +22,15 @@ async fn create_front(objects: &ObjectStore) {
 async fn concurrent_modifies_all_land() {
     let (_dir, objects) = objects();
     create_front(&objects).await;
-    let writers: Vec<_> = (0..30)
-        .map(|i| {
-            let objects = objects.clone();
-            tokio::spawn(async move {
-                objects
-                    .modify::<Network>("front", |n| {
-                        n.metadata.labels.insert(format!("w{i}"), "x".into());
-                        Ok(true)
-                    })
-                    .await
+    all_land(&objects, 30, |objects, i| async move {
+        objects
+            .modify::<Network>("front", |n| {
+                n.metadata.labels.insert(format!("w{i}"), "x".into());
+                Ok(true)
             })
-        })
-        .collect();
-    for w in writers {
-        w.await.expect("join").expect("every writer lands");
-    }
+            .await
+    })
+    .await;
     let n: Network = objects
         .get_typed("front")
         .await

@@ -2,18 +2,13 @@
 //! land, `null` removes, what the system owns is refused, and an invalid result is
 //! refused with its field path while the stored object stays as it was.
 
-use std::sync::Arc;
+mod support;
 
 use serde_json::json;
 use shoal_api::{DynamicObject, KindDesc, Network};
 use shoal_store::objects::ObjectError;
-use shoal_store::{EmbeddedStore, ObjectStore, Store};
-
-fn objects() -> (tempfile::TempDir, ObjectStore) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
-    (dir, ObjectStore::new(store))
-}
+use shoal_store::ObjectStore;
+use support::{all_land, objects};
 
 fn network() -> &'static KindDesc {
     shoal_api::kind_of::<Network>()
@@ -33,18 +28,11 @@ async fn create_front(objects: &ObjectStore) -> DynamicObject {
 async fn parallel_patches_all_land() {
     let (_dir, objects) = objects();
     create_front(&objects).await;
-    let writers: Vec<_> = (0..30)
-        .map(|i| {
-            let objects = objects.clone();
-            tokio::spawn(async move {
-                let change = json!({"metadata": {"labels": {format!("w{i}"): "x"}}});
-                objects.patch(network(), "front", &change).await
-            })
-        })
-        .collect();
-    for w in writers {
-        w.await.expect("join").expect("every patch lands");
-    }
+    all_land(&objects, 30, |objects, i| async move {
+        let change = json!({"metadata": {"labels": {format!("w{i}"): "x"}}});
+        objects.patch(network(), "front", &change).await
+    })
+    .await;
     let n = objects.get_existing(network(), "front").await.expect("get");
     assert_eq!(n.metadata.labels.len(), 31, "{:?}", n.metadata.labels);
     assert_eq!(n.metadata.generation, Some(1), "labels are not the spec");

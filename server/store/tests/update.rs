@@ -2,18 +2,12 @@
 //! revision and a stale one is a `Conflict` naming it; without one it lands at the
 //! latest revision however many others write at once.
 
-use std::sync::Arc;
+mod support;
 
 use serde_json::json;
 use shoal_api::{DynamicObject, Network};
 use shoal_store::objects::ObjectError;
-use shoal_store::{EmbeddedStore, ObjectStore, Store};
-
-fn objects() -> (tempfile::TempDir, ObjectStore) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
-    (dir, ObjectStore::new(store))
-}
+use support::{all_land, objects};
 
 fn front(label: &str, resource_version: Option<&str>) -> DynamicObject {
     let mut obj: DynamicObject = serde_json::from_value(json!({
@@ -33,15 +27,10 @@ async fn updates_without_a_resource_version_all_land() {
         .create(front("first", None), None)
         .await
         .expect("create");
-    let writers: Vec<_> = (0..30)
-        .map(|i| {
-            let objects = objects.clone();
-            tokio::spawn(async move { objects.update(front(&format!("w{i}"), None), None).await })
-        })
-        .collect();
-    for w in writers {
-        w.await.expect("join").expect("every update lands");
-    }
+    all_land(&objects, 30, |objects, i| async move {
+        objects.update(front(&format!("w{i}"), None), None).await
+    })
+    .await;
     let n = objects
         .get_typed::<Network>("front")
         .await
