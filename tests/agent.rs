@@ -581,9 +581,7 @@ fn docker_run_ps_stop_start_rename_and_exec(c: &mut Node) {
             .lines()
             .any(|l| l.starts_with("bg ") && l.contains("running"))
     });
-    let refused = server.shoal(&["rm", "bg"]);
-    assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("stop it first"));
+    refused(server.shoal(&["rm", "bg"]), "stop it first");
     // stop returns once the container has stopped (sleep as PID 1 ignores SIGTERM: it
     // is killed after the grace period), as `docker stop` does.
     let asked = Instant::now();
@@ -638,14 +636,14 @@ fn docker_run_ps_stop_start_rename_and_exec(c: &mut Node) {
         String::from_utf8_lossy(&session.stdout).contains("in-42 xterm"),
         "{session:?}"
     );
-    let refused = server.shoal(&["rename", "web.1", "mine"]);
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("belongs to service/web"));
+    refused(
+        server.shoal(&["rename", "web.1", "mine"]),
+        "belongs to service/web",
+    );
     // Nor may a standalone task take a name in a service's slots.
-    let refused = server.shoal(&["rename", "bg2", "web.7"]);
-    assert!(
-        !refused.status.success() && stderr(&refused).contains("are service/web's tasks"),
-        "{}",
-        stderr(&refused)
+    refused(
+        server.shoal(&["rename", "bg2", "web.7"]),
+        "are service/web's tasks",
     );
     assert_eq!(container("bg2").0, "running");
     // A stop asked while the agent is away happens once it is back.

@@ -218,23 +218,16 @@ fn errors_from_the_server_name_the_file_and_document(s: &mut Session) {
     .expect("write");
     let o = server.shoal(&["apply", "-f", stale.to_str().expect("utf8")]);
     std::fs::remove_file(&stale).expect("rm");
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("zz-stale.yaml: doc 1: Network/front was changed by someone else"),
-        "{}",
-        stderr(&o)
+    refused(
+        o,
+        "zz-stale.yaml: doc 1: Network/front was changed by someone else",
     );
     // Past the server's limit of manifests in one apply: which document crossed it.
     let many: String = (0..10_001)
         .map(|i| format!("apiVersion: shoal.dev/v1\nkind: Network\nmetadata: {{name: n{i}}}\nspec: {{}}\n---\n"))
         .collect();
     let o = server.shoal_stdin(&["apply", "-f", "-"], &many);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("doc 10001: past the limit of 10000 manifests"),
-        "{}",
-        stderr(&o)
-    );
+    refused(o, "doc 10001: past the limit of 10000 manifests");
     assert!(!server.shoal(&["get", "network", "n0"]).status.success());
 }
 
@@ -317,21 +310,17 @@ fn scale_patches_one_field_and_refuses_what_it_cannot(s: &mut Session) {
         after["metadata"]["generation"].as_i64(),
         before["metadata"]["generation"].as_i64().map(|g| g + 1)
     );
-    let missing = server.shoal(&["scale", "service/nope=2"]);
-    assert!(
-        !missing.status.success() && stderr(&missing).contains("Service/nope not found"),
-        "{}",
-        stderr(&missing)
+    refused(
+        server.shoal(&["scale", "service/nope=2"]),
+        "Service/nope not found",
     );
     ok(server.shoal_stdin(
         &["apply", "-f", "-"],
         "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: everywhere}\nspec: {image: x, mode: global}\n",
     ));
-    let global = server.shoal(&["scale", "service/everywhere=2"]);
-    assert!(
-        !global.status.success() && stderr(&global).contains("only replicated services scale"),
-        "{}",
-        stderr(&global)
+    refused(
+        server.shoal(&["scale", "service/everywhere=2"]),
+        "only replicated services scale",
     );
     let untouched = json(server.shoal(&["get", "svc", "everywhere", "-o", "json"]));
     assert!(untouched["spec"].get("replicas").is_none(), "{untouched}");
@@ -434,14 +423,11 @@ fn an_object_over_the_size_limit_is_refused(server: &Server) {
     let manifest = format!(
         "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: big}}\nspec: {{image: x, env: {{BIG: {big}}}}}\n"
     );
-    let o = server.shoal_stdin(&["apply", "-f", "-"], &manifest);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("Service/big would be")
-            && stderr(&o).contains("the limit is 1572864 bytes"),
-        "{}",
-        stderr(&o)
+    let err = refused(
+        server.shoal_stdin(&["apply", "-f", "-"], &manifest),
+        "Service/big would be",
     );
+    assert!(err.contains("the limit is 1572864 bytes"), "{err}");
     assert!(!server.shoal(&["get", "svc", "big"]).status.success());
 }
 

@@ -10,15 +10,9 @@ use support::*;
 
 /// The first line containing every needle.
 fn wait_for_line(rx: &mpsc::Receiver<String>, needles: &[&str]) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(line) if needles.iter().all(|n| line.contains(n)) => return line,
-            Ok(_) => continue,
-            Err(_) => break,
-        }
-    }
-    panic!("no line containing {needles:?} arrived");
+    read_until(rx, &mut Vec::new(), |line| {
+        needles.iter().all(|n| line.contains(n))
+    })
 }
 
 #[test]

@@ -58,16 +58,7 @@ fn a_standby_server_takes_over_when_the_leader_dies() {
         "apiVersion: shoal.dev/v1\nkind: Network\nmetadata: {name: after}\nspec: {}\n",
     ));
     let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline && !seen.iter().any(|l: &String| l == "network/after added") {
-        if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
-            seen.push(line);
-        }
-    }
-    assert!(
-        seen.iter().any(|l| l == "network/after added"),
-        "the watch on the standby saw {seen:?}"
-    );
+    read_until(&lines, &mut seen, |l| l == "network/after added");
     assert_eq!(
         seen.iter().filter(|l| *l == "network/shared added").count(),
         1,

@@ -73,12 +73,7 @@ fn a_node_cannot_be_made_by_apply(f: &mut Fixture) {
         &["apply", "-f", "-"],
         "apiVersion: shoal.dev/v1\nkind: Node\nmetadata: {name: ghost}\nspec: {availability: active}\n",
     );
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("node/ghost has not joined"),
-        "{}",
-        stderr(&out)
-    );
+    refused(out, "node/ghost has not joined");
     assert!(!f.server.shoal(&["get", "node", "ghost"]).status.success());
 }
 

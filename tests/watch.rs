@@ -179,34 +179,21 @@ fn watches_carry_on_across_a_server_crash() {
     let got = lines_of(&mut get);
     let mut events = server.spawn_shoal(&["events", "-w", "-o", "name"]);
     let evented = lines_of(&mut events);
-    let until = |rx: &Receiver<String>, seen: &mut Vec<String>, want: &dyn Fn(&str) -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-                let done = want(&line);
-                seen.push(line);
-                if done {
-                    return;
-                }
-            }
-        }
-        panic!("not there: {seen:?}");
-    };
     let mut seen = Vec::new();
-    until(&got, &mut seen, &|l| l == "service/before added");
+    read_until(&got, &mut seen, |l| l == "service/before added");
     std::thread::sleep(Duration::from_millis(500));
     let before_crash: Vec<String> = evented.try_iter().collect();
     server.crash_and_restart();
     // One task that fits nowhere (there are no nodes): a Warning after the crash.
     apply(&server, &service("after", 1));
-    until(&got, &mut seen, &|l| l == "service/after added");
+    read_until(&got, &mut seen, |l| l == "service/after added");
     assert_eq!(
         seen.iter().filter(|l| *l == "service/before added").count(),
         1,
         "nothing twice: {seen:?}"
     );
     let mut after_crash = Vec::new();
-    until(&evented, &mut after_crash, &|l| l.starts_with("event/"));
+    read_until(&evented, &mut after_crash, |l| l.starts_with("event/"));
     assert!(
         after_crash.iter().all(|l| !before_crash.contains(l)),
         "events printed twice: {after_crash:?} after {before_crash:?}"

@@ -11,6 +11,16 @@ fn problems(text: &str) -> Vec<String> {
     }
 }
 
+/// Asserts one of `problems` is at `path` and says `says`.
+fn assert_problem(problems: &[String], path: &str, says: &str) {
+    assert!(
+        problems
+            .iter()
+            .any(|e| e.contains(path) && e.contains(says)),
+        "{path}: {says}: {problems:?}"
+    );
+}
+
 fn service(spec: &str) -> String {
     format!(
         "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: s}}\nspec:\n  image: x\n{spec}"
@@ -22,11 +32,7 @@ fn an_operator_that_does_not_exist_is_refused() {
     let all = problems(&service(
         "  placement: {constraints: [\"node.labels.zone === eu\"]}\n",
     ));
-    assert!(
-        all.iter()
-            .any(|e| e.contains("spec.placement.constraints[0]") && e.contains("unknown operator")),
-        "{all:?}"
-    );
+    assert_problem(&all, "spec.placement.constraints[0]", "unknown operator");
     assert_eq!(
         problems(&service(
             "  placement: {constraints: [\"node.labels.zone == eu\"]}\n"
@@ -40,11 +46,7 @@ fn a_cron_schedule_that_never_fires_is_refused() {
     let all = problems(&service(
         "  mode: cron\n  cron: {schedule: \"59 23 31 2 *\"}\n",
     ));
-    assert!(
-        all.iter()
-            .any(|e| e.contains("spec.cron.schedule") && e.contains("never fires")),
-        "{all:?}"
-    );
+    assert_problem(&all, "spec.cron.schedule", "never fires");
     assert_eq!(
         problems(&service(
             "  mode: cron\n  cron: {schedule: \"59 23 29 2 *\"}\n"
@@ -64,11 +66,7 @@ fn every_duration_field_is_bounded() {
         "spec.update.monitor",
         "spec.healthcheck.interval",
     ] {
-        assert!(
-            all.iter()
-                .any(|e| e.contains(path) && e.contains("longer than a year")),
-            "{path}: {all:?}"
-        );
+        assert_problem(&all, path, "longer than a year");
     }
 }
 
@@ -83,16 +81,8 @@ fn image_references_and_env_are_bounded() {
     let all = problems(
         "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: s}\nspec:\n  image: \"::: not an image ref\"\n",
     );
-    assert!(
-        all.iter()
-            .any(|e| e.contains("spec.image") && e.contains("is not an image reference")),
-        "{all:?}"
-    );
+    assert_problem(&all, "spec.image", "is not an image reference");
     let env: String = (0..1001).map(|i| format!("    V{i}: x\n")).collect();
     let all = problems(&service(&format!("  env:\n{env}")));
-    assert!(
-        all.iter()
-            .any(|e| e.contains("spec.env") && e.contains("1001 variables; at most 1000")),
-        "{all:?}"
-    );
+    assert_problem(&all, "spec.env", "1001 variables; at most 1000");
 }

@@ -277,6 +277,17 @@ pub fn ok(o: Output) -> String {
     stdout(&o)
 }
 
+/// Asserts a command failed saying `says`; returns its stderr.
+pub fn refused(o: Output, says: &str) -> String {
+    let err = stderr(&o);
+    assert!(
+        !o.status.success() && err.contains(says),
+        "expected a failure saying {says:?}: {:?} {err}",
+        o.status
+    );
+    err
+}
+
 pub fn json(o: Output) -> serde_json::Value {
     let text = ok(o);
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
@@ -306,6 +317,28 @@ pub fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
         }
     });
     rx
+}
+
+/// Reads lines from `rx` into `seen` until one is what `want` looks for, and returns it;
+/// fails the test after 30 s without it.
+pub fn read_until(
+    rx: &std::sync::mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    want: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push(line.clone());
+                if want(&line) {
+                    return line;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    panic!("the line looked for never came; read: {seen:?}");
 }
 
 /// The events about `reference` (`service/web`), as JSON.
