@@ -51,6 +51,7 @@ impl<'a> Resuming<'a> {
                     self.last = self.last.max(msg.revision);
                     return Ok(msg);
                 }
+                Some(Err(status)) if self.compacted(&status) => self.stream = None,
                 Some(Err(status)) if is_transient(&status) => {
                     eprintln!(
                         "shoal: the watch was interrupted ({}); reconnecting",
@@ -93,11 +94,7 @@ impl<'a> Resuming<'a> {
                 }
                 Err(e) => {
                     if let Some(status) = e.downcast_ref::<tonic::Status>() {
-                        if status.code() == tonic::Code::OutOfRange && self.last > 0 {
-                            // The history after `last` is compacted: list it all again.
-                            eprintln!("shoal: revision {} is compacted; listing again", self.last);
-                            self.last = 0;
-                            pause = Duration::ZERO;
+                        if self.compacted(status) {
                             continue;
                         }
                         if !is_transient(status) {
@@ -114,6 +111,17 @@ impl<'a> Resuming<'a> {
             }
             pause = (pause * 2).min(Duration::from_secs(5));
         }
+    }
+
+    /// Whether the watch failed because the history after `last` is compacted; if so
+    /// the next connection lists everything again.
+    fn compacted(&mut self, status: &tonic::Status) -> bool {
+        if status.code() != tonic::Code::OutOfRange || self.last == 0 {
+            return false;
+        }
+        eprintln!("shoal: revision {} is compacted; listing again", self.last);
+        self.last = 0;
+        true
     }
 }
 

@@ -161,20 +161,8 @@ async fn undo(ctx: &Context, name: &str) -> Outcome {
     // The container template goes back; the scale stays as it is now.
     let mut restored = (*previous.spec).clone();
     restored.replicas = svc.spec.replicas;
-    let restored = match serde_json::to_value(&restored)? {
-        serde_json::Value::Object(m) => m,
-        _ => anyhow::bail!(
-            "service/{name}: revision {} has no spec",
-            previous.generation
-        ),
-    };
-    let now = live
-        .body
-        .get("spec")
-        .and_then(|s| s.as_object())
-        .cloned()
-        .unwrap_or_default();
-    let change = serde_json::json!({"spec": merge_diff(&now, &restored)});
+    let now = live.body.get("spec").unwrap_or(&serde_json::Value::Null);
+    let change = serde_json::json!({"spec": merge_diff(now, &serde_json::to_value(&restored)?)});
     patch(ctx, "Service", name, change).await?;
     println!(
         "service/{name} rolled back to revision {} ({})",
