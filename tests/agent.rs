@@ -199,48 +199,18 @@ fn the_agent_runs_tasks_as_real_containers() {
     };
     run_scenarios(
         &mut node,
-        &[
-            (
-                "service_tasks_run_as_containers_with_logs_and_exec",
-                service_tasks_run_as_containers_with_logs_and_exec,
-            ),
-            (
-                "a_killed_container_fails_its_task_and_is_replaced",
-                a_killed_container_fails_its_task_and_is_replaced,
-            ),
-            (
-                "a_killed_agent_leaves_containers_running_and_its_successor_adopts_them",
-                a_killed_agent_leaves_containers_running_and_its_successor_adopts_them,
-            ),
-            (
-                "jobs_complete_and_failing_commands_report_their_exit_code",
-                jobs_complete_and_failing_commands_report_their_exit_code,
-            ),
-            (
-                "unhealthy_tasks_fail_and_are_replaced",
-                unhealthy_tasks_fail_and_are_replaced,
-            ),
-            (
-                "published_ports_and_task_to_task_traffic",
-                published_ports_and_task_to_task_traffic,
-            ),
-            (
-                "docker_run_ps_stop_start_rename_and_exec",
-                docker_run_ps_stop_start_rename_and_exec,
-            ),
-            ("docker_run_container_flags", docker_run_container_flags),
-            (
-                "log_rotation_and_restart_in_place",
-                log_rotation_and_restart_in_place,
-            ),
-            (
-                "a_deleted_service_keeps_its_tasks_until_their_containers_are_gone",
-                a_deleted_service_keeps_its_tasks_until_their_containers_are_gone,
-            ),
-            (
-                "deleting_everything_removes_every_container_mount_and_file",
-                deleting_everything_removes_every_container_mount_and_file,
-            ),
+        scenarios![
+            service_tasks_run_as_containers_with_logs_and_exec,
+            a_killed_container_fails_its_task_and_is_replaced,
+            a_killed_agent_leaves_containers_running_and_its_successor_adopts_them,
+            jobs_complete_and_failing_commands_report_their_exit_code,
+            unhealthy_tasks_fail_and_are_replaced,
+            published_ports_and_task_to_task_traffic,
+            docker_run_ps_stop_start_rename_and_exec,
+            docker_run_container_flags,
+            log_rotation_and_restart_in_place,
+            a_deleted_service_keeps_its_tasks_until_their_containers_are_gone,
+            deleting_everything_removes_every_container_mount_and_file,
         ],
     );
 }

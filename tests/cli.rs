@@ -19,50 +19,20 @@ fn user_session(server: &mut Server) {
     let dir = examples.path().to_str().expect("utf8").to_string();
     run_scenarios(
         &mut Session { server, dir },
-        &[
-            (
-                "apply_creates_then_changes_nothing",
-                apply_creates_then_changes_nothing,
-            ),
-            (
-                "diff_of_an_unchanged_directory_is_clean",
-                diff_of_an_unchanged_directory_is_clean,
-            ),
-            (
-                "an_edit_shows_in_diff_and_apply_configures_it",
-                an_edit_shows_in_diff_and_apply_configures_it,
-            ),
-            ("get_prints_every_format", get_prints_every_format),
-            (
-                "describe_shows_the_spec_and_events",
-                describe_shows_the_spec_and_events,
-            ),
-            (
-                "a_broken_manifest_changes_nothing_and_says_where",
-                a_broken_manifest_changes_nothing_and_says_where,
-            ),
-            (
-                "two_documents_for_one_object_are_refused_by_apply_and_diff",
-                two_documents_for_one_object_are_refused_by_apply_and_diff,
-            ),
-            (
-                "errors_from_the_server_name_the_file_and_document",
-                errors_from_the_server_name_the_file_and_document,
-            ),
-            (
-                "syntax_errors_and_unknown_kinds_are_one_line_each",
-                syntax_errors_and_unknown_kinds_are_one_line_each,
-            ),
-            (
-                "a_dry_run_reports_without_writing",
-                a_dry_run_reports_without_writing,
-            ),
-            ("a_restart_keeps_every_object", a_restart_keeps_every_object),
-            (
-                "scale_patches_one_field_and_refuses_what_it_cannot",
-                scale_patches_one_field_and_refuses_what_it_cannot,
-            ),
-            ("delete_by_name_and_by_file", delete_by_name_and_by_file),
+        scenarios![
+            apply_creates_then_changes_nothing,
+            diff_of_an_unchanged_directory_is_clean,
+            an_edit_shows_in_diff_and_apply_configures_it,
+            get_prints_every_format,
+            describe_shows_the_spec_and_events,
+            a_broken_manifest_changes_nothing_and_says_where,
+            two_documents_for_one_object_are_refused_by_apply_and_diff,
+            errors_from_the_server_name_the_file_and_document,
+            syntax_errors_and_unknown_kinds_are_one_line_each,
+            a_dry_run_reports_without_writing,
+            a_restart_keeps_every_object,
+            scale_patches_one_field_and_refuses_what_it_cannot,
+            delete_by_name_and_by_file,
         ],
     );
 }

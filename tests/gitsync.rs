@@ -121,47 +121,17 @@ fn exercise(server: &Server, repo: &GitRepo, url: &str, secret: &std::path::Path
     };
     run_scenarios(
         &mut sync,
-        &[
-            (
-                "the_first_commit_is_applied_with_its_inventory",
-                the_first_commit_is_applied_with_its_inventory,
-            ),
-            (
-                "a_new_commit_is_applied_within_the_interval",
-                a_new_commit_is_applied_within_the_interval,
-            ),
-            (
-                "a_deleted_file_is_pruned_and_hand_made_objects_stay",
-                a_deleted_file_is_pruned_and_hand_made_objects_stay,
-            ),
-            (
-                "a_broken_manifest_applies_nothing_of_its_commit",
-                a_broken_manifest_applies_nothing_of_its_commit,
-            ),
-            (
-                "claiming_a_hand_made_object_is_refused_as_a_whole",
-                claiming_a_hand_made_object_is_refused_as_a_whole,
-            ),
-            (
-                "a_hand_edit_is_put_back_unless_the_object_opts_out",
-                a_hand_edit_is_put_back_unless_the_object_opts_out,
-            ),
-            (
-                "suspended_commits_wait_and_resume_applies_them",
-                suspended_commits_wait_and_resume_applies_them,
-            ),
-            (
-                "on_a_long_interval_the_webhook_or_sync_brings_commits",
-                on_a_long_interval_the_webhook_or_sync_brings_commits,
-            ),
-            (
-                "one_event_stream_shows_the_steps_and_their_effects",
-                one_event_stream_shows_the_steps_and_their_effects,
-            ),
-            (
-                "deleting_the_gitsync_removes_its_mirror_only",
-                deleting_the_gitsync_removes_its_mirror_only,
-            ),
+        scenarios![
+            the_first_commit_is_applied_with_its_inventory,
+            a_new_commit_is_applied_within_the_interval,
+            a_deleted_file_is_pruned_and_hand_made_objects_stay,
+            a_broken_manifest_applies_nothing_of_its_commit,
+            claiming_a_hand_made_object_is_refused_as_a_whole,
+            a_hand_edit_is_put_back_unless_the_object_opts_out,
+            suspended_commits_wait_and_resume_applies_them,
+            on_a_long_interval_the_webhook_or_sync_brings_commits,
+            one_event_stream_shows_the_steps_and_their_effects,
+            deleting_the_gitsync_removes_its_mirror_only,
         ],
     );
 }

@@ -64,42 +64,18 @@ fn scenarios(server: &Server) {
     let mut cluster = Cluster { server, first };
     run_scenarios(
         &mut cluster,
-        &[
-            (
-                "replicas_converge_and_spread_across_nodes",
-                replicas_converge_and_spread_across_nodes,
-            ),
-            ("scale_up_and_down", scale_up_and_down),
-            (
-                "a_stop_first_rolling_update_one_at_a_time",
-                a_stop_first_rolling_update_one_at_a_time,
-            ),
-            (
-                "a_start_first_update_runs_old_and_new_side_by_side",
-                a_start_first_update_runs_old_and_new_side_by_side,
-            ),
-            (
-                "a_failing_version_is_rolled_back",
-                a_failing_version_is_rolled_back,
-            ),
-            (
-                "rollout_undo_goes_back_a_revision_keeping_the_scale",
-                rollout_undo_goes_back_a_revision_keeping_the_scale,
-            ),
-            ("a_job_runs_to_completion", a_job_runs_to_completion),
-            ("cron_starts_a_run_per_tick", cron_starts_a_run_per_tick),
-            (
-                "an_impossible_constraint_says_why_on_the_service",
-                an_impossible_constraint_says_why_on_the_service,
-            ),
-            (
-                "drain_empties_a_node_and_activate_brings_it_back",
-                drain_empties_a_node_and_activate_brings_it_back,
-            ),
-            (
-                "a_dead_node_s_tasks_are_replaced_on_the_others",
-                a_dead_node_s_tasks_are_replaced_on_the_others,
-            ),
+        scenarios![
+            replicas_converge_and_spread_across_nodes,
+            scale_up_and_down,
+            a_stop_first_rolling_update_one_at_a_time,
+            a_start_first_update_runs_old_and_new_side_by_side,
+            a_failing_version_is_rolled_back,
+            rollout_undo_goes_back_a_revision_keeping_the_scale,
+            a_job_runs_to_completion,
+            cron_starts_a_run_per_tick,
+            an_impossible_constraint_says_why_on_the_service,
+            drain_empties_a_node_and_activate_brings_it_back,
+            a_dead_node_s_tasks_are_replaced_on_the_others,
         ],
     );
 }

@@ -163,25 +163,13 @@ fn status_belongs_to_the_system() {
             server: &server,
             rt,
         },
-        &[
-            ("a_manifest_status_is_ignored", a_manifest_status_is_ignored),
-            ("no_client_writes_status", no_client_writes_status),
-            (
-                "a_node_cannot_be_made_by_apply",
-                a_node_cannot_be_made_by_apply,
-            ),
-            (
-                "a_joined_node_is_labelled_and_drained_by_apply",
-                a_joined_node_is_labelled_and_drained_by_apply,
-            ),
-            (
-                "what_a_joining_node_claims_is_checked",
-                what_a_joining_node_claims_is_checked,
-            ),
-            (
-                "a_task_bound_to_a_missing_node_says_so_once",
-                a_task_bound_to_a_missing_node_says_so_once,
-            ),
+        scenarios![
+            a_manifest_status_is_ignored,
+            no_client_writes_status,
+            a_node_cannot_be_made_by_apply,
+            a_joined_node_is_labelled_and_drained_by_apply,
+            what_a_joining_node_claims_is_checked,
+            a_task_bound_to_a_missing_node_says_so_once,
         ],
     );
 }

@@ -389,6 +389,14 @@ pub fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 /// A named scenario against a shared fixture.
 pub type Scenario<F> = (&'static str, fn(&mut F));
 
+/// The scenarios `f, g, ...`, each named by its function: `scenarios![f, g]`.
+#[macro_export]
+macro_rules! scenarios {
+    ($($scenario:ident),* $(,)?) => {
+        &[$((stringify!($scenario), $scenario as fn(&mut _))),*]
+    };
+}
+
 /// Runs each scenario against one expensive fixture (a server, an agent, a registry), as
 /// the store conformance suite runs its checks: every scenario runs even when one before
 /// it failed, and the failure names the scenarios that broke. `SHOAL_SCENARIO=TEXT`
