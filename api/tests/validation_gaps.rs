@@ -86,3 +86,20 @@ fn image_references_and_env_are_bounded() {
     let all = problems(&service(&format!("  env:\n{env}")));
     assert_problem(&all, "spec.env", "1001 variables; at most 1000");
 }
+
+#[test]
+fn image_references_are_read_as_registries_read_them() {
+    let image = |r: &str| problems(&service("").replace("image: x", &format!("image: \"{r}\"")));
+    for good in [
+        "x",
+        "local/busybox:1",
+        "docker.io/library/busybox:1.36",
+        "127.0.0.1:5000/app/web:v1.2.3-rc_1",
+        "busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    ] {
+        assert_eq!(image(good), Vec::<String>::new(), "{good}");
+    }
+    for bad in ["Busybox", "a//b", "a:-tag", &"a".repeat(300)] {
+        assert_problem(&image(bad), "spec.image", "is not an image reference");
+    }
+}

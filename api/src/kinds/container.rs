@@ -60,8 +60,13 @@ impl ContainerSpec {
     pub(crate) fn check(&self, p: &mut Problems, spec: &str) {
         require(p, &format!("{spec}.image"), &self.image);
         if !self.image.trim().is_empty() {
-            if let Err(why) = super::image_ref::check_image_reference(&self.image) {
-                p.push(format!("{spec}.image"), why);
+            // The grammar the agent pulls by (oci-client's Reference is this one), so
+            // what is accepted here is what a node can pull.
+            if let Err(e) = self.image.parse::<oci_spec::distribution::Reference>() {
+                p.push(
+                    format!("{spec}.image"),
+                    format!("{:?} is not an image reference: {e}", self.image),
+                );
             }
         }
         check_env(p, &format!("{spec}.env"), &self.env);

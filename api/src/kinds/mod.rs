@@ -5,7 +5,6 @@
 mod container;
 mod event;
 mod gitsync;
-mod image_ref;
 mod logpipeline;
 mod network;
 mod node;
