@@ -6,10 +6,12 @@ use std::time::Duration;
 use super::{ObjectError, Result};
 use crate::Revision;
 
-/// How often a read-modify-write reads again after losing a race before it reports the
-/// conflict. With a short pause between tries, sixteen outlast any burst of writers
-/// this store has seen (50 parallel `scale`s of one service).
-const RETRIES: u32 = 16;
+/// How often a read-modify-write reads again after losing a race before it reports
+/// contention. Each round of a burst lands one writer, so fifty writers on one object
+/// (50 parallel `scale`s) can need dozens of rounds: sixteen was seen to run out on
+/// etcd under CI load. Sixty-four, with pauses of at most ~0.1 s, bound a write that
+/// keeps losing at about 4 s.
+const RETRIES: u32 = 64;
 
 /// The tries of one read-modify-write of `kind/name`:
 ///
