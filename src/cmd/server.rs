@@ -40,6 +40,10 @@ pub struct Args {
     /// How long a dead leader holds the controllers before another server takes over.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     leader_ttl: Duration,
+    /// How long the store keeps the history of changes (what a watch can resume
+    /// from): the leader compacts what is older, as the Kubernetes API server does etcd.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    history_retention: Duration,
     /// How often agents heartbeat; a node is down after 3 missed heartbeats.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     heartbeat_period: Duration,
@@ -137,8 +141,9 @@ pub async fn run(a: Args) -> Outcome {
         .with_ttl(a.leader_ttl);
     let objects = ObjectStore::new(store.clone());
     let mirrors = data_dir.join("gitsync");
+    let retention = a.history_retention;
     let controllers = tokio::spawn(election.run(shutdown.clone(), move |term| {
-        run_controllers(objects.clone(), mirrors.clone(), term)
+        run_controllers(objects.clone(), mirrors.clone(), retention, term)
     }));
     let dispatcher = Dispatcher::start(ObjectStore::new(store.clone()), shutdown.clone());
     let heartbeat = HeartbeatConfig {
@@ -198,11 +203,21 @@ fn read_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     Ok(secret)
 }
 
-/// Every controller, for as long as this server leads.
-async fn run_controllers(objects: ObjectStore, mirrors: PathBuf, term: CancellationToken) {
+/// Every controller, and the history compactor, for as long as this server leads.
+async fn run_controllers(
+    objects: ObjectStore,
+    mirrors: PathBuf,
+    retention: Duration,
+    term: CancellationToken,
+) {
+    let compactor = {
+        let (objects, stop) = (objects.clone(), term.clone().cancelled_owned());
+        tokio::spawn(async move { objects.compact_history(retention, stop).await })
+    };
     // One cache per kind for all of them, for as long as the term lasts.
     let informers = Informers::new(objects, term.clone());
     let all = vec![
+        compactor,
         tokio::spawn(shoal_controller_gc::run(informers.clone(), term.clone())),
         tokio::spawn(shoal_controller_node::run(informers.clone(), term.clone())),
         tokio::spawn(shoal_controller_scheduler::run(

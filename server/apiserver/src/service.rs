@@ -181,13 +181,19 @@ impl Api for ApiService {
         if !problems.is_empty() {
             return Err(Status::invalid_argument(problems.join("\n")));
         }
-        let mut results = Vec::with_capacity(objects.len());
-        for (m, obj) in req.manifests.iter().zip(objects) {
-            let (kind, name) = (obj.kind.clone(), obj.metadata.name.clone());
-            let (outcome, stored) = self.objects.apply(obj, req.dry_run).await.map_err(|e| {
-                let status = status_of(e);
-                Status::new(status.code(), format!("{}: {}", m.source, status.message()))
+        // One transaction: a crash or a failure leaves all of the apply or none of it.
+        let applied = self
+            .objects
+            .apply_all(objects, req.dry_run)
+            .await
+            .map_err(|e| {
+                let source = req.manifests.get(e.index).map_or("request", |m| &m.source);
+                let status = status_of(e.error);
+                Status::new(status.code(), format!("{source}: {}", status.message()))
             })?;
+        let mut results = Vec::with_capacity(applied.len());
+        for (outcome, stored) in applied {
+            let (kind, name) = (stored.kind.clone(), stored.metadata.name.clone());
             tracing::info!(%kind, %name, %outcome, "applied");
             results.push(pb::ApplyResult {
                 kind,

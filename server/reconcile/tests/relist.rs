@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use shoal_api::{kind_by_name, DynamicObject, Network, NetworkSpec, Resource};
 use shoal_reconcile::{CancellationToken, Reflector};
 use shoal_store::{
-    EmbeddedStore, KeyValue, LeaseId, ListResult, ObjectStore, Result, Revision, Store, StoreError,
-    WatchStream,
+    BatchOp, EmbeddedStore, KeyValue, LeaseId, ListResult, ObjectStore, Result, Revision, Store,
+    StoreError, TxnLimit, WatchStream,
 };
 
 /// The real embedded store, except that its first watch dies with `Compacted` after a
@@ -41,6 +41,12 @@ impl Store for CompactsFirstWatch {
     }
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision> {
         self.inner.delete(key, expected).await
+    }
+    async fn transact(&self, ops: Vec<BatchOp>) -> Result<Vec<Revision>> {
+        self.inner.transact(ops).await
+    }
+    fn txn_limit(&self) -> TxnLimit {
+        self.inner.txn_limit()
     }
     async fn rename(
         &self,

@@ -39,6 +39,9 @@ pub fn checks() -> Vec<(&'static str, Check)> {
         ("rename_moves_a_key_in_one_step", |s, p| {
             Box::pin(rename(s, p))
         }),
+        ("transactions_are_all_or_nothing", |s, p| {
+            Box::pin(transactions(s, p))
+        }),
     ]
 }
 
@@ -516,4 +519,137 @@ async fn batches(store: Arc<dyn Store>, p: String) {
         Some(vec![1])
     );
     assert!(store.get(&format!("{p}new")).await.expect("get").is_some());
+}
+
+async fn transactions(store: Arc<dyn Store>, p: String) {
+    use crate::BatchOp;
+    let put = |k: &str, v: u8| BatchOp::Create {
+        key: format!("{p}{k}"),
+        value: vec![v],
+        lease: None,
+    };
+    let old = store
+        .create(&format!("{p}old"), vec![0], None)
+        .await
+        .expect("create");
+    let gone = store
+        .create(&format!("{p}gone"), vec![0], None)
+        .await
+        .expect("create");
+    let mut watch = store.watch(&p, gone + 1).await.expect("watch");
+    // One failed precondition, the last of four: nothing of it is written.
+    let failing = vec![
+        put("a", 1),
+        BatchOp::Update {
+            key: format!("{p}old"),
+            value: vec![1],
+            expected: old,
+            lease: None,
+        },
+        BatchOp::Delete {
+            key: format!("{p}gone"),
+            expected: gone,
+        },
+        BatchOp::Update {
+            key: format!("{p}old"),
+            value: vec![2],
+            expected: old,
+            lease: None,
+        },
+    ];
+    match store.transact(failing).await {
+        Err(StoreError::Invalid(_)) => {}
+        other => panic!("a key twice in one transaction must be refused, got {other:?}"),
+    }
+    let failing = vec![
+        put("a", 1),
+        BatchOp::Delete {
+            key: format!("{p}gone"),
+            expected: gone,
+        },
+        put("old", 2),
+    ];
+    match store.transact(failing).await {
+        Err(StoreError::AlreadyExists { key }) => assert_eq!(key, format!("{p}old")),
+        other => panic!("expected the failing op's AlreadyExists, got {other:?}"),
+    }
+    let stale = vec![
+        put("a", 1),
+        BatchOp::Update {
+            key: format!("{p}old"),
+            value: vec![1],
+            expected: old - 1,
+            lease: None,
+        },
+    ];
+    assert!(matches!(
+        store.transact(stale).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let listed = store.list(&p).await.expect("list");
+    let keys: Vec<&str> = listed.items.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [format!("{p}gone"), format!("{p}old")],
+        "a failed transaction wrote nothing"
+    );
+    assert_eq!(listed.revision, gone, "nor moved the revision");
+    // All preconditions hold: every write lands, and one list shows them all.
+    let revs = store
+        .transact(vec![
+            put("a", 1),
+            put("b", 1),
+            BatchOp::Update {
+                key: format!("{p}old"),
+                value: vec![1],
+                expected: old,
+                lease: None,
+            },
+            BatchOp::Delete {
+                key: format!("{p}gone"),
+                expected: gone,
+            },
+        ])
+        .await
+        .expect("transact");
+    assert_eq!(revs.len(), 4);
+    let rev = *revs.iter().max().expect("four");
+    let listed = store.list(&p).await.expect("list");
+    for kv in &listed.items {
+        assert!(
+            revs.contains(&kv.mod_revision),
+            "{kv:?} not at a revision transact gave"
+        );
+    }
+    let found: Vec<(String, Vec<u8>)> = listed
+        .items
+        .into_iter()
+        .map(|kv| (kv.key, kv.value))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (format!("{p}a"), vec![1]),
+            (format!("{p}b"), vec![1]),
+            (format!("{p}old"), vec![1]),
+        ]
+    );
+    assert!(listed.revision >= rev);
+    // Watchers see the four changes, and nothing of the failed tries.
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let ev = next_event(&mut watch).await;
+        assert!(ev.revision() <= rev, "{ev:?} after the transaction's {rev}");
+        seen.push((ev.kv.key, ev.event_type));
+    }
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        seen,
+        [
+            (format!("{p}a"), EventType::Put),
+            (format!("{p}b"), EventType::Put),
+            (format!("{p}gone"), EventType::Delete),
+            (format!("{p}old"), EventType::Put),
+        ]
+    );
 }

@@ -19,6 +19,10 @@ use crate::{
 
 /// etcd's default limit on operations in one transaction is 128.
 const MAX_TXN_OPS: usize = 100;
+/// etcd refuses a request over `--max-request-bytes` (1.5 MiB by default); several
+/// writes share a transaction only up to this much, leaving room for the rest of the
+/// request. One write alone may be larger (an object is at most 1.5 MiB).
+const MAX_TXN_BYTES: usize = 1 << 20;
 
 /// Keys per page when listing.
 const LIST_PAGE: i64 = 500;
@@ -288,7 +292,7 @@ impl Store for EtcdStore {
                 break;
             }
             let (compares, puts): (Vec<Compare>, Vec<TxnOp>) =
-                todo.iter().map(|&i| guarded_put(&ops[i])).unzip();
+                todo.iter().map(|&i| guarded_write(&ops[i])).unzip();
             let reads: Vec<TxnOp> = todo
                 .iter()
                 .map(|&i| TxnOp::get(ops[i].key(), None))
@@ -338,6 +342,50 @@ impl Store for EtcdStore {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(StoreError::Backend("batch op not written".into()))))
             .collect())
+    }
+
+    async fn transact(&self, ops: Vec<crate::BatchOp>) -> Result<Vec<Revision>> {
+        if ops.len() > MAX_TXN_OPS {
+            return Err(StoreError::Invalid(format!(
+                "{} writes in one transaction; etcd takes at most {MAX_TXN_OPS}",
+                ops.len()
+            )));
+        }
+        let mut keys = std::collections::HashSet::new();
+        if let Some(twice) = ops.iter().find(|op| !keys.insert(op.key())) {
+            return Err(StoreError::Invalid(format!(
+                "{} appears twice in one transaction",
+                twice.key()
+            )));
+        }
+        let (compares, writes): (Vec<Compare>, Vec<TxnOp>) = ops.iter().map(guarded_write).unzip();
+        let reads: Vec<TxnOp> = ops.iter().map(|op| TxnOp::get(op.key(), None)).collect();
+        let txn = Txn::new().when(compares).and_then(writes).or_else(reads);
+        let resp = self.client().txn(txn).await.map_err(etcd_err)?;
+        if resp.succeeded() {
+            let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            return Ok(vec![revision; ops.len()]);
+        }
+        let current = resp.op_responses().into_iter().map(|r| match r {
+            etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
+            _ => None,
+        });
+        Err(ops
+            .iter()
+            .zip(current)
+            .find_map(|(op, current)| compare_fails(op, current))
+            .unwrap_or_else(|| {
+                StoreError::Backend(
+                    "a transaction compare failed, yet none fails on reading".into(),
+                )
+            }))
+    }
+
+    fn txn_limit(&self) -> crate::TxnLimit {
+        crate::TxnLimit {
+            ops: MAX_TXN_OPS,
+            bytes: MAX_TXN_BYTES,
+        }
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision> {
@@ -461,8 +509,8 @@ impl Store for EtcdStore {
     }
 }
 
-/// The compare and the put a batch operation stands for.
-fn guarded_put(op: &crate::BatchOp) -> (Compare, TxnOp) {
+/// The compare and the write a batch operation stands for.
+fn guarded_write(op: &crate::BatchOp) -> (Compare, TxnOp) {
     match op {
         crate::BatchOp::Create { key, value, lease } => (
             Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
@@ -477,6 +525,10 @@ fn guarded_put(op: &crate::BatchOp) -> (Compare, TxnOp) {
             Compare::mod_revision(key.as_str(), CompareOp::Equal, *expected),
             TxnOp::put(key.as_str(), value.clone(), put_options(*lease)),
         ),
+        crate::BatchOp::Delete { key, expected } => (
+            Compare::mod_revision(key.as_str(), CompareOp::Equal, *expected),
+            TxnOp::delete(key.as_str(), None),
+        ),
     }
 }
 
@@ -488,10 +540,14 @@ fn compare_fails(op: &crate::BatchOp, current: Option<Revision>) -> Option<Store
         (crate::BatchOp::Create { key, .. }, Some(_)) => {
             Some(StoreError::AlreadyExists { key: key.clone() })
         }
-        (crate::BatchOp::Update { expected, .. }, Some(c)) if c == *expected => None,
-        (crate::BatchOp::Update { key, expected, .. }, current) => {
-            Some(mismatch(key, *expected, current))
-        }
+        (
+            crate::BatchOp::Update { expected, .. } | crate::BatchOp::Delete { expected, .. },
+            Some(c),
+        ) if c == *expected => None,
+        (
+            crate::BatchOp::Update { key, expected, .. } | crate::BatchOp::Delete { key, expected },
+            current,
+        ) => Some(mismatch(key, *expected, current)),
     }
 }
 

@@ -84,14 +84,36 @@ pub enum BatchOp {
         expected: Revision,
         lease: Option<LeaseId>,
     },
+    /// Removes `key` if its `mod_revision` is `expected`.
+    Delete { key: String, expected: Revision },
 }
 
 impl BatchOp {
     pub fn key(&self) -> &str {
         match self {
-            BatchOp::Create { key, .. } | BatchOp::Update { key, .. } => key,
+            BatchOp::Create { key, .. }
+            | BatchOp::Update { key, .. }
+            | BatchOp::Delete { key, .. } => key,
         }
     }
+
+    /// Bytes the op carries: what counts against a transaction's size limit.
+    pub fn size(&self) -> usize {
+        match self {
+            BatchOp::Create { key, value, .. } | BatchOp::Update { key, value, .. } => {
+                key.len() + value.len()
+            }
+            BatchOp::Delete { key, .. } => key.len(),
+        }
+    }
+}
+
+/// The most one [`Store::transact`] may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnLimit {
+    pub ops: usize,
+    /// Keys and values together; one op alone may exceed it up to the object limit.
+    pub bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -155,8 +177,18 @@ pub trait Store: Send + Sync + 'static {
                 expected,
                 lease,
             } => self.update(&key, value, expected, lease).await,
+            BatchOp::Delete { key, expected } => self.delete(&key, Some(expected)).await,
         }
     }
+    /// All of `ops` or none of them, also across a crash: every precondition is checked
+    /// before anything is written, and all writes land in one commit (one etcd
+    /// transaction), so no reader ever sees some of them without the others. When one
+    /// precondition fails, the error is that op's (it names the key) and nothing is
+    /// written. At most [`txn_limit`](Self::txn_limit); a key at most once. Gives each
+    /// op's revision (etcd: all the same; embedded: one each, in order).
+    async fn transact(&self, ops: Vec<BatchOp>) -> Result<Vec<Revision>>;
+    /// How much one [`transact`](Self::transact) can hold.
+    fn txn_limit(&self) -> TxnLimit;
     /// Deletes `key`, only if its `mod_revision` is `expected` when one is given.
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision>;
     /// Moves `from` (only if its `mod_revision` is `expected`) to `to` (only if absent),

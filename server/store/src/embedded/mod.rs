@@ -5,6 +5,7 @@
 //! On top of it this module keeps etcd's model: a global revision, per-key
 //! create/mod revisions and versions, a change log that watches read from, and leases.
 
+mod db;
 mod records;
 mod watch;
 mod writer;
@@ -15,13 +16,14 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redb::{ReadableDatabase, TableDefinition};
+use redb::TableDefinition;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::{
-    BatchOp, KeyValue, LeaseId, ListResult, Result, Revision, Store, StoreError, WatchEvent,
-    WatchStream,
+    BatchOp, KeyValue, LeaseId, ListResult, Result, Revision, Store, StoreError, TxnLimit,
+    WatchEvent, WatchStream,
 };
+use db::Db;
 use records::decode_kv;
 use writer::{Op, Request, Writer};
 
@@ -41,7 +43,7 @@ pub(crate) struct Shared {
 }
 
 pub struct EmbeddedStore {
-    db: Arc<redb::Database>,
+    db: Arc<Db>,
     shared: Arc<Shared>,
     writer: mpsc::Sender<Request>,
 }
@@ -68,10 +70,10 @@ impl EmbeddedStore {
             )),
             other => StoreError::Unavailable(format!("cannot open {}: {other}", path.display())),
         })?;
-        let db = Arc::new(db);
+        let db = Arc::new(Db::new(db));
         {
             // Make sure every table exists so readers never see "table missing".
-            let txn = db.begin_write().map_err(backend_err)?;
+            let txn = db.begin_write()?;
             txn.open_table(KV).map_err(backend_err)?;
             txn.open_table(LOG).map_err(backend_err)?;
             txn.open_table(META).map_err(backend_err)?;
@@ -84,7 +86,7 @@ impl EmbeddedStore {
             compacted: AtomicI64::new(0),
             events,
         });
-        let writer = Writer::load(db.clone(), shared.clone())?;
+        let writer = Writer::load(db.clone(), shared.clone(), path)?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -110,8 +112,8 @@ impl EmbeddedStore {
         self.enqueue(op)?.await.map_err(|_| stopped())?
     }
 
-    fn read_list(db: &redb::Database, prefix: &str) -> Result<ListResult> {
-        let txn = db.begin_read().map_err(backend_err)?;
+    fn read_list(db: &Db, prefix: &str) -> Result<ListResult> {
+        let txn = db.begin_read()?;
         let revision = txn
             .open_table(META)
             .map_err(backend_err)?
@@ -135,7 +137,7 @@ impl EmbeddedStore {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let txn = self.db.begin_read().map_err(backend_err)?;
+        let txn = self.db.begin_read()?;
         let table = txn.open_table(KV).map_err(backend_err)?;
         let value = table.get(key).map_err(backend_err)?;
         value.map(|v| decode_kv(key, v.value())).transpose()
@@ -185,6 +187,22 @@ impl Store for EmbeddedStore {
             out.push(rx.await.map_err(|_| stopped())?);
         }
         Ok(out)
+    }
+
+    async fn transact(&self, ops: Vec<BatchOp>) -> Result<Vec<Revision>> {
+        // The writer answers with the last op's revision; the ops before it took the
+        // revisions just below, one each.
+        let n = ops.len() as i64;
+        let last = self.send(Op::Transact(ops)).await?;
+        Ok((last - n + 1..=last).collect())
+    }
+
+    fn txn_limit(&self) -> TxnLimit {
+        // One redb commit holds any number of writes.
+        TxnLimit {
+            ops: usize::MAX,
+            bytes: usize::MAX,
+        }
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision> {

@@ -7,10 +7,10 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use redb::ReadableDatabase;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::db::Db;
 use super::records::decode_event;
 use super::{backend_err, Shared, LOG, META};
 use crate::{Result, Revision, StoreError, WatchEvent, WatchStream};
@@ -18,7 +18,7 @@ use crate::{Result, Revision, StoreError, WatchEvent, WatchStream};
 const LOG_PAGE: usize = 1024;
 
 pub fn start(
-    db: Arc<redb::Database>,
+    db: Arc<Db>,
     shared: Arc<Shared>,
     prefix: String,
     from: Revision,
@@ -66,7 +66,7 @@ pub fn start(
 
 /// Sends every logged event from `next` on; `Err` means stop (receiver gone or error sent).
 async fn catch_up(
-    db: &redb::Database,
+    db: &Db,
     prefix: &str,
     next: &mut Revision,
     tx: &mpsc::Sender<Result<WatchEvent>>,
@@ -92,8 +92,8 @@ async fn catch_up(
     }
 }
 
-fn read_page(db: &redb::Database, from: Revision) -> Result<Vec<WatchEvent>> {
-    let txn = db.begin_read().map_err(backend_err)?;
+fn read_page(db: &Db, from: Revision) -> Result<Vec<WatchEvent>> {
+    let txn = db.begin_read()?;
     let compacted = txn
         .open_table(META)
         .map_err(backend_err)?

@@ -7,26 +7,31 @@
 //! write.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redb::{ReadableDatabase, ReadableTable, Table};
+use redb::{ReadableTable, Table};
 use tokio::sync::oneshot;
 
+use super::db::Db;
 use super::records::{decode_kv, encode_event, encode_kv};
 use super::{backend_err, Shared, KV, LEASES, LOG, META};
 use crate::{BatchOp, EventType, KeyValue, LeaseId, Revision, StoreError, WatchEvent};
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
-/// History kept for watchers; older log entries are compacted automatically.
-const LOG_RETAIN: i64 = 200_000;
+/// The most history kept for watchers, whatever the server's retention: past it, the
+/// older half of the log is compacted at once.
+const LOG_RETAIN: i64 = 100_000;
 
 pub enum Op {
-    /// A create or compare-and-update, exactly as a batch carries it.
+    /// A create, compare-and-update or compare-and-delete, exactly as a batch carries it.
     Write(BatchOp),
+    /// Several writes, all or none.
+    Transact(Vec<BatchOp>),
     Delete {
         key: String,
         expected: Option<Revision>,
@@ -64,7 +69,9 @@ struct Lease {
 }
 
 pub struct Writer {
-    db: Arc<redb::Database>,
+    db: Arc<Db>,
+    /// The database file, whose size says when compacting it is worth it.
+    path: PathBuf,
     shared: Arc<Shared>,
     revision: Revision,
     compacted: Revision,
@@ -81,8 +88,8 @@ struct Tables<'t> {
 impl Writer {
     /// Loads revision, compaction point and leases. Leases restart their TTL, as etcd's
     /// do after a leader change: a restart never expires a lease early.
-    pub fn load(db: Arc<redb::Database>, shared: Arc<Shared>) -> Result<Self, StoreError> {
-        let txn = db.begin_read().map_err(backend_err)?;
+    pub fn load(db: Arc<Db>, shared: Arc<Shared>, path: PathBuf) -> Result<Self, StoreError> {
+        let txn = db.begin_read()?;
         let meta = txn.open_table(META).map_err(backend_err)?;
         let get = |k: &str| -> Result<i64, StoreError> {
             Ok(meta
@@ -129,6 +136,7 @@ impl Writer {
         shared.compacted.store(compacted, Ordering::SeqCst);
         Ok(Writer {
             db,
+            path,
             shared,
             revision,
             compacted,
@@ -180,7 +188,7 @@ impl Writer {
         let mut results = Vec::with_capacity(batch.len());
         let mut lease_changes = Vec::new();
         let outcome = (|| -> Result<(), StoreError> {
-            let txn = self.db.begin_write().map_err(backend_err)?;
+            let txn = self.db.begin_write()?;
             {
                 let mut t = Tables {
                     kv: txn.open_table(KV).map_err(backend_err)?,
@@ -223,6 +231,9 @@ impl Writer {
                 for (req, result) in batch.into_iter().zip(results) {
                     let _ = req.reply.send(result);
                 }
+                if self.compacted > start_compacted {
+                    self.compact_file();
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "embedded store commit failed");
@@ -248,29 +259,28 @@ impl Writer {
         changes: &mut Vec<LeaseChange>,
     ) -> Result<i64, StoreError> {
         match op {
-            Op::Write(BatchOp::Create { key, value, lease }) => {
-                if t.kv.get(key.as_str()).map_err(backend_err)?.is_some() {
-                    return Err(StoreError::AlreadyExists { key: key.clone() });
-                }
-                self.check_lease(*lease)?;
-                self.put(t, key, value, None, *lease, events, changes)
+            Op::Write(op) => {
+                let current = self.precondition(t, op)?;
+                self.write(t, op, current, events, changes)
             }
-            Op::Write(BatchOp::Update {
-                key,
-                value,
-                expected,
-                lease,
-            }) => {
-                let current = self.current(t, key)?;
-                if current.mod_revision != *expected {
-                    return Err(StoreError::Conflict {
-                        key: key.clone(),
-                        expected: *expected,
-                        current: current.mod_revision,
-                    });
+            Op::Transact(ops) => {
+                // Every precondition before the first change: the whole list or nothing.
+                let mut keys = BTreeSet::new();
+                let mut checked = Vec::with_capacity(ops.len());
+                for op in ops {
+                    if !keys.insert(op.key()) {
+                        return Err(StoreError::Invalid(format!(
+                            "{} appears twice in one transaction",
+                            op.key()
+                        )));
+                    }
+                    checked.push(self.precondition(t, op)?);
                 }
-                self.check_lease(*lease)?;
-                self.put(t, key, value, Some(current), *lease, events, changes)
+                let mut rev = self.revision;
+                for (op, current) in ops.iter().zip(checked) {
+                    rev = self.write(t, op, current, events, changes)?;
+                }
+                Ok(rev)
             }
             Op::Delete { key, expected } => {
                 let current = self.current(t, key)?;
@@ -350,6 +360,57 @@ impl Writer {
                 }
                 Ok(self.compacted)
             }
+        }
+    }
+
+    /// Checks `op`'s precondition (and lease): the key's current value when it holds.
+    fn precondition(&self, t: &Tables<'_>, op: &BatchOp) -> Result<Option<KeyValue>, StoreError> {
+        let (key, expected, lease) = match op {
+            BatchOp::Create { key, lease, .. } => {
+                if t.kv.get(key.as_str()).map_err(backend_err)?.is_some() {
+                    return Err(StoreError::AlreadyExists { key: key.clone() });
+                }
+                self.check_lease(*lease)?;
+                return Ok(None);
+            }
+            BatchOp::Update {
+                key,
+                expected,
+                lease,
+                ..
+            } => (key, *expected, *lease),
+            BatchOp::Delete { key, expected } => (key, *expected, None),
+        };
+        let current = self.current(t, key)?;
+        if current.mod_revision != expected {
+            return Err(StoreError::Conflict {
+                key: key.clone(),
+                expected,
+                current: current.mod_revision,
+            });
+        }
+        self.check_lease(lease)?;
+        Ok(Some(current))
+    }
+
+    /// Carries out `op` whose precondition held, `current` being what it found.
+    fn write(
+        &mut self,
+        t: &mut Tables<'_>,
+        op: &BatchOp,
+        current: Option<KeyValue>,
+        events: &mut Vec<WatchEvent>,
+        changes: &mut Vec<LeaseChange>,
+    ) -> Result<i64, StoreError> {
+        match op {
+            BatchOp::Create { key, value, lease }
+            | BatchOp::Update {
+                key, value, lease, ..
+            } => self.put(t, key, value, current, *lease, events, changes),
+            BatchOp::Delete { key, .. } => match current {
+                Some(current) => self.remove(t, current, events, changes),
+                None => Err(StoreError::NotFound { key: key.clone() }),
+            },
         }
     }
 
@@ -472,6 +533,28 @@ impl Writer {
             changes.push(LeaseChange::Dropped(id, lease.ttl));
         }
         Ok(())
+    }
+
+    /// After history was dropped: gives the file's free pages back to the file system
+    /// when they are most of it.
+    fn compact_file(&self) {
+        let Ok(meta) = std::fs::metadata(&self.path) else {
+            return;
+        };
+        let started = Instant::now();
+        match self.db.compact_file(meta.len()) {
+            Ok(true) => {
+                let now = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+                tracing::info!(
+                    before = meta.len(),
+                    after = now,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "embedded store file compacted"
+                );
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot compact the embedded store file"),
+        }
     }
 
     fn compact_log(&mut self, t: &mut Tables<'_>, revision: Revision) -> Result<(), StoreError> {

@@ -3,8 +3,10 @@
 //!
 //! - `keys`: where objects live; `codec`: stored bytes ⇄ objects;
 //! - `rules`: what the server sets and what the user owns;
-//! - `write`: create, update, apply, delete, rename, modify; `batch`: many at once;
+//! - `write`: create, update, delete, rename, modify; `batch`: many at once;
+//! - `apply`: declarative create-or-update of many manifests as one transaction;
 //! - `patch`: a JSON merge patch applied at the current revision;
+//! - `compact`: history older than a retention is forgotten;
 //! - `retry`: the one retry policy of read-modify-write;
 //! - `follow`: the one list → watch → relist loop; `watch`: object watches for clients;
 //! - `heartbeats`: node heartbeat keys on leases.
@@ -18,8 +20,10 @@
 //! - Deleting an object with finalizers only sets `deletionTimestamp`; it is removed
 //!   when an update clears the last finalizer.
 
+mod apply;
 mod batch;
 mod codec;
+mod compact;
 mod follow;
 mod heartbeats;
 mod keys;
@@ -35,11 +39,12 @@ use shoal_api::{DynamicObject, KindDesc, Resource};
 
 use crate::{Revision, Store, StoreError};
 
+pub use apply::{ApplyError, ApplyOutcome};
 pub use follow::{Follower, Item};
 pub use keys::{kind_prefix, object_key, HEARTBEAT_PREFIX, ROOT};
 pub use rules::user_fields_equal;
 pub use watch::{ChangeType, ObjectWatchEvent, ObjectWatchStream};
-pub use write::{ApplyOutcome, DeleteOutcome};
+pub use write::DeleteOutcome;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {

@@ -62,6 +62,14 @@ impl Tries {
     pub(crate) fn lost(&mut self, current: Revision) {
         self.last_seen = current;
     }
+
+    /// The try lost a race on `kind/name`, one of several objects written together:
+    /// contention, if it comes to that, names the last that lost.
+    pub(crate) fn lost_on(&mut self, kind: &str, name: &str, current: Revision) {
+        self.kind = kind.into();
+        self.name = name.into();
+        self.last_seen = current;
+    }
 }
 
 /// The pause before try `attempt + 1`: a few milliseconds, growing, jittered so that

@@ -1,4 +1,4 @@
-//! Writes of objects: create, update, apply, delete, rename and the read-modify-write
+//! Writes of objects: create, update, delete, rename and the read-modify-write
 //! of [`ObjectStore::modify`]. Every write compares on the revision it read; every
 //! retry after a lost race goes through [`Tries`].
 
@@ -9,29 +9,9 @@ use shoal_api::{DynamicObject, KindDesc, Resource};
 use super::codec::{desc_of, encode, encode_typed, parse_rv, typed};
 use super::keys::object_key;
 use super::retry::Tries;
-use super::rules::{
-    keep_stored_body, merge_user_fields, merge_with_status, stamp_new, user_fields_equal,
-};
+use super::rules::{keep_stored_body, merge_user_fields, merge_with_status, stamp_new};
 use super::{ObjectError, ObjectStore, Result};
 use crate::{LeaseId, Revision, StoreError};
-
-/// What `apply` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApplyOutcome {
-    Created,
-    Configured,
-    Unchanged,
-}
-
-impl std::fmt::Display for ApplyOutcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ApplyOutcome::Created => "created",
-            ApplyOutcome::Configured => "configured",
-            ApplyOutcome::Unchanged => "unchanged",
-        })
-    }
-}
 
 /// What `delete` did.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,63 +139,6 @@ impl ObjectStore {
             .map_err(|e| self.map_err(e, kind.kind, &obj.metadata.name))?;
         obj.metadata.resource_version = Some(rev.to_string());
         Ok(obj)
-    }
-
-    /// Create-or-update from a manifest. Retries lost races unless the manifest pinned a
-    /// `resourceVersion`. With `dry_run`, reports what would happen and writes nothing.
-    pub async fn apply(
-        &self,
-        obj: DynamicObject,
-        dry_run: bool,
-    ) -> Result<(ApplyOutcome, DynamicObject)> {
-        let kind = desc_of(&obj)?;
-        let pinned = parse_rv(&obj)?;
-        let mut tries = Tries::new(&obj.kind, obj.name());
-        loop {
-            tries.begin().await?;
-            let current = self.get(kind, obj.name()).await?;
-            let Some(current) = current else {
-                if pinned.is_some() {
-                    return Err(ObjectError::NotFound {
-                        kind: obj.kind.clone(),
-                        name: obj.name().into(),
-                    });
-                }
-                if dry_run {
-                    return Ok((ApplyOutcome::Created, obj));
-                }
-                match self.create(obj.clone(), None).await {
-                    Ok(created) => return Ok((ApplyOutcome::Created, created)),
-                    Err(ObjectError::AlreadyExists { .. }) => continue,
-                    Err(e) => return Err(e),
-                }
-            };
-            let current_rv = parse_rv(&current)?.unwrap_or(0);
-            if let Some(pinned) = pinned {
-                if pinned != current_rv {
-                    return Err(ObjectError::Conflict {
-                        kind: obj.kind.clone(),
-                        name: obj.name().into(),
-                        expected: pinned,
-                        current: current_rv,
-                    });
-                }
-            }
-            let merged = merge_user_fields(&current, obj.clone());
-            if user_fields_equal(&current, &merged) {
-                return Ok((ApplyOutcome::Unchanged, current));
-            }
-            if dry_run {
-                return Ok((ApplyOutcome::Configured, merged));
-            }
-            match self.write(kind, merged, current_rv, None).await {
-                Ok(updated) => return Ok((ApplyOutcome::Configured, updated)),
-                Err(ObjectError::Conflict { current, .. }) if pinned.is_none() => {
-                    tries.lost(current)
-                }
-                Err(e) => return Err(e),
-            }
-        }
     }
 
     /// Deletes, or marks for deletion when finalizers remain.
