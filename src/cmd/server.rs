@@ -42,7 +42,7 @@ pub struct Args {
     leader_ttl: Duration,
     /// How long the store keeps the history of changes (what a watch can resume
     /// from): the leader compacts what is older, as the Kubernetes API server does etcd.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = parse_retention)]
     history_retention: Duration,
     /// How often agents heartbeat; a node is down after 3 missed heartbeats.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -59,6 +59,15 @@ pub struct Args {
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     s.parse::<shoal_api::Duration>().map(|d| d.0)
+}
+
+/// A retention under a second would compact all the time and cut off every watch.
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{s} is under 1s: watches could not resume"));
+    }
+    Ok(d)
 }
 
 pub fn default_data_dir() -> PathBuf {

@@ -528,6 +528,16 @@ async fn transactions(store: Arc<dyn Store>, p: String) {
         value: vec![v],
         lease: None,
     };
+    let update = |k: &str, v: u8, expected| BatchOp::Update {
+        key: format!("{p}{k}"),
+        value: vec![v],
+        expected,
+        lease: None,
+    };
+    let delete = |k: &str, expected| BatchOp::Delete {
+        key: format!("{p}{k}"),
+        expected,
+    };
     let old = store
         .create(&format!("{p}old"), vec![0], None)
         .await
@@ -537,51 +547,23 @@ async fn transactions(store: Arc<dyn Store>, p: String) {
         .await
         .expect("create");
     let mut watch = store.watch(&p, gone + 1).await.expect("watch");
-    // One failed precondition, the last of four: nothing of it is written.
+    // A key twice is refused; one failed precondition, wherever it is, writes nothing.
     let failing = vec![
         put("a", 1),
-        BatchOp::Update {
-            key: format!("{p}old"),
-            value: vec![1],
-            expected: old,
-            lease: None,
-        },
-        BatchOp::Delete {
-            key: format!("{p}gone"),
-            expected: gone,
-        },
-        BatchOp::Update {
-            key: format!("{p}old"),
-            value: vec![2],
-            expected: old,
-            lease: None,
-        },
+        update("old", 1, old),
+        delete("gone", gone),
+        update("old", 2, old),
     ];
     match store.transact(failing).await {
         Err(StoreError::Invalid(_)) => {}
         other => panic!("a key twice in one transaction must be refused, got {other:?}"),
     }
-    let failing = vec![
-        put("a", 1),
-        BatchOp::Delete {
-            key: format!("{p}gone"),
-            expected: gone,
-        },
-        put("old", 2),
-    ];
+    let failing = vec![put("a", 1), delete("gone", gone), put("old", 2)];
     match store.transact(failing).await {
         Err(StoreError::AlreadyExists { key }) => assert_eq!(key, format!("{p}old")),
         other => panic!("expected the failing op's AlreadyExists, got {other:?}"),
     }
-    let stale = vec![
-        put("a", 1),
-        BatchOp::Update {
-            key: format!("{p}old"),
-            value: vec![1],
-            expected: old - 1,
-            lease: None,
-        },
-    ];
+    let stale = vec![put("a", 1), update("old", 1, old - 1)];
     assert!(matches!(
         store.transact(stale).await,
         Err(StoreError::Conflict { .. })
@@ -599,16 +581,8 @@ async fn transactions(store: Arc<dyn Store>, p: String) {
         .transact(vec![
             put("a", 1),
             put("b", 1),
-            BatchOp::Update {
-                key: format!("{p}old"),
-                value: vec![1],
-                expected: old,
-                lease: None,
-            },
-            BatchOp::Delete {
-                key: format!("{p}gone"),
-                expected: gone,
-            },
+            update("old", 1, old),
+            delete("gone", gone),
         ])
         .await
         .expect("transact");

@@ -195,11 +195,7 @@ impl EtcdStore {
         if resp.succeeded() {
             return Ok(Ok(resp.header().map(|h| h.revision()).unwrap_or(0)));
         }
-        let current = resp.op_responses().into_iter().find_map(|r| match r {
-            etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
-            _ => None,
-        });
-        Ok(Err(current))
+        Ok(Err(read_revisions(&resp).into_iter().next().flatten()))
     }
 }
 
@@ -313,16 +309,7 @@ impl Store for EtcdStore {
                 }
                 break;
             }
-            let current: Vec<Option<Revision>> = resp
-                .op_responses()
-                .into_iter()
-                .map(|r| match r {
-                    etcd_client::TxnOpResponse::Get(g) => {
-                        g.kvs().first().map(|kv| kv.mod_revision())
-                    }
-                    _ => None,
-                })
-                .collect();
+            let current = read_revisions(&resp);
             let mut again = Vec::new();
             for (&i, current) in todo.iter().zip(current) {
                 match compare_fails(&ops[i], current) {
@@ -351,13 +338,7 @@ impl Store for EtcdStore {
                 ops.len()
             )));
         }
-        let mut keys = std::collections::HashSet::new();
-        if let Some(twice) = ops.iter().find(|op| !keys.insert(op.key())) {
-            return Err(StoreError::Invalid(format!(
-                "{} appears twice in one transaction",
-                twice.key()
-            )));
-        }
+        crate::BatchOp::check_distinct(&ops)?;
         let (compares, writes): (Vec<Compare>, Vec<TxnOp>) = ops.iter().map(guarded_write).unzip();
         let reads: Vec<TxnOp> = ops.iter().map(|op| TxnOp::get(op.key(), None)).collect();
         let txn = Txn::new().when(compares).and_then(writes).or_else(reads);
@@ -366,13 +347,9 @@ impl Store for EtcdStore {
             let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
             return Ok(vec![revision; ops.len()]);
         }
-        let current = resp.op_responses().into_iter().map(|r| match r {
-            etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
-            _ => None,
-        });
         Err(ops
             .iter()
-            .zip(current)
+            .zip(read_revisions(&resp))
             .find_map(|(op, current)| compare_fails(op, current))
             .unwrap_or_else(|| {
                 StoreError::Backend(
@@ -415,14 +392,7 @@ impl Store for EtcdStore {
         if resp.succeeded() {
             return Ok(resp.header().map(|h| h.revision()).unwrap_or(0));
         }
-        let found: Vec<Option<Revision>> = resp
-            .op_responses()
-            .into_iter()
-            .map(|r| match r {
-                etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
-                _ => None,
-            })
-            .collect();
+        let found = read_revisions(&resp);
         match (
             found.first().copied().flatten(),
             found.get(1).copied().flatten(),
@@ -507,6 +477,18 @@ impl Store for EtcdStore {
     fn backend(&self) -> &'static str {
         "etcd"
     }
+}
+
+/// What each read of a failed transaction's else-branch found, in order: the key's
+/// mod_revision, or None where it is absent.
+fn read_revisions(resp: &etcd_client::TxnResponse) -> Vec<Option<Revision>> {
+    resp.op_responses()
+        .into_iter()
+        .map(|r| match r {
+            etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The compare and the write a batch operation stands for.

@@ -97,6 +97,18 @@ impl BatchOp {
         }
     }
 
+    /// A transaction names each key at most once: `Invalid` naming the first repeated.
+    pub fn check_distinct(ops: &[BatchOp]) -> Result<()> {
+        let mut keys = std::collections::HashSet::new();
+        match ops.iter().find(|op| !keys.insert(op.key())) {
+            Some(twice) => Err(StoreError::Invalid(format!(
+                "{} appears twice in one transaction",
+                twice.key()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Bytes the op carries: what counts against a transaction's size limit.
     pub fn size(&self) -> usize {
         match self {

@@ -43,6 +43,10 @@ impl Db {
     /// now). Readers wait meanwhile; one still inside a transaction makes this a no-op
     /// until the next try. Only the writer calls it, between commits.
     pub(crate) fn compact_file(&self, file_len: u64) -> Result<bool, StoreError> {
+        // Counting the used pages walks every tree: not for a file too small to matter.
+        if file_len < MIN_FREE_BYTES {
+            return Ok(false);
+        }
         let used = {
             let txn = self.begin_write()?;
             let stats = txn.stats().map_err(backend_err)?;

@@ -265,17 +265,11 @@ impl Writer {
             }
             Op::Transact(ops) => {
                 // Every precondition before the first change: the whole list or nothing.
-                let mut keys = BTreeSet::new();
-                let mut checked = Vec::with_capacity(ops.len());
-                for op in ops {
-                    if !keys.insert(op.key()) {
-                        return Err(StoreError::Invalid(format!(
-                            "{} appears twice in one transaction",
-                            op.key()
-                        )));
-                    }
-                    checked.push(self.precondition(t, op)?);
-                }
+                BatchOp::check_distinct(ops)?;
+                let checked = ops
+                    .iter()
+                    .map(|op| self.precondition(t, op))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let mut rev = self.revision;
                 for (op, current) in ops.iter().zip(checked) {
                     rev = self.write(t, op, current, events, changes)?;

@@ -14,7 +14,7 @@ use shoal_api::DynamicObject;
 use super::codec::{desc_of, encode, parse_rv};
 use super::keys::object_key;
 use super::retry::Tries;
-use super::rules::{merge_user_fields, stamp_new, user_fields_equal};
+use super::rules::{is_released, merge_user_fields, stamp_new, user_fields_equal};
 use super::{ObjectError, ObjectStore, Result};
 use crate::{BatchOp, Revision, StoreError, TxnLimit};
 
@@ -87,62 +87,66 @@ impl ObjectStore {
         let mut current = self.read_all(&objs, 0..objs.len()).await?;
         let mut done = Vec::with_capacity(objs.len());
         while done.len() < objs.len() {
-            let start = done.len();
-            let first = &objs[start];
-            let mut tries = Tries::new(&first.kind, first.name());
-            let mut loser = start;
-            let mut stale: Option<std::ops::Range<usize>> = None;
-            loop {
-                tries.begin().await.map_err(|error| at(loser, error))?;
-                // Read again after the pause, not before it: what was read before is
-                // what lost the race.
-                if let Some(range) = stale.take() {
-                    let fresh = self.read_all(&objs, range.clone()).await?;
-                    current.splice(range, fresh);
-                }
-                let steps = plan_part(&objs[start..], &current[start..], limit)
-                    .map_err(|(i, error)| at(start + i, error))?;
-                let end = start + steps.len();
-                if dry_run {
-                    // Nothing is created, so nothing gets a uid or timestamps.
-                    let shown =
-                        steps
-                            .into_iter()
-                            .zip(&objs[start..])
-                            .map(|(s, obj)| match s.outcome {
-                                ApplyOutcome::Created => (s.outcome, obj.clone()),
-                                _ => (s.outcome, s.object),
-                            });
-                    done.extend(shown);
-                    break;
-                }
-                match self.write_part(steps).await {
-                    Ok(written) => {
-                        done.extend(written);
-                        break;
-                    }
-                    Err((i, StoreError::Conflict { current: now, .. }))
-                        if pinned(&objs[start + i]).is_none() =>
-                    {
-                        let obj = &objs[start + i];
-                        tries.lost_on(&obj.kind, obj.name(), now);
-                        loser = start + i;
-                    }
-                    // Created or deleted meanwhile: read again and plan again.
-                    Err((i, StoreError::AlreadyExists { .. } | StoreError::NotFound { .. }))
-                        if pinned(&objs[start + i]).is_none() =>
-                    {
-                        loser = start + i;
-                    }
-                    Err((i, e)) => {
-                        let obj = &objs[start + i];
-                        return Err(at(start + i, self.map_err(e, &obj.kind, obj.name())));
-                    }
-                }
-                stale = Some(start..end);
-            }
+            let part = self
+                .apply_part(&objs, &mut current, done.len(), limit, dry_run)
+                .await?;
+            done.extend(part);
         }
         Ok(done)
+    }
+
+    /// Applies the longest run of manifests from `start` that one transaction holds
+    /// (`current`: what was read for each), retrying lost races through [`Tries`].
+    async fn apply_part(
+        &self,
+        objs: &[DynamicObject],
+        current: &mut [Option<DynamicObject>],
+        start: usize,
+        limit: TxnLimit,
+        dry_run: bool,
+    ) -> Result<Vec<(ApplyOutcome, DynamicObject)>, ApplyError> {
+        let mut tries = Tries::new(&objs[start].kind, objs[start].name());
+        let mut loser = start;
+        let mut stale: Option<std::ops::Range<usize>> = None;
+        loop {
+            tries.begin().await.map_err(|error| at(loser, error))?;
+            // Read again after the pause, not before it: what was read before is what
+            // lost the race.
+            if let Some(range) = stale.take() {
+                let fresh = self.read_all(objs, range.clone()).await?;
+                for (slot, now) in current[range].iter_mut().zip(fresh) {
+                    *slot = now;
+                }
+            }
+            let steps = plan_part(&objs[start..], &current[start..], limit)
+                .map_err(|(i, error)| at(start + i, error))?;
+            let end = start + steps.len();
+            if dry_run {
+                // Nothing is created, so nothing gets a uid or timestamps.
+                return Ok(steps
+                    .into_iter()
+                    .zip(&objs[start..])
+                    .map(|(s, obj)| match s.outcome {
+                        ApplyOutcome::Created => (s.outcome, obj.clone()),
+                        _ => (s.outcome, s.object),
+                    })
+                    .collect());
+            }
+            let (i, e) = match self.write_part(steps).await {
+                Ok(written) => return Ok(written),
+                Err((i, e)) => (start + i, e),
+            };
+            let obj = &objs[i];
+            match lost_race(&e) {
+                // Someone else wrote first: plan again on what is there now.
+                Some(now) if pinned(obj).is_none() => {
+                    tries.lost_on(&obj.kind, obj.name(), now);
+                    loser = i;
+                    stale = Some(start..end);
+                }
+                _ => return Err(at(i, self.map_err(e, &obj.kind, obj.name()))),
+            }
+        }
     }
 
     /// What is stored for `objs[range]`, read a few at a time.
@@ -207,6 +211,16 @@ fn at(index: usize, error: ObjectError) -> ApplyError {
 
 fn pinned(obj: &DynamicObject) -> Option<Revision> {
     parse_rv(obj).ok().flatten()
+}
+
+/// Whether `e` is a precondition lost to another writer (changed, created or deleted
+/// meanwhile), and the key's revision when it says.
+fn lost_race(e: &StoreError) -> Option<Revision> {
+    match e {
+        StoreError::Conflict { current, .. } => Some(*current),
+        StoreError::AlreadyExists { .. } | StoreError::NotFound { .. } => Some(0),
+        _ => None,
+    }
 }
 
 /// The key a failed precondition names.
@@ -287,20 +301,19 @@ fn plan(obj: &DynamicObject, current: Option<&DynamicObject>) -> Result<Step> {
         });
     }
     // Clearing the last finalizer of an object being deleted deletes it.
-    let op =
-        if merged.metadata.deletion_timestamp.is_some() && merged.metadata.finalizers.is_empty() {
-            BatchOp::Delete {
-                key,
-                expected: current_rv,
-            }
-        } else {
-            BatchOp::Update {
-                key,
-                value: encode(&merged)?,
-                expected: current_rv,
-                lease: None,
-            }
-        };
+    let op = if is_released(&merged) {
+        BatchOp::Delete {
+            key,
+            expected: current_rv,
+        }
+    } else {
+        BatchOp::Update {
+            key,
+            value: encode(&merged)?,
+            expected: current_rv,
+            lease: None,
+        }
+    };
     Ok(Step {
         outcome: ApplyOutcome::Configured,
         object: merged,

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use super::ObjectStore;
-use crate::{Revision, StoreError};
+use crate::Revision;
 
 impl ObjectStore {
     /// Compacts history older than `retention` until `stop` completes. Run by the
@@ -21,10 +21,9 @@ impl ObjectStore {
             match self.store.revision().await {
                 Ok(now) => {
                     if let Some(rev) = previous.filter(|&rev| rev > 0) {
+                        // Both stores take a revision already compacted as done.
                         match self.store.compact(rev).await {
                             Ok(()) => tracing::info!(revision = rev, "history compacted"),
-                            // Another compactor (a former leader) went further: fine.
-                            Err(StoreError::Compacted { .. }) => {}
                             Err(e) => {
                                 tracing::warn!(error = %e, revision = rev, "cannot compact history")
                             }

@@ -13,6 +13,11 @@ pub(crate) fn stamp_new(meta: &mut shoal_api::ObjectMeta) {
     meta.resource_version = None;
 }
 
+/// An object being deleted whose last finalizer is gone: writing it deletes it.
+pub(crate) fn is_released(obj: &DynamicObject) -> bool {
+    obj.metadata.deletion_timestamp.is_some() && obj.metadata.finalizers.is_empty()
+}
+
 /// Whether two objects differ in anything the user owns.
 pub fn user_fields_equal(a: &DynamicObject, b: &DynamicObject) -> bool {
     a.user_body() == b.user_body()

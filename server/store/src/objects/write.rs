@@ -9,7 +9,9 @@ use shoal_api::{DynamicObject, KindDesc, Resource};
 use super::codec::{desc_of, encode, encode_typed, parse_rv, typed};
 use super::keys::object_key;
 use super::retry::Tries;
-use super::rules::{keep_stored_body, merge_user_fields, merge_with_status, stamp_new};
+use super::rules::{
+    is_released, keep_stored_body, merge_user_fields, merge_with_status, stamp_new,
+};
 use super::{ObjectError, ObjectStore, Result};
 use crate::{LeaseId, Revision, StoreError};
 
@@ -123,7 +125,7 @@ impl ObjectStore {
         lease: Option<LeaseId>,
     ) -> Result<DynamicObject> {
         let key = object_key(kind, obj.name());
-        if obj.metadata.deletion_timestamp.is_some() && obj.metadata.finalizers.is_empty() {
+        if is_released(&obj) {
             let rev = self
                 .store
                 .delete(&key, Some(expected))
