@@ -18,7 +18,8 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7443";
     about = "Docker Swarm's features, built the Kubernetes way"
 )]
 pub struct Cli {
-    /// The shoal API server.
+    /// The shoal API server; several, separated by commas, for client commands to
+    /// fail over between servers that share one etcd.
     #[arg(long, global = true, env = "SHOAL_SERVER", default_value = DEFAULT_SERVER)]
     server: String,
     /// CA certificate (PEM) to trust for an https:// server.
@@ -144,11 +145,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Outcome {
-    let ctx = cmd::Context {
-        server: cli.server,
-        ca_cert: cli.ca_cert,
-        format: cli.output,
-    };
+    let ctx = cmd::Context::new(cli.server, cli.ca_cert, cli.output);
     match cli.command {
         Command::Server(a) => cmd::server::run(a).await,
         Command::Apply(a) => cmd::apply::run(&ctx, a).await,

@@ -82,3 +82,57 @@ fn a_leader_that_stops_cleanly_hands_over_at_once() {
     });
     assert_eq!(new_leader.as_deref(), Some("clean-b"));
 }
+
+/// A client given both servers (`--server A,B`) follows the one that answers: a watch
+/// through the leader carries on through the standby when the leader is killed, with
+/// nothing printed twice, and one-off commands go to whichever server is up.
+#[test]
+fn a_client_given_both_servers_fails_over_when_its_server_dies() {
+    let etcd = Etcd::start();
+    let mut first = Server::etcd(&etcd.address(), "both-a");
+    eventually(Duration::from_secs(20), || {
+        leader_seen_by(&first).filter(|l| l == "both-a")
+    })
+    .expect("leader");
+    let second = Server::etcd(&etcd.address(), "both-b");
+    let both = format!("{},{}", first.url, second.url);
+    let network = |name: &str| {
+        format!("apiVersion: shoal.dev/v1\nkind: Network\nmetadata: {{name: {name}}}\nspec: {{}}\n")
+    };
+    ok(shoal_at(
+        &both,
+        &["apply", "-f", "-"],
+        Some(&network("before")),
+    ));
+    let mut watch = spawn_shoal_at(&both, &["get", "networks", "-w", "-o", "name"]);
+    let lines = lines_of(&mut watch);
+    let mut seen = Vec::new();
+    read_until(&lines, &mut seen, |l| l == "network/before added");
+
+    first.kill();
+    let version = ok(shoal_at(&both, &["version"], None));
+    assert!(
+        version.contains("(both-b)"),
+        "served by the standby: {version}"
+    );
+    ok(shoal_at(
+        &both,
+        &["apply", "-f", "-"],
+        Some(&network("after")),
+    ));
+    read_until(&lines, &mut seen, |l| l == "network/after added");
+    assert_eq!(
+        seen.iter().filter(|l| *l == "network/before added").count(),
+        1,
+        "nothing twice: {seen:?}"
+    );
+    let new_leader = eventually(Duration::from_secs(30), || {
+        leader_seen_by(&second).filter(|l| l == "both-b")
+    });
+    assert_eq!(
+        new_leader.as_deref(),
+        Some("both-b"),
+        "the standby took over"
+    );
+    drop(watch);
+}

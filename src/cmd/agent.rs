@@ -141,9 +141,10 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         address: a.listen.to_string(),
         role: "worker".into(),
     };
-    let channel = shoal_wire::endpoint(&ctx.server, ctx.ca_cert.as_deref())?.connect_lazy();
+    let server = ctx.single_server()?;
+    let channel = shoal_wire::endpoint(server, ctx.ca_cert.as_deref())?.connect_lazy();
     let shutdown = CancellationToken::new();
-    eprintln!("shoal agent: node {} on {}", a.name, ctx.server);
+    eprintln!("shoal agent: node {} on {server}", a.name);
     let agent = tokio::spawn(run_node(channel, node, executor, shutdown.clone()));
     let node_api = shoal_wire::pb::node_server::NodeServer::new(NodeApi::new(
         &data_dir,

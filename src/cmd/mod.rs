@@ -31,7 +31,8 @@ pub mod up;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use shoal_wire::api_client;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use shoal_wire::pb::api_client::ApiClient;
 use shoal_wire::pb::InfoRequest;
 use tonic::transport::Channel;
@@ -40,14 +41,45 @@ use crate::{Format, Outcome};
 
 /// What every client command needs.
 pub struct Context {
+    /// `--server` as given: one URL, or several separated by commas.
     pub server: String,
     pub ca_cert: Option<PathBuf>,
     pub format: Option<Format>,
+    /// The server in the list that answered last: the next connection tries it first,
+    /// so a command (a watch reconnecting) stays on one server while it is there.
+    preferred: AtomicUsize,
 }
 
 impl Context {
+    pub fn new(server: String, ca_cert: Option<PathBuf>, format: Option<Format>) -> Context {
+        Context {
+            server,
+            ca_cert,
+            format,
+            preferred: AtomicUsize::new(0),
+        }
+    }
+
+    /// A client of the first listed server that answers, starting with the last one
+    /// that did.
     pub async fn client(&self) -> anyhow::Result<ApiClient<Channel>> {
-        Ok(api_client(&self.server, self.ca_cert.as_deref()).await?)
+        let urls = shoal_wire::server_urls(&self.server)?;
+        let first = self.preferred.load(Ordering::Relaxed);
+        let (answered, client) =
+            shoal_wire::api_client_of(&urls, first, self.ca_cert.as_deref()).await?;
+        self.preferred.store(answered, Ordering::Relaxed);
+        Ok(client)
+    }
+
+    /// The one server a long-lived node process follows. Several are refused with the
+    /// reason rather than silently using the first.
+    pub fn single_server(&self) -> anyhow::Result<&str> {
+        match shoal_wire::server_urls(&self.server)?.len() {
+            1 => Ok(self.server.trim()),
+            n => anyhow::bail!(
+                "--server names {n} servers; an agent follows one server for now, give it one URL"
+            ),
+        }
     }
 }
 

@@ -85,7 +85,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     // HTTP/2 allows ~200 concurrent streams per connection; give each 100 nodes their own.
     let mut channels = Vec::new();
     for _ in 0..a.nodes.div_ceil(100) {
-        let endpoint = shoal_wire::endpoint(&ctx.server, ctx.ca_cert.as_deref())?;
+        let endpoint = shoal_wire::endpoint(ctx.single_server()?, ctx.ca_cert.as_deref())?;
         channels.push(endpoint.connect_lazy());
     }
     for i in 0..a.nodes {

@@ -105,11 +105,7 @@ pub async fn run(_ctx: &Context, a: Args) -> Outcome {
         &data.join("server.log"),
         None,
     )?;
-    let ctx = Context {
-        server: url.clone(),
-        ca_cert: None,
-        format: None,
-    };
+    let ctx = Context::new(url.clone(), None, None);
     let mut ready = false;
     for _ in 0..100 {
         if ctx.client().await.is_ok() {

@@ -173,15 +173,20 @@ impl Server {
     /// Starts a long-running `shoal ARGS` (like `get -w`) with piped stdout; it is
     /// killed when dropped, so a failing test leaves none behind.
     pub fn spawn_shoal(&self, args: &[&str]) -> Spawned {
-        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(args)
-            .env("SHOAL_SERVER", &self.url)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn shoal");
-        Spawned(child)
+        spawn_shoal_at(&self.url, args)
     }
+}
+
+/// `spawn_shoal` with `SHOAL_SERVER` set to `url` (which may list several servers).
+pub fn spawn_shoal_at(url: &str, args: &[&str]) -> Spawned {
+    let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(args)
+        .env("SHOAL_SERVER", url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn shoal");
+    Spawned(child)
 }
 
 /// A child process killed and reaped when dropped.

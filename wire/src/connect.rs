@@ -16,6 +16,8 @@ pub enum ClientError {
     BadUrl { url: String, why: String },
     #[error("cannot reach the shoal server at {url}: {why} (is `shoal server` running there?)")]
     Unreachable { url: String, why: String },
+    #[error("cannot reach any shoal server: {attempts} (is `shoal server` running there?)")]
+    NoneReachable { attempts: String },
     #[error("cannot read CA certificate {path}: {source}")]
     Ca {
         path: String,
@@ -62,6 +64,41 @@ pub async fn channel(url: &str, ca_cert: Option<&Path>) -> Result<Channel, Clien
         })
 }
 
+/// The servers `--server` names: one URL, or several separated by commas (servers on
+/// one etcd serve the same API, so a client may use any of them).
+pub fn server_urls(list: &str) -> Result<Vec<String>, ClientError> {
+    let urls: Vec<String> = list.split(',').map(|u| u.trim().to_string()).collect();
+    if urls.iter().any(String::is_empty) {
+        return Err(ClientError::BadUrl {
+            url: list.into(),
+            why: "an empty URL in the list; separate several servers with commas".into(),
+        });
+    }
+    Ok(urls)
+}
+
+/// Connects to the first of `urls` that answers, trying them in order from `first`
+/// (the one that answered last time), and says which it was.
+pub async fn api_client_of(
+    urls: &[String],
+    first: usize,
+    ca_cert: Option<&Path>,
+) -> Result<(usize, ApiClient<Channel>), ClientError> {
+    let mut attempts = Vec::new();
+    for i in (0..urls.len()).map(|k| (first + k) % urls.len()) {
+        match api_client(&urls[i], ca_cert).await {
+            Ok(client) => return Ok((i, client)),
+            Err(ClientError::Unreachable { url, why }) if urls.len() > 1 => {
+                attempts.push(format!("{url}: {why}"))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ClientError::NoneReachable {
+        attempts: attempts.join("; "),
+    })
+}
+
 /// Connects to the API service now.
 pub async fn api_client(
     url: &str,
@@ -82,6 +119,40 @@ pub fn agent_client(channel: Channel) -> AgentClient<Channel> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_list_is_split_on_commas_and_refuses_empty_entries() {
+        assert_eq!(
+            server_urls("http://a:1, http://b:2").expect("two"),
+            ["http://a:1", "http://b:2"]
+        );
+        let e = server_urls("http://a:1,,http://b:2").expect_err("empty entry");
+        assert!(e.to_string().contains("an empty URL in the list"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_client_skips_servers_that_do_not_answer() {
+        let dead = |port| format!("http://127.0.0.1:{port}");
+        let closed = [dead(closed_port()), dead(closed_port())];
+        let e = api_client_of(&closed, 1, None)
+            .await
+            .expect_err("nobody there");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("cannot reach any shoal server: "),
+            "{text}"
+        );
+        assert!(
+            text.contains(&closed[0]) && text.contains(&closed[1]),
+            "{text}"
+        );
+    }
+
+    /// A loopback port nothing listens on (bound, then closed).
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    }
 
     #[test]
     fn urls_without_a_scheme_are_refused_with_the_flag_named() {

@@ -7,7 +7,9 @@
 
 pub mod connect;
 
-pub use connect::{agent_client, api_client, channel, endpoint, ClientError};
+pub use connect::{
+    agent_client, api_client, api_client_of, channel, endpoint, server_urls, ClientError,
+};
 
 /// Generated protobuf and gRPC code.
 pub mod pb {

@@ -1,5 +1,7 @@
 //! Store benchmark: writes/s and watch-delivery latency for both backends, with raw
-//! etcd puts (etcd-client, same concurrency, no compare) as the baseline.
+//! etcd puts (etcd-client, same concurrency, no compare) as the baseline; and the
+//! store's size after 10,000 applies of one 1.3 KB object, before compaction (the
+//! baseline) and after it.
 //!
 //! Usage: bench-store --etcd http://127.0.0.1:2379 [--writes N] [--concurrency C]
 //! Prints `name: value unit` lines last.
@@ -8,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use shoal_store::{EmbeddedStore, EtcdStore, Store};
+use shoal_store::{EmbeddedStore, EtcdStore, ObjectStore, Store};
 
 struct Args {
     etcd: String,
@@ -110,6 +112,79 @@ async fn watch_latency_p99_ms(store: Arc<dyn Store>, prefix: &str, samples: usiz
     latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]
 }
 
+const CHURN: usize = 10_000;
+
+/// Applies one 1.3 KB Network `CHURN` times, each with a new annotation.
+async fn churn(store: Arc<dyn Store>) {
+    let objects = ObjectStore::new(store);
+    let padding = "x".repeat(1100);
+    for i in 0..CHURN {
+        let obj: shoal_api::DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "shoal.dev/v1", "kind": "Network",
+            "metadata": {"name": "churn", "annotations": {"apply": i.to_string(), "padding": padding}},
+            "spec": {"subnet": "10.30.0.0/24"},
+        }))
+        .expect("object");
+        objects.apply(obj, false).await.expect("apply");
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// The embedded file after the churn, and after compacting all history (the writer
+/// gives free pages back a moment after it answers).
+async fn embedded_churn_mib(dir: &std::path::Path) -> (f64, f64) {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir).expect("embedded"));
+    churn(store.clone()).await;
+    let file = dir.join("store.redb");
+    let len = || std::fs::metadata(&file).map_or(0, |m| m.len());
+    let before = len();
+    store
+        .compact(store.revision().await.expect("revision"))
+        .await
+        .expect("compact");
+    let mut after = len();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if len() == after && after < before {
+            break;
+        }
+        after = len();
+    }
+    (mib(before), mib(after))
+}
+
+/// The growth of etcd's database in use over the churn, and what is left of it after
+/// compacting all history: the keys earlier figures wrote stay, so both are measured
+/// against the database as it was, compacted, before the churn.
+async fn etcd_churn_mib(store: Arc<dyn Store>, endpoint: &str) -> (f64, f64) {
+    let mut client = etcd_client::Client::connect([endpoint], None)
+        .await
+        .expect("etcd");
+    let compact_all = || async {
+        store
+            .compact(store.revision().await.expect("revision"))
+            .await
+            .expect("compact");
+        // etcd frees the compacted revisions in the background.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    compact_all().await;
+    let baseline = etcd_in_use_mib(&mut client).await;
+    churn(store.clone()).await;
+    let before = etcd_in_use_mib(&mut client).await - baseline;
+    compact_all().await;
+    let after = etcd_in_use_mib(&mut client).await - baseline;
+    (before, after.max(0.0))
+}
+
+async fn etcd_in_use_mib(client: &mut etcd_client::Client) -> f64 {
+    let status = client.status().await.expect("status");
+    mib(status.raft_used_db_size().max(0) as u64)
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
@@ -139,11 +214,19 @@ async fn main() {
     let w_etcd = store_writes(etcd.clone(), &format!("{run}w/"), a.writes, a.concurrency).await;
     eprintln!("watch latency");
     let l_emb = watch_latency_p99_ms(embedded, &format!("{run}l/"), 1000).await;
-    let l_etcd = watch_latency_p99_ms(etcd, &format!("{run}l/"), 1000).await;
+    let l_etcd = watch_latency_p99_ms(etcd.clone(), &format!("{run}l/"), 1000).await;
+    eprintln!("{CHURN} applies of one object");
+    let churn_dir = tempfile::tempdir().expect("tempdir");
+    let (emb_before, emb_after) = embedded_churn_mib(churn_dir.path()).await;
+    let (etcd_before, etcd_after) = etcd_churn_mib(etcd, &a.etcd).await;
 
     println!("etcd_raw_puts_per_s: {raw:.0} writes/s");
     println!("store_writes_per_s.embedded: {w_emb:.0} writes/s");
     println!("store_writes_per_s.etcd: {w_etcd:.0} writes/s");
     println!("watch_latency_p99_ms.embedded: {l_emb:.2} ms");
     println!("watch_latency_p99_ms.etcd: {l_etcd:.2} ms");
+    println!("store_size_after_10k_applies_mib.embedded: {emb_before:.1} MiB");
+    println!("store_size_after_10k_applies_compacted_mib.embedded: {emb_after:.2} MiB");
+    println!("store_size_after_10k_applies_mib.etcd: {etcd_before:.1} MiB grown");
+    println!("store_size_after_10k_applies_compacted_mib.etcd: {etcd_after:.2} MiB grown");
 }
