@@ -147,7 +147,8 @@ pub async fn run(a: Args) -> Outcome {
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
     let election = LeaderElection::new(store.clone(), CONTROLLER_LEADER_KEY, id.clone())
-        .with_ttl(a.leader_ttl);
+        .with_ttl(a.leader_ttl)
+        .sole_contender(store.backend() == "embedded");
     let objects = ObjectStore::new(store.clone());
     let mirrors = data_dir.join("gitsync");
     let retention = a.history_retention;

@@ -19,6 +19,7 @@ pub struct LeaderElection {
     key: String,
     identity: String,
     ttl: Duration,
+    sole: bool,
 }
 
 impl LeaderElection {
@@ -28,7 +29,17 @@ impl LeaderElection {
             key: key.into(),
             identity: identity.into(),
             ttl: Duration::from_secs(3),
+            sole: false,
         }
+    }
+
+    /// This process is the only one that can ever hold the role (the embedded store's
+    /// file is locked to one process): a leader key found at start is a dead process's,
+    /// so it is taken over at once instead of after its lease runs out. A restarted
+    /// single server resumes its controllers without waiting a TTL.
+    pub fn sole_contender(mut self, sole: bool) -> Self {
+        self.sole = sole;
+        self
     }
 
     /// How long a dead leader keeps the role before another takes over.
@@ -45,6 +56,13 @@ impl LeaderElection {
         F: Fn(CancellationToken) -> Fut,
         Fut: Future<Output = ()>,
     {
+        if self.sole {
+            match self.store.delete(&self.key, None).await {
+                Ok(_) => tracing::info!("took over the controller lease of a previous run"),
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot clear a previous run's lease"),
+            }
+        }
         while !shutdown.is_cancelled() {
             match self.try_acquire().await {
                 Ok(Some(lease)) => {
