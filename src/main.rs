@@ -61,6 +61,9 @@ enum Command {
     /// Follow, list or undo a service's rollouts.
     #[command(subcommand)]
     Rollout(cmd::rollout::Command),
+    /// List networks, or show one's addresses.
+    #[command(subcommand)]
+    Network(cmd::network::Command),
     /// Drain, pause or activate a node.
     #[command(subcommand)]
     Node(cmd::node::Command),
@@ -156,6 +159,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::Events(a) => cmd::events::run(&ctx, a).await,
         Command::Scale(a) => cmd::scale::run(&ctx, a).await,
         Command::Rollout(c) => cmd::rollout::run(&ctx, c).await,
+        Command::Network(c) => cmd::network::run(&ctx, c).await,
         Command::Node(c) => cmd::node::run(&ctx, c).await,
         Command::Gitsync(c) => cmd::gitsync::run(&ctx, c).await,
         Command::Sim(a) => cmd::sim::run(&ctx, a).await,

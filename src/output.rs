@@ -225,7 +225,25 @@ impl Table {
             "Network" => vec![
                 name,
                 ("DRIVER", |_, v| s(v, &["spec", "driver"])),
-                ("SUBNET", |_, v| or_dash(s(v, &["spec", "subnet"]))),
+                // What was allocated; the manifest's until then.
+                ("SUBNET", |_, v| {
+                    let allocated = s(v, &["status", "subnet"]);
+                    or_dash(if allocated.is_empty() {
+                        s(v, &["spec", "subnet"])
+                    } else {
+                        allocated
+                    })
+                }),
+                ("GATEWAY", |_, v| or_dash(s(v, &["status", "gateway"]))),
+                ("VNI", |_, v| or_dash(s(v, &["status", "vni"]))),
+                ("IN USE", |_, v| {
+                    format!(
+                        "{}/{}",
+                        or_zero(s(v, &["status", "addressesInUse"])),
+                        or_zero(s(v, &["status", "addressesTotal"]))
+                    )
+                }),
+                ("READY", |_, v| condition(v, "Ready")),
                 age_col,
             ],
             "Node" => vec![

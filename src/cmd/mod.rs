@@ -12,6 +12,7 @@ pub mod get;
 pub mod gitsync;
 pub mod image;
 pub mod logs;
+pub mod network;
 pub mod node;
 pub mod patch;
 pub mod ps;

@@ -55,6 +55,16 @@ pub struct Args {
     /// secret the git host signs pushes with (`X-Hub-Signature-256`).
     #[arg(long)]
     webhook_secret_file: Option<PathBuf>,
+    /// Where networks without a subnet in their manifest get one (Swarm's flag).
+    #[arg(long, default_value = "10.0.0.0/8", value_parser = parse_pool)]
+    default_addr_pool: shoal_controller_network::Subnet,
+    /// The prefix length of each subnet cut from the default pool.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(8..=30))]
+    default_addr_pool_mask_length: u8,
+}
+
+fn parse_pool(s: &str) -> Result<shoal_controller_network::Subnet, String> {
+    shoal_controller_network::Subnet::parse(s)
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -152,8 +162,19 @@ pub async fn run(a: Args) -> Outcome {
     let objects = ObjectStore::new(store.clone());
     let mirrors = data_dir.join("gitsync");
     let retention = a.history_retention;
+    if a.default_addr_pool_mask_length < a.default_addr_pool.prefix_len() {
+        anyhow::bail!(
+            "--default-addr-pool-mask-length {} is shorter than the pool {} itself",
+            a.default_addr_pool_mask_length,
+            a.default_addr_pool
+        );
+    }
+    let networks = shoal_controller_network::Config {
+        pool: a.default_addr_pool,
+        subnet_size: a.default_addr_pool_mask_length,
+    };
     let controllers = tokio::spawn(election.run(shutdown.clone(), move |term| {
-        run_controllers(objects.clone(), mirrors.clone(), retention, term)
+        run_controllers(objects.clone(), mirrors.clone(), retention, networks, term)
     }));
     let dispatcher = Dispatcher::start(ObjectStore::new(store.clone()), shutdown.clone());
     let heartbeat = HeartbeatConfig {
@@ -218,6 +239,7 @@ async fn run_controllers(
     objects: ObjectStore,
     mirrors: PathBuf,
     retention: Duration,
+    networks: shoal_controller_network::Config,
     term: CancellationToken,
 ) {
     let compactor = {
@@ -236,6 +258,11 @@ async fn run_controllers(
         )),
         tokio::spawn(shoal_controller_service::run(
             informers.clone(),
+            term.clone(),
+        )),
+        tokio::spawn(shoal_controller_network::run(
+            informers.clone(),
+            networks,
             term.clone(),
         )),
         tokio::spawn(shoal_controller_gitsync::run(

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::network::{check_networks, NetworkRef};
 use super::require;
 use super::workload::{
     check_healthcheck, check_ports, check_resources, HealthCheck, PortSpec, Resources,
@@ -49,6 +50,9 @@ pub struct ContainerSpec {
     pub resources: Resources,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<HealthCheck>,
+    /// The Networks the container joins, by name, each with optional DNS aliases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkRef>,
 }
 
 /// More environment variables than any program reads; past it an object is only a
@@ -77,6 +81,7 @@ impl ContainerSpec {
             );
         }
         check_ports(p, &format!("{spec}.ports"), &self.ports);
+        check_networks(p, &format!("{spec}.networks"), &self.networks);
         check_resources(p, &format!("{spec}.resources"), &self.resources);
         check_healthcheck(p, &format!("{spec}.healthcheck"), &self.healthcheck);
         if self

@@ -19,12 +19,17 @@ pub use gitsync::{
     RECONCILE_ANNOTATION, SYNC_REQUEST_ANNOTATION,
 };
 pub use logpipeline::{LogPipeline, LogPipelineSpec, LogPipelineStatus};
-pub use network::{parse_cidr, Network, NetworkDriver, NetworkSpec, NetworkStatus};
+pub use network::{
+    parse_cidr, Network, NetworkAttachment, NetworkDriver, NetworkRef, NetworkSpec, NetworkStatus,
+    ServiceVip,
+};
 pub use node::{Availability, Node, NodeResources, NodeRole, NodeSpec, NodeState, NodeStatus};
 pub use service::{
     parse_schedule, RevisionRecord, Service, ServiceSpec, ServiceStatus, UpdateState, UpdateStatus,
 };
-pub use task::{DesiredState, Health, Task, TaskSpec, TaskState, TaskStatus, START_ANNOTATION};
+pub use task::{
+    Attachment, DesiredState, Health, Task, TaskSpec, TaskState, TaskStatus, START_ANNOTATION,
+};
 pub use workload::*;
 
 /// Defines a spec/status kind: the struct, its `Resource` impl and the checks every

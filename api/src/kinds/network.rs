@@ -66,6 +66,8 @@ pub fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
     Ok((addr, len))
 }
 
+/// What the network controller allocated: the subnet (the manifest's, or one from the
+/// default pool), its gateway, the VXLAN id, and each attached service's virtual IP.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkStatus {
@@ -76,7 +78,98 @@ pub struct NetworkStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vni: Option<u32>,
+    /// Addresses handed out (the gateway, VIPs and task addresses) and how many the
+    /// subnet holds.
+    #[serde(default)]
+    pub addresses_in_use: u32,
+    #[serde(default)]
+    pub addresses_total: u32,
+    /// The virtual IP of each service on this network with `endpointMode: vip`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceVip>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceVip {
+    pub name: String,
+    pub vip: String,
+}
+
+/// A network a container joins: its name, or the name with DNS aliases on that network
+/// (`networks: [front, {name: back, aliases: [db]}]`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(untagged)]
+pub enum NetworkRef {
+    Name(String),
+    Attachment(NetworkAttachment),
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkAttachment {
+    pub name: String,
+    /// More names this container answers to in DNS on this network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+impl NetworkRef {
+    pub fn name(&self) -> &str {
+        match self {
+            NetworkRef::Name(n) => n,
+            NetworkRef::Attachment(a) => &a.name,
+        }
+    }
+
+    pub fn aliases(&self) -> &[String] {
+        match self {
+            NetworkRef::Name(_) => &[],
+            NetworkRef::Attachment(a) => &a.aliases,
+        }
+    }
+}
+
+/// More networks than a container has interfaces worth managing; Docker's practical
+/// limit is of the same order.
+const MAX_NETWORKS: usize = 32;
+const MAX_ALIASES: usize = 32;
+
+/// Checks `networks` found at `path`: names of Networks (DNS labels), each once, and
+/// aliases that are DNS names.
+pub(crate) fn check_networks(p: &mut Problems, path: &str, networks: &[NetworkRef]) {
+    if networks.len() > MAX_NETWORKS {
+        p.push(
+            path,
+            format!("{} networks; at most {MAX_NETWORKS}", networks.len()),
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, net) in networks.iter().enumerate() {
+        let at = match net {
+            NetworkRef::Name(_) => format!("{path}[{i}]"),
+            NetworkRef::Attachment(_) => format!("{path}[{i}].name"),
+        };
+        if let Err(why) = crate::meta::check_name(net.name(), false) {
+            p.push(&at, why);
+        } else if !seen.insert(net.name()) {
+            p.push(&at, format!("network {:?} is listed twice", net.name()));
+        }
+        if net.aliases().len() > MAX_ALIASES {
+            p.push(
+                format!("{path}[{i}].aliases"),
+                format!("{} aliases; at most {MAX_ALIASES}", net.aliases().len()),
+            );
+        }
+        for (j, alias) in net.aliases().iter().enumerate() {
+            if let Err(why) = crate::meta::check_name(alias, true) {
+                p.push(format!("{path}[{i}].aliases[{j}]"), why);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -134,6 +134,18 @@ pub struct TaskStatus {
     /// Times the node restarted the container in place (`spec.restart`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub restart_count: u32,
+    /// The address the network controller gave the task on each of its networks: the
+    /// node wires the container with these (what it wired is in `addresses`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    pub network: String,
+    /// `IP/prefix`, like `10.0.1.5/24`.
+    pub address: String,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +165,17 @@ fn is_zero(n: &u32) -> bool {
 pub const START_ANNOTATION: &str = crate::labels::START;
 
 impl Task {
+    /// Every network the task joins has given it an address. Until then it is not sent
+    /// to its node, so it has never run there.
+    pub fn is_addressed(&self) -> bool {
+        let attachments = self.status.as_ref().map_or(&[][..], |s| &s.attachments[..]);
+        self.spec
+            .container
+            .networks
+            .iter()
+            .all(|n| attachments.iter().any(|a| a.network == n.name()))
+    }
+
     /// When `shoal start` last asked for this task to run again.
     pub fn start_requested(&self) -> Option<Timestamp> {
         self.metadata

@@ -8,6 +8,17 @@ use crate::quantity::{ByteSize, Duration};
 use crate::validate::Problems;
 
 /// How a Service's tasks are laid out (Swarm's modes, plus cron).
+/// How a Service is reached on its networks (Swarm's `--endpoint-mode`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    /// One virtual IP per network, balanced over the tasks in the kernel.
+    #[default]
+    Vip,
+    /// DNS answers with the tasks' own addresses, in turn.
+    Dnsrr,
+}
+
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceMode {

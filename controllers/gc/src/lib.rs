@@ -109,6 +109,10 @@ fn may_still_run(task: &Task, nodes: &Reader<Node>) -> bool {
     if state.is_terminal() || state == TaskState::Pending {
         return false;
     }
+    // Bound but waiting for an address: never sent to its node.
+    if state == TaskState::Assigned && !task.is_addressed() {
+        return false;
+    }
     nodes
         .get(node)
         .is_some_and(|n| n.status.as_ref().is_none_or(|s| s.state != NodeState::Down))

@@ -197,7 +197,10 @@ pub fn plan_slots(view: &View, idx: &Index, wanted: &[Slot], rules: &SlotRules, 
         if wanted_names.contains_key(t.metadata.name.as_str()) {
             continue;
         }
-        if state(t).is_terminal() || (t.spec.node.is_none() && state(t) == TaskState::Pending) {
+        // Never sent to a node: unbound, or bound but still waiting for an address.
+        let never_sent = matches!(state(t), TaskState::Pending | TaskState::Assigned)
+            && (t.spec.node.is_none() || !t.is_addressed());
+        if state(t).is_terminal() || never_sent {
             if !(rules.run_to_completion && state(t) == TaskState::Complete) {
                 plan.deletes.push(Arc::clone(t));
                 if let Some(slot) = label(t, SLOT) {

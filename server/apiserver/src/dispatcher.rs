@@ -31,22 +31,48 @@ pub struct Dispatcher {
     synced: watch::Sender<bool>,
 }
 
-/// The one field the dispatcher needs, read without decoding the rest.
+/// The fields the dispatcher needs, read without decoding the rest.
 #[derive(serde::Deserialize)]
 struct Bound {
     #[serde(default)]
     spec: BoundSpec,
+    #[serde(default)]
+    status: BoundStatus,
 }
 
 #[derive(serde::Deserialize, Default)]
 struct BoundSpec {
     #[serde(default)]
     node: Option<String>,
+    #[serde(default)]
+    networks: Vec<shoal_api::NetworkRef>,
 }
 
-/// The node a stored task is bound to, and its JSON as stored (agents get it as is).
+#[derive(serde::Deserialize, Default)]
+struct BoundStatus {
+    #[serde(default)]
+    attachments: Vec<shoal_api::Attachment>,
+}
+
+impl Bound {
+    /// Every network the task joins has given it an address: the node can wire it.
+    fn is_addressed(&self) -> bool {
+        self.spec.networks.iter().all(|n| {
+            self.status
+                .attachments
+                .iter()
+                .any(|a| a.network == n.name())
+        })
+    }
+}
+
+/// The node a stored task is bound to, and its JSON as stored (agents get it as is),
+/// once it has its addresses: a task waiting for one is not sent to its node.
 fn placement(stored: &[u8]) -> Option<(String, Arc<str>)> {
     let bound: Bound = serde_json::from_slice(stored).ok()?;
+    if !bound.is_addressed() {
+        return None;
+    }
     let node = bound.spec.node.filter(|n| !n.is_empty())?;
     let json = std::str::from_utf8(stored).ok()?;
     Some((node, json.into()))

@@ -6,6 +6,7 @@
 //! - `write`: create, update, delete, rename, modify; `batch`: many at once;
 //! - `apply`: declarative create-or-update of many manifests as one transaction;
 //! - `patch`: a JSON merge patch applied at the current revision;
+//! - `claims`: keys that exist once per thing handed out (addresses, VXLAN ids);
 //! - `compact`: history older than a retention is forgotten;
 //! - `retry`: the one retry policy of read-modify-write;
 //! - `follow`: the one list → watch → relist loop; `watch`: object watches for clients;
@@ -22,6 +23,7 @@
 
 mod apply;
 mod batch;
+mod claims;
 mod codec;
 mod compact;
 mod follow;
@@ -40,6 +42,7 @@ use shoal_api::{DynamicObject, KindDesc, Resource};
 use crate::{Revision, Store, StoreError};
 
 pub use apply::{ApplyError, ApplyOutcome};
+pub use claims::{claim_key, Claim, ClaimOwner, ClaimWrite};
 pub use follow::{Follower, Item};
 pub use keys::{kind_prefix, object_key, HEARTBEAT_PREFIX, ROOT};
 pub use rules::user_fields_equal;

@@ -18,12 +18,25 @@ pub(crate) fn is_released(obj: &DynamicObject) -> bool {
     obj.metadata.deletion_timestamp.is_some() && obj.metadata.finalizers.is_empty()
 }
 
+/// Finalizers under `shoal.dev/` are the controllers' (the network controller's holds a
+/// Network until its addresses are released): a manifest neither sets nor drops them.
+fn is_system_finalizer(f: &str) -> bool {
+    f.starts_with("shoal.dev/")
+}
+
+fn user_finalizers(obj: &DynamicObject) -> impl Iterator<Item = &String> {
+    obj.metadata
+        .finalizers
+        .iter()
+        .filter(|f| !is_system_finalizer(f))
+}
+
 /// Whether two objects differ in anything the user owns.
 pub fn user_fields_equal(a: &DynamicObject, b: &DynamicObject) -> bool {
     a.user_body() == b.user_body()
         && a.metadata.labels == b.metadata.labels
         && a.metadata.annotations == b.metadata.annotations
-        && a.metadata.finalizers == b.metadata.finalizers
+        && user_finalizers(a).eq(user_finalizers(b))
         && a.metadata.owner_references == b.metadata.owner_references
 }
 
@@ -47,7 +60,10 @@ pub(crate) fn keep_stored_body(
 /// its status (none in `incoming`: none stored).
 pub(crate) fn merge_with_status(current: &DynamicObject, incoming: DynamicObject) -> DynamicObject {
     let status = incoming.body.get("status").cloned();
+    // The server's own writers (controllers) set system finalizers as well.
+    let finalizers = incoming.metadata.finalizers.clone();
     let mut merged = merge_user_fields(current, incoming);
+    merged.metadata.finalizers = finalizers;
     match status {
         Some(s) => merged.body.insert("status".into(), s),
         None => merged.body.remove("status"),
@@ -63,9 +79,17 @@ pub(crate) fn merge_user_fields(current: &DynamicObject, incoming: DynamicObject
     if let Some(status) = status {
         next.body.insert("status".into(), status);
     }
+    // The controllers' finalizers stay; the user's are the manifest's.
+    let system = current
+        .metadata
+        .finalizers
+        .iter()
+        .filter(|f| is_system_finalizer(f))
+        .cloned();
+    let finalizers = system.chain(user_finalizers(&incoming).cloned()).collect();
+    next.metadata.finalizers = finalizers;
     next.metadata.labels = incoming.metadata.labels;
     next.metadata.annotations = incoming.metadata.annotations;
-    next.metadata.finalizers = incoming.metadata.finalizers;
     next.metadata.owner_references = incoming.metadata.owner_references;
     if next.user_body() != current.user_body() {
         next.metadata.generation = Some(current.metadata.generation.unwrap_or(0) + 1);
