@@ -168,7 +168,12 @@ async fn record(
             _ => {}
         }
         match &attachment {
-            Some(_) if status.message.starts_with(WAITING) => {
+            // What this controller said while the task waited (for an address, or for
+            // the network to exist) is over once it has one.
+            Some(_)
+                if status.message.starts_with(WAITING)
+                    || status.message.starts_with(crate::missing::WAITING) =>
+            {
                 status.message.clear();
                 changed = true;
             }

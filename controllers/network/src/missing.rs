@@ -14,7 +14,7 @@ use shoal_store::objects::ObjectError;
 use crate::{is_live, Context};
 
 const EVERY: Duration = Duration::from_secs(2);
-const WAITING: &str = "waiting for network ";
+pub(crate) const WAITING: &str = "waiting for network ";
 
 /// Checks every live task's networks every two seconds until `shutdown`.
 pub(crate) async fn sweep(
