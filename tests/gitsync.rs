@@ -452,3 +452,44 @@ fn gitsync_over_ssh() {
     wait_applied(&server, "prod", &second);
     assert_eq!(replicas(&server, "web"), Some(2));
 }
+
+/// A GitSync writes objects one by one, so it can write a task before the network it
+/// names (the API server refuses that apply; a sync cannot wait for order): the task
+/// is not left waiting in silence. It says which network it waits for, with a Warning,
+/// and once a later commit brings the network it gets its address.
+#[test]
+fn a_task_synced_before_its_network_says_so_then_gets_its_address() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = GitRepo::new(&tmp.path().join("git"));
+    let daemon = GitServer::daemon(&repo);
+    let server = Server::embedded(&tmp.path().join("data"));
+    repo.write(
+        "deploy/solo.yaml",
+        "apiVersion: shoal.dev/v1\nkind: Task\nmetadata: {name: solo}\nspec: {image: local/busybox:1, networks: [later]}\n",
+    );
+    let first = repo.commit("a task on a network not there yet");
+    apply(&server, &gitsync("nets", &daemon.url, "1s"));
+    wait_applied(&server, "nets", &first);
+    let task = || json(server.shoal(&["get", "task", "solo", "-o", "json"]));
+    let says = "waiting for network later: it does not exist";
+    wait("the task says what it waits for", 10, || {
+        task()["status"]["message"] == says
+    });
+    let warned = events_for(&server, "task/solo")
+        .iter()
+        .any(|e| e["reason"] == "NetworkNotFound" && e["type"] == "Warning");
+    assert!(warned, "{:?}", events_for(&server, "task/solo"));
+    repo.write(
+        "deploy/later.yaml",
+        "apiVersion: shoal.dev/v1\nkind: Network\nmetadata: {name: later}\nspec: {}\n",
+    );
+    let second = repo.commit("the network");
+    wait_applied(&server, "nets", &second);
+    wait("the task has its address and no longer waits", 20, || {
+        let t = task();
+        t["status"]["attachments"][0]["network"] == "later"
+            && t["status"]["message"]
+                .as_str()
+                .is_none_or(|m| !m.starts_with("waiting for"))
+    });
+}
