@@ -55,8 +55,11 @@ pub fn bind(t: &mut Task, node: String, now: chrono::DateTime<Utc>) {
     t.status = Some(status);
 }
 
+/// A task is placed once its networks have given it addresses (Swarm allocates before
+/// it schedules): until then it waits, and the network controller says why.
 fn needs_binding(t: &Task) -> bool {
     t.spec.node.is_none()
+        && t.is_addressed()
         && t.spec.desired_state == DesiredState::Running
         && t.metadata.deletion_timestamp.is_none()
         && t.status
@@ -218,6 +221,7 @@ async fn report_missing_nodes(
         };
         let waiting = task.spec.desired_state == DesiredState::Running
             && task.metadata.deletion_timestamp.is_none()
+            && task.is_addressed()
             && task
                 .status
                 .as_ref()
