@@ -32,6 +32,12 @@ fn inspect(f: &Fixture, name: &str) -> serde_json::Value {
     json(f.server.shoal(&["network", "inspect", name, "-o", "json"]))
 }
 
+/// The network's Ready condition has `field == value` and a message that says `part`.
+fn ready_says(f: &Fixture, name: &str, field: &str, value: &str, part: &str) -> bool {
+    let ready = &inspect(f, name)["conditions"][0];
+    ready[field] == value && ready["message"].as_str().is_some_and(|m| m.contains(part))
+}
+
 /// The live tasks of `service` and their address on `net` (None: none yet).
 fn addresses(f: &Fixture, service: &str, net: &str) -> Vec<(String, Option<String>)> {
     tasks(&f.server, service)
@@ -211,11 +217,7 @@ fn a_network_in_use_goes_only_once_nothing_uses_it(f: &mut Fixture) {
     });
     ok(f.server.shoal(&["delete", "network", "brief"]));
     wait("the network says it is in use", 10, || {
-        let ready = &inspect(f, "brief")["conditions"][0];
-        ready["reason"] == "InUse"
-            && ready["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("service/user"))
+        ready_says(f, "brief", "reason", "InUse", "service/user")
     });
     ok(f.server.shoal(&["delete", "service", "user"]));
     wait("the network is gone", 30, || {
@@ -234,11 +236,7 @@ fn a_network_in_use_goes_only_once_nothing_uses_it(f: &mut Fixture) {
 fn overlapping_subnets_are_refused_with_the_other_network_named(f: &mut Fixture) {
     apply(&f.server, &network("overlap", Some("10.10.0.0/16")));
     wait("the overlap is said", 10, || {
-        let ready = &inspect(f, "overlap")["conditions"][0];
-        ready["status"] == "False"
-            && ready["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("of network front"))
+        ready_says(f, "overlap", "status", "False", "of network front")
     });
 }
 

@@ -28,7 +28,8 @@ pub use service::{
     parse_schedule, RevisionRecord, Service, ServiceSpec, ServiceStatus, UpdateState, UpdateStatus,
 };
 pub use task::{
-    Attachment, DesiredState, Health, Task, TaskSpec, TaskState, TaskStatus, START_ANNOTATION,
+    all_attached, Attachment, DesiredState, Health, Task, TaskSpec, TaskState, TaskStatus,
+    START_ANNOTATION,
 };
 pub use workload::*;
 

@@ -3,6 +3,7 @@ use serde::{Deserialize, Serialize};
 
 use super::container::*;
 use super::define_kind;
+use super::network::NetworkRef;
 use super::workload::*;
 use crate::meta::{Condition, Timestamp};
 use crate::validate::{Problems, Validate};
@@ -156,6 +157,15 @@ pub enum Health {
     Unhealthy,
 }
 
+/// Every network in `networks` has an address among `attachments`: what a task waits
+/// for before it is sent to its node (shared with the dispatcher, which reads stored
+/// JSON without decoding whole tasks).
+pub fn all_attached(networks: &[NetworkRef], attachments: &[Attachment]) -> bool {
+    networks
+        .iter()
+        .all(|n| attachments.iter().any(|a| a.network == n.name()))
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -169,11 +179,7 @@ impl Task {
     /// to its node, so it has never run there.
     pub fn is_addressed(&self) -> bool {
         let attachments = self.status.as_ref().map_or(&[][..], |s| &s.attachments[..]);
-        self.spec
-            .container
-            .networks
-            .iter()
-            .all(|n| attachments.iter().any(|a| a.network == n.name()))
+        all_attached(&self.spec.container.networks, attachments)
     }
 
     /// When `shoal start` last asked for this task to run again.

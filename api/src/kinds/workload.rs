@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use crate::quantity::{ByteSize, Duration};
 use crate::validate::Problems;
 
-/// How a Service's tasks are laid out (Swarm's modes, plus cron).
 /// How a Service is reached on its networks (Swarm's `--endpoint-mode`).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -19,6 +18,7 @@ pub enum EndpointMode {
     Dnsrr,
 }
 
+/// How a Service's tasks are laid out (Swarm's modes, plus cron).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceMode {

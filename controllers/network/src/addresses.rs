@@ -189,19 +189,29 @@ async fn record(
     if !apply(&mut cached) {
         return Ok(());
     }
+    if modify_task(&task, ctx, apply).await? && attachment.is_none() {
+        ctx.events
+            .warning(task.as_ref(), "NoAddress", &waiting)
+            .await;
+    }
+    Ok(())
+}
+
+/// Changes the stored task as `change` says (false: nothing to change), only while it
+/// is the same task (same uid). Whether it wrote; a task that went is left alone.
+pub(crate) async fn modify_task(
+    task: &Task,
+    ctx: &Context,
+    mut change: impl FnMut(&mut Task) -> bool,
+) -> Result<bool, ObjectError> {
     let uid = task.metadata.uid.clone();
     let written = ctx
         .objects
-        .modify::<Task>(task.name(), |t| Ok(t.metadata.uid == uid && apply(t)))
+        .modify::<Task>(task.name(), |t| Ok(t.metadata.uid == uid && change(t)))
         .await;
     match written {
-        Ok(Some(_)) if attachment.is_none() => {
-            ctx.events
-                .warning(task.as_ref(), "NoAddress", &waiting)
-                .await;
-            Ok(())
-        }
-        Ok(_) | Err(ObjectError::NotFound { .. }) => Ok(()),
+        Ok(w) => Ok(w.is_some()),
+        Err(ObjectError::NotFound { .. }) => Ok(false),
         Err(e) => Err(e),
     }
 }

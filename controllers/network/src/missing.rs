@@ -11,6 +11,7 @@ use shoal_api::{Network, Resource, Task};
 use shoal_reconcile::{CancellationToken, Reader};
 use shoal_store::objects::ObjectError;
 
+use crate::addresses::modify_task;
 use crate::{is_live, Context};
 
 const EVERY: Duration = Duration::from_secs(2);
@@ -54,25 +55,18 @@ async fn mark(task: &Arc<Task>, network: &str, ctx: &Context) -> Result<(), Obje
     if said(task) {
         return Ok(());
     }
-    let uid = task.metadata.uid.clone();
-    let written = ctx
-        .objects
-        .modify::<Task>(task.name(), |t| {
-            if t.metadata.uid != uid || said(t) {
-                return Ok(false);
-            }
-            t.status.get_or_insert_with(Default::default).message = message.clone();
-            Ok(true)
-        })
-        .await;
-    match written {
-        Ok(Some(_)) => {
-            ctx.events
-                .warning(task.as_ref(), "NetworkNotFound", &message)
-                .await;
-            Ok(())
+    let written = modify_task(task, ctx, |t| {
+        if said(t) {
+            return false;
         }
-        Ok(None) | Err(ObjectError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e),
+        t.status.get_or_insert_with(Default::default).message = message.clone();
+        true
+    })
+    .await?;
+    if written {
+        ctx.events
+            .warning(task.as_ref(), "NetworkNotFound", &message)
+            .await;
     }
+    Ok(())
 }

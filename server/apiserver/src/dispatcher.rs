@@ -57,12 +57,7 @@ struct BoundStatus {
 impl Bound {
     /// Every network the task joins has given it an address: the node can wire it.
     fn is_addressed(&self) -> bool {
-        self.spec.networks.iter().all(|n| {
-            self.status
-                .attachments
-                .iter()
-                .any(|a| a.network == n.name())
-        })
+        shoal_api::all_attached(&self.spec.networks, &self.status.attachments)
     }
 }
 

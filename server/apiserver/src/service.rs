@@ -1,7 +1,7 @@
 //! The gRPC handlers. Each one decodes, checks, calls the object layer, and maps errors
 //! to gRPC codes a client can act on.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -12,9 +12,11 @@ use shoal_store::{ObjectStore, Store};
 use tonic::{Request, Response, Status};
 
 use crate::pb::{self, api_server::Api};
-use crate::watch::watch_stream;
+use crate::watch::{self, watch_stream};
 use crate::watch_cache::WatchCache;
 use crate::CONTROLLER_LEADER_KEY;
+
+mod network_refs;
 
 /// Most manifests one apply may carry.
 const MAX_APPLY: usize = 10_000;
@@ -421,73 +423,5 @@ impl Api for ApiService {
             server_id: self.server_id.clone(),
             leader,
         }))
-    }
-}
-
-use crate::watch;
-
-impl ApiService {
-    /// Services and tasks may join only networks that exist or that this apply creates,
-    /// as Swarm refuses `service create --network` of an unknown network: a task
-    /// could never get an address on it. (All manifests decoded, so they line up.)
-    async fn missing_networks(
-        &self,
-        manifests: &[pb::Manifest],
-        objects: &[DynamicObject],
-    ) -> Result<Vec<String>, Status> {
-        let created: HashSet<&str> = objects
-            .iter()
-            .filter(|o| o.kind == "Network")
-            .map(|o| o.name())
-            .collect();
-        let mut known: HashMap<String, bool> = HashMap::new();
-        let mut problems = Vec::new();
-        for (m, obj) in manifests.iter().zip(objects) {
-            if obj.kind != "Service" && obj.kind != "Task" {
-                continue;
-            }
-            let networks = obj
-                .body
-                .get("spec")
-                .and_then(|s| s.get("networks"))
-                .and_then(|n| n.as_array())
-                .cloned()
-                .unwrap_or_default();
-            for (i, net) in networks.iter().enumerate() {
-                let (name, path) = match net {
-                    serde_json::Value::String(n) => (n.as_str(), format!("spec.networks[{i}]")),
-                    other => (
-                        other
-                            .get("name")
-                            .and_then(|n| n.as_str())
-                            .unwrap_or_default(),
-                        format!("spec.networks[{i}].name"),
-                    ),
-                };
-                if created.contains(name) {
-                    continue;
-                }
-                let exists = match known.get(name) {
-                    Some(e) => *e,
-                    None => {
-                        let found = self
-                            .objects
-                            .get(kind_of("Network")?, name)
-                            .await
-                            .map_err(status_of)?
-                            .is_some_and(|n| n.metadata.deletion_timestamp.is_none());
-                        known.insert(name.to_string(), found);
-                        found
-                    }
-                };
-                if !exists {
-                    problems.push(format!(
-                        "{}: {path}: network {name:?} does not exist; create it first or in the same apply",
-                        m.source
-                    ));
-                }
-            }
-        }
-        Ok(problems)
     }
 }

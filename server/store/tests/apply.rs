@@ -5,13 +5,11 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use serde_json::json;
 use shoal_api::{DynamicObject, KindDesc, Network};
 use shoal_store::objects::{ApplyOutcome, ObjectError};
-use shoal_store::{EtcdStore, ObjectStore, Store};
-use support::objects;
+use shoal_store::ObjectStore;
+use support::{etcd_objects, objects};
 
 fn network() -> &'static KindDesc {
     shoal_api::kind_of::<Network>()
@@ -24,15 +22,6 @@ fn net(name: &str, subnet: &str) -> DynamicObject {
         "spec": {"subnet": subnet},
     }))
     .expect("object")
-}
-
-async fn etcd_objects(etcd: &shoal_testkit::Etcd) -> ObjectStore {
-    let store: Arc<dyn Store> = Arc::new(
-        EtcdStore::connect(&[etcd.endpoint()])
-            .await
-            .expect("connect"),
-    );
-    ObjectStore::new(store)
 }
 
 async fn names(objects: &ObjectStore) -> Vec<String> {

@@ -5,11 +5,10 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use shoal_store::objects::{ClaimOwner, ClaimWrite, ObjectError};
-use shoal_store::{EtcdStore, ObjectStore, Store};
-use support::objects;
+use shoal_store::ObjectStore;
+use support::{etcd_objects, objects};
 
 fn owner(name: &str) -> ClaimOwner {
     ClaimOwner {
@@ -102,15 +101,6 @@ async fn a_held_claim_stops_the_whole_write(objects: ObjectStore) {
         .await
         .expect("release");
     assert!(objects.claims("ipam/n/").await.expect("list").is_empty());
-}
-
-async fn etcd_objects(etcd: &shoal_testkit::Etcd) -> ObjectStore {
-    let store: Arc<dyn Store> = Arc::new(
-        EtcdStore::connect(&[etcd.endpoint()])
-            .await
-            .expect("connect"),
-    );
-    ObjectStore::new(store)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,7 +1,8 @@
 //! Claims: one key per thing handed out (an address on a network, a VXLAN id, a
 //! subnet), created only where absent. Two allocators (a leader, and one that has not
 //! yet noticed it lost its lease) can then never hand out the same thing twice, and an
-//! allocation of many things lands in one transaction. Releasing deletes the key at the revision it was read.
+//! allocation of many things lands in one transaction. Releasing deletes the key at the
+//! revision it was read.
 
 use super::keys::ROOT;
 use super::{ObjectError, ObjectStore, Result};
@@ -9,7 +10,7 @@ use crate::{BatchOp, Revision, StoreError};
 use serde::{Deserialize, Serialize};
 
 /// Every claim lives under `/shoal/claims/`.
-pub fn claim_key(path: &str) -> String {
+fn claim_key(path: &str) -> String {
     format!("{ROOT}claims/{path}")
 }
 
@@ -40,11 +41,6 @@ pub struct ClaimWrite {
 impl ClaimWrite {
     pub fn is_empty(&self) -> bool {
         self.claim.is_empty() && self.release.is_empty()
-    }
-
-    /// Writes in the transaction (at most 100 on etcd).
-    pub fn ops(&self) -> usize {
-        self.claim.len() + self.release.len()
     }
 }
 
@@ -77,7 +73,7 @@ impl ObjectStore {
     /// claim is the truth, and a crash in between leaves a claim its owner's next
     /// reconcile finds and records.
     pub async fn write_claims(&self, write: ClaimWrite) -> Result<()> {
-        let mut ops = Vec::with_capacity(write.ops());
+        let mut ops = Vec::with_capacity(write.claim.len() + write.release.len());
         for (path, owner) in &write.claim {
             let value =
                 serde_json::to_vec(owner).map_err(|e| ObjectError::Invalid(e.to_string()))?;

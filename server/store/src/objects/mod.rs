@@ -42,7 +42,7 @@ use shoal_api::{DynamicObject, KindDesc, Resource};
 use crate::{Revision, Store, StoreError};
 
 pub use apply::{ApplyError, ApplyOutcome};
-pub use claims::{claim_key, Claim, ClaimOwner, ClaimWrite};
+pub use claims::{Claim, ClaimOwner, ClaimWrite};
 pub use follow::{Follower, Item};
 pub use keys::{kind_prefix, object_key, HEARTBEAT_PREFIX, ROOT};
 pub use rules::user_fields_equal;
