@@ -454,7 +454,10 @@ fn published_ports_and_task_to_task_traffic(c: &mut Node) {
     });
     let addresses: Vec<String> = tasks(server, "site")
         .iter()
-        .filter_map(|t| t["status"]["addresses"][0].as_str().map(str::to_string))
+        .filter_map(|t| {
+            let a = t["status"]["addresses"][0].as_str()?;
+            Some(a.strip_prefix("bridge=").unwrap_or(a).to_string())
+        })
         .collect();
     assert_eq!(addresses.len(), 2, "each task has an address");
     assert!(

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_agent::container::netlink::Netlink;
+use shoal_agent::container::overlay::Overlay;
+use shoal_agent::container::overlay_netlink::OverlayNetlink;
 use shoal_agent::container::{network, RuncConfig, RuncExecutor};
 use shoal_agent::image::PullOptions;
 use shoal_agent::node_api::NodeApi;
@@ -48,6 +50,10 @@ pub struct Args {
     /// The bridge's subnet: it takes the first address, containers the rest.
     #[arg(long, default_value = "172.30.0.0/16")]
     subnet: network::Subnet,
+    /// This node's address for overlay traffic (VXLAN) and the one it registers
+    /// (Swarm's --advertise-addr); default: the --listen address's IP.
+    #[arg(long)]
+    advertise_addr: Option<std::net::Ipv4Addr>,
     /// The per-container monitor program (default: `shoal-monitor` beside this binary).
     #[arg(long)]
     monitor: Option<PathBuf>,
@@ -116,6 +122,11 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     net.ensure_bridge()
         .await
         .map_err(|e| anyhow::anyhow!("--bridge {} --subnet {}: {e}", a.bridge, a.subnet))?;
+    let advertise = a.advertise_addr.or(match a.listen.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
+        _ => None,
+    });
+    let overlay = Overlay::new(Arc::new(OverlayNetlink), advertise);
     let executor = Arc::new(RuncExecutor::new(RuncConfig {
         data_dir: data_dir.clone(),
         runtime: runtime.display().to_string(),
@@ -128,6 +139,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         log_max_files: 3,
         network: Some(net),
         ports: Default::default(),
+        overlay: Some(overlay),
     }));
     let sys = nix::sys::sysinfo::sysinfo()?;
     let cpus = std::thread::available_parallelism()
@@ -138,7 +150,14 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         labels,
         cpu: cpus as f64,
         memory_bytes: sys.ram_total(),
-        address: a.listen.to_string(),
+        // Where the API server reaches the node API: the listen address, or on a
+        // wildcard listen the advertised one.
+        address: match advertise {
+            Some(ip) if a.listen.ip().is_unspecified() => {
+                std::net::SocketAddr::new(ip.into(), a.listen.port()).to_string()
+            }
+            _ => a.listen.to_string(),
+        },
         role: "worker".into(),
     };
     let server = ctx.single_server()?;

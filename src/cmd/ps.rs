@@ -70,7 +70,9 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
             shown_state,
             t["spec"]["node"].as_str().unwrap_or("-"),
             container,
-            t["status"]["addresses"][0].as_str().unwrap_or("-"),
+            t["status"]["addresses"][0]
+                .as_str()
+                .map_or("-", |a| a.strip_prefix("bridge=").unwrap_or(a)),
             ports(&t),
             age(o
                 .metadata

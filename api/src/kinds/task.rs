@@ -147,6 +147,9 @@ pub struct Attachment {
     pub network: String,
     /// `IP/prefix`, like `10.0.1.5/24`.
     pub address: String,
+    /// The network's VXLAN id: the node names and builds its devices by it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub vni: u32,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]

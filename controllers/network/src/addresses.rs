@@ -84,6 +84,7 @@ pub(crate) async fn allocate(
         let attachment = p.addresses.get(&uid).map(|ip| Attachment {
             network: net.name().into(),
             address: held.subnet.with_host(*ip),
+            vni: held.vni,
         });
         records.push(record(t.clone(), net.name(), attachment, &full, ctx));
     }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_api::{Task, TaskStatus};
+
+use crate::container::overlay::Overlay;
 use shoal_wire::pb::agent_client::AgentClient;
 use shoal_wire::pb::{self, AssignmentKind};
 use tokio::sync::mpsc;
@@ -30,6 +32,10 @@ pub trait Executor: Send + Sync + 'static {
     fn remove(&self, name: &str);
     /// After a (re)connect: these are all the node's tasks; forget any others.
     fn resync(&self, names: &[String]);
+    /// The overlay networks this node programs from the server's peer sets, if any.
+    fn overlay(&self) -> Option<Arc<Overlay>> {
+        None
+    }
 }
 
 /// Queues status reports; they are sent in batches.
@@ -76,6 +82,15 @@ pub async fn run_node(
         rx,
         shutdown.clone(),
     ));
+    if let Some(overlay) = executor.overlay() {
+        tokio::spawn(overlay.clone().run());
+        tokio::spawn(follow_peers(
+            client.clone(),
+            config.name.clone(),
+            overlay,
+            shutdown.clone(),
+        ));
+    }
     tokio::spawn(follow_assignments(
         client.clone(),
         config.name.clone(),
@@ -197,6 +212,40 @@ async fn follow_assignments(
                 AssignmentKind::Unspecified => {
                     tracing::warn!(%node, "assignment of no known kind; ignored (a newer server?)");
                 }
+            }
+        }
+        sleep_or_stop(Duration::from_millis(200), &shutdown).await;
+    }
+}
+
+/// Hands every peer set the server sends to `overlay`, reconnecting as needed.
+async fn follow_peers(
+    client: AgentClient<Channel>,
+    node: String,
+    overlay: Arc<Overlay>,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        let stream = client
+            .clone()
+            .peers(pb::PeersRequest { node: node.clone() })
+            .await;
+        let mut stream = match stream {
+            Ok(s) => s.into_inner(),
+            Err(e) => {
+                tracing::debug!(%node, error = %e.message(), "peers unavailable; retrying");
+                sleep_or_stop(Duration::from_millis(500), &shutdown).await;
+                continue;
+            }
+        };
+        loop {
+            let msg = tokio::select! {
+                m = stream.message() => m,
+                _ = shutdown.cancelled() => return,
+            };
+            match msg {
+                Ok(Some(set)) => overlay.want(set),
+                _ => break,
             }
         }
         sleep_or_stop(Duration::from_millis(200), &shutdown).await;

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::dispatcher::Dispatcher;
 use crate::pb::{self, agent_server::Agent};
+use crate::peers::PeerTable;
 use crate::service::status_of;
 use crate::status_writer::StatusWriter;
 
@@ -48,6 +49,7 @@ const HEARTBEAT_STATUS_EVERY: Duration = Duration::from_secs(30);
 pub struct AgentService {
     objects: ObjectStore,
     dispatcher: Arc<Dispatcher>,
+    peers: Arc<PeerTable>,
     status: Arc<StatusWriter>,
     heartbeat: HeartbeatConfig,
     status_written: Mutex<HashMap<String, Instant>>,
@@ -109,12 +111,14 @@ impl AgentService {
     pub fn new(
         objects: ObjectStore,
         dispatcher: Arc<Dispatcher>,
+        peers: Arc<PeerTable>,
         status: Arc<StatusWriter>,
         heartbeat: HeartbeatConfig,
     ) -> Self {
         AgentService {
             objects,
             dispatcher,
+            peers,
             status,
             heartbeat,
             status_written: Mutex::new(HashMap::new()),
@@ -260,6 +264,26 @@ impl Agent for AgentService {
                     "assignment stream fell behind; reconnect",
                 )))
                 .await;
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
+    }
+
+    type PeersStream = ReceiverStream<Result<pb::PeerSet, Status>>;
+
+    async fn peers(
+        &self,
+        req: Request<pb::PeersRequest>,
+    ) -> Result<Response<Self::PeersStream>, Status> {
+        let node = req.into_inner().node;
+        check_node_name(&node)?;
+        let mut rx = self.peers.subscribe(&node);
+        let (tx, out) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            while let Some(set) = rx.recv().await {
+                if tx.send(Ok(set)).await.is_err() {
+                    return;
+                }
+            }
         });
         Ok(Response::new(ReceiverStream::new(out)))
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use shoal_api::Task;
 
 use super::network::Network;
+use super::overlay::Overlay;
 use super::ports::PortTable;
 use crate::image::PullOptions;
 
@@ -27,6 +28,8 @@ pub struct RuncConfig {
     pub network: Option<Network>,
     /// The ports this node publishes.
     pub ports: PortTable,
+    /// Overlay networks (with `network`); None: tasks' overlay attachments are refused.
+    pub overlay: Option<std::sync::Arc<Overlay>>,
 }
 
 impl RuncConfig {

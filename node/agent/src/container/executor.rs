@@ -177,6 +177,10 @@ impl Executor for RuncExecutor {
         }
     }
 
+    fn overlay(&self) -> Option<Arc<super::overlay::Overlay>> {
+        self.config.overlay.clone()
+    }
+
     fn resync(&self, names: &[String]) {
         let gone: Vec<String> = self
             .lock()

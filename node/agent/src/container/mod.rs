@@ -14,6 +14,8 @@ mod health;
 pub mod logs;
 pub mod netlink;
 pub mod network;
+pub mod overlay;
+pub mod overlay_netlink;
 pub mod ports;
 mod restart;
 pub mod rootfs;

@@ -19,20 +19,20 @@ use super::network::{NetOps, Subnet};
 
 pub struct Netlink;
 
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
+pub(super) fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
         _ => None,
     }
 }
 
-fn connection() -> Result<Handle, String> {
+pub(super) fn connection() -> Result<Handle, String> {
     let (conn, handle, _) = new_connection().map_err(|e| format!("netlink: {e}"))?;
     tokio::spawn(conn);
     Ok(handle)
 }
 
-async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, String> {
+pub(super) async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, String> {
     let mut links = handle.link().get().match_name(name.to_string()).execute();
     match links.try_next().await {
         Ok(link) => Ok(link.map(|l| l.header.index)),
@@ -41,13 +41,13 @@ async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, String> {
     }
 }
 
-async fn need_index(handle: &Handle, name: &str) -> Result<u32, String> {
+pub(super) async fn need_index(handle: &Handle, name: &str) -> Result<u32, String> {
     index_of(handle, name)
         .await?
         .ok_or_else(|| format!("link {name} not found"))
 }
 
-async fn set(
+pub(super) async fn set(
     handle: &Handle,
     msg: rtnetlink::packet_route::link::LinkMessage,
     what: &str,
@@ -62,7 +62,7 @@ async fn set(
 
 /// Runs `f` on a new thread, inside the network namespace at `netns`, with a runtime
 /// and netlink connection of its own.
-async fn in_netns<F, Fut>(netns: &Path, f: F) -> Result<(), String>
+pub(super) async fn in_netns<F, Fut>(netns: &Path, f: F) -> Result<(), String>
 where
     F: FnOnce(Handle) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<(), String>>,
@@ -89,6 +89,49 @@ async fn on_own_thread(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|_| "the namespace thread panicked".to_string())?
+}
+
+/// A veth pair: `host_if` up on the bridge `bridge`, its peer (named `<host_if>p`,
+/// returned) moved into the namespace at `netns`; both with `mtu` when given.
+pub(super) async fn veth_into(
+    handle: &Handle,
+    netns: &Path,
+    host_if: &str,
+    bridge: u32,
+    mtu: Option<u32>,
+) -> Result<String, String> {
+    let peer = format!("{host_if}p");
+    let mut veth = LinkVeth::new(host_if, &peer);
+    if let Some(mtu) = mtu {
+        veth = veth.mtu(mtu);
+    }
+    handle
+        .link()
+        .add(veth.build())
+        .execute()
+        .await
+        .map_err(|e| format!("creating veth {host_if}: {e}"))?;
+    let host = need_index(handle, host_if).await?;
+    let peer_index = need_index(handle, &peer).await?;
+    let ns = std::fs::File::open(netns).map_err(|e| format!("{}: {e}", netns.display()))?;
+    set(
+        handle,
+        LinkUnspec::new_with_index(peer_index)
+            .setns_by_fd(ns.as_raw_fd())
+            .build(),
+        "moving the peer into the namespace",
+    )
+    .await?;
+    set(
+        handle,
+        LinkUnspec::new_with_index(host)
+            .controller(bridge)
+            .up()
+            .build(),
+        "attaching the host end to the bridge",
+    )
+    .await?;
+    Ok(peer)
 }
 
 #[async_trait]
@@ -162,34 +205,8 @@ impl NetOps for Netlink {
         if let Some(stale) = index_of(&handle, host_if).await? {
             let _ = handle.link().del(stale).execute().await;
         }
-        let peer = format!("{host_if}p");
-        handle
-            .link()
-            .add(LinkVeth::new(host_if, &peer).build())
-            .execute()
-            .await
-            .map_err(|e| format!("creating veth {host_if}: {e}"))?;
         let bridge = need_index(&handle, bridge).await?;
-        let host = need_index(&handle, host_if).await?;
-        let peer_index = need_index(&handle, &peer).await?;
-        let ns = std::fs::File::open(netns).map_err(|e| format!("{}: {e}", netns.display()))?;
-        set(
-            &handle,
-            LinkUnspec::new_with_index(peer_index)
-                .setns_by_fd(ns.as_raw_fd())
-                .build(),
-            "moving the peer into the namespace",
-        )
-        .await?;
-        set(
-            &handle,
-            LinkUnspec::new_with_index(host)
-                .controller(bridge)
-                .up()
-                .build(),
-            "attaching the host end to the bridge",
-        )
-        .await?;
+        let peer = veth_into(&handle, netns, host_if, bridge, None).await?;
         let gateway = subnet.gateway();
         let prefix = subnet.prefix;
         in_netns(netns, move |handle| async move {

@@ -248,16 +248,19 @@ impl Network {
 
 /// The host end's name: at most 15 bytes, unique per container.
 fn host_if(id: &str) -> String {
-    let tail: String = id
+    format!("sh{}", id_tail(id, 10))
+}
+
+/// The last `n` letters and digits of a container id: enough to tell its links apart
+/// within the kernel's 15 bytes.
+pub(super) fn id_tail(id: &str, n: usize) -> String {
+    let tail: Vec<char> = id
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .rev()
-        .take(10)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
+        .take(n)
         .collect();
-    format!("sh{tail}")
+    tail.into_iter().rev().collect()
 }
 
 #[cfg(test)]

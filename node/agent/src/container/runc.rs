@@ -23,9 +23,9 @@ pub struct Runc {
 #[async_trait]
 impl ContainerRuntime for Runc {
     async fn attach(&self, task: &Task, id: &str, adopted: bool) -> Result<Attachment, String> {
-        let (ip, ports) = network(&self.config, task, id, adopted).await?;
+        let (addresses, ports) = network(&self.config, task, id, adopted).await?;
         Ok(Attachment {
-            addresses: ip.iter().map(ToString::to_string).collect(),
+            addresses,
             hold: ports.map(|p| Box::new(p) as Box<dyn std::any::Any + Send + Sync>),
         })
     }
@@ -80,6 +80,9 @@ impl ContainerRuntime for Runc {
         let _ = runc(&self.config, &["delete", "--force", id]).await;
         if let Some(net) = &self.config.network {
             net.detach(id).await;
+        }
+        if let Some(overlay) = &self.config.overlay {
+            overlay.detach(id).await;
         }
         if let Err(e) = RootfsLayout::new(dir).remove(&Overlay) {
             tracing::warn!(container = %id, error = %e, "could not remove the container's files");

@@ -2,7 +2,6 @@
 //! progress in the task's message), its address and published ports, its mounts, the
 //! bundle, and the monitor that runs it; and starting the same bundle again.
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -11,6 +10,7 @@ use shoal_api::{MountType, Task, TaskState};
 
 use super::bundle::make_bundle;
 use super::config::{container_id, runc, RuncConfig};
+use super::overlay::Join;
 use super::ports::PortLease;
 use super::rootfs::{Overlay, RootfsLayout};
 use super::spec::{ContainerMount, ContainerRequest};
@@ -90,21 +90,36 @@ pub(super) async fn start(
     launch(config, task, dir, id).await
 }
 
-/// The container's address on the node network (claimed and connected unless adopted)
+/// The container's addresses: on the node network (claimed and connected unless
+/// adopted) as `bridge=IP`, then on each overlay network it joins as `NETWORK=IP`;
 /// and its published ports, open.
 pub(super) async fn network(
     config: &RuncConfig,
     task: &Task,
     id: &str,
     adopted: bool,
-) -> Result<(Option<Ipv4Addr>, Option<PortLease>), String> {
+) -> Result<(Vec<String>, Option<PortLease>), String> {
+    let joins = overlay_joins(task)?;
     let Some(net) = &config.network else {
-        return Ok((None, None));
+        if !joins.is_empty() {
+            return Err(
+                "this node runs containers without a network; it cannot join overlays".into(),
+            );
+        }
+        return Ok((Vec::new(), None));
     };
     let ip = match net.address_of(id) {
         Some(ip) if adopted => ip,
         _ => net.attach(id).await.map_err(|e| e.to_string())?.ip,
     };
+    let mut addresses = vec![format!("bridge={ip}")];
+    if !joins.is_empty() {
+        let overlay = config
+            .overlay
+            .as_ref()
+            .ok_or("this node has no overlay networking")?;
+        addresses.extend(overlay.attach(id, &net.netns_path(id), &joins).await?);
+    }
     let service = task.metadata.labels.get(shoal_api::labels::SERVICE);
     let ports = config
         .ports
@@ -115,7 +130,24 @@ pub(super) async fn network(
             ip,
         )
         .await?;
-    Ok((Some(ip), Some(ports)))
+    Ok((addresses, Some(ports)))
+}
+
+/// The task's overlay attachments, as the network controller gave them.
+fn overlay_joins(task: &Task) -> Result<Vec<Join>, String> {
+    let attachments = task.status.as_ref().map_or(&[][..], |s| &s.attachments[..]);
+    task.spec
+        .container
+        .networks
+        .iter()
+        .map(|n| {
+            let a = attachments
+                .iter()
+                .find(|a| a.network == n.name() && a.vni != 0)
+                .ok_or_else(|| format!("network {}: no address given yet", n.name()))?;
+            Join::from_attachment(a)
+        })
+        .collect()
 }
 
 /// The bind sources, volume directories and tmpfs sizes of the task's mounts; Err when

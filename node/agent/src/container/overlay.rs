@@ -1,0 +1,283 @@
+//! Overlay networks on this node: per network a bridge `sb<vni>` and a VXLAN device
+//! `sx<vni>` on it, in the node's own namespace, and a veth from each of its
+//! containers (`eth1`, `eth2`, ... in the order of the task's networks; `eth0` stays
+//! on the node bridge, the way out). Forwarding is static: for every task on another
+//! node the VXLAN device has a neighbour entry (its address → a MAC made from it, so
+//! ARP is answered on this node) and a forwarding entry (that MAC → the other node),
+//! both from the API server's peer set. No multicast, no learning, no gossip.
+//!
+//! The node's namespace rather than one per network: subnets never overlap (the
+//! network controller refuses that), so nothing clashes, and the VIPs and the ingress
+//! mesh to come route from here without a hop through another namespace.
+//!
+//! The kernel side is behind [`OverlayOps`]; [`Overlay`] keeps the node converged to
+//! the peer set: networks it lists are built, peers synced, others removed once no
+//! container here uses them. Idempotent, so a restarted agent converges the same way.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use shoal_wire::pb;
+use tokio::sync::{watch, Mutex};
+
+/// VXLAN's own header and the outer Ethernet, IP and UDP headers.
+pub const VXLAN_OVERHEAD: u32 = 50;
+/// When the underlay's MTU cannot be read.
+const DEFAULT_MTU: u32 = 1450;
+
+/// A task on another node: its address and that node's underlay address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PeerEntry {
+    pub ip: Ipv4Addr,
+    pub node: Ipv4Addr,
+}
+
+/// One overlay attachment of a container, as the network controller gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Join {
+    pub network: String,
+    pub vni: u32,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Join {
+    pub fn from_attachment(a: &shoal_api::Attachment) -> Result<Join, String> {
+        let (ip, prefix) = a.address.split_once('/').ok_or_else(|| {
+            format!(
+                "network {}: address {:?} has no prefix",
+                a.network, a.address
+            )
+        })?;
+        let bad = |what: &str| format!("network {}: bad {what} in {:?}", a.network, a.address);
+        Ok(Join {
+            network: a.network.clone(),
+            vni: a.vni,
+            ip: ip.parse().map_err(|_| bad("address"))?,
+            prefix: prefix
+                .parse()
+                .ok()
+                .filter(|p| *p <= 30)
+                .ok_or_else(|| bad("prefix"))?,
+        })
+    }
+}
+
+/// The MAC of an overlay address: fixed by the address, so no node needs to be told
+/// another's MACs (Docker's overlay does the same, under 02:42).
+pub fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+pub fn bridge_name(vni: u32) -> String {
+    format!("sb{vni}")
+}
+
+pub fn vxlan_name(vni: u32) -> String {
+    format!("sx{vni}")
+}
+
+/// The kernel side of overlay networks.
+#[async_trait]
+pub trait OverlayOps: Send + Sync {
+    /// The index and MTU of the link that holds `ip`, if one does.
+    async fn underlay(&self, ip: Ipv4Addr) -> Result<Option<(u32, u32)>, String>;
+    /// The bridge and VXLAN device of `vni` (learning off, ARP answered from the
+    /// neighbour entries, `mtu`, sending from `underlay` when known), up; idempotent.
+    async fn ensure_network(
+        &self,
+        vni: u32,
+        underlay: Option<(Ipv4Addr, u32)>,
+        mtu: u32,
+    ) -> Result<(), String>;
+    /// Removes both devices of `vni` (their entries go with them); idempotent.
+    async fn remove_network(&self, vni: u32) -> Result<(), String>;
+    /// The VXLAN ids whose devices exist here.
+    async fn networks(&self) -> Result<Vec<u32>, String>;
+    /// Converges the VXLAN device's neighbour and forwarding entries to `peers`.
+    async fn sync_peers(&self, vni: u32, peers: &BTreeSet<PeerEntry>) -> Result<(), String>;
+    /// A veth: `host_if` on the bridge of `join.vni`, its peer `ifname` in `netns` with
+    /// the join's address and MAC; a pair already there is kept.
+    async fn connect(
+        &self,
+        netns: &Path,
+        join: &Join,
+        host_if: &str,
+        ifname: &str,
+        mtu: u32,
+    ) -> Result<(), String>;
+}
+
+#[derive(Default)]
+struct State {
+    /// vni → its peers, as the server last said
+    wanted: BTreeMap<u32, BTreeSet<PeerEntry>>,
+    /// container → the VXLAN ids it joins
+    users: BTreeMap<String, BTreeSet<u32>>,
+    /// (link index of the underlay, the MTU of the overlay), once read
+    mtu: Option<(Option<u32>, u32)>,
+}
+
+pub struct Overlay {
+    ops: Arc<dyn OverlayOps>,
+    /// This node's underlay address (what it registers), if it has one.
+    local: Option<Ipv4Addr>,
+    state: Mutex<State>,
+    sets: watch::Sender<Option<pb::PeerSet>>,
+}
+
+impl std::fmt::Debug for Overlay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Overlay({:?})", self.local)
+    }
+}
+
+/// The peer set as entries per VXLAN id; a peer whose addresses do not parse is
+/// skipped (the server sends only what it parsed).
+fn wanted(set: &pb::PeerSet) -> BTreeMap<u32, BTreeSet<PeerEntry>> {
+    set.networks
+        .iter()
+        .map(|n| {
+            let peers = n
+                .peers
+                .iter()
+                .filter_map(|p| {
+                    Some(PeerEntry {
+                        ip: p.address.parse().ok()?,
+                        node: p.node_address.parse().ok()?,
+                    })
+                })
+                .collect();
+            (n.vni, peers)
+        })
+        .collect()
+}
+
+impl Overlay {
+    pub fn new(ops: Arc<dyn OverlayOps>, local: Option<Ipv4Addr>) -> Arc<Self> {
+        let (sets, _) = watch::channel(None);
+        Arc::new(Overlay {
+            ops,
+            local,
+            state: Mutex::new(State::default()),
+            sets,
+        })
+    }
+
+    /// The server's latest peer set; converged by [`Overlay::run`].
+    pub fn want(&self, set: pb::PeerSet) {
+        self.sets.send_replace(Some(set));
+    }
+
+    /// Converges the node to each peer set as it comes, until the sender goes.
+    pub async fn run(self: Arc<Self>) {
+        let mut sets = self.sets.subscribe();
+        loop {
+            let set = sets.borrow_and_update().clone();
+            if let Some(set) = set {
+                if let Err(e) = self.converge(&set).await {
+                    tracing::warn!(error = %e, "overlay: could not converge; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    sets.mark_changed();
+                }
+            }
+            if sets.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn mtu(&self, state: &mut State) -> Result<(Option<u32>, u32), String> {
+        if let Some(m) = state.mtu {
+            return Ok(m);
+        }
+        let read = match self.local {
+            Some(ip) => self.ops.underlay(ip).await?,
+            None => None,
+        };
+        let m = match read {
+            Some((index, mtu)) => (Some(index), mtu.saturating_sub(VXLAN_OVERHEAD)),
+            None => (None, DEFAULT_MTU),
+        };
+        state.mtu = Some(m);
+        Ok(m)
+    }
+
+    async fn ensure(&self, state: &mut State, vni: u32) -> Result<u32, String> {
+        let (index, mtu) = self.mtu(state).await?;
+        let underlay = self.local.zip(index);
+        self.ops.ensure_network(vni, underlay, mtu).await?;
+        Ok(mtu)
+    }
+
+    async fn converge(&self, set: &pb::PeerSet) -> Result<(), String> {
+        let mut state = self.state.lock().await;
+        state.wanted = wanted(set);
+        let wanted = state.wanted.clone();
+        for (vni, peers) in &wanted {
+            self.ensure(&mut state, *vni).await?;
+            self.ops.sync_peers(*vni, peers).await?;
+        }
+        let used: BTreeSet<u32> = state.users.values().flatten().copied().collect();
+        for vni in self.ops.networks().await? {
+            if !wanted.contains_key(&vni) && !used.contains(&vni) {
+                self.ops.remove_network(vni).await?;
+                tracing::info!(vni, "overlay network removed: no task here joins it");
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects container `id` (its namespace at `netns`) to each network it joins;
+    /// what it got, as `NETWORK=IP`.
+    pub async fn attach(
+        &self,
+        id: &str,
+        netns: &Path,
+        joins: &[Join],
+    ) -> Result<Vec<String>, String> {
+        let mut state = self.state.lock().await;
+        state
+            .users
+            .insert(id.to_string(), joins.iter().map(|j| j.vni).collect());
+        let mut addresses = Vec::with_capacity(joins.len());
+        for (i, join) in joins.iter().enumerate() {
+            let mtu = self.ensure(&mut state, join.vni).await?;
+            if let Some(peers) = state.wanted.get(&join.vni) {
+                self.ops.sync_peers(join.vni, peers).await?;
+            }
+            let host_if = host_if(id, i);
+            let ifname = format!("eth{}", i + 1);
+            self.ops
+                .connect(netns, join, &host_if, &ifname, mtu)
+                .await
+                .map_err(|e| format!("connecting {} to network {}: {e}", join.ip, join.network))?;
+            addresses.push(format!("{}={}", join.network, join.ip));
+        }
+        Ok(addresses)
+    }
+
+    /// The container is gone (its veths went with its namespace); a network no task
+    /// here joins any more goes at the next convergence, which this asks for (the
+    /// peer set may have stopped listing it while the container was still there).
+    pub async fn detach(&self, id: &str) {
+        let had = self.state.lock().await.users.remove(id).is_some();
+        if had {
+            self.sets.send_modify(|_| {});
+        }
+    }
+}
+
+/// The host end of a container's `i`th overlay veth: at most 15 bytes with the `p`
+/// its peer has before it moves, unique per container.
+fn host_if(id: &str, i: usize) -> String {
+    format!("so{}{i}", super::network::id_tail(id, 9))
+}
+
+#[cfg(test)]
+#[path = "overlay_tests.rs"]
+mod tests;

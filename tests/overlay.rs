@@ -1,0 +1,282 @@
+//! Overlay networks on a real three-host cluster (`hack/cluster.sh`: hosts are network
+//! namespaces, each with its own agent and real runc containers): tasks on different
+//! hosts reach each other over VXLAN by address; every host's forwarding and neighbour
+//! entries follow the tasks; an agent killed and restarted leaves the datapath as it
+//! was; deleting a network removes its devices from every host. As root.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::{Command, Output};
+
+use support::*;
+
+const PREFIX: &str = "ovl";
+const NET: &str = "10.213.7";
+const HOSTS: usize = 3;
+
+struct Cluster {
+    url: String,
+    /// Links on each host before any network was made.
+    baseline: Vec<BTreeSet<String>>,
+}
+
+fn script(args: &[&str]) -> Output {
+    Command::new(shoal_testkit::workspace_root().join("hack/cluster.sh"))
+        .args(args)
+        .args(["--prefix", PREFIX])
+        .env("SHOAL_BIN", env!("CARGO_BIN_EXE_shoal"))
+        .env("SHOAL_CLUSTER_NET", NET)
+        .output()
+        .expect("run hack/cluster.sh")
+}
+
+impl Cluster {
+    fn up() -> Cluster {
+        let out = ok(script(&["up", &HOSTS.to_string()]));
+        let url = out
+            .lines()
+            .last()
+            .and_then(|l| l.strip_prefix("SHOAL_SERVER="))
+            .unwrap_or_else(|| panic!("no SHOAL_SERVER= line last: {out}"))
+            .to_string();
+        let mut c = Cluster {
+            url,
+            baseline: Vec::new(),
+        };
+        c.baseline = (0..HOSTS).map(|h| c.links(h)).collect();
+        c
+    }
+
+    fn shoal(&self, args: &[&str]) -> Output {
+        shoal_at(&self.url, args, None)
+    }
+
+    fn apply(&self, yaml: &str) {
+        ok(shoal_at(&self.url, &["apply", "-f", "-"], Some(yaml)));
+    }
+
+    /// Runs `cmd` in host `h`'s namespace; its stdout.
+    fn on_host(&self, h: usize, cmd: &[&str]) -> String {
+        ok(Command::new("ip")
+            .args(["netns", "exec", &format!("{PREFIX}{h}")])
+            .args(cmd)
+            .output()
+            .expect("ip netns exec"))
+    }
+
+    fn links(&self, h: usize) -> BTreeSet<String> {
+        self.on_host(h, &["ip", "-o", "link", "show"])
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+            .collect()
+    }
+
+    /// The overlay's forwarding and neighbour entries on host `h`, as `ip -> node`.
+    fn overlay_entries(&self, h: usize) -> BTreeSet<String> {
+        let fdb = self.on_host(h, &["bridge", "fdb", "show"]);
+        let neigh = self.on_host(h, &["ip", "neigh", "show"]);
+        fdb.lines()
+            .chain(neigh.lines())
+            .filter(|l| l.contains(" dev sx"))
+            .filter(|l| l.contains(" dst ") || l.contains(" lladdr "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn restart_agent(&self, h: usize) {
+        ok(script(&["restart-agent", &format!("{PREFIX}{h}")]));
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let out = script(&["down"]);
+        if !out.status.success() {
+            eprintln!("hack/cluster.sh down failed: {}", stderr(&out));
+        }
+    }
+}
+
+/// (task name, node, address on `net`) of the service's running tasks.
+fn placed(c: &Cluster, service: &str, net: &str) -> Vec<(String, String, String)> {
+    let list = json(c.shoal(&[
+        "get",
+        "tasks",
+        "-l",
+        &format!("shoal.dev/service={service}"),
+        "-o",
+        "json",
+    ]));
+    let prefix = format!("{net}=");
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| is_live(t) && state(t) == "running")
+        .filter_map(|t| {
+            let address = t["status"]["addresses"]
+                .as_array()?
+                .iter()
+                .find_map(|a| a.as_str()?.strip_prefix(&prefix))?
+                .to_string();
+            Some((
+                t["metadata"]["name"].as_str()?.to_string(),
+                t["spec"]["node"].as_str()?.to_string(),
+                address,
+            ))
+        })
+        .collect()
+}
+
+/// `wget` from inside `task` to `ip`: the page, or why not.
+fn fetch(c: &Cluster, task: &str, ip: &str) -> Result<String, String> {
+    let url = format!("http://{ip}/index.html");
+    let out = Command::new("timeout")
+        .args(["10", env!("CARGO_BIN_EXE_shoal")])
+        .args(["exec", task, "--", "wget", "-q", "-O", "-", &url])
+        .env("SHOAL_SERVER", &c.url)
+        .output()
+        .expect("shoal exec");
+    if out.status.success() {
+        Ok(stdout(&out))
+    } else {
+        Err(format!("{}: {}", out.status, stderr(&out)))
+    }
+}
+
+const WEB: &str = "apiVersion: shoal.dev/v1
+kind: Network
+metadata: {name: front}
+spec: {driver: overlay, subnet: 10.10.1.0/24}
+---
+apiVersion: shoal.dev/v1
+kind: Service
+metadata: {name: web}
+spec:
+  image: local/busybox:1
+  command: [httpd, -f, -p, '80', -h, /www]
+  replicas: 3
+  networks: [front]
+";
+
+fn everyone_reaches_everyone(c: &Cluster, tasks: &[(String, String, String)]) {
+    for (from, _, _) in tasks {
+        for (to, node, ip) in tasks {
+            if from != to {
+                let page = fetch(c, from, ip)
+                    .unwrap_or_else(|e| panic!("{from} -> {to} ({ip} on {node}): {e}"));
+                assert_eq!(page.trim(), "hello from shoal", "{from} -> {to}");
+            }
+        }
+    }
+}
+
+fn tasks_on_different_hosts_talk_over_the_overlay(c: &mut Cluster) {
+    c.apply(WEB);
+    wait("3 web tasks running with front addresses", 60, || {
+        placed(c, "web", "front").len() == 3
+    });
+    let tasks = placed(c, "web", "front");
+    let nodes: BTreeSet<&str> = tasks.iter().map(|(_, n, _)| n.as_str()).collect();
+    assert_eq!(nodes.len(), 3, "one per host: {tasks:?}");
+    everyone_reaches_everyone(c, &tasks);
+    // Every host knows the two tasks on the others, and only those.
+    for h in 0..HOSTS {
+        let entries = c.overlay_entries(h);
+        assert_eq!(
+            entries.len(),
+            4,
+            "2 forwarding + 2 neighbour entries on host {h}: {entries:?}"
+        );
+    }
+}
+
+fn an_agent_killed_and_restarted_leaves_the_datapath_as_it_was(c: &mut Cluster) {
+    let tasks = placed(c, "web", "front");
+    let before: Vec<_> = (0..HOSTS)
+        .map(|h| (c.links(h), c.overlay_entries(h)))
+        .collect();
+    c.restart_agent(1);
+    // The restarted agent has resynced once its node is ready again and its tasks
+    // are still the same running ones.
+    wait("the restarted agent's node is ready", 30, || {
+        let nodes = json(c.shoal(&["get", "nodes", "-o", "json"]));
+        nodes["items"]
+            .as_array()
+            .is_some_and(|n| n.iter().all(|n| n["status"]["state"] == "ready"))
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(
+        placed(c, "web", "front"),
+        tasks,
+        "the same tasks, same addresses"
+    );
+    let after: Vec<_> = (0..HOSTS)
+        .map(|h| (c.links(h), c.overlay_entries(h)))
+        .collect();
+    assert_eq!(after, before, "links and entries on every host");
+    everyone_reaches_everyone(c, &tasks);
+}
+
+fn a_scaled_down_task_leaves_every_hosts_entries(c: &mut Cluster) {
+    ok(c.shoal(&["scale", "service/web=2"]));
+    wait("2 web tasks", 30, || placed(c, "web", "front").len() == 2);
+    let tasks = placed(c, "web", "front");
+    let kept: BTreeSet<&str> = tasks.iter().map(|(_, _, ip)| ip.as_str()).collect();
+    // The removed task's entries go once its container has stopped (httpd, as pid 1,
+    // ignores SIGTERM: the grace period runs out first).
+    wait("every host's entries name only the tasks left", 30, || {
+        (0..HOSTS).all(|h| {
+            let entries = c.overlay_entries(h);
+            // An entry's address: `ip` in a neighbour line; a MAC made of it in FDB.
+            entries.iter().all(|e| {
+                kept.iter()
+                    .any(|ip| e.contains(ip) || e.contains(&mac_hex(ip)))
+            })
+        })
+    });
+    everyone_reaches_everyone(c, &tasks);
+}
+
+/// The MAC an overlay address gets (02:42 and its four octets), as `bridge` prints it.
+fn mac_hex(ip: &str) -> String {
+    let octets: Vec<String> = ip
+        .split('.')
+        .map(|o| format!("{:02x}", o.parse::<u8>().unwrap_or(0)))
+        .collect();
+    format!("02:42:{}", octets.join(":"))
+}
+
+fn deleting_the_network_removes_its_devices_from_every_host(c: &mut Cluster) {
+    ok(c.shoal(&["delete", "service", "web"]));
+    ok(c.shoal(&["delete", "network", "front"]));
+    wait("the network is gone", 60, || {
+        !c.shoal(&["get", "network", "front"]).status.success()
+    });
+    wait("every host has only the links it had at first", 30, || {
+        (0..HOSTS).all(|h| c.links(h) == c.baseline[h])
+    });
+    for h in 0..HOSTS {
+        assert!(c.overlay_entries(h).is_empty(), "host {h}");
+    }
+}
+
+#[test]
+fn overlay_networks_across_hosts() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "namespaces and containers need root: run as root (hack/test.sh does)"
+    );
+    let mut c = Cluster::up();
+    run_scenarios(
+        &mut c,
+        scenarios![
+            tasks_on_different_hosts_talk_over_the_overlay,
+            an_agent_killed_and_restarted_leaves_the_datapath_as_it_was,
+            a_scaled_down_task_leaves_every_hosts_entries,
+            deleting_the_network_removes_its_devices_from_every_host,
+        ],
+    );
+}
