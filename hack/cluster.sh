@@ -9,7 +9,9 @@
 # shared bridge P-br and its own address (NET.1, NET.2, ..; NET from SHOAL_CLUSTER_NET,
 # default 10.213.0) and MTU, runs `shoal server` in the root namespace on NET.254 and
 # one `shoal agent` named like its namespace in each, with its own data directory,
-# the test image as local/busybox:1 and each --import archive as REF. It waits until
+# the test image as local/busybox:1 and each --import archive as REF; the containers'
+# DNS forwards names it does not know to NET.254:53 (nothing, unless you serve
+# something there: tests never reach a resolver they did not start). It waits until
 # every node is ready and prints SHOAL_SERVER=URL as its last line. `down` removes
 # every namespace, link, mount and process `up` made. `restart-agent` kills one host's
 # agent with SIGKILL and starts it again as `up` did (its containers keep running).
@@ -106,6 +108,7 @@ start_agent() {
     # with it /sys/fs/cgroup, which runc needs).
     nsenter --net="/run/netns/$host" "$shoal" agent --server "$server_url" --name "$host" \
         --data-dir "$data" --listen "$net.$(($1 + 1)):7444" --insecure \
+        --dns-upstream "$net.254:53" \
         >>"$dir/$host.log" 2>&1 &
     echo $! >"$dir/$host.pid"
 }

@@ -19,6 +19,11 @@ ensure_packages() {
     command -v lighttpd >/dev/null || missing+=(lighttpd)
     command -v curl >/dev/null || missing+=(curl)
     [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+    # Networks: VIP tables (nft), and hack/cluster.sh's namespaces and checks (ip,
+    # bridge, nsenter, findmnt).
+    command -v nft >/dev/null || missing+=(nftables)
+    command -v bridge >/dev/null || missing+=(iproute2)
+    command -v nsenter >/dev/null || missing+=(util-linux)
     # gRPC reflection as Python clients ask for it (Debian's python3 and its grpcio).
     /usr/bin/python3 -c 'import grpc' 2>/dev/null || missing+=(python3-grpcio)
     if [ ${#missing[@]} -gt 0 ]; then

@@ -1,8 +1,11 @@
 //! Overlay networks on a real three-host cluster (`hack/cluster.sh`: hosts are network
 //! namespaces, each with its own agent and real runc containers): tasks on different
-//! hosts reach each other over VXLAN by address; every host's forwarding and neighbour
-//! entries follow the tasks; an agent killed and restarted leaves the datapath as it
-//! was; deleting a network removes its devices from every host. As root.
+//! hosts reach each other over VXLAN by address and by name (the node's resolver:
+//! `<task>`, `tasks.<service>`); a service's name is its VIP, balanced in the kernel
+//! over the replicas on every host; a task that goes leaves DNS and the VIP before its
+//! container stops; every host's forwarding and neighbour entries follow the tasks; an
+//! agent killed and restarted leaves the datapath as it was; deleting a network
+//! removes its devices from every host. As root.
 
 mod support;
 
@@ -99,7 +102,8 @@ impl Drop for Cluster {
     }
 }
 
-/// (task name, node, address on `net`) of the service's running tasks.
+/// (task name, node, address on `net`) of the service's running tasks that are meant
+/// to keep running.
 fn placed(c: &Cluster, service: &str, net: &str) -> Vec<(String, String, String)> {
     let list = json(c.shoal(&[
         "get",
@@ -114,7 +118,7 @@ fn placed(c: &Cluster, service: &str, net: &str) -> Vec<(String, String, String)
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|t| is_live(t) && state(t) == "running")
+        .filter(|t| is_live(t) && state(t) == "running" && t["spec"]["desiredState"] == "running")
         .filter_map(|t| {
             let address = t["status"]["addresses"]
                 .as_array()?
@@ -130,9 +134,13 @@ fn placed(c: &Cluster, service: &str, net: &str) -> Vec<(String, String, String)
         .collect()
 }
 
-/// `wget` from inside `task` to `ip`: the page, or why not.
-fn fetch(c: &Cluster, task: &str, ip: &str) -> Result<String, String> {
-    let url = format!("http://{ip}/index.html");
+/// `wget` from inside `task` of `http://HOST/index.html`: the page, or why not.
+fn fetch(c: &Cluster, task: &str, host: &str) -> Result<String, String> {
+    fetch_path(c, task, host, "index.html")
+}
+
+fn fetch_path(c: &Cluster, task: &str, host: &str, path: &str) -> Result<String, String> {
+    let url = format!("http://{host}/{path}");
     let out = Command::new("timeout")
         .args(["10", env!("CARGO_BIN_EXE_shoal")])
         .args(["exec", task, "--", "wget", "-q", "-O", "-", &url])
@@ -156,7 +164,7 @@ kind: Service
 metadata: {name: web}
 spec:
   image: local/busybox:1
-  command: [httpd, -f, -p, '80', -h, /www]
+  command: [sh, -c, 'hostname > /www/who && exec httpd -f -p 80 -h /www']
   replicas: 3
   networks: [front]
 ";
@@ -193,6 +201,90 @@ fn tasks_on_different_hosts_talk_over_the_overlay(c: &mut Cluster) {
     }
 }
 
+/// The addresses `name` resolves to from inside `task` (busybox's nslookup asks the
+/// node's resolver that resolv.conf names).
+fn resolve(c: &Cluster, task: &str, name: &str) -> BTreeSet<String> {
+    let out = Command::new("timeout")
+        .args(["10", env!("CARGO_BIN_EXE_shoal")])
+        .args(["exec", task, "--", "busybox", "nslookup", name])
+        .env("SHOAL_SERVER", &c.url)
+        .output()
+        .expect("shoal exec");
+    let text = stdout(&out);
+    // The first Address line is the resolver's own.
+    text.lines()
+        .filter_map(|l| l.strip_prefix("Address:"))
+        .map(str::trim)
+        .filter(|a| !a.contains(':'))
+        .map(str::to_string)
+        .collect()
+}
+
+fn tasks_find_each_other_by_name(c: &mut Cluster) {
+    let tasks = placed(c, "web", "front");
+    let all: BTreeSet<String> = tasks.iter().map(|(_, _, ip)| ip.clone()).collect();
+    for (from, _, _) in &tasks {
+        assert_eq!(resolve(c, from, "tasks.web"), all, "tasks.web from {from}");
+        for (to, _, ip) in &tasks {
+            assert_eq!(
+                resolve(c, from, to),
+                BTreeSet::from([ip.clone()]),
+                "{to} from {from}"
+            );
+        }
+    }
+    let (from, to) = (&tasks[0].0, &tasks[1].0);
+    let page = fetch(c, from, to).unwrap_or_else(|e| panic!("{from} -> {to} by name: {e}"));
+    assert_eq!(page.trim(), "hello from shoal");
+    // A name the cluster does not know is not made up: nslookup finds nothing.
+    assert!(resolve(c, from, "nowhere.invalid").is_empty());
+}
+
+/// The service's VIP on `net`, from `shoal network inspect`.
+fn vip(c: &Cluster, net: &str, service: &str) -> String {
+    let shown = json(c.shoal(&["network", "inspect", net, "-o", "json"]));
+    shown["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == service)
+        .and_then(|s| s["vip"].as_str())
+        .unwrap_or_else(|| panic!("no VIP for {service}: {shown}"))
+        .to_string()
+}
+
+/// Who answers `GET /who` through `host` from `task`, asked `n` times.
+fn served_by(c: &Cluster, task: &str, host: &str, n: usize) -> BTreeSet<String> {
+    (0..n)
+        .map(|_| {
+            fetch_path(c, task, host, "who")
+                .unwrap_or_else(|e| panic!("{task} -> {host}: {e}"))
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
+fn the_service_name_is_its_vip_served_by_replicas_on_every_host(c: &mut Cluster) {
+    let tasks = placed(c, "web", "front");
+    let vip = vip(c, "front", "web");
+    let names: BTreeSet<String> = tasks.iter().map(|(n, _, _)| n.clone()).collect();
+    for (from, _, _) in &tasks {
+        assert_eq!(
+            resolve(c, from, "web"),
+            BTreeSet::from([vip.clone()]),
+            "web from {from}"
+        );
+    }
+    // 30 connections at random over 3 tasks miss one with odds of 1 in 60,000.
+    assert_eq!(
+        served_by(c, &tasks[0].0, &vip, 30),
+        names,
+        "through the VIP"
+    );
+    assert_eq!(served_by(c, &tasks[1].0, "web", 30), names, "by name");
+}
+
 fn an_agent_killed_and_restarted_leaves_the_datapath_as_it_was(c: &mut Cluster) {
     let tasks = placed(c, "web", "front");
     let before: Vec<_> = (0..HOSTS)
@@ -220,11 +312,33 @@ fn an_agent_killed_and_restarted_leaves_the_datapath_as_it_was(c: &mut Cluster) 
     everyone_reaches_everyone(c, &tasks);
 }
 
-fn a_scaled_down_task_leaves_every_hosts_entries(c: &mut Cluster) {
+fn a_scaled_down_task_leaves_dns_before_its_container_stops_and_then_every_hosts_entries(
+    c: &mut Cluster,
+) {
+    let before = placed(c, "web", "front");
     ok(c.shoal(&["scale", "service/web=2"]));
     wait("2 web tasks", 30, || placed(c, "web", "front").len() == 2);
     let tasks = placed(c, "web", "front");
     let kept: BTreeSet<&str> = tasks.iter().map(|(_, _, ip)| ip.as_str()).collect();
+    let names: BTreeSet<String> = kept.iter().map(|s| s.to_string()).collect();
+    let (gone, _, _) = before
+        .iter()
+        .find(|(_, _, ip)| !kept.contains(ip.as_str()))
+        .expect("one task went");
+    // httpd ignores SIGTERM, so the removed task's container runs through its grace
+    // period (10 s): DNS has dropped it while it still runs.
+    wait("tasks.web names only the tasks left", 5, || {
+        resolve(c, &tasks[0].0, "tasks.web") == names
+    });
+    // Nor does the VIP send it anything.
+    let left: BTreeSet<String> = tasks.iter().map(|(n, _, _)| n.clone()).collect();
+    assert_eq!(
+        served_by(c, &tasks[0].0, "web", 20),
+        left,
+        "the VIP's backends"
+    );
+    let task = json(c.shoal(&["get", "task", gone, "-o", "json"]));
+    assert_eq!(state(&task), "running", "its container still runs: {task}");
     // The removed task's entries go once its container has stopped (httpd, as pid 1,
     // ignores SIGTERM: the grace period runs out first).
     wait("every host's entries name only the tasks left", 30, || {
@@ -274,8 +388,10 @@ fn overlay_networks_across_hosts() {
         &mut c,
         scenarios![
             tasks_on_different_hosts_talk_over_the_overlay,
+            tasks_find_each_other_by_name,
+            the_service_name_is_its_vip_served_by_replicas_on_every_host,
             an_agent_killed_and_restarted_leaves_the_datapath_as_it_was,
-            a_scaled_down_task_leaves_every_hosts_entries,
+            a_scaled_down_task_leaves_dns_before_its_container_stops_and_then_every_hosts_entries,
             deleting_the_network_removes_its_devices_from_every_host,
         ],
     );

@@ -9,7 +9,9 @@ use std::time::Duration;
 use shoal_agent::container::netlink::Netlink;
 use shoal_agent::container::overlay::Overlay;
 use shoal_agent::container::overlay_netlink::OverlayNetlink;
+use shoal_agent::container::vip::Nft;
 use shoal_agent::container::{network, RuncConfig, RuncExecutor};
+use shoal_agent::dns::{self, Dns};
 use shoal_agent::image::PullOptions;
 use shoal_agent::node_api::NodeApi;
 use shoal_agent::{run_node, NodeConfig};
@@ -54,9 +56,20 @@ pub struct Args {
     /// (Swarm's --advertise-addr); default: the --listen address's IP.
     #[arg(long)]
     advertise_addr: Option<std::net::Ipv4Addr>,
+    /// The resolvers the containers' DNS forwards other names to, IP[:port],
+    /// comma-separated (default: the nameservers of /etc/resolv.conf).
+    #[arg(long, value_delimiter = ',', value_parser = parse_upstream)]
+    dns_upstream: Vec<std::net::SocketAddr>,
     /// The per-container monitor program (default: `shoal-monitor` beside this binary).
     #[arg(long)]
     monitor: Option<PathBuf>,
+}
+
+/// A resolver's address: IP or IP:port (port 53 when not given).
+fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse::<std::net::SocketAddr>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+        .map_err(|_| format!("{s:?} is not an IP address or IP:port"))
 }
 
 /// The monitor program: as given, or `shoal-monitor` installed beside `shoal`.
@@ -126,7 +139,25 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
         _ => None,
     });
-    let overlay = Overlay::new(Arc::new(OverlayNetlink), advertise);
+    let upstreams = if a.dns_upstream.is_empty() {
+        dns::upstreams_of(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+    } else {
+        a.dns_upstream
+    };
+    let resolver = Dns::new(upstreams);
+    let dns_at = std::net::SocketAddr::new(net.gateway().into(), 53);
+    let serving_dns = resolver
+        .clone()
+        .serve(dns_at)
+        .await
+        .map_err(|e| anyhow::anyhow!("the containers' DNS resolver on {dns_at}: {e}"))?;
+    tokio::spawn(serving_dns);
+    let overlay = Overlay::new(
+        Arc::new(OverlayNetlink),
+        Arc::new(Nft),
+        advertise,
+        Some(resolver),
+    );
     let executor = Arc::new(RuncExecutor::new(RuncConfig {
         data_dir: data_dir.clone(),
         runtime: runtime.display().to_string(),

@@ -7,6 +7,7 @@
 //! runs real containers. [`node_api`] serves their logs and [`exec`] to the API server.
 
 pub mod container;
+pub mod dns;
 pub mod exec;
 pub mod glob;
 pub mod image;

@@ -17,11 +17,25 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pb;
 
-/// A task as the peer table needs it: its node and its addresses (network, vni, ip).
+/// A task as the peer table needs it: where it runs, what it is called, whether it
+/// serves, and its addresses.
 #[derive(Clone, Debug, PartialEq)]
 struct Endpoint {
     node: String,
-    attachments: Vec<(String, u32, String)>,
+    name: String,
+    service: Option<String>,
+    /// Meant to run, running and not unhealthy: in DNS. A task that stops serving
+    /// leaves DNS at once but stays a peer until its container has stopped.
+    serving: bool,
+    attachments: Vec<Joined>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Joined {
+    network: String,
+    vni: u32,
+    ip: String,
+    aliases: Vec<String>,
 }
 
 #[derive(Default)]
@@ -29,6 +43,8 @@ struct Table {
     tasks: HashMap<String, Endpoint>,
     /// node → its underlay address
     nodes: HashMap<String, String>,
+    /// network → its services' VIPs (service name → address)
+    vips: HashMap<String, BTreeMap<String, String>>,
 }
 
 pub struct PeerTable {
@@ -40,21 +56,38 @@ pub struct PeerTable {
 #[derive(serde::Deserialize, Default)]
 struct StoredTask {
     #[serde(default)]
+    metadata: StoredMeta,
+    #[serde(default)]
     spec: StoredSpec,
     #[serde(default)]
     status: StoredStatus,
 }
 
 #[derive(serde::Deserialize, Default)]
+struct StoredMeta {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    labels: HashMap<String, String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
 struct StoredSpec {
     #[serde(default)]
     node: Option<String>,
+    #[serde(default)]
+    desired_state: String,
+    #[serde(default)]
+    networks: Vec<shoal_api::NetworkRef>,
 }
 
 #[derive(serde::Deserialize, Default)]
 struct StoredStatus {
     #[serde(default)]
     state: String,
+    #[serde(default)]
+    health: Option<String>,
     #[serde(default)]
     attachments: Vec<shoal_api::Attachment>,
 }
@@ -70,17 +103,37 @@ fn endpoint(stored: &[u8]) -> Option<Endpoint> {
     ) {
         return None;
     }
-    let attachments: Vec<(String, u32, String)> = t
+    let serving = matches!(t.spec.desired_state.as_str(), "" | "running")
+        && t.status.state == "running"
+        && t.status.health.as_deref() != Some("unhealthy");
+    let networks = &t.spec.networks;
+    let attachments: Vec<Joined> = t
         .status
         .attachments
         .into_iter()
         .filter(|a| a.vni != 0)
         .filter_map(|a| {
             let ip = a.address.split('/').next()?.to_string();
-            Some((a.network, a.vni, ip))
+            let aliases = networks
+                .iter()
+                .find(|n| n.name() == a.network)
+                .map(|n| n.aliases().to_vec())
+                .unwrap_or_default();
+            Some(Joined {
+                network: a.network,
+                vni: a.vni,
+                ip,
+                aliases,
+            })
         })
         .collect();
-    (!attachments.is_empty()).then_some(Endpoint { node, attachments })
+    (!attachments.is_empty()).then(|| Endpoint {
+        node,
+        service: t.metadata.labels.get(shoal_api::labels::SERVICE).cloned(),
+        name: t.metadata.name,
+        serving,
+        attachments,
+    })
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -106,57 +159,62 @@ fn node_ip(stored: &[u8]) -> Option<String> {
     Some(ip.to_string())
 }
 
-struct Tasks(Arc<PeerTable>);
-struct Nodes(Arc<PeerTable>);
-
-impl Follower<Option<Endpoint>> for Tasks {
-    fn listed(&mut self, items: Vec<Item<Option<Endpoint>>>, _: Revision) {
-        self.0.change(|t| {
-            t.tasks = items
-                .into_iter()
-                .filter_map(|i| Some((i.name, i.value?)))
-                .collect();
-        });
-    }
-    fn applied(&mut self, item: Item<Option<Endpoint>>) {
-        self.0.change(|t| match item.value {
-            Some(e) => {
-                t.tasks.insert(item.name, e);
-            }
-            None => {
-                t.tasks.remove(&item.name);
-            }
-        });
-    }
-    fn deleted(&mut self, name: &str, _: Revision) {
-        self.0.change(|t| {
-            t.tasks.remove(name);
-        });
-    }
+#[derive(serde::Deserialize, Default)]
+struct StoredNetwork {
+    #[serde(default)]
+    status: StoredNetworkStatus,
 }
 
-impl Follower<Option<String>> for Nodes {
-    fn listed(&mut self, items: Vec<Item<Option<String>>>, _: Revision) {
-        self.0.change(|t| {
-            t.nodes = items
+#[derive(serde::Deserialize, Default)]
+struct StoredNetworkStatus {
+    #[serde(default)]
+    services: Vec<shoal_api::ServiceVip>,
+}
+
+/// A network's VIPs by service.
+fn network_vips(stored: &[u8]) -> Option<BTreeMap<String, String>> {
+    let n: StoredNetwork = serde_json::from_slice(stored).ok()?;
+    Some(
+        n.status
+            .services
+            .into_iter()
+            .map(|v| (v.name, v.vip))
+            .collect(),
+    )
+}
+
+/// Follows one kind into one map of the table, by object name (an object that does
+/// not decode, or is of no interest, is absent).
+struct ByName<T> {
+    table: Arc<PeerTable>,
+    map: fn(&mut Table) -> &mut HashMap<String, T>,
+}
+
+impl<T: Send> Follower<Option<T>> for ByName<T> {
+    fn listed(&mut self, items: Vec<Item<Option<T>>>, _: Revision) {
+        let map = self.map;
+        self.table.change(|t| {
+            *map(t) = items
                 .into_iter()
                 .filter_map(|i| Some((i.name, i.value?)))
                 .collect();
         });
     }
-    fn applied(&mut self, item: Item<Option<String>>) {
-        self.0.change(|t| match item.value {
-            Some(ip) => {
-                t.nodes.insert(item.name, ip);
+    fn applied(&mut self, item: Item<Option<T>>) {
+        let map = self.map;
+        self.table.change(|t| match item.value {
+            Some(v) => {
+                map(t).insert(item.name, v);
             }
             None => {
-                t.nodes.remove(&item.name);
+                map(t).remove(&item.name);
             }
         });
     }
     fn deleted(&mut self, name: &str, _: Revision) {
-        self.0.change(|t| {
-            t.nodes.remove(name);
+        let map = self.map;
+        self.table.change(|t| {
+            map(t).remove(name);
         });
     }
 }
@@ -169,17 +227,58 @@ impl Table {
             .tasks
             .values()
             .filter(|e| e.node == node)
-            .flat_map(|e| e.attachments.iter().map(|(n, v, _)| (n.as_str(), *v)))
+            .flat_map(|e| e.attachments.iter().map(|j| (j.network.as_str(), j.vni)))
             .collect();
         let mut peers: BTreeMap<(&str, u32), BTreeSet<(&str, &str)>> =
             mine.iter().map(|k| (*k, BTreeSet::new())).collect();
-        for e in self.tasks.values().filter(|e| e.node != node) {
-            let Some(at) = self.nodes.get(&e.node) else {
-                continue;
-            };
-            for (net, vni, ip) in &e.attachments {
-                if let Some(set) = peers.get_mut(&(net.as_str(), *vni)) {
-                    set.insert((ip.as_str(), at.as_str()));
+        let mut names: BTreeMap<&str, BTreeMap<String, BTreeSet<&str>>> = BTreeMap::new();
+        // network → (service, VIP) → serving tasks' addresses
+        let mut backends: BTreeMap<&str, BTreeMap<(&str, &str), BTreeSet<&str>>> = BTreeMap::new();
+        // Every VIP of the node's networks, served or not (connections to one with no
+        // serving task are refused, not left to hang).
+        for (net, _) in &mine {
+            if let Some(vips) = self.vips.get(*net) {
+                let on = backends.entry(net).or_default();
+                for (svc, vip) in vips {
+                    on.entry((svc.as_str(), vip.as_str())).or_default();
+                    names
+                        .entry(net)
+                        .or_default()
+                        .entry(svc.clone())
+                        .or_default()
+                        .insert(vip.as_str());
+                }
+            }
+        }
+        for e in self.tasks.values() {
+            let at = self.nodes.get(&e.node).filter(|_| e.node != node);
+            for j in &e.attachments {
+                let key = (j.network.as_str(), j.vni);
+                let Some(set) = peers.get_mut(&key) else {
+                    continue;
+                };
+                if let Some(at) = at {
+                    set.insert((j.ip.as_str(), at.as_str()));
+                }
+                if e.serving {
+                    let vips = self.vips.get(key.0);
+                    let vip = e.service.as_ref().and_then(|s| vips?.get(s));
+                    let on = names.entry(key.0).or_default();
+                    for (name, via_vip) in dns_names(e, j) {
+                        let at = match vip {
+                            Some(v) if via_vip => v.as_str(),
+                            _ => j.ip.as_str(),
+                        };
+                        on.entry(name).or_default().insert(at);
+                    }
+                    if let (Some(s), Some(v)) = (&e.service, vip) {
+                        backends
+                            .entry(key.0)
+                            .or_default()
+                            .entry((s.as_str(), v.as_str()))
+                            .or_default()
+                            .insert(j.ip.as_str());
+                    }
                 }
             }
         }
@@ -196,10 +295,43 @@ impl Table {
                             node_address: node_address.to_string(),
                         })
                         .collect(),
+                    names: names
+                        .remove(network)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(name, ips)| pb::DnsName {
+                            name,
+                            addresses: ips.into_iter().map(str::to_string).collect(),
+                        })
+                        .collect(),
+                    vips: backends
+                        .remove(network)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|((service, address), ips)| pb::Vip {
+                            service: service.to_string(),
+                            address: address.to_string(),
+                            backends: ips.into_iter().map(str::to_string).collect(),
+                        })
+                        .collect(),
                 })
                 .collect(),
         }
     }
+}
+
+/// The names a serving task answers to on one of its networks, each with whether it
+/// means the service's VIP when it has one: its own name (no), its aliases and
+/// `<service>` (yes: a service's name is its VIP, or with `endpointMode: dnsrr` its
+/// tasks' addresses), `tasks.<service>` (no: always the tasks).
+fn dns_names(e: &Endpoint, j: &Joined) -> Vec<(String, bool)> {
+    let mut names = vec![(e.name.clone(), false)];
+    names.extend(j.aliases.iter().map(|a| (a.clone(), e.service.is_some())));
+    if let Some(s) = &e.service {
+        names.push((s.clone(), true));
+        names.push((format!("tasks.{s}"), false));
+    }
+    names
 }
 
 impl PeerTable {
@@ -209,7 +341,18 @@ impl PeerTable {
             table: Mutex::new(Table::default()),
             generation,
         });
-        let (tasks, nodes) = (Tasks(table.clone()), Nodes(table.clone()));
+        let tasks = ByName {
+            table: table.clone(),
+            map: |t| &mut t.tasks,
+        };
+        let nodes = ByName {
+            table: table.clone(),
+            map: |t| &mut t.nodes,
+        };
+        let networks = ByName {
+            table: table.clone(),
+            map: |t| &mut t.vips,
+        };
         tokio::spawn(follow::<shoal_api::Task, _, _>(
             objects.clone(),
             tasks,
@@ -217,7 +360,16 @@ impl PeerTable {
             shutdown.clone(),
         ));
         tokio::spawn(follow::<shoal_api::Node, _, _>(
-            objects, nodes, node_ip, shutdown,
+            objects.clone(),
+            nodes,
+            node_ip,
+            shutdown.clone(),
+        ));
+        tokio::spawn(follow::<shoal_api::Network, _, _>(
+            objects,
+            networks,
+            network_vips,
+            shutdown,
         ));
         table
     }
@@ -285,7 +437,15 @@ mod tests {
     fn task(node: &str, net: &str, vni: u32, ip: &str) -> Endpoint {
         Endpoint {
             node: node.into(),
-            attachments: vec![(net.into(), vni, ip.into())],
+            name: format!("web.{node}"),
+            service: Some("web".into()),
+            serving: true,
+            attachments: vec![Joined {
+                network: net.into(),
+                vni,
+                ip: ip.into(),
+                aliases: vec!["www".into()],
+            }],
         }
     }
 
@@ -311,7 +471,84 @@ mod tests {
             .map(|p| (p.address.as_str(), p.node_address.as_str()))
             .collect();
         assert_eq!(peers, [("10.10.1.3", "10.99.0.2")], "not its own task");
+        let names: Vec<(&str, Vec<&str>)> = front
+            .names
+            .iter()
+            .map(|n| {
+                (
+                    n.name.as_str(),
+                    n.addresses.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("tasks.web", vec!["10.10.1.2", "10.10.1.3"]),
+                ("web", vec!["10.10.1.2", "10.10.1.3"]),
+                ("web.a", vec!["10.10.1.2"]),
+                ("web.b", vec!["10.10.1.3"]),
+                ("www", vec!["10.10.1.2", "10.10.1.3"]),
+            ],
+            "its own task's names too; nothing of back"
+        );
         assert!(t.view("nobody").networks.is_empty());
+    }
+
+    #[test]
+    fn a_service_name_is_its_vip_balanced_over_its_serving_tasks() {
+        let mut t = Table::default();
+        t.nodes.insert("b".into(), "10.99.0.2".into());
+        t.vips.insert(
+            "front".into(),
+            [("web".to_string(), "10.10.1.9".to_string())].into(),
+        );
+        t.tasks
+            .insert("a1".into(), task("a", "front", 4096, "10.10.1.2"));
+        t.tasks
+            .insert("b1".into(), task("b", "front", 4096, "10.10.1.3"));
+        let view = t.view("a");
+        let front = &view.networks[0];
+        let name = |n: &str| {
+            front
+                .names
+                .iter()
+                .find(|d| d.name == n)
+                .map(|d| d.addresses.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(name("web"), ["10.10.1.9"]);
+        assert_eq!(
+            name("www"),
+            ["10.10.1.9"],
+            "a service's alias is its VIP too"
+        );
+        assert_eq!(name("tasks.web"), ["10.10.1.2", "10.10.1.3"]);
+        assert_eq!(front.vips.len(), 1);
+        assert_eq!(front.vips[0].address, "10.10.1.9");
+        assert_eq!(front.vips[0].backends, ["10.10.1.2", "10.10.1.3"]);
+    }
+
+    #[test]
+    fn a_task_that_stops_serving_leaves_dns_but_stays_a_peer() {
+        let mut t = Table::default();
+        t.nodes.insert("b".into(), "10.99.0.2".into());
+        t.tasks
+            .insert("a1".into(), task("a", "front", 4096, "10.10.1.2"));
+        let mut leaving = task("b", "front", 4096, "10.10.1.3");
+        leaving.serving = false;
+        t.tasks.insert("b1".into(), leaving);
+        let view = t.view("a");
+        let front = &view.networks[0];
+        assert_eq!(front.peers.len(), 1, "still a peer while it stops");
+        assert!(
+            front
+                .names
+                .iter()
+                .all(|n| !n.addresses.contains(&"10.10.1.3".to_string())),
+            "{:?}",
+            front.names
+        );
     }
 
     #[test]
@@ -321,7 +558,8 @@ mod tests {
                 r#"{{"spec":{{"node":"{node}"}},"status":{{"state":"{state}","attachments":[{{"network":"front","address":"10.10.1.2/24","vni":4096}}]}}}}"#
             )
         };
-        assert!(endpoint(json("running", "a").as_bytes()).is_some());
+        assert!(endpoint(json("running", "a").as_bytes()).is_some_and(|e| e.serving));
+        assert!(endpoint(json("starting", "a").as_bytes()).is_some_and(|e| !e.serving));
         assert!(endpoint(json("starting", "a").as_bytes()).is_some());
         assert!(endpoint(json("failed", "a").as_bytes()).is_none());
         assert!(endpoint(json("running", "").as_bytes()).is_none());

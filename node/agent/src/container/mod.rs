@@ -27,6 +27,7 @@ mod stop;
 mod supervise;
 #[cfg(test)]
 mod supervise_tests;
+pub mod vip;
 
 use shoal_api::{TaskState, TaskStatus};
 

@@ -145,6 +145,11 @@ impl Network {
             )))
     }
 
+    /// The bridge's own address: the containers' gateway and resolver.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.subnet.gateway()
+    }
+
     pub fn netns_path(&self, id: &str) -> PathBuf {
         self.netns.join(id)
     }

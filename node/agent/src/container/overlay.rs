@@ -16,11 +16,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use shoal_wire::pb;
+
+use super::vip::{render, VipOps, Vips};
+use crate::dns::Dns;
 use tokio::sync::{watch, Mutex};
 
 /// VXLAN's own header and the outer Ethernet, IP and UDP headers.
@@ -112,18 +115,34 @@ pub trait OverlayOps: Send + Sync {
     ) -> Result<(), String>;
 }
 
+/// A container on overlay networks.
+struct User {
+    vnis: BTreeSet<u32>,
+    networks: Vec<String>,
+    /// Its address on the node bridge (how the resolver knows it).
+    asker: Ipv4Addr,
+    netns: PathBuf,
+    /// The VIP table last written in its namespace.
+    programmed: Option<Vips>,
+}
+
 #[derive(Default)]
 struct State {
     /// vni → its peers, as the server last said
     wanted: BTreeMap<u32, BTreeSet<PeerEntry>>,
-    /// container → the VXLAN ids it joins
-    users: BTreeMap<String, BTreeSet<u32>>,
+    /// network → its services' VIPs and their backends, as the server last said
+    vips: BTreeMap<String, Vips>,
+    /// container id → what it joins
+    users: BTreeMap<String, User>,
     /// (link index of the underlay, the MTU of the overlay), once read
     mtu: Option<(Option<u32>, u32)>,
 }
 
 pub struct Overlay {
     ops: Arc<dyn OverlayOps>,
+    vip_ops: Arc<dyn VipOps>,
+    /// The node's resolver, told each peer set's names and each container's networks.
+    dns: Option<Arc<Dns>>,
     /// This node's underlay address (what it registers), if it has one.
     local: Option<Ipv4Addr>,
     state: Mutex<State>,
@@ -157,19 +176,50 @@ fn wanted(set: &pb::PeerSet) -> BTreeMap<u32, BTreeSet<PeerEntry>> {
         .collect()
 }
 
+/// Each network's VIPs with their backends (sorted); what does not parse is skipped.
+fn vips_of(set: &pb::PeerSet) -> BTreeMap<String, Vips> {
+    set.networks
+        .iter()
+        .map(|n| {
+            let vips = n
+                .vips
+                .iter()
+                .filter_map(|v| {
+                    let mut backends: Vec<Ipv4Addr> =
+                        v.backends.iter().filter_map(|b| b.parse().ok()).collect();
+                    backends.sort();
+                    Some((v.address.parse().ok()?, backends))
+                })
+                .collect();
+            (n.network.clone(), vips)
+        })
+        .collect()
+}
+
 impl Overlay {
-    pub fn new(ops: Arc<dyn OverlayOps>, local: Option<Ipv4Addr>) -> Arc<Self> {
+    pub fn new(
+        ops: Arc<dyn OverlayOps>,
+        vip_ops: Arc<dyn VipOps>,
+        local: Option<Ipv4Addr>,
+        dns: Option<Arc<Dns>>,
+    ) -> Arc<Self> {
         let (sets, _) = watch::channel(None);
         Arc::new(Overlay {
             ops,
+            vip_ops,
+            dns,
             local,
             state: Mutex::new(State::default()),
             sets,
         })
     }
 
-    /// The server's latest peer set; converged by [`Overlay::run`].
+    /// The server's latest peer set: its names answer at once, the kernel is
+    /// converged to it by [`Overlay::run`].
     pub fn want(&self, set: pb::PeerSet) {
+        if let Some(dns) = &self.dns {
+            dns.set_names(&set);
+        }
         self.sets.send_replace(Some(set));
     }
 
@@ -217,12 +267,19 @@ impl Overlay {
     async fn converge(&self, set: &pb::PeerSet) -> Result<(), String> {
         let mut state = self.state.lock().await;
         state.wanted = wanted(set);
+        state.vips = vips_of(set);
         let wanted = state.wanted.clone();
         for (vni, peers) in &wanted {
             self.ensure(&mut state, *vni).await?;
             self.ops.sync_peers(*vni, peers).await?;
         }
-        let used: BTreeSet<u32> = state.users.values().flatten().copied().collect();
+        self.program_vips(&mut state).await;
+        let used: BTreeSet<u32> = state
+            .users
+            .values()
+            .flat_map(|u| &u.vnis)
+            .copied()
+            .collect();
         for vni in self.ops.networks().await? {
             if !wanted.contains_key(&vni) && !used.contains(&vni) {
                 self.ops.remove_network(vni).await?;
@@ -232,18 +289,27 @@ impl Overlay {
         Ok(())
     }
 
-    /// Connects container `id` (its namespace at `netns`) to each network it joins;
-    /// what it got, as `NETWORK=IP`.
+    /// Connects container `id` (its namespace at `netns`, `asker` its address on the
+    /// node bridge) to each network it joins; what it got, as `NETWORK=IP`.
     pub async fn attach(
         &self,
         id: &str,
         netns: &Path,
+        asker: Ipv4Addr,
         joins: &[Join],
     ) -> Result<Vec<String>, String> {
         let mut state = self.state.lock().await;
-        state
-            .users
-            .insert(id.to_string(), joins.iter().map(|j| j.vni).collect());
+        let user = User {
+            vnis: joins.iter().map(|j| j.vni).collect(),
+            networks: joins.iter().map(|j| j.network.clone()).collect(),
+            asker,
+            netns: netns.to_path_buf(),
+            programmed: None,
+        };
+        state.users.insert(id.to_string(), user);
+        if let Some(dns) = &self.dns {
+            dns.register(asker, joins.iter().map(|j| j.network.clone()).collect());
+        }
         let mut addresses = Vec::with_capacity(joins.len());
         for (i, join) in joins.iter().enumerate() {
             let mtu = self.ensure(&mut state, join.vni).await?;
@@ -258,15 +324,43 @@ impl Overlay {
                 .map_err(|e| format!("connecting {} to network {}: {e}", join.ip, join.network))?;
             addresses.push(format!("{}={}", join.network, join.ip));
         }
+        // Its VIPs answer from the start.
+        self.program_vips(&mut state).await;
         Ok(addresses)
+    }
+
+    /// Writes the VIP table of every container whose VIPs changed since it was last
+    /// written. A container that cannot be written is tried again next time.
+    async fn program_vips(&self, state: &mut State) {
+        let State { vips, users, .. } = state;
+        for (id, user) in users.iter_mut() {
+            let mut want = Vips::new();
+            for net in &user.networks {
+                if let Some(v) = vips.get(net) {
+                    want.extend(v.iter().map(|(k, b)| (*k, b.clone())));
+                }
+            }
+            if user.programmed.as_ref() == Some(&want) {
+                continue;
+            }
+            match self.vip_ops.apply(&user.netns, render(&want)).await {
+                Ok(()) => user.programmed = Some(want),
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %e, "could not write its VIP table")
+                }
+            }
+        }
     }
 
     /// The container is gone (its veths went with its namespace); a network no task
     /// here joins any more goes at the next convergence, which this asks for (the
     /// peer set may have stopped listing it while the container was still there).
     pub async fn detach(&self, id: &str) {
-        let had = self.state.lock().await.users.remove(id).is_some();
-        if had {
+        let had = self.state.lock().await.users.remove(id);
+        if let Some(user) = had {
+            if let Some(dns) = &self.dns {
+                dns.unregister(user.asker);
+            }
             self.sets.send_modify(|_| {});
         }
     }

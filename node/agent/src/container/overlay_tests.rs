@@ -7,6 +7,7 @@ struct FakeKernel {
     networks: StdMutex<BTreeMap<u32, BTreeSet<PeerEntry>>>,
     veths: StdMutex<Vec<(String, String, u32)>>,
     mtus: StdMutex<Vec<u32>>,
+    tables: StdMutex<Vec<(String, String)>>,
 }
 
 #[async_trait]
@@ -53,6 +54,17 @@ impl OverlayOps for FakeKernel {
     }
 }
 
+#[async_trait]
+impl VipOps for FakeKernel {
+    async fn apply(&self, netns: &Path, script: String) -> Result<(), String> {
+        self.tables
+            .lock()
+            .unwrap()
+            .push((netns.display().to_string(), script));
+        Ok(())
+    }
+}
+
 fn set(networks: &[(u32, &[(&str, &str)])]) -> pb::PeerSet {
     pb::PeerSet {
         networks: networks
@@ -67,6 +79,8 @@ fn set(networks: &[(u32, &[(&str, &str)])]) -> pb::PeerSet {
                         node_address: n.to_string(),
                     })
                     .collect(),
+                names: Vec::new(),
+                vips: Vec::new(),
             })
             .collect(),
     }
@@ -84,9 +98,20 @@ fn join(vni: u32, ip: &str) -> Join {
 #[tokio::test]
 async fn the_node_follows_the_peer_set_and_keeps_what_its_containers_use() {
     let kernel = Arc::new(FakeKernel::default());
-    let overlay = Overlay::new(kernel.clone(), Some(Ipv4Addr::new(10, 99, 0, 1)));
+    let overlay = Overlay::new(
+        kernel.clone(),
+        kernel.clone(),
+        Some(Ipv4Addr::new(10, 99, 0, 1)),
+        None,
+    );
+    let asker = Ipv4Addr::new(172, 30, 0, 2);
     let got = overlay
-        .attach("shoal-a", Path::new("/nowhere"), &[join(4096, "10.10.1.2")])
+        .attach(
+            "shoal-a",
+            Path::new("/nowhere"),
+            asker,
+            &[join(4096, "10.10.1.2")],
+        )
         .await
         .expect("attach");
     assert_eq!(got, ["n4096=10.10.1.2"]);
@@ -144,4 +169,56 @@ fn attachments_parse_strictly_and_names_fit_the_kernel() {
     );
     assert!(bridge_name(16_777_215).len() <= 15);
     assert_eq!(mac_of(Ipv4Addr::new(10, 0, 0, 1)), [2, 0x42, 10, 0, 0, 1]);
+}
+
+#[tokio::test]
+async fn a_containers_vip_table_is_written_when_its_vips_change_and_only_then() {
+    let kernel = Arc::new(FakeKernel::default());
+    let overlay = Overlay::new(kernel.clone(), kernel.clone(), None, None);
+    let asker = Ipv4Addr::new(172, 30, 0, 2);
+    overlay
+        .attach(
+            "shoal-a",
+            Path::new("/ns/a"),
+            asker,
+            &[join(4096, "10.10.1.2")],
+        )
+        .await
+        .expect("attach");
+    assert_eq!(kernel.tables.lock().unwrap().len(), 1, "written at attach");
+    let with_vip = |backends: &[&str]| {
+        let mut s = set(&[(4096, &[])]);
+        s.networks[0].vips.push(pb::Vip {
+            service: "web".into(),
+            address: "10.10.1.9".into(),
+            backends: backends.iter().map(|b| b.to_string()).collect(),
+        });
+        s
+    };
+    overlay
+        .converge(&with_vip(&["10.10.1.3"]))
+        .await
+        .expect("converge");
+    overlay
+        .converge(&with_vip(&["10.10.1.3"]))
+        .await
+        .expect("converge");
+    let tables = kernel.tables.lock().unwrap().clone();
+    assert_eq!(tables.len(), 2, "the same VIPs again write nothing");
+    assert!(
+        tables[1].1.contains("10.10.1.9 : jump svc0"),
+        "{}",
+        tables[1].1
+    );
+    overlay
+        .converge(&with_vip(&["10.10.1.4", "10.10.1.3"]))
+        .await
+        .expect("converge");
+    let tables = kernel.tables.lock().unwrap().clone();
+    assert_eq!(tables.len(), 3);
+    assert!(
+        tables[2].1.contains("0 : 10.10.1.3, 1 : 10.10.1.4"),
+        "sorted: {}",
+        tables[2].1
+    );
 }

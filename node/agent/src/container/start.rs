@@ -75,10 +75,14 @@ pub(super) async fn start(
     let mut starting = status(TaskState::Starting, "starting", Some(id));
     starting.addresses = addresses.to_vec();
     reporter.report(task, &starting);
+    let mut mounts = mounts(config, task)?;
+    if let Some(net) = &config.network {
+        mounts.push(resolv_conf(dir, net.gateway())?);
+    }
     let req = ContainerRequest {
         container: task.spec.container.clone(),
         hostname: task.metadata.name.chars().take(63).collect(),
-        mounts: mounts(config, task)?,
+        mounts,
         terminal: false,
         netns: config
             .network
@@ -118,7 +122,7 @@ pub(super) async fn network(
             .overlay
             .as_ref()
             .ok_or("this node has no overlay networking")?;
-        addresses.extend(overlay.attach(id, &net.netns_path(id), &joins).await?);
+        addresses.extend(overlay.attach(id, &net.netns_path(id), ip, &joins).await?);
     }
     let service = task.metadata.labels.get(shoal_api::labels::SERVICE);
     let ports = config
@@ -131,6 +135,26 @@ pub(super) async fn network(
         )
         .await?;
     Ok((addresses, Some(ports)))
+}
+
+/// The container's /etc/resolv.conf: the node's resolver on the bridge's gateway
+/// (`dns.rs`), which answers cluster names and forwards the rest. `ndots:0`: a name
+/// is asked as it is first; the search domain is the cluster's own, so a resolver
+/// that searches first still asks for a cluster name (never the hostname's tail).
+fn resolv_conf(dir: &Path, gateway: std::net::Ipv4Addr) -> Result<ContainerMount, String> {
+    let path = dir.join("resolv.conf");
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let text = format!(
+        "search {}\nnameserver {gateway}\noptions ndots:0\n",
+        crate::dns::DOMAIN
+    );
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(ContainerMount {
+        source: Some(path),
+        target: "/etc/resolv.conf".into(),
+        read_only: true,
+        size: None,
+    })
 }
 
 /// The task's overlay attachments, as the network controller gave them.
