@@ -5,7 +5,8 @@
 //! over the replicas on every host; a task that goes leaves DNS and the VIP before its
 //! container stops; every host's forwarding and neighbour entries follow the tasks; an
 //! agent killed and restarted leaves the datapath as it was; deleting a network
-//! removes its devices from every host. As root.
+//! removes its devices from every host; containers reach an outside namespace through
+//! their node's NAT. As root.
 
 mod support;
 
@@ -363,6 +364,98 @@ fn mac_hex(ip: &str) -> String {
     format!("02:42:{}", octets.join(":"))
 }
 
+/// A namespace beyond the hosts, on the cluster's bridge: only a host's uplink
+/// reaches it, so a container gets there only through its node's NAT. An HTTP server
+/// in it logs who connects. Removed on drop.
+struct Outside {
+    server: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+const OUTSIDE: &str = "ovl-out";
+
+impl Outside {
+    fn start() -> Outside {
+        let ip = |args: &[&str]| ok(Command::new("ip").args(args).output().expect("ip"));
+        ip(&["netns", "add", OUTSIDE]);
+        ip(&[
+            "link", "add", "ovl-outu", "type", "veth", "peer", "name", "eth0", "netns", OUTSIDE,
+        ]);
+        ip(&[
+            "link",
+            "set",
+            "ovl-outu",
+            "master",
+            &format!("{PREFIX}-br"),
+            "up",
+        ]);
+        ip(&[
+            "-n",
+            OUTSIDE,
+            "addr",
+            "add",
+            &format!("{NET}.200/24"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", OUTSIDE, "link", "set", "eth0", "up"]);
+        let log = std::env::temp_dir().join(format!("shoal-outside-{}.log", std::process::id()));
+        let server = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                OUTSIDE,
+                "python3",
+                "-m",
+                "http.server",
+                "8000",
+            ])
+            .args(["--bind", &format!("{NET}.200")])
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server");
+        Outside { server, log }
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = Command::new("ip").args(["netns", "del", OUTSIDE]).status();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn containers_reach_the_outside_through_their_nodes_nat(c: &mut Cluster) {
+    let outside = Outside::start();
+    let tasks = placed(c, "web", "front");
+    let (task, node, _) = &tasks[0];
+    let url_host = format!("{NET}.200:8000");
+    let mut got = Err(String::new());
+    for _ in 0..50 {
+        got = fetch_path(c, task, &url_host, "");
+        if got.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    got.unwrap_or_else(|e| panic!("{task} -> the outside: {e}"));
+    // The outside saw the node's own address, not the container's.
+    let host: usize = node
+        .trim_start_matches(PREFIX)
+        .parse()
+        .expect("host number");
+    let seen = std::fs::read_to_string(&outside.log).unwrap_or_default();
+    let from = format!("{NET}.{} ", host + 1);
+    assert!(
+        seen.lines()
+            .any(|l| l.starts_with(&from) && l.contains("GET / ")),
+        "the outside's log, wanting {from}: {seen}"
+    );
+}
+
 fn deleting_the_network_removes_its_devices_from_every_host(c: &mut Cluster) {
     ok(c.shoal(&["delete", "service", "web"]));
     ok(c.shoal(&["delete", "network", "front"]));
@@ -392,6 +485,7 @@ fn overlay_networks_across_hosts() {
             the_service_name_is_its_vip_served_by_replicas_on_every_host,
             an_agent_killed_and_restarted_leaves_the_datapath_as_it_was,
             a_scaled_down_task_leaves_dns_before_its_container_stops_and_then_every_hosts_entries,
+            containers_reach_the_outside_through_their_nodes_nat,
             deleting_the_network_removes_its_devices_from_every_host,
         ],
     );

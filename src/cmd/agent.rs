@@ -10,7 +10,7 @@ use shoal_agent::container::netlink::Netlink;
 use shoal_agent::container::overlay::Overlay;
 use shoal_agent::container::overlay_netlink::OverlayNetlink;
 use shoal_agent::container::vip::Nft;
-use shoal_agent::container::{network, RuncConfig, RuncExecutor};
+use shoal_agent::container::{egress, network, RuncConfig, RuncExecutor};
 use shoal_agent::dns::{self, Dns};
 use shoal_agent::image::PullOptions;
 use shoal_agent::node_api::NodeApi;
@@ -60,6 +60,10 @@ pub struct Args {
     /// comma-separated (default: the nameservers of /etc/resolv.conf).
     #[arg(long, value_delimiter = ',', value_parser = parse_upstream)]
     dns_upstream: Vec<std::net::SocketAddr>,
+    /// Do not masquerade containers' traffic out of the node (no way out but their
+    /// networks).
+    #[arg(long)]
+    no_egress: bool,
     /// The per-container monitor program (default: `shoal-monitor` beside this binary).
     #[arg(long)]
     monitor: Option<PathBuf>,
@@ -135,6 +139,12 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     net.ensure_bridge()
         .await
         .map_err(|e| anyhow::anyhow!("--bridge {} --subnet {}: {e}", a.bridge, a.subnet))?;
+    if a.no_egress {
+        tracing::info!("no egress NAT: containers reach only this node and their networks");
+    } else {
+        egress::ensure(&a.bridge, a.subnet)
+            .map_err(|e| anyhow::anyhow!("egress NAT for {}: {e}", a.subnet))?;
+    }
     let advertise = a.advertise_addr.or(match a.listen.ip() {
         std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
         _ => None,

@@ -9,6 +9,7 @@
 
 pub mod bundle;
 mod config;
+pub mod egress;
 pub mod executor;
 mod health;
 pub mod logs;

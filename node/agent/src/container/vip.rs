@@ -98,30 +98,9 @@ impl VipOps for Nft {
     async fn apply(&self, netns: &Path, script: String) -> Result<(), String> {
         let ns = std::fs::File::open(netns).map_err(|e| format!("{}: {e}", netns.display()))?;
         let run = move || -> Result<(), String> {
-            use std::io::Write;
             nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| format!("entering the namespace: {e}"))?;
-            let mut child = std::process::Command::new("nft")
-                .args(["-f", "-"])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .map_err(|e| format!("nft: {e} (install nftables)"))?;
-            if let Some(mut stdin) = child.stdin.take() {
-                stdin
-                    .write_all(script.as_bytes())
-                    .map_err(|e| format!("nft: {e}"))?;
-            }
-            let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "nft: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
+            nft(&script)
         };
         // A thread of its own: it leaves the agent's namespace for good.
         let thread = std::thread::spawn(run);
@@ -129,6 +108,32 @@ impl VipOps for Nft {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|_| "the nft thread panicked".to_string())?
+    }
+}
+
+/// Runs `script` as one `nft -f -` transaction in the calling thread's namespace.
+pub fn nft(script: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nft: {e} (install nftables)"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(|e| format!("nft: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
