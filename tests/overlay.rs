@@ -456,6 +456,52 @@ fn containers_reach_the_outside_through_their_nodes_nat(c: &mut Cluster) {
     );
 }
 
+fn a_run_container_joins_by_flag_and_its_link_resolves_inside_it_only(c: &mut Cluster) {
+    let tasks = placed(c, "web", "front");
+    let (target, _, ip) = &tasks[0];
+    let link = format!("{target}:primary");
+    ok(c.shoal(&[
+        "run",
+        "-d",
+        "--name",
+        "linker",
+        "--network",
+        "front",
+        "--network-alias",
+        "lk",
+        "--link",
+        &link,
+        "local/busybox:1",
+        "sleep",
+        "600",
+    ]));
+    wait("linker runs", 30, || {
+        let t = c.shoal(&["get", "task", "linker", "-o", "json"]);
+        t.status.success() && state(&json(t)) == "running"
+    });
+    assert_eq!(
+        resolve(c, "linker", "primary"),
+        BTreeSet::from([ip.clone()]),
+        "its link"
+    );
+    assert!(
+        resolve(c, &tasks[1].0, "primary").is_empty(),
+        "nobody else's"
+    );
+    let linker = json(c.shoal(&["get", "task", "linker", "-o", "json"]));
+    let own = linker["status"]["addresses"]
+        .as_array()
+        .and_then(|a| a.iter().find_map(|a| a.as_str()?.strip_prefix("front=")))
+        .unwrap_or_else(|| panic!("linker has a front address: {linker}"))
+        .to_string();
+    assert_eq!(
+        resolve(c, &tasks[1].0, "lk"),
+        BTreeSet::from([own]),
+        "its alias, for all"
+    );
+    ok(c.shoal(&["rm", "-f", "linker"]));
+}
+
 fn deleting_the_network_removes_its_devices_from_every_host(c: &mut Cluster) {
     ok(c.shoal(&["delete", "service", "web"]));
     ok(c.shoal(&["delete", "network", "front"]));
@@ -486,6 +532,7 @@ fn overlay_networks_across_hosts() {
             an_agent_killed_and_restarted_leaves_the_datapath_as_it_was,
             a_scaled_down_task_leaves_dns_before_its_container_stops_and_then_every_hosts_entries,
             containers_reach_the_outside_through_their_nodes_nat,
+            a_run_container_joins_by_flag_and_its_link_resolves_inside_it_only,
             deleting_the_network_removes_its_devices_from_every_host,
         ],
     );

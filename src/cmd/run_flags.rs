@@ -1,5 +1,6 @@
 //! `docker run`'s container flags, turned into a Task's spec fields: -e, -w, -u,
-//! --entrypoint, -v, --tmpfs, -p, --restart, --log-opt. Each bad value is one error naming
+//! --entrypoint, -v, --tmpfs, -p, --restart, --log-opt, --network, --network-alias,
+//! --link. Each bad value is one error naming
 //! its flag.
 
 use anyhow::{anyhow, bail, Result};
@@ -34,6 +35,16 @@ pub struct ContainerFlags {
     /// HOST_PORT:CONTAINER_PORT[/tcp|/udp]: publish a container port on the node.
     #[arg(short, long = "publish")]
     pub publish: Vec<String>,
+    /// A Network to join (it must exist); repeatable.
+    #[arg(long)]
+    pub network: Vec<String>,
+    /// A DNS name for the container on its first --network; repeatable.
+    #[arg(long)]
+    pub network_alias: Vec<String>,
+    /// NAME[:ALIAS]: inside this container, ALIAS resolves to the task NAME (on a
+    /// network both join); repeatable.
+    #[arg(long)]
+    pub link: Vec<String>,
 }
 
 impl ContainerFlags {
@@ -47,6 +58,32 @@ impl ContainerFlags {
             .collect::<Result<_>>()?;
         if !ports.is_empty() {
             spec.insert("ports".into(), ports.into());
+        }
+        if !self.network_alias.is_empty() && self.network.is_empty() {
+            bail!("--network-alias: needs a --network to be an alias on");
+        }
+        let networks: Vec<Value> = self
+            .network
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match i {
+                0 if !self.network_alias.is_empty() => {
+                    json!({"name": n, "aliases": self.network_alias})
+                }
+                _ => json!(n),
+            })
+            .collect();
+        if !networks.is_empty() {
+            spec.insert("networks".into(), networks.into());
+        }
+        for l in &self.link {
+            shoal_api::parse_link(l).map_err(|why| anyhow!("--link {why}"))?;
+            if self.network.is_empty() {
+                bail!("--link {l}: a link resolves on a network; give --network too");
+            }
+        }
+        if !self.link.is_empty() {
+            spec.insert("links".into(), json!(self.link));
         }
         let mut env = Map::new();
         for kv in &self.env {

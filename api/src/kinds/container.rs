@@ -53,6 +53,18 @@ pub struct ContainerSpec {
     /// The Networks the container joins, by name, each with optional DNS aliases.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<NetworkRef>,
+    /// docker's `--link NAME[:ALIAS]`: inside this container, ALIAS (and NAME) resolve
+    /// to the task NAME on a network both join.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
+}
+
+/// A link's task name and the alias it is known by here (the name itself when none).
+pub fn parse_link(link: &str) -> Result<(&str, &str), String> {
+    let (name, alias) = link.split_once(':').unwrap_or((link, link));
+    crate::meta::check_name(name, true).map_err(|why| format!("{link:?}: {why}"))?;
+    crate::meta::check_name(alias, true).map_err(|why| format!("{link:?}: alias: {why}"))?;
+    Ok((name, alias))
 }
 
 /// More environment variables than any program reads; past it an object is only a
@@ -82,6 +94,16 @@ impl ContainerSpec {
         }
         check_ports(p, &format!("{spec}.ports"), &self.ports);
         check_networks(p, &format!("{spec}.networks"), &self.networks);
+        for (i, link) in self.links.iter().enumerate() {
+            if let Err(why) = parse_link(link) {
+                p.push(format!("{spec}.links[{i}]"), why);
+            } else if self.networks.is_empty() {
+                p.push(
+                    format!("{spec}.links[{i}]"),
+                    "a link resolves on a network both containers join; this one joins none",
+                );
+            }
+        }
         check_resources(p, &format!("{spec}.resources"), &self.resources);
         check_healthcheck(p, &format!("{spec}.healthcheck"), &self.healthcheck);
         if self
@@ -238,6 +260,31 @@ mod tests {
         let good = "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: s}\nspec:\n  image: a\n  \
                     mounts: [{source: cache, target: /cache}, {type: tmpfs, target: /run, size: 8m}]\n";
         decode_manifests("s.yaml", good).expect("valid");
+    }
+
+    #[test]
+    fn links_name_a_task_and_need_a_network() {
+        let task = |extra: &str| {
+            format!("apiVersion: shoal.dev/v1\nkind: Task\nmetadata: {{name: t}}\nspec:\n  image: a\n{extra}")
+        };
+        let errs = decode_manifests("t.yaml", &task("  links: ['db:Bad_Alias', web]\n"))
+            .expect_err("invalid");
+        let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(
+            all.iter()
+                .any(|e| e.contains("spec.links[0]: \"db:Bad_Alias\": alias")),
+            "{all:?}"
+        );
+        assert!(
+            all.iter()
+                .any(|e| e.contains("spec.links[1]: a link resolves on a network")),
+            "{all:?}"
+        );
+        decode_manifests(
+            "t.yaml",
+            &task("  networks: [front]\n  links: ['web.1:primary']\n"),
+        )
+        .expect("valid");
     }
 
     /// The container fields are flattened into both specs; a bad value among them is

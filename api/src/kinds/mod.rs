@@ -12,7 +12,7 @@ mod service;
 mod task;
 mod workload;
 
-pub use container::{ContainerSpec, LogOptions, Mount, MountType};
+pub use container::{parse_link, ContainerSpec, LogOptions, Mount, MountType};
 pub use event::{Event, EventType, ObjectReference};
 pub use gitsync::{
     GitSync, GitSyncSpec, GitSyncStatus, InventoryEntry, SyncRecord, GITSYNC_LABEL,

@@ -34,8 +34,15 @@ const UDP_MAX: usize = 4096;
 struct Records {
     /// network → lowercase name (no final dot) → addresses
     names: HashMap<String, BTreeMap<String, Vec<Ipv4Addr>>>,
-    /// a container's node-bridge address → the networks it joins
-    askers: HashMap<Ipv4Addr, Vec<String>>,
+    /// a container's node-bridge address → what it may ask for
+    askers: HashMap<Ipv4Addr, Asker>,
+}
+
+/// A container the resolver answers: its networks, and its links (alias → task).
+#[derive(Default, Clone, Debug)]
+pub struct Asker {
+    pub networks: Vec<String>,
+    pub links: HashMap<String, String>,
 }
 
 pub struct Dns {
@@ -97,9 +104,9 @@ impl Dns {
         self.write().names = names;
     }
 
-    /// The container at `asker` on the node bridge joins `networks`.
-    pub fn register(&self, asker: Ipv4Addr, networks: Vec<String>) {
-        self.write().askers.insert(asker, networks);
+    /// The container at `asker` on the node bridge joins these networks, with links.
+    pub fn register(&self, asker: Ipv4Addr, who: Asker) {
+        self.write().askers.insert(asker, who);
     }
 
     pub fn unregister(&self, asker: Ipv4Addr) {
@@ -115,13 +122,15 @@ impl Dns {
             _ => (name, false),
         };
         let records = self.read();
-        let Some(networks) = records.askers.get(&asker) else {
+        let Some(who) = records.askers.get(&asker) else {
             return if in_domain {
                 Answer::NoSuchName
             } else {
                 Answer::Upstream
             };
         };
+        let networks = &who.networks;
+        let name = who.links.get(&name).cloned().unwrap_or(name);
         let mut found: Option<Vec<Ipv4Addr>> = None;
         for net in networks {
             if let Some(ips) = records.names.get(net).and_then(|n| n.get(&name)) {

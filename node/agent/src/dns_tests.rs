@@ -5,6 +5,13 @@ use proptest::prelude::*;
 
 const ASKER: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 2);
 
+fn on(networks: &[&str]) -> Asker {
+    Asker {
+        networks: networks.iter().map(|n| n.to_string()).collect(),
+        links: HashMap::new(),
+    }
+}
+
 fn names(network: &str, names: &[(&str, &[&str])]) -> pb::NetworkPeers {
     pb::NetworkPeers {
         network: network.into(),
@@ -63,7 +70,7 @@ fn resolver(upstreams: Vec<SocketAddr>) -> Arc<Dns> {
 #[tokio::test]
 async fn names_answer_only_on_the_networks_the_asker_joins() {
     let dns = resolver(Vec::new());
-    dns.register(ASKER, vec!["front".into()]);
+    dns.register(ASKER, on(&["front"]));
     let reply = dns.reply(ASKER, &query("WEB.", RecordType::A), false).await;
     assert_eq!(
         addresses(&reply.expect("answered")),
@@ -124,7 +131,7 @@ async fn other_names_go_to_the_upstream_resolver() {
         upstream.send_to(&r.to_vec().unwrap(), from).await.unwrap();
     });
     let dns = resolver(vec![at]);
-    dns.register(ASKER, vec!["front".into()]);
+    dns.register(ASKER, on(&["front"]));
     let reply = dns
         .reply(ASKER, &query("example.test.", RecordType::A), false)
         .await;
@@ -149,9 +156,37 @@ proptest! {
     fn any_bytes_get_an_answer_or_none(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let dns = resolver(Vec::new());
-        dns.register(ASKER, vec!["front".into()]);
+        dns.register(ASKER, on(&["front"]));
         if let Some(reply) = rt.block_on(dns.reply(ASKER, &bytes, false)) {
             prop_assert!(Message::from_vec(&reply).is_ok());
         }
     }
+}
+
+#[tokio::test]
+async fn a_link_alias_resolves_to_its_task_for_the_linking_container_only() {
+    let dns = resolver(Vec::new());
+    let mut who = on(&["front"]);
+    who.links.insert("primary".into(), "web.1".into());
+    dns.register(ASKER, who);
+    let other = Ipv4Addr::new(172, 30, 0, 3);
+    dns.register(other, on(&["front"]));
+    let reply = dns
+        .reply(ASKER, &query("primary", RecordType::A), false)
+        .await;
+    assert_eq!(
+        addresses(&reply.expect("answered")),
+        (ResponseCode::NoError, vec![Ipv4Addr::new(10, 10, 1, 3)])
+    );
+    let reply = dns
+        .reply(
+            other,
+            &query("primary.shoal.internal", RecordType::A),
+            false,
+        )
+        .await;
+    assert_eq!(
+        addresses(&reply.expect("answered")),
+        (ResponseCode::NXDomain, vec![])
+    );
 }

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use shoal_wire::pb;
 
 use super::vip::{render, VipOps, Vips};
-use crate::dns::Dns;
+use crate::dns::{Asker, Dns};
 use tokio::sync::{watch, Mutex};
 
 /// VXLAN's own header and the outer Ethernet, IP and UDP headers.
@@ -297,6 +297,7 @@ impl Overlay {
         netns: &Path,
         asker: Ipv4Addr,
         joins: &[Join],
+        links: &[(String, String)],
     ) -> Result<Vec<String>, String> {
         let mut state = self.state.lock().await;
         let user = User {
@@ -308,7 +309,16 @@ impl Overlay {
         };
         state.users.insert(id.to_string(), user);
         if let Some(dns) = &self.dns {
-            dns.register(asker, joins.iter().map(|j| j.network.clone()).collect());
+            dns.register(
+                asker,
+                Asker {
+                    networks: joins.iter().map(|j| j.network.clone()).collect(),
+                    links: links
+                        .iter()
+                        .map(|(alias, name)| (alias.to_ascii_lowercase(), name.clone()))
+                        .collect(),
+                },
+            );
         }
         let mut addresses = Vec::with_capacity(joins.len());
         for (i, join) in joins.iter().enumerate() {

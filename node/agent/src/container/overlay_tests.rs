@@ -111,6 +111,7 @@ async fn the_node_follows_the_peer_set_and_keeps_what_its_containers_use() {
             Path::new("/nowhere"),
             asker,
             &[join(4096, "10.10.1.2")],
+            &[],
         )
         .await
         .expect("attach");
@@ -182,6 +183,7 @@ async fn a_containers_vip_table_is_written_when_its_vips_change_and_only_then() 
             Path::new("/ns/a"),
             asker,
             &[join(4096, "10.10.1.2")],
+            &[],
         )
         .await
         .expect("attach");

@@ -122,7 +122,16 @@ pub(super) async fn network(
             .overlay
             .as_ref()
             .ok_or("this node has no overlay networking")?;
-        addresses.extend(overlay.attach(id, &net.netns_path(id), ip, &joins).await?);
+        let links: Vec<(String, String)> = task
+            .spec
+            .container
+            .links
+            .iter()
+            .filter_map(|l| shoal_api::parse_link(l).ok())
+            .map(|(name, alias)| (alias.to_string(), name.to_string()))
+            .collect();
+        let netns = net.netns_path(id);
+        addresses.extend(overlay.attach(id, &netns, ip, &joins, &links).await?);
     }
     let service = task.metadata.labels.get(shoal_api::labels::SERVICE);
     let ports = config
