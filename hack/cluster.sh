@@ -17,7 +17,8 @@
 # agent with SIGKILL and starts it again as `up` did (its containers keep running).
 #
 # Binaries: SHOAL_BIN (default: a release build, made if missing). State and logs:
-# SHOAL_CLUSTER_DIR (default /tmp/shoal-cluster-P).
+# SHOAL_CLUSTER_DIR (default /tmp/shoal-cluster-P). More `shoal server` arguments:
+# SHOAL_SERVER_ARGS (e.g. "--heartbeat-period 1s").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
@@ -83,6 +84,11 @@ down() {
             umount -l "$m" 2>/dev/null || true
         done
     fi
+    # A host's uplink goes with its namespace, unless something still holds the
+    # namespace open: remove it by name too.
+    for link in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E "^$prefix[0-9]+u$" || true); do
+        ip link del "$link" 2>/dev/null || true
+    done
     ip link del "$bridge" 2>/dev/null || true
     rm -rf "$dir"
 }
@@ -131,8 +137,9 @@ ip link add "$bridge" type bridge
 ip addr add "$net.254/24" dev "$bridge"
 ip link set "$bridge" mtu "$mtu" up
 
+# shellcheck disable=SC2086 # SHOAL_SERVER_ARGS is a list of arguments
 "$shoal" server --data-dir "$dir/server" --listen "$net.254:7443" --insecure \
-    >"$dir/server.log" 2>&1 &
+    ${SHOAL_SERVER_ARGS:-} >"$dir/server.log" 2>&1 &
 echo $! >"$dir/server.pid"
 
 image=$dir/image

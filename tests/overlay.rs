@@ -31,6 +31,8 @@ fn script(args: &[&str]) -> Output {
         .args(["--prefix", PREFIX])
         .env("SHOAL_BIN", env!("CARGO_BIN_EXE_shoal"))
         .env("SHOAL_CLUSTER_NET", NET)
+        // A lost host is down after 3 s, not 15.
+        .env("SHOAL_SERVER_ARGS", "--heartbeat-period 1s")
         .output()
         .expect("run hack/cluster.sh")
 }
@@ -456,6 +458,14 @@ fn containers_reach_the_outside_through_their_nodes_nat(c: &mut Cluster) {
     );
 }
 
+/// Waits for the task `name` (one `shoal run -d` made) to run.
+fn wait_running(c: &Cluster, name: &str) {
+    wait(&format!("{name} runs"), 30, || {
+        let t = c.shoal(&["get", "task", name, "-o", "json"]);
+        t.status.success() && state(&json(t)) == "running"
+    });
+}
+
 fn a_run_container_joins_by_flag_and_its_link_resolves_inside_it_only(c: &mut Cluster) {
     let tasks = placed(c, "web", "front");
     let (target, _, ip) = &tasks[0];
@@ -475,10 +485,7 @@ fn a_run_container_joins_by_flag_and_its_link_resolves_inside_it_only(c: &mut Cl
         "sleep",
         "600",
     ]));
-    wait("linker runs", 30, || {
-        let t = c.shoal(&["get", "task", "linker", "-o", "json"]);
-        t.status.success() && state(&json(t)) == "running"
-    });
+    wait_running(c, "linker");
     assert_eq!(
         resolve(c, "linker", "primary"),
         BTreeSet::from([ip.clone()]),
@@ -500,6 +507,121 @@ fn a_run_container_joins_by_flag_and_its_link_resolves_inside_it_only(c: &mut Cl
         "its alias, for all"
     );
     ok(c.shoal(&["rm", "-f", "linker"]));
+}
+
+/// `web` again, with a health check and a shell that stops at once on SIGTERM.
+const WEB_HEALTHY: &str = "apiVersion: shoal.dev/v1
+kind: Service
+metadata: {name: web}
+spec:
+  image: local/busybox:1
+  command: [sh, -c, 'trap \"exit 0\" TERM; hostname > /www/who; httpd -f -p 80 -h /www & wait']
+  replicas: 2
+  networks: [front]
+  healthcheck: {cmd: [wget, -q, -O, /dev/null, 'http://127.0.0.1/index.html'], interval: 1s}
+";
+
+fn a_rolling_update_drops_no_connection_through_the_vip(c: &mut Cluster) {
+    ok(c.shoal(&[
+        "run",
+        "-d",
+        "--name",
+        "client",
+        "--network",
+        "front",
+        "local/busybox:1",
+        "sleep",
+        "600",
+    ]));
+    wait_running(c, "client");
+    // Requests one after another through the VIP for as long as the update takes.
+    let mut requests = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["exec", "client", "--", "sh", "-c"])
+        .arg("while true; do if wget -q -O /dev/null http://web/index.html; then echo ok; else echo FAILED; fi; done")
+        .env("SHOAL_SERVER", &c.url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("shoal exec");
+    let lines = lines_of(&mut requests);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    c.apply(WEB_HEALTHY);
+    ok(Command::new("timeout")
+        .args([
+            "90",
+            env!("CARGO_BIN_EXE_shoal"),
+            "rollout",
+            "status",
+            "service/web",
+        ])
+        .env("SHOAL_SERVER", &c.url)
+        .output()
+        .expect("shoal rollout status"));
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let _ = requests.kill();
+    let _ = requests.wait();
+    let seen: Vec<String> = lines.try_iter().collect();
+    let failed = seen.iter().filter(|l| l.contains("FAILED")).count();
+    let served = seen.iter().filter(|l| l.trim() == "ok").count();
+    assert!(served > 20, "requests went through: {served}");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during the update",
+        seen.len()
+    );
+    ok(c.shoal(&["rm", "-f", "client"]));
+}
+
+fn a_lost_host_loses_its_tasks_and_the_other_hosts_entries_follow(c: &mut Cluster) {
+    // The host of a running task, which the others forward to.
+    let before = placed(c, "web", "front");
+    let lost_name = before.first().expect("a running web task").1.clone();
+    let lost: usize = lost_name
+        .trim_start_matches(PREFIX)
+        .parse()
+        .expect("host number");
+    let lost_address = format!("dst {NET}.{}", lost + 1);
+    let others: Vec<usize> = (0..HOSTS).filter(|h| *h != lost).collect();
+    assert!(
+        others.iter().any(|h| c
+            .overlay_entries(*h)
+            .iter()
+            .any(|e| e.contains(&lost_address))),
+        "before: another host forwards to {lost_name}"
+    );
+    // The host's uplink goes down: its agent can reach nobody, nobody reaches it.
+    let link = |state: &str| {
+        ok(Command::new("ip")
+            .args(["link", "set", &format!("{lost_name}u"), state])
+            .output()
+            .expect("ip link"))
+    };
+    link("down");
+    wait(
+        "the service runs all its replicas on the other hosts",
+        60,
+        || {
+            let tasks = placed(c, "web", "front");
+            tasks.len() == 2 && tasks.iter().all(|(_, n, _)| *n != lost_name)
+        },
+    );
+    wait("no host forwards to the lost one", 10, || {
+        others.iter().all(|h| {
+            c.overlay_entries(*h)
+                .iter()
+                .all(|e| !e.contains(&lost_address))
+        })
+    });
+    everyone_reaches_everyone(c, &placed(c, "web", "front"));
+    // It comes back: it stops what it ran (now others'), and is a host like any other.
+    link("up");
+    c.restart_agent(lost);
+    wait("the host is ready again", 30, || {
+        let nodes = json(c.shoal(&["get", "nodes", "-o", "json"]));
+        nodes["items"]
+            .as_array()
+            .is_some_and(|n| n.iter().all(|n| n["status"]["state"] == "ready"))
+    });
 }
 
 fn deleting_the_network_removes_its_devices_from_every_host(c: &mut Cluster) {
@@ -533,6 +655,8 @@ fn overlay_networks_across_hosts() {
             a_scaled_down_task_leaves_dns_before_its_container_stops_and_then_every_hosts_entries,
             containers_reach_the_outside_through_their_nodes_nat,
             a_run_container_joins_by_flag_and_its_link_resolves_inside_it_only,
+            a_rolling_update_drops_no_connection_through_the_vip,
+            a_lost_host_loses_its_tasks_and_the_other_hosts_entries_follow,
             deleting_the_network_removes_its_devices_from_every_host,
         ],
     );

@@ -24,7 +24,7 @@ struct Endpoint {
     node: String,
     name: String,
     service: Option<String>,
-    /// Meant to run, running and not unhealthy: in DNS. A task that stops serving
+    /// Meant to run, running and, with a health check, healthy: in DNS. A task that stops serving
     /// leaves DNS at once but stays a peer until its container has stopped.
     serving: bool,
     attachments: Vec<Joined>,
@@ -103,9 +103,11 @@ fn endpoint(stored: &[u8]) -> Option<Endpoint> {
     ) {
         return None;
     }
+    // With a health check, a task serves once it is healthy (Kubernetes' readiness):
+    // a task still starting gets no connection it might refuse.
     let serving = matches!(t.spec.desired_state.as_str(), "" | "running")
         && t.status.state == "running"
-        && t.status.health.as_deref() != Some("unhealthy");
+        && matches!(t.status.health.as_deref(), None | Some("healthy"));
     let networks = &t.spec.networks;
     let attachments: Vec<Joined> = t
         .status
