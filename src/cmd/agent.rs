@@ -154,7 +154,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     } else {
         a.dns_upstream
     };
-    let resolver = Dns::new(upstreams);
+    let resolver = Dns::new(upstreams, (a.subnet.base, a.subnet.prefix));
     let dns_at = std::net::SocketAddr::new(net.gateway().into(), 53);
     let serving_dns = resolver
         .clone()

@@ -48,6 +48,9 @@ pub struct Asker {
 pub struct Dns {
     records: RwLock<Records>,
     upstreams: Vec<SocketAddr>,
+    /// Who may ask (network address, mask): the node bridge's containers, so the
+    /// resolver is never an open one for whoever can route to the gateway.
+    clients: (u32, u32),
 }
 
 /// What a query gets: local records, a local "no such name", or the upstream's word.
@@ -69,11 +72,19 @@ pub fn upstreams_of(resolv_conf: &str) -> Vec<SocketAddr> {
 }
 
 impl Dns {
-    pub fn new(upstreams: Vec<SocketAddr>) -> Arc<Self> {
+    /// A resolver for the containers in `clients` (`base/prefix`, the node bridge's
+    /// subnet); anyone else gets no answer.
+    pub fn new(upstreams: Vec<SocketAddr>, clients: (Ipv4Addr, u8)) -> Arc<Self> {
+        let mask = u32::MAX.checked_shl(32 - u32::from(clients.1)).unwrap_or(0);
         Arc::new(Dns {
             records: RwLock::default(),
             upstreams,
+            clients: (u32::from(clients.0) & mask, mask),
         })
+    }
+
+    fn may_ask(&self, asker: Ipv4Addr) -> bool {
+        u32::from(asker) & self.clients.1 == self.clients.0
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Records> {
@@ -163,6 +174,9 @@ impl Dns {
 
     /// The reply to `query` from `asker`: answered here, or by an upstream resolver.
     pub async fn reply(&self, asker: Ipv4Addr, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+        if !self.may_ask(asker) {
+            return None;
+        }
         let msg = match Message::from_vec(query) {
             Ok(m) => m,
             // Not even a header: nothing to answer.

@@ -51,7 +51,7 @@ fn addresses(reply: &[u8]) -> (ResponseCode, Vec<Ipv4Addr>) {
 }
 
 fn resolver(upstreams: Vec<SocketAddr>) -> Arc<Dns> {
-    let dns = Dns::new(upstreams);
+    let dns = Dns::new(upstreams, (Ipv4Addr::new(172, 30, 0, 0), 16));
     dns.set_names(&pb::PeerSet {
         networks: vec![
             names(
@@ -189,4 +189,15 @@ async fn a_link_alias_resolves_to_its_task_for_the_linking_container_only() {
         addresses(&reply.expect("answered")),
         (ResponseCode::NXDomain, vec![])
     );
+}
+
+#[tokio::test]
+async fn nobody_beyond_the_node_bridge_gets_an_answer() {
+    let dns = resolver(Vec::new());
+    let stranger = Ipv4Addr::new(192, 0, 2, 1);
+    dns.register(stranger, on(&["front"]));
+    assert!(dns
+        .reply(stranger, &query("web", RecordType::A), false)
+        .await
+        .is_none());
 }

@@ -7,8 +7,8 @@
 //! both from the API server's peer set. No multicast, no learning, no gossip.
 //!
 //! The node's namespace rather than one per network: subnets never overlap (the
-//! network controller refuses that), so nothing clashes, and the VIPs and the ingress
-//! mesh to come route from here without a hop through another namespace.
+//! network controller refuses that), so nothing clashes, and the ingress mesh to come
+//! routes from here without a hop through another namespace.
 //!
 //! The kernel side is behind [`OverlayOps`]; [`Overlay`] keeps the node converged to
 //! the peer set: networks it lists are built, peers synced, others removed once no
@@ -22,9 +22,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use shoal_wire::pb;
 
+use tokio::sync::{watch, Mutex};
+
 use super::vip::{render, VipOps, Vips};
 use crate::dns::{Asker, Dns};
-use tokio::sync::{watch, Mutex};
 
 /// VXLAN's own header and the outer Ethernet, IP and UDP headers.
 pub const VXLAN_OVERHEAD: u32 = 50;
