@@ -124,11 +124,15 @@ fn remove_containers(node_data: &Path, bridge: &str) {
         .args(["link", "del", bridge])
         .stderr(Stdio::null())
         .status();
-    let table = shoal_agent::container::egress::table(bridge);
-    let _ = Command::new("nft")
-        .args(["delete", "table", "ip", &table])
-        .stderr(Stdio::null())
-        .status();
+    for table in [
+        shoal_agent::container::egress::table(bridge),
+        shoal_agent::container::ports::kernel_table(bridge),
+    ] {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &table])
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// The container ids of the live running web tasks, sorted.

@@ -108,19 +108,9 @@ impl Drop for Cluster {
 /// (task name, node, address on `net`) of the service's running tasks that are meant
 /// to keep running.
 fn placed(c: &Cluster, service: &str, net: &str) -> Vec<(String, String, String)> {
-    let list = json(c.shoal(&[
-        "get",
-        "tasks",
-        "-l",
-        &format!("shoal.dev/service={service}"),
-        "-o",
-        "json",
-    ]));
     let prefix = format!("{net}=");
-    list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    tasks_of(c, service)
+        .iter()
         .filter(|t| is_live(t) && state(t) == "running" && t["spec"]["desiredState"] == "running")
         .filter_map(|t| {
             let address = t["status"]["addresses"]
@@ -624,6 +614,85 @@ fn a_lost_host_loses_its_tasks_and_the_other_hosts_entries_follow(c: &mut Cluste
     });
 }
 
+fn a_published_port_shows_the_task_its_clients_own_address(c: &mut Cluster) {
+    c.apply(
+        "apiVersion: shoal.dev/v1
+kind: Service
+metadata: {name: pub}
+spec:
+  image: local/busybox:1
+  command: [httpd, -f, -v, -p, '80', -h, /www]
+  ports: [{target: 80, published: 8080, mode: host}]
+",
+    );
+    wait("pub runs", 30, || {
+        tasks_of(c, "pub").iter().any(|t| state(t) == "running")
+    });
+    let task = tasks_of(c, "pub")
+        .into_iter()
+        .find(|t| state(t) == "running")
+        .expect("running");
+    let node = task["spec"]["node"].as_str().expect("node").to_string();
+    let name = task["metadata"]["name"].as_str().expect("name").to_string();
+    let host: usize = node
+        .trim_start_matches(PREFIX)
+        .parse()
+        .expect("host number");
+    let _outside = Outside::start();
+    let url = format!("http://{NET}.{}:8080/index.html", host + 1);
+    let mut page = String::new();
+    for _ in 0..50 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", OUTSIDE, "curl", "-s", "-m", "2", &url])
+            .output()
+            .expect("curl");
+        page = stdout(&out);
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(page.trim(), "hello from shoal", "from the outside: {url}");
+    // httpd -v logs each client's address (`[::ffff:IP]:PORT`): the outside's own, not
+    // the node's.
+    let client = format!(":{NET}.200]:");
+    wait("the task logged the client's own address", 10, || {
+        stdout(&c.shoal(&["logs", &format!("task/{name}")])).contains(&client)
+    });
+    // The node itself still reaches it (through the agent's proxy).
+    let local = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &node,
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            "http://127.0.0.1:8080/index.html",
+        ])
+        .output()
+        .expect("curl");
+    assert_eq!(
+        stdout(&local).trim(),
+        "hello from shoal",
+        "from the node itself"
+    );
+    ok(c.shoal(&["delete", "service", "pub"]));
+}
+
+fn tasks_of(c: &Cluster, service: &str) -> Vec<serde_json::Value> {
+    let list = json(c.shoal(&[
+        "get",
+        "tasks",
+        "-l",
+        &format!("shoal.dev/service={service}"),
+        "-o",
+        "json",
+    ]));
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
 fn deleting_the_network_removes_its_devices_from_every_host(c: &mut Cluster) {
     ok(c.shoal(&["delete", "service", "web"]));
     ok(c.shoal(&["delete", "network", "front"]));
@@ -657,6 +726,7 @@ fn overlay_networks_across_hosts() {
             a_run_container_joins_by_flag_and_its_link_resolves_inside_it_only,
             a_rolling_update_drops_no_connection_through_the_vip,
             a_lost_host_loses_its_tasks_and_the_other_hosts_entries_follow,
+            a_published_port_shows_the_task_its_clients_own_address,
             deleting_the_network_removes_its_devices_from_every_host,
         ],
     );

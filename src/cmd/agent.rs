@@ -179,7 +179,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         log_max_size: 10 << 20,
         log_max_files: 3,
         network: Some(net),
-        ports: Default::default(),
+        ports: shoal_agent::container::ports::PortTable::with_kernel(&a.bridge),
         overlay: Some(overlay),
     }));
     let sys = nix::sys::sysinfo::sysinfo()?;

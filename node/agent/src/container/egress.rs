@@ -4,16 +4,12 @@
 //! the node forwards. Overlay traffic never takes this way: it stays on its bridges.
 
 use super::network::Subnet;
-use super::vip::nft;
+use super::vip::{nft, table_for};
 
 /// The table for `bridge`'s egress (one per bridge: several agents may share a
 /// namespace, each with its own bridge).
 pub fn table(bridge: &str) -> String {
-    let name: String = bridge
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!("shoal_egress_{name}")
+    table_for("shoal_egress_", bridge)
 }
 
 /// The nft script that (re)writes the egress table of `bridge` with `subnet`.

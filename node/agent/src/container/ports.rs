@@ -1,6 +1,7 @@
-//! Published ports: the agent listens on the node's port and forwards each connection to
-//! a container's address, as docker-proxy does; it needs no packet filter and works from
-//! the node itself (127.0.0.1:PORT) as from outside.
+//! Published ports: connections from beyond the node are DNATed to a container in the
+//! kernel (nftables), so the container sees the client's address; the agent also
+//! listens on the node's port and forwards each connection, as docker-proxy does, for
+//! the node itself (127.0.0.1:PORT) and its own containers.
 //!
 //! TCP connections are relayed as streams, UDP datagrams per client flow.
 //!
@@ -21,7 +22,18 @@ use tokio_util::sync::CancellationToken;
 
 /// Every port this node publishes.
 #[derive(Clone, Default)]
-pub struct PortTable(Arc<Mutex<HashMap<Key, Published>>>);
+pub struct PortTable(
+    Arc<Mutex<HashMap<Key, Published>>>,
+    Option<Arc<KernelPorts>>,
+);
+
+/// The kernel's half: connections from beyond the node are DNATed to the containers in
+/// nftables (`nat prerouting`), so the container sees the client's own address; the
+/// proxy serves the node itself (127.0.0.1) and its containers, which the kernel
+/// cannot DNAT back to a bridge they sit on.
+pub struct KernelPorts {
+    bridge: String,
+}
 
 /// A published port: its number and protocol.
 type Key = (u16, Protocol);
@@ -58,7 +70,79 @@ impl Drop for PortLease {
     }
 }
 
+/// The nft table of the published ports reached through `bridge`.
+pub fn kernel_table(bridge: &str) -> String {
+    super::vip::table_for("shoal_ports_", bridge)
+}
+
+/// The script that rewrites the table for `ports`: a packet to one of this node's own
+/// addresses on a published port, not from the bridge, goes to one of its backends at
+/// random.
+fn render_kernel(bridge: &str, ports: &HashMap<Key, Published>) -> String {
+    use std::fmt::Write as _;
+    let t = kernel_table(bridge);
+    let mut s = format!("add table ip {t}\ndelete table ip {t}\ntable ip {t} {{\n");
+    let mut keys: Vec<&Key> = ports.keys().collect();
+    keys.sort_by_key(|(p, proto)| (*p, name(*proto)));
+    let mut chains = String::new();
+    let _ = writeln!(
+        s,
+        "  chain pre {{\n    type nat hook prerouting priority -100; policy accept;\n    iifname \"{bridge}\" return"
+    );
+    for (i, key) in keys.iter().enumerate() {
+        let backends = &ports[*key].backends;
+        if backends.is_empty() {
+            continue;
+        }
+        let targets: Vec<String> = (0..backends.len())
+            .map(|j| format!("{j} : jump p{i}_{j}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "    fib daddr type local {} dport {} numgen random mod {} vmap {{ {} }}",
+            name(key.1),
+            key.0,
+            backends.len(),
+            targets.join(", ")
+        );
+        for (j, (_, to)) in backends.iter().enumerate() {
+            let _ = writeln!(
+                chains,
+                "  chain p{i}_{j} {{\n    meta l4proto {} dnat to {to}\n  }}",
+                name(key.1)
+            );
+        }
+    }
+    let _ = writeln!(s, "  }}\n{chains}}}");
+    s
+}
+
 impl PortTable {
+    /// A table whose ports are also served in the kernel for clients beyond the node
+    /// (`bridge`: the node bridge its containers are on).
+    pub fn with_kernel(bridge: &str) -> Self {
+        PortTable(
+            Arc::default(),
+            Some(Arc::new(KernelPorts {
+                bridge: bridge.to_string(),
+            })),
+        )
+    }
+
+    /// Rewrites the kernel's table to `table` (under its lock, so writes keep order).
+    async fn sync_kernel(&self, table: &HashMap<Key, Published>) {
+        let Some(kernel) = &self.1 else { return };
+        let script = render_kernel(&kernel.bridge, table);
+        let written = tokio::task::spawn_blocking(move || super::vip::nft(&script)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "published ports: could not write the kernel's table")
+            }
+            Err(e) => tracing::warn!(error = %e, "published ports: the nft task failed"),
+        }
+    }
+
     /// Publishes container `id`'s ports (`service`: the service it belongs to, which
     /// may share ingress ports); Err names the port that cannot be had, and publishes
     /// none of them.
@@ -122,6 +206,9 @@ impl PortTable {
             }
             lease.ports.push(key);
         }
+        if !lease.ports.is_empty() {
+            self.sync_kernel(&table).await;
+        }
         Ok(lease)
     }
 
@@ -136,6 +223,9 @@ impl PortTable {
                 published.stop.cancel();
                 table.remove(port);
             }
+        }
+        if !ports.is_empty() {
+            self.sync_kernel(&table).await;
         }
     }
 
@@ -401,5 +491,40 @@ mod tests {
             TcpStream::connect(("127.0.0.1", published)).await.is_err(),
             "closed once nobody serves it"
         );
+    }
+}
+
+#[cfg(test)]
+mod kernel_tests {
+    use super::*;
+
+    #[test]
+    fn each_published_port_goes_to_its_backends_unless_it_comes_from_the_bridge() {
+        let mut ports = HashMap::new();
+        let published = |backends: Vec<(String, SocketAddr)>| Published {
+            owner: "service/web".into(),
+            backends,
+            next: 0,
+            stop: CancellationToken::new(),
+        };
+        ports.insert(
+            (8080, Protocol::Tcp),
+            published(vec![
+                ("a".into(), "172.30.0.2:80".parse().unwrap()),
+                ("b".into(), "172.30.0.3:80".parse().unwrap()),
+            ]),
+        );
+        let s = render_kernel("shoal0", &ports);
+        assert!(s.contains("iifname \"shoal0\" return"), "{s}");
+        assert!(
+            s.contains("fib daddr type local tcp dport 8080 numgen random mod 2 vmap { 0 : jump p0_0, 1 : jump p0_1 }"),
+            "{s}"
+        );
+        assert!(
+            s.contains("chain p0_1 {\n    meta l4proto tcp dnat to 172.30.0.3:80\n  }"),
+            "{s}"
+        );
+        let empty = render_kernel("shoal0", &HashMap::new());
+        assert!(!empty.contains("dport"), "{empty}");
     }
 }

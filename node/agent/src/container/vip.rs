@@ -111,6 +111,16 @@ impl VipOps for Nft {
     }
 }
 
+/// An nft table name: `prefix` and the bridge's name, with what nft would not take
+/// in a name made `_`.
+pub fn table_for(prefix: &str, bridge: &str) -> String {
+    let name: String = bridge
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("{prefix}{name}")
+}
+
 /// Runs `script` as one `nft -f -` transaction in the calling thread's namespace.
 pub fn nft(script: &str) -> Result<(), String> {
     use std::io::Write;
