@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_api::{Task, TaskStatus};
-
-use crate::container::overlay::Overlay;
 use shoal_wire::pb::agent_client::AgentClient;
 use shoal_wire::pb::{self, AssignmentKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+
+use crate::container::overlay::Overlay;
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
