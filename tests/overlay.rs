@@ -682,15 +682,7 @@ spec:
 }
 
 fn tasks_of(c: &Cluster, service: &str) -> Vec<serde_json::Value> {
-    let list = json(c.shoal(&[
-        "get",
-        "tasks",
-        "-l",
-        &format!("shoal.dev/service={service}"),
-        "-o",
-        "json",
-    ]));
-    list["items"].as_array().cloned().unwrap_or_default()
+    tasks_at(&c.url, service)
 }
 
 fn deleting_the_network_removes_its_devices_from_every_host(c: &mut Cluster) {

@@ -360,14 +360,17 @@ pub fn apply(server: &Server, yaml: &str) {
 
 /// A service's tasks, live and history, as JSON.
 pub fn tasks(server: &Server, service: &str) -> Vec<serde_json::Value> {
-    let list = json(server.shoal(&[
-        "get",
-        "tasks",
-        "-l",
-        &format!("shoal.dev/service={service}"),
-        "-o",
-        "json",
-    ]));
+    tasks_at(&server.url, service)
+}
+
+/// The same, from the server at `url`.
+pub fn tasks_at(url: &str, service: &str) -> Vec<serde_json::Value> {
+    let selector = format!("shoal.dev/service={service}");
+    let list = json(shoal_at(
+        url,
+        &["get", "tasks", "-l", &selector, "-o", "json"],
+        None,
+    ));
     list["items"].as_array().cloned().unwrap_or_default()
 }
 

@@ -276,16 +276,9 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::PeersStream>, Status> {
         let node = req.into_inner().node;
         check_node_name(&node)?;
-        let mut rx = self.peers.subscribe(&node);
-        let (tx, out) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(async move {
-            while let Some(set) = rx.recv().await {
-                if tx.send(Ok(set)).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(out)))
+        Ok(Response::new(ReceiverStream::new(
+            self.peers.subscribe(&node),
+        )))
     }
 
     #[tracing::instrument(skip_all, fields(node = %req.get_ref().node, reports = req.get_ref().reports.len()))]

@@ -388,8 +388,12 @@ impl PeerTable {
             .view(node)
     }
 
-    /// `node`'s peer set now and whenever it changes, until the receiver goes.
-    pub fn subscribe(self: &Arc<Self>, node: &str) -> mpsc::Receiver<pb::PeerSet> {
+    /// `node`'s peer set now and whenever it changes (as the agent stream sends it),
+    /// until the receiver goes.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        node: &str,
+    ) -> mpsc::Receiver<Result<pb::PeerSet, tonic::Status>> {
         let (tx, rx) = mpsc::channel(1);
         let mut changed = self.generation.subscribe();
         let table = self.clone();
@@ -400,7 +404,7 @@ impl PeerTable {
                 changed.mark_unchanged();
                 let view = table.view(&node);
                 if last.as_ref() != Some(&view) {
-                    if tx.send(view.clone()).await.is_err() {
+                    if tx.send(Ok(view.clone())).await.is_err() {
                         return;
                     }
                     last = Some(view);

@@ -134,6 +134,46 @@ pub(super) async fn veth_into(
     Ok(peer)
 }
 
+/// What a container's end of a veth becomes in its namespace.
+pub(super) struct Named {
+    pub ifname: String,
+    pub mac: Option<[u8; 6]>,
+    pub mtu: Option<u32>,
+}
+
+/// Inside a namespace: renames the link `peer` as `named` says, brings it up and gives
+/// it `ip/prefix`.
+pub(super) async fn name_and_address(
+    handle: &Handle,
+    peer: &str,
+    named: &Named,
+    ip: Ipv4Addr,
+    prefix: u8,
+) -> Result<(), String> {
+    let eth = need_index(handle, peer).await?;
+    let mut msg = LinkUnspec::new_with_index(eth).name(named.ifname.clone());
+    if let Some(mac) = named.mac {
+        msg = msg.address(mac.to_vec());
+    }
+    if let Some(mtu) = named.mtu {
+        msg = msg.mtu(mtu);
+    }
+    let ifname = &named.ifname;
+    set(handle, msg.build(), &format!("naming {ifname}")).await?;
+    set(
+        handle,
+        LinkUnspec::new_with_index(eth).up().build(),
+        &format!("{ifname} up"),
+    )
+    .await?;
+    handle
+        .address()
+        .add(eth, IpAddr::V4(ip), prefix)
+        .execute()
+        .await
+        .map_err(|e| format!("adding {ip}/{prefix} to {ifname}: {e}"))
+}
+
 #[async_trait]
 impl NetOps for Netlink {
     async fn ensure_bridge(&self, bridge: &str, subnet: Subnet) -> Result<(), String> {
@@ -217,25 +257,12 @@ impl NetOps for Netlink {
                 "lo up",
             )
             .await?;
-            let eth = need_index(&handle, &peer).await?;
-            set(
-                &handle,
-                LinkUnspec::new_with_index(eth).name("eth0").build(),
-                "naming eth0",
-            )
-            .await?;
-            set(
-                &handle,
-                LinkUnspec::new_with_index(eth).up().build(),
-                "eth0 up",
-            )
-            .await?;
-            handle
-                .address()
-                .add(eth, IpAddr::V4(ip), prefix)
-                .execute()
-                .await
-                .map_err(|e| format!("adding {ip}/{prefix}: {e}"))?;
+            let named = Named {
+                ifname: "eth0".into(),
+                mac: None,
+                mtu: None,
+            };
+            name_and_address(&handle, &peer, &named, ip, prefix).await?;
             let route = RouteMessageBuilder::<Ipv4Addr>::new()
                 .gateway(gateway)
                 .build();

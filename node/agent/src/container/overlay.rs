@@ -137,6 +137,9 @@ struct State {
     users: BTreeMap<String, User>,
     /// (link index of the underlay, the MTU of the overlay), once read
     mtu: Option<(Option<u32>, u32)>,
+    /// vni → the peers last written to its VXLAN device: a peer set that leaves a
+    /// network's peers as they were costs no kernel dump.
+    synced: BTreeMap<u32, BTreeSet<PeerEntry>>,
 }
 
 pub struct Overlay {
@@ -265,14 +268,27 @@ impl Overlay {
         Ok(mtu)
     }
 
+    /// Writes `vni`'s wanted peers to the kernel unless they are what was written last.
+    async fn sync(&self, state: &mut State, vni: u32) -> Result<(), String> {
+        let Some(peers) = state.wanted.get(&vni) else {
+            return Ok(());
+        };
+        if state.synced.get(&vni) == Some(peers) {
+            return Ok(());
+        }
+        self.ops.sync_peers(vni, peers).await?;
+        state.synced.insert(vni, peers.clone());
+        Ok(())
+    }
+
     async fn converge(&self, set: &pb::PeerSet) -> Result<(), String> {
         let mut state = self.state.lock().await;
         state.wanted = wanted(set);
         state.vips = vips_of(set);
         let wanted = state.wanted.clone();
-        for (vni, peers) in &wanted {
+        for vni in wanted.keys() {
             self.ensure(&mut state, *vni).await?;
-            self.ops.sync_peers(*vni, peers).await?;
+            self.sync(&mut state, *vni).await?;
         }
         self.program_vips(&mut state).await;
         let used: BTreeSet<u32> = state
@@ -284,6 +300,7 @@ impl Overlay {
         for vni in self.ops.networks().await? {
             if !wanted.contains_key(&vni) && !used.contains(&vni) {
                 self.ops.remove_network(vni).await?;
+                state.synced.remove(&vni);
                 tracing::info!(vni, "overlay network removed: no task here joins it");
             }
         }
@@ -324,9 +341,7 @@ impl Overlay {
         let mut addresses = Vec::with_capacity(joins.len());
         for (i, join) in joins.iter().enumerate() {
             let mtu = self.ensure(&mut state, join.vni).await?;
-            if let Some(peers) = state.wanted.get(&join.vni) {
-                self.ops.sync_peers(join.vni, peers).await?;
-            }
+            self.sync(&mut state, join.vni).await?;
             let host_if = host_if(id, i);
             let ifname = format!("eth{}", i + 1);
             self.ops

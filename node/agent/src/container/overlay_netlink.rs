@@ -15,7 +15,9 @@ use rtnetlink::packet_route::neighbour::{
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVxlan};
 
-use super::netlink::{connection, errno, in_netns, index_of, need_index, set, veth_into};
+use super::netlink::{
+    connection, errno, in_netns, index_of, name_and_address, need_index, set, veth_into, Named,
+};
 use super::overlay::{bridge_name, mac_of, vxlan_name, Join, OverlayOps, PeerEntry};
 
 /// VXLAN's IANA port.
@@ -293,31 +295,13 @@ impl OverlayOps for OverlayNetlink {
         .await?;
         let peer = veth_into(&handle, netns, host_if, bridge, Some(mtu)).await?;
         let (ip, prefix, mac) = (join.ip, join.prefix, mac_of(join.ip));
-        let ifname = ifname.to_string();
+        let named = Named {
+            ifname: ifname.to_string(),
+            mac: Some(mac),
+            mtu: Some(mtu),
+        };
         in_netns(netns, move |handle| async move {
-            let eth = need_index(&handle, &peer).await?;
-            set(
-                &handle,
-                LinkUnspec::new_with_index(eth)
-                    .name(ifname.clone())
-                    .address(mac.to_vec())
-                    .mtu(mtu)
-                    .build(),
-                "naming the overlay interface",
-            )
-            .await?;
-            set(
-                &handle,
-                LinkUnspec::new_with_index(eth).up().build(),
-                "overlay interface up",
-            )
-            .await?;
-            handle
-                .address()
-                .add(eth, IpAddr::V4(ip), prefix)
-                .execute()
-                .await
-                .map_err(|e| format!("adding {ip}/{prefix} to {ifname}: {e}"))
+            name_and_address(&handle, &peer, &named, ip, prefix).await
         })
         .await
     }
