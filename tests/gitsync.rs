@@ -264,8 +264,11 @@ fn a_hand_edit_is_put_back_unless_the_object_opts_out(s: &mut Sync) {
     wait("the hand edit reverted", 30, || {
         replicas(server, "web") == Some(3)
     });
-    let drift = ok(server.shoal(&["events", "--for", "service/web"]));
-    assert!(drift.contains("DriftCorrected"), "{drift}");
+    // The event is recorded right after the write that put the object back, so the
+    // revert can be seen a moment before its event.
+    wait("the drift reported on the service", 10, || {
+        ok(server.shoal(&["events", "--for", "service/web"])).contains("DriftCorrected")
+    });
     hand_apply(
         server,
         "web",

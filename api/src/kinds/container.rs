@@ -72,6 +72,14 @@ pub fn parse_link(link: &str) -> Result<(&str, &str), String> {
 const MAX_ENV: usize = 1000;
 
 impl ContainerSpec {
+    /// Publishes a port through the routing mesh (`mode: ingress`): a service's
+    /// tasks with such a port join the `ingress` network.
+    pub fn publishes_through_mesh(&self) -> bool {
+        self.ports
+            .iter()
+            .any(|p| p.published.is_some() && p.mode == crate::PublishMode::Ingress)
+    }
+
     /// Checks the container's fields, found under `spec` (`spec.image`, ...).
     pub(crate) fn check(&self, p: &mut Problems, spec: &str) {
         require(p, &format!("{spec}.image"), &self.image);

@@ -21,7 +21,7 @@ pub use gitsync::{
 pub use logpipeline::{LogPipeline, LogPipelineSpec, LogPipelineStatus};
 pub use network::{
     parse_cidr, Network, NetworkAttachment, NetworkDriver, NetworkRef, NetworkSpec, NetworkStatus,
-    ServiceVip,
+    NodeAddress, ServiceVip, INGRESS_NETWORK,
 };
 pub use node::{Availability, Node, NodeResources, NodeRole, NodeSpec, NodeState, NodeStatus};
 pub use service::{

@@ -90,6 +90,10 @@ pub struct NetworkStatus {
     /// The virtual IP of each service on this network with `endpointMode: vip`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceVip>,
+    /// On the `ingress` network, each node's own address: the routing mesh forwards
+    /// published traffic from it, and tasks send their replies back through it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeAddress>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
@@ -98,6 +102,17 @@ pub struct ServiceVip {
     pub name: String,
     pub vip: String,
 }
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeAddress {
+    pub name: String,
+    pub address: String,
+}
+
+/// The network of the routing mesh, made at start as Swarm makes its `ingress`. A
+/// service's tasks join it when the service publishes a port in `ingress` mode.
+pub const INGRESS_NETWORK: &str = "ingress";
 
 /// A network a container joins: its name, or the name with DNS aliases on that network
 /// (`networks: [front, {name: back, aliases: [db]}]`).

@@ -297,6 +297,16 @@ pub enum Protocol {
     Udp,
 }
 
+impl Protocol {
+    /// As manifests write it: `tcp`, `udp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum PublishMode {

@@ -5,13 +5,16 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use shoal_api::meta::set_condition;
-use shoal_api::{Attachment, ConditionStatus, Network, NetworkStatus, Resource, ServiceVip, Task};
+use shoal_api::{
+    Attachment, ConditionStatus, Network, NetworkStatus, Node, NodeAddress, Resource, ServiceVip,
+    Task,
+};
 use shoal_reconcile::Action;
 use shoal_store::objects::{ClaimOwner, ClaimWrite, ObjectError};
 
 use crate::plan::{address_prefix, plan};
 use crate::subnet::Held;
-use crate::{users, Context, NetworkError};
+use crate::{users, Context, NetworkError, INGRESS};
 
 /// Claims and releases per transaction: under etcd's 100 operations.
 const CHUNK: usize = 90;
@@ -37,9 +40,19 @@ pub(crate) async fn allocate(
         .iter()
         .filter(|s| s.spec.endpoint_mode == shoal_api::EndpointMode::Vip)
         .collect();
+    // On the mesh's network every node has an address of its own, for as long as it
+    // is registered.
+    let mut nodes: Vec<Arc<Node>> = if net.name() == INGRESS {
+        ctx.nodes.list()
+    } else {
+        Vec::new()
+    };
+    nodes.retain(|n| n.metadata.deletion_timestamp.is_none());
+    nodes.sort_by(|a, b| a.name().cmp(b.name()));
     let wanted: Vec<ClaimOwner> = vip_services
         .iter()
         .map(|s| owner_of(s.as_ref()))
+        .chain(nodes.iter().map(|n| owner_of(n.as_ref())))
         .chain(tasks.iter().map(|t| owner_of(t.as_ref())))
         .collect();
     let claims = ctx.objects.claims(&address_prefix(&owner.uid)).await?;
@@ -109,6 +122,17 @@ pub(crate) async fn allocate(
             Some(ServiceVip {
                 name: s.name().into(),
                 vip: vip.to_string(),
+            })
+        })
+        .collect();
+    status.nodes = nodes
+        .iter()
+        .filter_map(|n| {
+            let uid = n.metadata.uid.as_deref()?;
+            let ip = p.addresses.get(uid)?;
+            Some(NodeAddress {
+                name: n.name().into(),
+                address: held.subnet.with_host(*ip),
             })
         })
         .collect();

@@ -26,7 +26,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_api::{Network, Resource, Service, Task, TaskState};
+use shoal_api::{Network, Node, Resource, Service, Task, TaskState};
 use shoal_reconcile::{
     Action, CancellationToken, Change, Controller, ControllerConfig, EventRecorder, Informers,
     Reader,
@@ -39,7 +39,7 @@ pub use ipam::Subnet;
 /// Held by every Network until its addresses, subnet and VXLAN id are released.
 pub const FINALIZER: &str = "shoal.dev/network";
 /// The network published ports use, made at start as Swarm makes its `ingress`.
-pub const INGRESS: &str = "ingress";
+pub const INGRESS: &str = shoal_api::INGRESS_NETWORK;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -68,6 +68,7 @@ pub(crate) struct Context {
     objects: ObjectStore,
     tasks: Reader<Task>,
     services: Reader<Service>,
+    nodes: Reader<Node>,
     events: EventRecorder,
     config: Config,
     /// Per network uid, where the next address is looked for.
@@ -83,6 +84,7 @@ pub async fn run(informers: Informers, config: Config, shutdown: CancellationTok
         objects,
         tasks: informers.get::<Task>().reader(),
         services: informers.get::<Service>().reader(),
+        nodes: informers.get::<Node>().reader(),
         config,
         cursors: Mutex::default(),
     });
@@ -108,6 +110,8 @@ pub async fn run(informers: Informers, config: Config, shutdown: CancellationTok
             .map(|n| n.name().to_string())
             .collect()
     })
+    // Every node holds an address on the routing mesh's network.
+    .watches_changes(|_: &Change<Node>| vec![INGRESS.to_string()])
     .with_background(move |token| Box::pin(missing::sweep(sweeping, networks, token)));
     controller
         .run(reconcile, |_, _, _| Action::Backoff, ctx, shutdown)

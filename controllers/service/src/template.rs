@@ -1,7 +1,10 @@
 //! The task template of a service: what every task of one spec revision shares, its
 //! hash (tasks carry it as a label, so outdated tasks are easy to find), and new tasks.
 
-use shoal_api::{DesiredState, OwnerReference, Service, ServiceMode, ServiceSpec, Task, TaskSpec};
+use shoal_api::{
+    DesiredState, NetworkRef, OwnerReference, Service, ServiceMode, ServiceSpec, Task, TaskSpec,
+    INGRESS_NETWORK,
+};
 
 pub use shoal_api::labels::{ATTEMPT, HISTORY, MODE, RUN, SERVICE, SLOT, TEMPLATE};
 
@@ -62,10 +65,20 @@ pub fn new_task(
     run: Option<&str>,
 ) -> Task {
     let spec = &svc.spec;
+    let mut container = spec.container.clone();
+    // Swarm's way: a task reached through the routing mesh joins `ingress`, where
+    // every node forwards the published port to it.
+    if container.publishes_through_mesh()
+        && !container.networks.iter().any(|n| n.name() == INGRESS_NETWORK)
+    {
+        container
+            .networks
+            .push(NetworkRef::Name(INGRESS_NETWORK.into()));
+    }
     let mut t = Task::new(
         name,
         TaskSpec {
-            container: spec.container.clone(),
+            container,
             node,
             desired_state: DesiredState::Running,
             placement: spec.placement.clone(),

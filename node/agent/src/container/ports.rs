@@ -83,7 +83,7 @@ fn render_kernel(bridge: &str, ports: &HashMap<Key, Published>) -> String {
     let t = kernel_table(bridge);
     let mut s = format!("add table ip {t}\ndelete table ip {t}\ntable ip {t} {{\n");
     let mut keys: Vec<&Key> = ports.keys().collect();
-    keys.sort_by_key(|(p, proto)| (*p, name(*proto)));
+    keys.sort_by_key(|(p, proto)| (*p, proto.as_str()));
     let mut chains = String::new();
     let _ = writeln!(
         s,
@@ -100,7 +100,7 @@ fn render_kernel(bridge: &str, ports: &HashMap<Key, Published>) -> String {
         let _ = writeln!(
             s,
             "    fib daddr type local {} dport {} numgen random mod {} vmap {{ {} }}",
-            name(key.1),
+            key.1.as_str(),
             key.0,
             backends.len(),
             targets.join(", ")
@@ -109,7 +109,7 @@ fn render_kernel(bridge: &str, ports: &HashMap<Key, Published>) -> String {
             let _ = writeln!(
                 chains,
                 "  chain p{i}_{j} {{\n    meta l4proto {} dnat to {to}\n  }}",
-                name(key.1)
+                key.1.as_str()
             );
         }
     }
@@ -179,7 +179,7 @@ impl PortTable {
             } else {
                 let stop = CancellationToken::new();
                 let failed =
-                    |e: std::io::Error| format!("publishing port {port}/{}: {e}", name(p.protocol));
+                    |e: std::io::Error| format!("publishing port {port}/{}: {e}", p.protocol.as_str());
                 match p.protocol {
                     Protocol::Tcp => {
                         let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
@@ -242,12 +242,6 @@ impl PortTable {
     }
 }
 
-fn name(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-    }
-}
 
 async fn serve(table: PortTable, key: Key, listener: TcpListener, stop: CancellationToken) {
     loop {
