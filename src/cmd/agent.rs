@@ -162,11 +162,13 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         .await
         .map_err(|e| anyhow::anyhow!("the containers' DNS resolver on {dns_at}: {e}"))?;
     tokio::spawn(serving_dns);
+    let ports = shoal_agent::container::ports::PortTable::with_kernel(&a.bridge);
     let overlay = Overlay::new(
         Arc::new(OverlayNetlink),
         Arc::new(Nft),
         advertise,
         Some(resolver),
+        Some(ports.clone()),
     );
     let executor = Arc::new(RuncExecutor::new(RuncConfig {
         data_dir: data_dir.clone(),
@@ -179,7 +181,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         log_max_size: 10 << 20,
         log_max_files: 3,
         network: Some(net),
-        ports: shoal_agent::container::ports::PortTable::with_kernel(&a.bridge),
+        ports,
         overlay: Some(overlay),
     }));
     let sys = nix::sys::sysinfo::sysinfo()?;

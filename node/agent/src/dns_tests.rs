@@ -63,6 +63,7 @@ fn resolver(upstreams: Vec<SocketAddr>) -> Arc<Dns> {
             ),
             names("back", &[("db", &["10.10.2.3"])]),
         ],
+        ingress: None,
     });
     dns
 }

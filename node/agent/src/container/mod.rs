@@ -16,6 +16,7 @@ pub mod logs;
 pub mod netlink;
 pub mod network;
 pub mod overlay;
+mod mesh_netlink;
 pub mod overlay_netlink;
 pub mod ports;
 mod restart;

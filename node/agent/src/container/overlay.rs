@@ -7,8 +7,15 @@
 //! both from the API server's peer set. No multicast, no learning, no gossip.
 //!
 //! The node's namespace rather than one per network: subnets never overlap (the
-//! network controller refuses that), so nothing clashes, and the ingress mesh to come
-//! routes from here without a hop through another namespace.
+//! network controller refuses that), so nothing clashes, and the routing mesh routes
+//! from here without a hop through another namespace.
+//!
+//! The routing mesh: while the peer set carries `ingress`, the node holds its own
+//! address on that network's bridge (with the MAC made from it), every published
+//! port of the mesh answers here (`ports::PortTable::set_mesh`), and each container on
+//! `ingress` marks connections that come in by it with the node they came through
+//! and routes its replies back through that node, so nobody rewrites the client's
+//! address.
 //!
 //! The kernel side is behind [`OverlayOps`]; [`Overlay`] keeps the node converged to
 //! the peer set: networks it lists are built, peers synced, others removed once no
@@ -24,6 +31,7 @@ use shoal_wire::pb;
 
 use tokio::sync::{watch, Mutex};
 
+use super::ports::{MeshPort, PortTable};
 use super::vip::{render, VipOps, Vips};
 use crate::dns::{Asker, Dns};
 
@@ -114,6 +122,65 @@ pub trait OverlayOps: Send + Sync {
         ifname: &str,
         mtu: u32,
     ) -> Result<(), String>;
+    /// The bridge of `vni` holds this node's own `ip/prefix` (and the MAC made from
+    /// it), and the node forwards; idempotent.
+    async fn own_address(&self, vni: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), String>;
+    /// In the container at `netns`, replies to connections that came in by `ifname`
+    /// go back through the node they came from, for each of `nodes`; converged.
+    async fn return_routes(
+        &self,
+        netns: &Path,
+        ifname: &str,
+        nodes: &BTreeSet<Ipv4Addr>,
+    ) -> Result<(), String>;
+}
+
+/// The routing mesh as the peer set last gave it.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Mesh {
+    vni: u32,
+    /// This node's address on it.
+    address: Option<(Ipv4Addr, u8)>,
+    /// Every node's address on it.
+    nodes: BTreeSet<Ipv4Addr>,
+    ports: Vec<MeshPort>,
+}
+
+/// The mesh in a peer set; what does not parse is left out.
+fn mesh_of(set: &pb::PeerSet) -> Option<Mesh> {
+    let i = set.ingress.as_ref()?;
+    let address = i.address.split_once('/').and_then(|(ip, len)| {
+        Some((ip.parse().ok()?, len.parse().ok().filter(|l: &u8| *l <= 30)?))
+    });
+    let ports = i
+        .ports
+        .iter()
+        .filter_map(|p| {
+            let protocol = match p.protocol.as_str() {
+                "tcp" => shoal_api::Protocol::Tcp,
+                "udp" => shoal_api::Protocol::Udp,
+                _ => return None,
+            };
+            let target = u16::try_from(p.target).ok()?;
+            Some(MeshPort {
+                published: u16::try_from(p.published).ok()?,
+                protocol,
+                service: p.service.clone(),
+                backends: p
+                    .backends
+                    .iter()
+                    .filter_map(|b| b.parse::<Ipv4Addr>().ok())
+                    .map(|ip| std::net::SocketAddr::from((ip, target)))
+                    .collect(),
+            })
+        })
+        .collect();
+    Some(Mesh {
+        vni: i.vni,
+        address,
+        nodes: i.nodes.iter().filter_map(|n| n.parse().ok()).collect(),
+        ports,
+    })
 }
 
 /// A container on overlay networks.
@@ -123,8 +190,14 @@ struct User {
     /// Its address on the node bridge (how the resolver knows it).
     asker: Ipv4Addr,
     netns: PathBuf,
-    /// The VIP table last written in its namespace.
-    programmed: Option<Vips>,
+    /// Its interface on the mesh's network, if it joins it.
+    mesh_if: Option<String>,
+    /// The table last written in its namespace: its VIPs, and the interface whose
+    /// connections it marks for the way back.
+    programmed: Option<(Vips, Option<String>)>,
+    /// The nodes its replies to the mesh's connections can go back through, as last
+    /// written.
+    routed: Option<BTreeSet<Ipv4Addr>>,
 }
 
 #[derive(Default)]
@@ -140,6 +213,10 @@ struct State {
     /// vni → the peers last written to its VXLAN device: a peer set that leaves a
     /// network's peers as they were costs no kernel dump.
     synced: BTreeMap<u32, BTreeSet<PeerEntry>>,
+    /// The routing mesh, as the server last said.
+    mesh: Option<Mesh>,
+    /// The node's own address on the mesh's bridge, as last written (vni, ip, prefix).
+    owned: Option<(u32, Ipv4Addr, u8)>,
 }
 
 pub struct Overlay {
@@ -149,6 +226,8 @@ pub struct Overlay {
     dns: Option<Arc<Dns>>,
     /// This node's underlay address (what it registers), if it has one.
     local: Option<Ipv4Addr>,
+    /// The node's published ports, told the mesh's.
+    ports: Option<PortTable>,
     state: Mutex<State>,
     sets: watch::Sender<Option<pb::PeerSet>>,
 }
@@ -206,6 +285,7 @@ impl Overlay {
         vip_ops: Arc<dyn VipOps>,
         local: Option<Ipv4Addr>,
         dns: Option<Arc<Dns>>,
+        ports: Option<PortTable>,
     ) -> Arc<Self> {
         let (sets, _) = watch::channel(None);
         Arc::new(Overlay {
@@ -213,6 +293,7 @@ impl Overlay {
             vip_ops,
             dns,
             local,
+            ports,
             state: Mutex::new(State::default()),
             sets,
         })
@@ -285,12 +366,19 @@ impl Overlay {
         let mut state = self.state.lock().await;
         state.wanted = wanted(set);
         state.vips = vips_of(set);
+        state.mesh = mesh_of(set);
         let wanted = state.wanted.clone();
         for vni in wanted.keys() {
             self.ensure(&mut state, *vni).await?;
             self.sync(&mut state, *vni).await?;
         }
+        self.own_mesh_address(&mut state).await?;
+        if let Some(ports) = &self.ports {
+            let mesh_ports = state.mesh.as_ref().map_or(&[][..], |m| &m.ports[..]);
+            ports.set_mesh(mesh_ports).await;
+        }
         self.program_vips(&mut state).await;
+        self.program_returns(&mut state).await;
         let used: BTreeSet<u32> = state
             .users
             .values()
@@ -323,7 +411,12 @@ impl Overlay {
             networks: joins.iter().map(|j| j.network.clone()).collect(),
             asker,
             netns: netns.to_path_buf(),
+            mesh_if: joins
+                .iter()
+                .position(|j| j.network == shoal_api::INGRESS_NETWORK)
+                .map(|i| format!("eth{}", i + 1)),
             programmed: None,
+            routed: None,
         };
         state.users.insert(id.to_string(), user);
         if let Some(dns) = &self.dns {
@@ -350,9 +443,51 @@ impl Overlay {
                 .map_err(|e| format!("connecting {} to network {}: {e}", join.ip, join.network))?;
             addresses.push(format!("{}={}", join.network, join.ip));
         }
-        // Its VIPs answer from the start.
+        // Its VIPs answer from the start, and its replies find their way back.
         self.program_vips(&mut state).await;
+        self.program_returns(&mut state).await;
         Ok(addresses)
+    }
+
+    /// Gives the node its address on the mesh's bridge, once per change.
+    async fn own_mesh_address(&self, state: &mut State) -> Result<(), String> {
+        let Some(mesh) = &state.mesh else {
+            state.owned = None;
+            return Ok(());
+        };
+        let Some((ip, prefix)) = mesh.address else {
+            return Ok(());
+        };
+        let want = (mesh.vni, ip, prefix);
+        if state.owned == Some(want) {
+            return Ok(());
+        }
+        self.ops.own_address(mesh.vni, ip, prefix).await?;
+        state.owned = Some(want);
+        Ok(())
+    }
+
+    /// Writes the return routes of every container on the mesh whose nodes changed.
+    async fn program_returns(&self, state: &mut State) {
+        let nodes = state
+            .mesh
+            .as_ref()
+            .map(|m| m.nodes.clone())
+            .unwrap_or_default();
+        for (id, user) in state.users.iter_mut() {
+            let Some(ifname) = &user.mesh_if else {
+                continue;
+            };
+            if user.routed.as_ref() == Some(&nodes) {
+                continue;
+            }
+            match self.ops.return_routes(&user.netns, ifname, &nodes).await {
+                Ok(()) => user.routed = Some(nodes.clone()),
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %e, "could not write its return routes")
+                }
+            }
+        }
     }
 
     /// Writes the VIP table of every container whose VIPs changed since it was last
@@ -366,10 +501,15 @@ impl Overlay {
                     want.extend(v.iter().map(|(k, b)| (*k, b.clone())));
                 }
             }
+            let want = (want, user.mesh_if.clone());
             if user.programmed.as_ref() == Some(&want) {
                 continue;
             }
-            match self.vip_ops.apply(&user.netns, render(&want)).await {
+            match self
+                .vip_ops
+                .apply(&user.netns, render(&want.0, want.1.as_deref()))
+                .await
+            {
                 Ok(()) => user.programmed = Some(want),
                 Err(e) => {
                     tracing::warn!(container = %id, error = %e, "could not write its VIP table")

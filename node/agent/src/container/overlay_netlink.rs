@@ -305,4 +305,17 @@ impl OverlayOps for OverlayNetlink {
         })
         .await
     }
+
+    async fn own_address(&self, vni: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), String> {
+        super::mesh_netlink::own_address(vni, ip, prefix).await
+    }
+
+    async fn return_routes(
+        &self,
+        netns: &Path,
+        ifname: &str,
+        nodes: &BTreeSet<Ipv4Addr>,
+    ) -> Result<(), String> {
+        super::mesh_netlink::return_routes(netns, ifname, nodes).await
+    }
 }

@@ -8,6 +8,8 @@ struct FakeKernel {
     veths: StdMutex<Vec<(String, String, u32)>>,
     mtus: StdMutex<Vec<u32>>,
     tables: StdMutex<Vec<(String, String)>>,
+    owned: StdMutex<Vec<(u32, Ipv4Addr, u8)>>,
+    routes: StdMutex<Vec<(String, String, BTreeSet<Ipv4Addr>)>>,
 }
 
 #[async_trait]
@@ -52,6 +54,23 @@ impl OverlayOps for FakeKernel {
             .push((host_if.into(), ifname.into(), join.vni));
         Ok(())
     }
+    async fn own_address(&self, vni: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), String> {
+        self.owned.lock().unwrap().push((vni, ip, prefix));
+        Ok(())
+    }
+    async fn return_routes(
+        &self,
+        netns: &Path,
+        ifname: &str,
+        nodes: &BTreeSet<Ipv4Addr>,
+    ) -> Result<(), String> {
+        self.routes.lock().unwrap().push((
+            netns.display().to_string(),
+            ifname.into(),
+            nodes.clone(),
+        ));
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -83,6 +102,7 @@ fn set(networks: &[(u32, &[(&str, &str)])]) -> pb::PeerSet {
                 vips: Vec::new(),
             })
             .collect(),
+        ingress: None,
     }
 }
 
@@ -102,6 +122,7 @@ async fn the_node_follows_the_peer_set_and_keeps_what_its_containers_use() {
         kernel.clone(),
         kernel.clone(),
         Some(Ipv4Addr::new(10, 99, 0, 1)),
+        None,
         None,
     );
     let asker = Ipv4Addr::new(172, 30, 0, 2);
@@ -175,7 +196,7 @@ fn attachments_parse_strictly_and_names_fit_the_kernel() {
 #[tokio::test]
 async fn a_containers_vip_table_is_written_when_its_vips_change_and_only_then() {
     let kernel = Arc::new(FakeKernel::default());
-    let overlay = Overlay::new(kernel.clone(), kernel.clone(), None, None);
+    let overlay = Overlay::new(kernel.clone(), kernel.clone(), None, None, None);
     let asker = Ipv4Addr::new(172, 30, 0, 2);
     overlay
         .attach(
@@ -222,5 +243,92 @@ async fn a_containers_vip_table_is_written_when_its_vips_change_and_only_then() 
         tables[2].1.contains("0 : 10.10.1.3, 1 : 10.10.1.4"),
         "sorted: {}",
         tables[2].1
+    );
+}
+
+#[tokio::test]
+async fn on_the_mesh_the_node_owns_its_address_and_containers_route_replies_back() {
+    let kernel = Arc::new(FakeKernel::default());
+    let ports = PortTable::default();
+    let overlay = Overlay::new(
+        kernel.clone(),
+        kernel.clone(),
+        None,
+        None,
+        Some(ports.clone()),
+    );
+    let ingress = Join {
+        network: shoal_api::INGRESS_NETWORK.into(),
+        ..join(4100, "10.0.0.9")
+    };
+    overlay
+        .attach(
+            "shoal-a",
+            Path::new("/ns/a"),
+            Ipv4Addr::new(172, 30, 0, 2),
+            &[join(4096, "10.10.1.2"), ingress],
+            &[],
+        )
+        .await
+        .expect("attach");
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+    let published = free.local_addr().expect("addr").port();
+    drop(free);
+    let mesh = |nodes: &[&str]| {
+        let mut s = set(&[(4100, &[])]);
+        s.ingress = Some(pb::Ingress {
+            network: shoal_api::INGRESS_NETWORK.into(),
+            vni: 4100,
+            address: "10.0.0.2/24".into(),
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            ports: vec![pb::MeshPort {
+                published: published.into(),
+                protocol: "tcp".into(),
+                service: "web".into(),
+                target: 80,
+                backends: vec!["10.0.0.9".into()],
+            }],
+        });
+        s
+    };
+    overlay
+        .converge(&mesh(&["10.0.0.2", "10.0.0.3"]))
+        .await
+        .expect("converge");
+    overlay
+        .converge(&mesh(&["10.0.0.2", "10.0.0.3"]))
+        .await
+        .expect("converge");
+    assert_eq!(
+        *kernel.owned.lock().unwrap(),
+        [(4100, Ipv4Addr::new(10, 0, 0, 2), 24)],
+        "its address, written once"
+    );
+    let routes = kernel.routes.lock().unwrap().clone();
+    assert_eq!(routes.len(), 2, "at attach (no mesh yet) and once the mesh came");
+    assert_eq!(routes[1].1, "eth2", "the second network's interface");
+    assert_eq!(routes[1].2.len(), 2);
+    let tables = kernel.tables.lock().unwrap().clone();
+    assert!(
+        tables[0]
+            .1
+            .contains("iifname \"eth2\" ct state new ct mark set @ll,64,32"),
+        "{}",
+        tables[0].1
+    );
+    overlay
+        .converge(&mesh(&["10.0.0.2", "10.0.0.3", "10.0.0.4"]))
+        .await
+        .expect("converge");
+    let routes = kernel.routes.lock().unwrap().clone();
+    assert_eq!(routes.len(), 3, "a node joined");
+    assert!(
+        ports.serves((published, shoal_api::Protocol::Tcp)).await,
+        "the mesh's port answers here"
+    );
+    overlay.converge(&set(&[])).await.expect("converge");
+    assert!(
+        !ports.serves((published, shoal_api::Protocol::Tcp)).await,
+        "and goes with the mesh"
     );
 }

@@ -33,7 +33,10 @@ pub trait VipOps: Send + Sync {
 
 /// The nft script that replaces the container's table with one for `vips`. A VIP
 /// without a serving task refuses connections at once rather than letting them hang.
-pub fn render(vips: &Vips) -> String {
+/// With `mesh_if` (the container's interface on `ingress`), connections that come in
+/// by it are marked with the node they came through, and their replies carry the
+/// mark, which routes them back through that node (`mesh_netlink::return_routes`).
+pub fn render(vips: &Vips, mesh_if: Option<&str>) -> String {
     let mut s = String::new();
     // `add` then `delete`: the delete never fails, and the whole file is one
     // transaction, so the table is swapped, never missing.
@@ -85,6 +88,19 @@ pub fn render(vips: &Vips) -> String {
         s,
         "  chain refuse {{\n    type filter hook output priority 0; policy accept;\n    ip daddr @unserved meta l4proto tcp reject with tcp reset\n    ip daddr @unserved reject\n  }}"
     );
+    if let Some(ifname) = mesh_if {
+        // The sender's MAC is 02:42 and its address on `ingress` (`overlay::mac_of`):
+        // its last four bytes, at bit 64 of the link-layer header, are the node's
+        // address, which names the table of the route back.
+        let _ = writeln!(
+            s,
+            "  chain mesh_in {{\n    type filter hook prerouting priority -150; policy accept;\n    iifname \"{ifname}\" ct state new ct mark set @ll,64,32\n  }}"
+        );
+        let _ = writeln!(
+            s,
+            "  chain mesh_out {{\n    type route hook output priority -150; policy accept;\n    ct mark != 0 meta mark set ct mark\n  }}"
+        );
+    }
     let _ = writeln!(s, "}}");
     s
 }
@@ -159,7 +175,7 @@ mod tests {
             (ip("10.10.1.9"), vec![]),
         ]
         .into();
-        let s = render(&vips);
+        let s = render(&vips, None);
         assert!(s.contains("elements = { 10.10.1.2 : jump svc0 }"), "{s}");
         assert!(
             s.contains("dnat to numgen random mod 2 map { 0 : 10.10.1.3, 1 : 10.10.1.4 }"),
@@ -170,7 +186,7 @@ mod tests {
             "{s}"
         );
         // Nothing to map: the table is still whole (empty map and set, no elements).
-        let empty = render(&Vips::new());
+        let empty = render(&Vips::new(), None);
         assert!(!empty.contains("elements"), "{empty}");
         assert!(empty.contains("ip daddr vmap @vips"), "{empty}");
     }
