@@ -6,7 +6,8 @@
 //! container stops; every host's forwarding and neighbour entries follow the tasks; an
 //! agent killed and restarted leaves the datapath as it was; deleting a network
 //! removes its devices from every host; containers reach an outside namespace through
-//! their node's NAT. As root.
+//! their node's NAT; a port published through the routing mesh answers on every host
+//! and its task sees the client's own address. As root.
 
 mod support;
 
@@ -640,19 +641,11 @@ spec:
         .expect("host number");
     let _outside = Outside::start();
     let url = format!("http://{NET}.{}:8080/index.html", host + 1);
-    let mut page = String::new();
-    for _ in 0..50 {
-        let out = Command::new("ip")
-            .args(["netns", "exec", OUTSIDE, "curl", "-s", "-m", "2", &url])
-            .output()
-            .expect("curl");
-        page = stdout(&out);
-        if out.status.success() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert_eq!(page.trim(), "hello from shoal", "from the outside: {url}");
+    assert_eq!(
+        from_outside(&url).trim(),
+        "hello from shoal",
+        "from the outside: {url}"
+    );
     // httpd -v logs each client's address (`[::ffff:IP]:PORT`): the outside's own, not
     // the node's.
     let client = format!(":{NET}.200]:");
@@ -679,6 +672,85 @@ spec:
         "from the node itself"
     );
     ok(c.shoal(&["delete", "service", "pub"]));
+}
+
+/// `curl` from the outside namespace; the page, once it answers (within 5 s).
+fn from_outside(url: &str) -> String {
+    let mut page = String::new();
+    for _ in 0..50 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", OUTSIDE, "curl", "-s", "-m", "2", url])
+            .output()
+            .expect("curl");
+        page = stdout(&out);
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    page
+}
+
+fn a_port_published_through_the_mesh_answers_on_every_host_with_the_clients_address(
+    c: &mut Cluster,
+) {
+    // One replica, so two of the three hosts run none of it.
+    c.apply(
+        "apiVersion: shoal.dev/v1
+kind: Service
+metadata: {name: mesh}
+spec:
+  image: local/busybox:1
+  command: [httpd, -f, -v, -p, '80', -h, /www]
+  ports: [{target: 80, published: 8081}]
+",
+    );
+    wait("mesh runs", 30, || {
+        tasks_of(c, "mesh").iter().any(|t| state(t) == "running")
+    });
+    let task = tasks_of(c, "mesh")
+        .into_iter()
+        .find(|t| state(t) == "running")
+        .expect("running");
+    let name = task["metadata"]["name"].as_str().expect("name").to_string();
+    let node = task["spec"]["node"].as_str().expect("node").to_string();
+    let ingress = task["status"]["attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|a| a["network"] == "ingress");
+    assert!(ingress, "the task joined ingress: {task}");
+    let _outside = Outside::start();
+    for h in 0..HOSTS {
+        let url = format!("http://{NET}.{}:8081/index.html", h + 1);
+        assert_eq!(
+            from_outside(&url).trim(),
+            "hello from shoal",
+            "from the outside through host {h} (the task runs on {node})"
+        );
+    }
+    // Each of those connections reached the task with the outside's own address.
+    let client = format!(":{NET}.200]:");
+    wait("the task logged the client's own address for every host", 10, || {
+        let logs = stdout(&c.shoal(&["logs", &format!("task/{name}")]));
+        logs.matches(&client).count() >= HOSTS
+    });
+    // A host without the task answers on its own 127.0.0.1 too (the agent's proxy).
+    let other = (0..HOSTS)
+        .map(|h| format!("{PREFIX}{h}"))
+        .find(|h| *h != node)
+        .expect("another host");
+    let local = Command::new("ip")
+        .args(["netns", "exec", &other, "curl", "-s", "-m", "2"])
+        .arg("http://127.0.0.1:8081/index.html")
+        .output()
+        .expect("curl");
+    assert_eq!(
+        stdout(&local).trim(),
+        "hello from shoal",
+        "from {other} itself"
+    );
+    ok(c.shoal(&["delete", "service", "mesh"]));
 }
 
 fn tasks_of(c: &Cluster, service: &str) -> Vec<serde_json::Value> {
@@ -719,6 +791,7 @@ fn overlay_networks_across_hosts() {
             a_rolling_update_drops_no_connection_through_the_vip,
             a_lost_host_loses_its_tasks_and_the_other_hosts_entries_follow,
             a_published_port_shows_the_task_its_clients_own_address,
+            a_port_published_through_the_mesh_answers_on_every_host_with_the_clients_address,
             deleting_the_network_removes_its_devices_from_every_host,
         ],
     );

@@ -2,13 +2,13 @@
 //! `ingress` bridge, and in each container on `ingress` the routes that send a reply
 //! back through the node its connection came in by.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::rule::RuleAttribute;
+use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{IpVersion, LinkUnspec, RouteMessageBuilder};
 
@@ -18,10 +18,12 @@ use super::overlay::{bridge_name, mac_of};
 /// Where the mesh's rules sit: before the main table (32766), after `local` (0).
 const RULE_PRIORITY: u32 = 100;
 
-/// The routing table (and mark) of replies through the node at `ip`: the address
-/// itself, so no table is shared. None for the few values the kernel reserves.
+/// The routing table (and mark) of replies through the node at `ip`: the address's
+/// four bytes as the container's table writes them into the mark (nft copies them
+/// from the MAC as they are, so the mark is the bytes in this machine's order), so no
+/// table is shared. None for the few values the kernel reserves.
 pub fn table_of(ip: Ipv4Addr) -> Option<u32> {
-    Some(u32::from(ip)).filter(|t| *t > 255)
+    Some(u32::from_ne_bytes(ip.octets())).filter(|t| *t > 255)
 }
 
 /// The bridge of `vni` holds `ip/prefix` and answers for it with the MAC made from it
@@ -100,10 +102,13 @@ pub async fn return_routes(
         let path = format!("/proc/sys/net/ipv4/conf/{ifname}/rp_filter");
         std::fs::write(&path, "2").map_err(|e| format!("{path}: {e}"))?;
         let index = need_index(&h, &ifname).await?;
-        let mut missing: BTreeSet<u32> = nodes.iter().filter_map(|ip| table_of(*ip)).collect();
-        for table in &missing {
+        let tables: BTreeMap<u32, Ipv4Addr> = nodes
+            .iter()
+            .filter_map(|ip| Some((table_of(*ip)?, *ip)))
+            .collect();
+        for (table, via) in &tables {
             let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                .gateway(Ipv4Addr::from(*table))
+                .gateway(*via)
                 .output_interface(index)
                 .table_id(*table)
                 .build();
@@ -112,8 +117,9 @@ pub async fn return_routes(
                 .replace()
                 .execute()
                 .await
-                .map_err(|e| format!("the return route via {}: {e}", Ipv4Addr::from(*table)))?;
+                .map_err(|e| format!("the return route via {via}: {e}"))?;
         }
+        let mut missing: BTreeSet<u32> = tables.keys().copied().collect();
         let rules: Vec<_> = h
             .rule()
             .get(IpVersion::V4)
@@ -134,8 +140,13 @@ pub async fn return_routes(
                 RuleAttribute::FwMark(m) => Some(*m),
                 _ => None,
             });
+            let table = attr(|a| match a {
+                RuleAttribute::Table(t) => Some(*t),
+                _ => None,
+            });
+            let to_table = rule.header.action == RuleAction::ToTable;
             match mark {
-                Some(m) if missing.remove(&m) => {}
+                Some(m) if to_table && table == Some(m) && missing.remove(&m) => {}
                 // A node that left: its rule goes (its table's route is harmless).
                 _ => h
                     .rule()
@@ -146,17 +157,20 @@ pub async fn return_routes(
             }
         }
         for table in missing {
+            let via = tables.get(&table).copied().unwrap_or(Ipv4Addr::UNSPECIFIED);
             h.rule()
                 .add()
                 .v4()
                 .fw_mark(table)
                 .table_id(table)
+                .action(RuleAction::ToTable)
                 .priority(RULE_PRIORITY)
                 .execute()
                 .await
-                .map_err(|e| format!("the return rule of {}: {e}", Ipv4Addr::from(table)))?;
+                .map_err(|e| format!("the return rule of {via}: {e}"))?;
         }
         Ok(())
     })
     .await
 }
+
