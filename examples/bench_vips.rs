@@ -104,7 +104,7 @@ fn main() {
             let vips = table(services);
             let last = *vips.keys().last().expect("a VIP");
             let started = Instant::now();
-            nft(&render(&vips)).expect("nft");
+            nft(&render(&vips, None)).expect("nft");
             let took = started.elapsed();
             let rate = conn_rate(last, port, Duration::from_secs(2));
             out.push((services, took, rate));

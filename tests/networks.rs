@@ -1,6 +1,6 @@
 //! Network allocation as a user sees it, through the CLI, on simulated nodes: subnets,
-//! gateways and VXLAN ids, a VIP per service and an address per task, shown by
-//! `shoal network ls|inspect`; exhaustion said loudly; addresses released as tasks go
+//! gateways and VXLAN ids, a VIP per service and an address per task (and per node on
+//! `ingress`), shown by `shoal network ls|inspect`; exhaustion said loudly; addresses released as tasks go
 //! and kept across a server crash; unknown networks refused; a network in use kept
 //! until nothing uses it.
 
@@ -131,6 +131,33 @@ fn tasks_get_addresses_and_services_a_vip(f: &mut Fixture) {
     );
 }
 
+fn every_node_has_an_ingress_address_and_mesh_publishers_join_ingress(f: &mut Fixture) {
+    apply(
+        &f.server,
+        "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: pub}\nspec: {image: local/busybox:1, replicas: 2, ports: [{target: 80, published: 8080}]}\n",
+    );
+    wait("both tasks have an address on ingress", 20, || {
+        all_addressed(f, "pub", "ingress", 2)
+    });
+    let shown = inspect(f, "ingress");
+    let nodes: BTreeSet<String> = shown["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["address"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(nodes.len(), 2, "one address per node: {shown}");
+    let tasks: BTreeSet<String> = addresses(f, "pub", "ingress")
+        .into_iter()
+        .filter_map(|(_, a)| a)
+        .collect();
+    assert!(nodes.is_disjoint(&tasks), "{nodes:?} {tasks:?}");
+    assert_eq!(shown["services"][0]["name"], "pub", "{shown}");
+    let text = ok(f.server.shoal(&["network", "inspect", "ingress"]));
+    assert!(text.contains("Nodes:"), "{text}");
+    ok(f.server.shoal(&["delete", "service", "pub"]));
+}
+
 fn a_full_network_says_so_and_its_waiting_tasks_do_not_start(f: &mut Fixture) {
     apply(
         &f.server,
@@ -254,6 +281,7 @@ fn networks_allocate_addresses_users_can_see() {
         &mut f,
         scenarios![
             tasks_get_addresses_and_services_a_vip,
+            every_node_has_an_ingress_address_and_mesh_publishers_join_ingress,
             a_full_network_says_so_and_its_waiting_tasks_do_not_start,
             addresses_are_kept_across_a_server_crash_and_never_given_twice,
             an_unknown_network_is_refused_at_apply,

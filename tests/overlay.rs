@@ -731,10 +731,14 @@ spec:
     }
     // Each of those connections reached the task with the outside's own address.
     let client = format!(":{NET}.200]:");
-    wait("the task logged the client's own address for every host", 10, || {
-        let logs = stdout(&c.shoal(&["logs", &format!("task/{name}")]));
-        logs.matches(&client).count() >= HOSTS
-    });
+    wait(
+        "the task logged the client's own address for every host",
+        10,
+        || {
+            let logs = stdout(&c.shoal(&["logs", &format!("task/{name}")]));
+            logs.matches(&client).count() >= HOSTS
+        },
+    );
     // A host without the task answers on its own 127.0.0.1 too (the agent's proxy).
     let other = (0..HOSTS)
         .map(|h| format!("{PREFIX}{h}"))

@@ -61,6 +61,9 @@ struct Inspected {
     conditions: Vec<shoal_api::Condition>,
     services: Vec<ServiceEntry>,
     tasks: Vec<TaskEntry>,
+    /// On `ingress`: each node's own address, through which the mesh forwards.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    nodes: Vec<shoal_api::NodeAddress>,
 }
 
 #[derive(Serialize)]
@@ -100,11 +103,16 @@ async fn inspect(ctx: &Context, name: &str) -> anyhow::Result<()> {
         .into_inner();
     let net: Network = parse_object(&got.json)?.to_typed()?;
     let status = net.status.clone().unwrap_or_default();
-    let on = |nets: &[shoal_api::NetworkRef]| nets.iter().any(|n| n.name() == name);
+    // A service is on a network it names, and on `ingress` when it publishes through
+    // the routing mesh (its tasks join it).
+    let on = |c: &shoal_api::ContainerSpec| {
+        c.networks.iter().any(|n| n.name() == name)
+            || (name == shoal_api::INGRESS_NETWORK && c.publishes_through_mesh())
+    };
     let mut services = Vec::new();
     for obj in list(ctx, "Service").await? {
         let svc: Service = obj.to_typed()?;
-        if !on(&svc.spec.container.networks) {
+        if !on(&svc.spec.container) {
             continue;
         }
         let vip = status
@@ -148,6 +156,7 @@ async fn inspect(ctx: &Context, name: &str) -> anyhow::Result<()> {
         conditions: status.conditions.clone(),
         services,
         tasks,
+        nodes: status.nodes.clone(),
     };
     match ctx.format {
         Some(Format::Json) => println!("{}", serde_json::to_string_pretty(&shown)?),
@@ -207,6 +216,14 @@ fn print_inspected(n: &Inspected) {
                 t.node.clone(),
                 t.state.clone(),
             ]);
+        }
+        print_rows(&rows);
+    }
+    if !n.nodes.is_empty() {
+        println!("Nodes:");
+        let mut rows = vec![vec!["  NAME".into(), "ADDRESS".into()]];
+        for node in &n.nodes {
+            rows.push(vec![format!("  {}", node.name), node.address.clone()]);
         }
         print_rows(&rows);
     }

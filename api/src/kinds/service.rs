@@ -147,18 +147,6 @@ impl Validate for ServiceSpec {
     fn validate(&self, p: &mut Problems) {
         self.container.check(p, "spec");
         check_placement(p, "spec.placement", &self.placement);
-        if self.endpoint_mode == EndpointMode::Dnsrr {
-            // The routing mesh balances over the VIP; without one it has nothing to
-            // send published traffic to (Swarm refuses the same).
-            for (i, port) in self.container.ports.iter().enumerate() {
-                if port.published.is_some() && port.mode == PublishMode::Ingress {
-                    p.push(
-                        format!("spec.ports[{i}].mode"),
-                        "endpointMode: dnsrr has no virtual IP for the routing mesh; publish with mode: host",
-                    );
-                }
-            }
-        }
         if self.replicas.is_some() && self.mode != ServiceMode::Replicated {
             p.push("spec.replicas", "only for mode: replicated");
         }

@@ -69,7 +69,10 @@ pub fn new_task(
     // Swarm's way: a task reached through the routing mesh joins `ingress`, where
     // every node forwards the published port to it.
     if container.publishes_through_mesh()
-        && !container.networks.iter().any(|n| n.name() == INGRESS_NETWORK)
+        && !container
+            .networks
+            .iter()
+            .any(|n| n.name() == INGRESS_NETWORK)
     {
         container
             .networks

@@ -177,3 +177,32 @@ fn a_spec_change_starts_a_rolling_update_one_batch_at_a_time() {
         .iter()
         .all(|t| t.spec.desired_state == DesiredState::Running));
 }
+
+#[test]
+fn a_port_published_through_the_mesh_joins_its_tasks_to_ingress() {
+    let port = |mode| shoal_api::PortSpec {
+        target: 80,
+        published: Some(8080),
+        mode,
+        ..Default::default()
+    };
+    let mut svc = service(1);
+    svc.spec.container.networks = vec![shoal_api::NetworkRef::Name("front".into())];
+    svc.spec.container.ports = vec![port(shoal_api::PublishMode::Ingress)];
+    let p = plan(&svc, &[]);
+    let joined: Vec<&str> = p.creates[0]
+        .spec
+        .container
+        .networks
+        .iter()
+        .map(|n| n.name())
+        .collect();
+    assert_eq!(joined, ["front", "ingress"], "its own networks first");
+    svc.spec.container.ports = vec![port(shoal_api::PublishMode::Host)];
+    let p = plan(&svc, &[]);
+    assert_eq!(
+        p.creates[0].spec.container.networks.len(),
+        1,
+        "a host port needs no mesh"
+    );
+}

@@ -173,4 +173,3 @@ pub async fn return_routes(
     })
     .await
 }
-

@@ -150,7 +150,10 @@ struct Mesh {
 fn mesh_of(set: &pb::PeerSet) -> Option<Mesh> {
     let i = set.ingress.as_ref()?;
     let address = i.address.split_once('/').and_then(|(ip, len)| {
-        Some((ip.parse().ok()?, len.parse().ok().filter(|l: &u8| *l <= 30)?))
+        Some((
+            ip.parse().ok()?,
+            len.parse().ok().filter(|l: &u8| *l <= 30)?,
+        ))
     });
     let ports = i
         .ports

@@ -305,7 +305,11 @@ async fn on_the_mesh_the_node_owns_its_address_and_containers_route_replies_back
         "its address, written once"
     );
     let routes = kernel.routes.lock().unwrap().clone();
-    assert_eq!(routes.len(), 2, "at attach (no mesh yet) and once the mesh came");
+    assert_eq!(
+        routes.len(),
+        2,
+        "at attach (no mesh yet) and once the mesh came"
+    );
     assert_eq!(routes[1].1, "eth2", "the second network's interface");
     assert_eq!(routes[1].2.len(), 2);
     let tables = kernel.tables.lock().unwrap().clone();

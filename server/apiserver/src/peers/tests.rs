@@ -209,5 +209,8 @@ fn the_mesh_is_absent_without_a_published_port_or_a_node_address() {
     t.tasks.remove("b1");
     let view = t.view("a");
     assert!(view.ingress.is_none(), "nothing publishes through the mesh");
-    assert!(view.networks.is_empty(), "and the node needs no ingress devices");
+    assert!(
+        view.networks.is_empty(),
+        "and the node needs no ingress devices"
+    );
 }

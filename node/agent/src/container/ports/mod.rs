@@ -122,7 +122,8 @@ impl PortTable {
     async fn sync_kernel(&self, table: &HashMap<Key, Published>) {
         let Some(kernel) = &self.1 else { return };
         let script = kernel::render_kernel(&kernel.bridge, table);
-        let written = tokio::task::spawn_blocking(move || crate::container::vip::nft(&script)).await;
+        let written =
+            tokio::task::spawn_blocking(move || crate::container::vip::nft(&script)).await;
         match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -135,7 +136,8 @@ impl PortTable {
     /// Listens on `key` on every address of the node; the token stops it.
     async fn listen(&self, key: Key) -> Result<CancellationToken, String> {
         let stop = CancellationToken::new();
-        let failed = |e: std::io::Error| format!("publishing port {}/{}: {e}", key.0, key.1.as_str());
+        let failed =
+            |e: std::io::Error| format!("publishing port {}/{}: {e}", key.0, key.1.as_str());
         match key.1 {
             Protocol::Tcp => {
                 let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, key.0))

@@ -13,7 +13,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Key, PortTable};
 
-pub(super) async fn serve(table: PortTable, key: Key, listener: TcpListener, stop: CancellationToken) {
+pub(super) async fn serve(
+    table: PortTable,
+    key: Key,
+    listener: TcpListener,
+    stop: CancellationToken,
+) {
     loop {
         let (mut inbound, from) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -51,7 +56,12 @@ const UDP_IDLE: Duration = Duration::from_secs(60);
 /// UDP has no connections: each client address gets a flow of its own (a socket
 /// connected to one backend), replies go back from the published port, and a flow
 /// ends after [`UDP_IDLE`] without traffic.
-pub(super) async fn serve_udp(table: PortTable, key: Key, socket: UdpSocket, stop: CancellationToken) {
+pub(super) async fn serve_udp(
+    table: PortTable,
+    key: Key,
+    socket: UdpSocket,
+    stop: CancellationToken,
+) {
     let socket = Arc::new(socket);
     let flows: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
     let mut buf = vec![0u8; 65536];
@@ -118,4 +128,3 @@ async fn relay_replies(
     }
     flows.lock().await.remove(&client);
 }
-
