@@ -12,7 +12,10 @@
 //!   container also has its own monitor process: monitor_rss_mib, on average, and
 //!   monitor_pss_mib, its proportional share, which counts shared libc pages once).
 //!
-//! Usage: bench-agent [--containers N]
+//! The agent keeps namespaces ready (`--netns-pool`); the run waits until its pool is
+//! full before the burst, as on a node that has been up a while.
+//!
+//! Usage: bench-agent [--containers N] [--netns-pool N]
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -165,9 +168,32 @@ fn raw_runc(
     samples
 }
 
+/// Waits until the agent's namespace pool has stopped growing; its size.
+async fn wait_pool_full(node: &Path) -> usize {
+    let count = || {
+        std::fs::read_dir(node.join("netns-pool"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let begun = Instant::now();
+    while count() == 0 && begun.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut last, mut since) = (usize::MAX, Instant::now());
+    while since.elapsed() < Duration::from_secs(1) {
+        let now = count();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    last
+}
+
 #[tokio::main]
 async fn main() {
     let mut n = 50usize;
+    let mut pool: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -177,6 +203,7 @@ async fn main() {
                     .and_then(|v| v.parse().ok())
                     .expect("--containers N")
             }
+            "--netns-pool" => pool = Some(args.next().expect("--netns-pool N")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -240,20 +267,26 @@ async fn main() {
         format!("127.0.0.1:{}", shoal_testkit::free_port()),
         node.display().to_string(),
     );
-    let agent = spawn(
-        &[
-            "agent",
-            "--name",
-            "bench-1",
-            "--stop-grace-period",
-            "1s",
-            "--listen",
-            &agent_listen,
-            "--data-dir",
-            &node_data,
-        ],
-        Some(&url),
-    );
+    let mut agent_args = vec![
+        "agent",
+        "--name",
+        "bench-1",
+        "--stop-grace-period",
+        "1s",
+        "--listen",
+        &agent_listen,
+        "--data-dir",
+        &node_data,
+    ];
+    if let Some(size) = &pool {
+        agent_args.extend(["--netns-pool", size]);
+    }
+    let agent = spawn(&agent_args, Some(&url));
+    let pooled = if pool.as_deref() == Some("0") {
+        0
+    } else {
+        wait_pool_full(&node).await
+    };
 
     // Follow the tasks: when each is first seen bound, and when first seen running.
     let mut stream = watch_service_tasks(&mut client, "bench").await;
@@ -368,6 +401,7 @@ async fn main() {
         "raw_runc_run_net_{n}_at_once_p99_ms: {:.0} ms",
         percentile(&raw_net, 99)
     );
+    println!("netns_pool: {pooled} namespaces");
     println!("task_start_p50_ms: {:.0} ms", percentile(&starts, 50));
     println!("task_start_p99_ms: {:.0} ms", percentile(&starts, 99));
     println!(

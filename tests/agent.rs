@@ -98,12 +98,15 @@ impl Agent {
             .collect()
     }
 
+    /// Mounts under the node's data directory, but for the agent's prepared
+    /// namespaces (`netns-pool/`), which it keeps whatever runs.
     fn mounts(&self) -> usize {
         let data = self.data.display().to_string();
+        let pool = self.data.join("netns-pool").display().to_string();
         std::fs::read_to_string("/proc/mounts")
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains(&data))
+            .filter(|l| l.contains(&data) && !l.contains(&pool))
             .count()
     }
 }

@@ -72,11 +72,15 @@ impl Cluster {
             .expect("ip netns exec"))
     }
 
+    /// Host `h`'s links, but for the host ends of the agent's prepared namespaces
+    /// (`shp...`), which it keeps whatever networks there are and renews as tasks
+    /// take them.
     fn links(&self, h: usize) -> BTreeSet<String> {
         self.on_host(h, &["ip", "-o", "link", "show"])
             .lines()
             .filter_map(|l| l.split(':').nth(1))
             .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+            .filter(|n| !n.starts_with("shp"))
             .collect()
     }
 
@@ -304,6 +308,12 @@ fn an_agent_killed_and_restarted_leaves_the_datapath_as_it_was(c: &mut Cluster) 
         .collect();
     assert_eq!(after, before, "links and entries on every host");
     everyone_reaches_everyone(c, &tasks);
+    // And every task still has its resolver: the restarted agent renewed its
+    // prepared namespaces on the node bridge, whose MAC must not move with its ports.
+    let ips: BTreeSet<String> = tasks.iter().map(|(_, _, ip)| ip.clone()).collect();
+    for (task, _, _) in &tasks {
+        assert_eq!(resolve(c, task, "tasks.web"), ips, "tasks.web from {task}");
+    }
 }
 
 fn a_scaled_down_task_leaves_dns_before_its_container_stops_and_then_every_hosts_entries(
@@ -476,6 +486,8 @@ fn a_run_container_joins_by_flag_and_its_link_resolves_inside_it_only(c: &mut Cl
         "sleep",
         "600",
     ]));
+    // Removed however this scenario ends: the network's deletion waits for it.
+    let _linker = Removed(c, "linker");
     wait_running(c, "linker");
     assert_eq!(
         resolve(c, "linker", "primary"),
@@ -497,7 +509,15 @@ fn a_run_container_joins_by_flag_and_its_link_resolves_inside_it_only(c: &mut Cl
         BTreeSet::from([own]),
         "its alias, for all"
     );
-    ok(c.shoal(&["rm", "-f", "linker"]));
+}
+
+/// A standalone task removed when this goes out of scope.
+struct Removed<'a>(&'a Cluster, &'static str);
+
+impl Drop for Removed<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.shoal(&["rm", "-f", self.1]);
+    }
 }
 
 /// `web` again, with a health check and a shell that stops at once on SIGTERM.

@@ -60,6 +60,10 @@ pub struct Args {
     /// comma-separated (default: the nameservers of /etc/resolv.conf).
     #[arg(long, value_delimiter = ',', value_parser = parse_upstream)]
     dns_upstream: Vec<std::net::SocketAddr>,
+    /// Network namespaces (on the bridge, with an address) kept ready for starting
+    /// tasks, so they do not wait on the kernel for their own; 0: none.
+    #[arg(long, default_value_t = 32)]
+    netns_pool: usize,
     /// Do not masquerade containers' traffic out of the node (no way out but their
     /// networks).
     #[arg(long)]
@@ -135,7 +139,8 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     let labels = super::sim::parse_labels(&a.labels)?;
     std::fs::create_dir_all(&a.data_dir)?;
     let data_dir = a.data_dir.canonicalize()?;
-    let net = network::Network::new(Arc::new(Netlink), &data_dir, &a.bridge, a.subnet);
+    let net = network::Network::new(Arc::new(Netlink), &data_dir, &a.bridge, a.subnet)
+        .with_pool(a.netns_pool, &data_dir);
     net.ensure_bridge()
         .await
         .map_err(|e| anyhow::anyhow!("--bridge {} --subnet {}: {e}", a.bridge, a.subnet))?;
@@ -162,6 +167,8 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         .await
         .map_err(|e| anyhow::anyhow!("the containers' DNS resolver on {dns_at}: {e}"))?;
     tokio::spawn(serving_dns);
+    let shutdown = CancellationToken::new();
+    let pool = tokio::spawn(net.clone().keep_pool_filled(shutdown.clone()));
     let ports = shoal_agent::container::ports::PortTable::with_kernel(&a.bridge);
     let overlay = Overlay::new(
         Arc::new(OverlayNetlink),
@@ -205,7 +212,6 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     };
     let server = ctx.single_server()?;
     let channel = shoal_wire::endpoint(server, ctx.ca_cert.as_deref())?.connect_lazy();
-    let shutdown = CancellationToken::new();
     eprintln!("shoal agent: node {} on {server}", a.name);
     let agent = tokio::spawn(run_node(channel, node, executor, shutdown.clone()));
     let node_api = shoal_wire::pb::node_server::NodeServer::new(NodeApi::new(
@@ -222,6 +228,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     // Containers keep running under their monitors; a restarted agent finds them.
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), agent).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), pool).await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -15,6 +15,7 @@ mod health;
 pub mod logs;
 mod mesh_netlink;
 pub mod netlink;
+pub mod netns_pool;
 pub mod network;
 pub mod overlay;
 pub mod overlay_netlink;

@@ -205,9 +205,17 @@ impl NetOps for Netlink {
             Err(e) if errno(&e) == Some(libc::EEXIST) => {}
             Err(e) => return Err(format!("adding {gateway} to {bridge}: {e}")),
         }
+        // A MAC of its own, made of the gateway's address as containers' are: a bridge
+        // left to itself takes the lowest MAC of its ports, which changes as
+        // containers come and go, and every container that cached the old one
+        // loses its gateway until its ARP entry goes stale.
+        let [a, b, c, d] = subnet.gateway().octets();
         set(
             &handle,
-            LinkUnspec::new_with_index(index).up().build(),
+            LinkUnspec::new_with_index(index)
+                .address(vec![0x02, 0x42, a, b, c, d])
+                .up()
+                .build(),
             "bringing the bridge up",
         )
         .await
@@ -274,6 +282,22 @@ impl NetOps for Netlink {
                 .map_err(|e| format!("default route via {gateway}: {e}"))
         })
         .await
+    }
+
+    async fn move_netns(&self, from: &Path, to: &Path) -> Result<(), String> {
+        std::fs::File::create(to).map_err(|e| format!("{}: {e}", to.display()))?;
+        // A second bind mount of the same namespace, then the first one goes: the
+        // namespace is never without a holder. (MS_MOVE is refused under a shared
+        // parent mount, which systemd makes of /.)
+        if let Err(e) = mount(Some(from), to, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
+            let _ = std::fs::remove_file(to);
+            return Err(format!(
+                "binding {} at {}: {e}",
+                from.display(),
+                to.display()
+            ));
+        }
+        self.remove_netns(from).await
     }
 
     async fn remove_netns(&self, path: &Path) -> Result<(), String> {

@@ -5,9 +5,10 @@
 //!
 //! Addresses are claimed as files (`<data>/network/ips/<address>` holding the container
 //! id, with `<data>/network/containers/<id>` to find it again without a scan), so they
-//! survive agent restarts and are never handed out twice. Netlink, mounts
-//! and namespaces are behind [`NetOps`], so the bookkeeping is tested without root and
-//! the real thing end to end.
+//! survive agent restarts and are never handed out twice. Namespaces are made ahead of
+//! need by the pool (`netns_pool.rs`) and handed over when a task starts. Netlink,
+//! mounts and namespaces are behind [`NetOps`], so the bookkeeping is tested without
+//! root and the real thing end to end.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -95,6 +96,8 @@ pub trait NetOps: Send + Sync {
     ) -> Result<(), String>;
     /// Unmounts and removes the namespace (its veth pair goes with it).
     async fn remove_netns(&self, path: &Path) -> Result<(), String>;
+    /// Keeps the namespace at `from` at `to` instead (`to` does not exist yet).
+    async fn move_netns(&self, from: &Path, to: &Path) -> Result<(), String>;
 }
 
 /// One node's container network.
@@ -108,6 +111,8 @@ pub struct Network {
     /// `<container id>`, holding its address: the lookup.
     owners: PathBuf,
     netns: PathBuf,
+    /// Namespaces prepared ahead of need; None: each is made when its task starts.
+    pub(super) pool: Option<Arc<super::netns_pool::Pool>>,
 }
 
 /// A container's place on the network.
@@ -132,7 +137,18 @@ impl Network {
             ips: data_dir.join("network").join("ips"),
             owners: data_dir.join("network").join("containers"),
             netns: data_dir.join("netns"),
+            pool: None,
         }
+    }
+
+    /// Keeps `size` namespaces ready (see `netns_pool.rs`; 0: none).
+    pub fn with_pool(mut self, size: usize, data_dir: &Path) -> Self {
+        self.pool = (size > 0).then(|| Arc::new(super::netns_pool::Pool::new(size, data_dir)));
+        self
+    }
+
+    pub(super) fn ops(&self) -> &dyn NetOps {
+        &*self.ops
     }
 
     pub async fn ensure_bridge(&self) -> Result<(), NetError> {
@@ -164,17 +180,11 @@ impl Network {
         (owner == id).then_some(ip)
     }
 
-    fn claim(&self, id: &str) -> Result<Ipv4Addr, NetError> {
+    /// An address for `id` (a container, or a pool slot), kept if it has one.
+    pub(super) fn claim(&self, id: &str) -> Result<Ipv4Addr, NetError> {
         if let Some(ip) = self.address_of(id) {
             return Ok(ip);
         }
-        let state = |path: &Path| {
-            let path = path.to_path_buf();
-            move |why: std::io::Error| NetError::State {
-                path,
-                why: why.to_string(),
-            }
-        };
         std::fs::create_dir_all(&self.ips).map_err(state(&self.ips))?;
         std::fs::create_dir_all(&self.owners).map_err(state(&self.owners))?;
         for ip in self.subnet.hosts() {
@@ -200,40 +210,81 @@ impl Network {
         Err(NetError::Exhausted(self.subnet.to_string()))
     }
 
-    fn release(&self, id: &str) {
+    /// Hands `ip`, claimed by `from`, to `to` (which has no address): the claim file
+    /// is replaced in one rename, so the address is never unclaimed on the way.
+    pub(super) fn hand_over(&self, ip: Ipv4Addr, from: &str, to: &str) -> Result<(), NetError> {
+        let owner = self.owners.join(to);
+        std::fs::write(&owner, ip.to_string()).map_err(state(&owner))?;
+        let claim = self.ips.join(ip.to_string());
+        let next = self.ips.join(format!(".{ip}.{to}"));
+        std::fs::write(&next, to).map_err(state(&next))?;
+        std::fs::rename(&next, &claim).map_err(state(&claim))?;
+        let _ = std::fs::remove_file(self.owners.join(from));
+        Ok(())
+    }
+
+    /// The ids holding addresses whose names start with `prefix`.
+    pub(super) fn owners_starting(&self, prefix: &str) -> Vec<String> {
+        std::fs::read_dir(&self.owners)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with(prefix))
+            .collect()
+    }
+
+    pub(super) fn release(&self, id: &str) {
         if let Some(ip) = self.address_of(id) {
             let _ = std::fs::remove_file(self.ips.join(ip.to_string()));
         }
         let _ = std::fs::remove_file(self.owners.join(id));
     }
 
-    /// Gives container `id` a namespace on the bridge and an address; undone on error.
+    /// Gives container `id` a namespace on the bridge and an address, from the pool
+    /// when it has one ready; undone on error.
     pub async fn attach(&self, id: &str) -> Result<Attachment, NetError> {
+        if let Some(pool) = self.pool.as_ref().filter(|_| self.address_of(id).is_none()) {
+            if let Some(attached) = pool.hand_out(self, id).await {
+                return Ok(attached);
+            }
+        }
+        self.make(id, &self.netns_path(id), &host_if(id)).await
+    }
+
+    /// A new namespace at `netns` on the bridge, with an address claimed for `id` and
+    /// the host end `host_if`; undone on error.
+    pub(super) async fn make(
+        &self,
+        id: &str,
+        netns: &Path,
+        host_if: &str,
+    ) -> Result<Attachment, NetError> {
         let ip = self.claim(id)?;
-        let netns = self.netns_path(id);
         let result = async {
-            std::fs::create_dir_all(&self.netns).map_err(|e| NetError::State {
-                path: self.netns.clone(),
-                why: e.to_string(),
-            })?;
+            let dir = netns.parent().unwrap_or(&self.netns);
+            std::fs::create_dir_all(dir).map_err(state(dir))?;
             // A namespace left by an attempt that died half way is replaced.
             if netns.exists() {
-                let _ = self.ops.remove_netns(&netns).await;
+                let _ = self.ops.remove_netns(netns).await;
             }
             self.ops
-                .create_netns(&netns)
+                .create_netns(netns)
                 .await
                 .map_err(platform("creating the network namespace"))?;
             self.ops
-                .connect(&netns, &self.bridge, &host_if(id), ip, self.subnet)
+                .connect(netns, &self.bridge, host_if, ip, self.subnet)
                 .await
                 .map_err(platform(format!("connecting {ip} to {}", self.bridge)))
         }
         .await;
         match result {
-            Ok(()) => Ok(Attachment { ip, netns }),
+            Ok(()) => Ok(Attachment {
+                ip,
+                netns: netns.to_path_buf(),
+            }),
             Err(e) => {
-                self.detach(id).await;
+                self.remove(id, netns).await;
                 Err(e)
             }
         }
@@ -241,13 +292,26 @@ impl Network {
 
     /// Removes the container's namespace and frees its address; idempotent.
     pub async fn detach(&self, id: &str) {
-        let netns = self.netns_path(id);
+        self.remove(id, &self.netns_path(id)).await;
+    }
+
+    /// Removes the namespace at `netns` and frees `id`'s address; idempotent.
+    pub(super) async fn remove(&self, id: &str, netns: &Path) {
         if netns.exists() {
-            if let Err(e) = self.ops.remove_netns(&netns).await {
+            if let Err(e) = self.ops.remove_netns(netns).await {
                 tracing::warn!(container = %id, error = %e, "could not remove the network namespace");
             }
         }
         self.release(id);
+    }
+}
+
+/// A failed file operation on the network's state at `path`.
+fn state(path: &Path) -> impl FnOnce(std::io::Error) -> NetError {
+    let path = path.to_path_buf();
+    move |why| NetError::State {
+        path,
+        why: why.to_string(),
     }
 }
 
@@ -269,102 +333,5 @@ pub(super) fn id_tail(id: &str, n: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct FakeOps {
-        calls: Mutex<Vec<String>>,
-        fail_connect: bool,
-    }
-
-    #[async_trait]
-    impl NetOps for FakeOps {
-        async fn ensure_bridge(&self, _: &str, subnet: Subnet) -> Result<(), String> {
-            self.calls.lock().unwrap().push(format!("bridge {subnet}"));
-            Ok(())
-        }
-        async fn create_netns(&self, path: &Path) -> Result<(), String> {
-            std::fs::write(path, "").map_err(|e| e.to_string())?;
-            self.calls.lock().unwrap().push("netns".into());
-            Ok(())
-        }
-        async fn connect(
-            &self,
-            _: &Path,
-            _: &str,
-            host_if: &str,
-            ip: Ipv4Addr,
-            _: Subnet,
-        ) -> Result<(), String> {
-            self.calls
-                .lock()
-                .unwrap()
-                .push(format!("connect {host_if} {ip}"));
-            if self.fail_connect {
-                return Err("no such device".into());
-            }
-            Ok(())
-        }
-        async fn remove_netns(&self, path: &Path) -> Result<(), String> {
-            std::fs::remove_file(path).map_err(|e| e.to_string())?;
-            self.calls.lock().unwrap().push("remove".into());
-            Ok(())
-        }
-    }
-
-    #[tokio::test]
-    async fn addresses_are_unique_kept_per_container_and_freed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let subnet: Subnet = "10.9.0.0/29".parse().expect("subnet");
-        let net = Network::new(Arc::new(FakeOps::default()), dir.path(), BRIDGE, subnet);
-        let a = net.attach("shoal-a").await.expect("a");
-        let b = net.attach("shoal-b").await.expect("b");
-        assert_eq!(a.ip, Ipv4Addr::new(10, 9, 0, 2), "after the gateway");
-        assert_eq!(b.ip, Ipv4Addr::new(10, 9, 0, 3));
-        assert_eq!(
-            net.attach("shoal-a").await.expect("again").ip,
-            a.ip,
-            "same container, same address"
-        );
-        for id in ["c", "d", "e"] {
-            net.attach(id).await.expect("room for six");
-        }
-        assert!(matches!(net.attach("f").await, Err(NetError::Exhausted(_))));
-        net.detach("shoal-a").await;
-        assert!(!a.netns.exists());
-        assert_eq!(net.attach("g").await.expect("freed").ip, a.ip);
-    }
-
-    #[tokio::test]
-    async fn a_failed_attach_leaves_nothing_behind() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ops = Arc::new(FakeOps {
-            fail_connect: true,
-            ..Default::default()
-        });
-        let net = Network::new(ops.clone(), dir.path(), BRIDGE, Subnet::default());
-        let err = net.attach("shoal-x").await.expect_err("connect fails");
-        assert!(err.to_string().contains("no such device"), "{err}");
-        assert_eq!(net.address_of("shoal-x"), None);
-        let expected = [
-            "netns".to_string(),
-            format!("connect {} 172.30.0.2", host_if("shoal-x")),
-            "remove".to_string(),
-        ];
-        assert_eq!(*ops.calls.lock().unwrap(), expected);
-    }
-
-    #[test]
-    fn subnets_parse_strictly() {
-        assert_eq!(
-            "172.30.0.0/16".parse::<Subnet>().expect("ok"),
-            Subnet::default()
-        );
-        assert!("172.30.0.1/16".parse::<Subnet>().is_err());
-        assert!("172.30.0.0/31".parse::<Subnet>().is_err());
-        assert!("nonsense".parse::<Subnet>().is_err());
-        assert_eq!(host_if("shoal-0123456789abcdef"), "sh6789abcdef");
-    }
-}
+#[path = "network_tests.rs"]
+mod tests;
