@@ -1,9 +1,12 @@
 //! Log events as Fluentd has them, (tag, time, record), and the pieces of the log
 //! pipeline that only compute: tag patterns (`tag.rs`), framing of MessagePack values
-//! arriving on a stream (`frame.rs`) and the Fluentd forward protocol v1 (`forward.rs`).
-//! No I/O: the agent's pipeline reads and writes; everything here is a pure function
-//! of its input, so it is property-tested against arbitrary bytes.
+//! arriving on a stream (`frame.rs`) and the Fluentd forward protocol v1 (`forward.rs`),
+//! pure functions of their input, property-tested against arbitrary bytes; and the
+//! one piece that touches the disk, an output's file buffer (`buffer.rs`), which is
+//! what makes "nothing acknowledged is lost" true. Sockets, timers and processes are
+//! the pipeline's, not this crate's.
 
+pub mod buffer;
 pub mod event;
 pub mod forward;
 pub mod frame;
