@@ -9,7 +9,6 @@
 pub mod container;
 pub mod dns;
 pub mod exec;
-pub mod glob;
 pub mod image;
 pub mod node_api;
 pub mod session;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use shoal_api::{DesiredState, Task, TaskState, TaskStatus};
 
-use crate::glob;
 use crate::session::{Executor, Reporter};
+use shoal_logs::glob;
 
 #[derive(Debug, Clone)]
 pub struct SimConfig {

@@ -3,9 +3,10 @@
 //! arbitrary bytes where the input comes from outside: tag patterns (`tag.rs`), the
 //! framing of MessagePack values on a stream (`frame.rs`), the Fluentd forward
 //! protocol v1 (`forward.rs`), parsers of lines into records (`parse/`), filters
-//! (`filter.rs`), routing by tag (`route.rs`) and formatters (`format.rs`). One part
-//! touches the disk: an output's file buffer (`buffer.rs`), which is what makes
-//! "nothing acknowledged is lost" true. Sockets, timers and processes belong to the
+//! (`filter.rs`), routing by tag (`route.rs`) and formatters (`format.rs`). Two parts
+//! touch the disk, because "nothing acknowledged is lost" is decided there: an
+//! output's file buffer (`buffer.rs`) and the tail input's files and positions
+//! (`tail.rs`). Sockets, timers and processes belong to the
 //! pipeline that uses this crate.
 
 pub mod buffer;
@@ -14,9 +15,11 @@ pub mod filter;
 pub mod format;
 pub mod forward;
 pub mod frame;
+pub mod glob;
 pub mod parse;
 pub mod route;
 pub mod tag;
+pub mod tail;
 
 pub use event::{Event, EventTime};
 pub use tag::TagPattern;

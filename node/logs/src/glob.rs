@@ -1,4 +1,4 @@
-//! Shell-style globs (`*`, `?`) for image names.
+//! Shell-style globs (`*`, `?`): file names for the tail input, image names for `shoal sim`.
 
 /// Whether `text` matches `pattern`, where `*` is any run and `?` any one character.
 pub fn matches(pattern: &str, text: &str) -> bool {
