@@ -3,7 +3,9 @@
 //! arbitrary bytes where the input comes from outside: tag patterns (`tag.rs`), the
 //! framing of MessagePack values on a stream (`frame.rs`), the Fluentd forward
 //! protocol v1 (`forward.rs`), parsers of lines into records (`parse/`), filters
-//! (`filter.rs`), routing by tag (`route.rs`) and formatters (`format.rs`). Two parts
+//! (`filter.rs`), routing by tag (`route.rs`), formatters (`format.rs`), the retry
+//! policy and an output's health (`retry.rs`) and the bodies and answers of Loki and
+//! Elasticsearch (`sink.rs`). Two parts
 //! touch the disk, because "nothing acknowledged is lost" is decided there: an
 //! output's file buffer (`buffer.rs`) and the tail input's files and positions
 //! (`tail.rs`). Sockets, timers and processes belong to the
@@ -17,7 +19,9 @@ pub mod forward;
 pub mod frame;
 pub mod glob;
 pub mod parse;
+pub mod retry;
 pub mod route;
+pub mod sink;
 pub mod tag;
 pub mod tail;
 
