@@ -1,0 +1,74 @@
+//! The forward input: Fluentd's protocol over TCP, for Docker's fluentd log driver,
+//! fluent-logger libraries and Fluent Bit. A message's events are acknowledged
+//! (`{"ack": chunk}`, when the client asked with a `chunk` option) only after the
+//! engine has them durable in every output's buffer; a client that gets no ack
+//! sends again, so nothing it was told is safe is ever lost. A connection that
+//! sends something that is not the protocol is closed, with the reason logged.
+
+use std::sync::Arc;
+
+use shoal_logs::forward;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+
+/// Serves `listener` until `shutdown`. `limit`: the largest message taken.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    limit: usize,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "forward input: accept");
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let engine = engine.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                result = connection(stream, &engine, limit) => {
+                    if let Err(why) = result {
+                        tracing::warn!(%peer, error = %why, "forward input: connection closed");
+                    }
+                }
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+async fn connection(mut stream: TcpStream, engine: &Engine, limit: usize) -> Result<(), String> {
+    let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut at = 0;
+        while let Some((msg, used)) =
+            forward::decode(&buf[at..], limit).map_err(|e| e.to_string())?
+        {
+            at += used;
+            engine.ingest(msg.events).await.map_err(|e| e.to_string())?;
+            if let Some(c) = msg.chunk {
+                stream
+                    .write_all(&forward::ack(&c))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        buf.drain(..at);
+    }
+}
