@@ -4,12 +4,12 @@
 //! framing of MessagePack values on a stream (`frame.rs`), the Fluentd forward
 //! protocol v1 (`forward.rs`), parsers of lines into records (`parse/`), filters
 //! (`filter.rs`), routing by tag (`route.rs`), formatters (`format.rs`), the retry
-//! policy and an output's health (`retry.rs`) and the bodies and answers of Loki and
-//! Elasticsearch (`sink.rs`). Two parts
-//! touch the disk, because "nothing acknowledged is lost" is decided there: an
-//! output's file buffer (`buffer.rs`) and the tail input's files and positions
-//! (`tail.rs`). Sockets, timers and processes belong to the
-//! pipeline that uses this crate.
+//! policy and an output's health (`retry.rs`), the bodies and answers of Loki and
+//! Elasticsearch (`sink.rs`), and task logs as events (`task_log.rs`: json-file
+//! lines, tag templates). Two parts touch the disk, because "nothing acknowledged is
+//! lost" is decided there: an output's file buffer (`buffer.rs`) and the tail
+//! input's files and positions (`tail.rs`). Sockets, timers and processes belong to
+//! the pipeline that uses this crate (`shoal-pipeline`).
 
 pub mod buffer;
 pub mod event;
@@ -24,6 +24,7 @@ pub mod route;
 pub mod sink;
 pub mod tag;
 pub mod tail;
+pub mod task_log;
 
 pub use event::{Event, EventTime};
 pub use tag::TagPattern;
