@@ -78,11 +78,13 @@ impl ContainerRuntime for Runc {
 
     async fn delete(&self, id: &str, dir: &Path) {
         let _ = runc(&self.config, &["delete", "--force", id]).await;
-        if let Some(net) = &self.config.network {
-            net.detach(id).await;
-        }
+        // The overlay first: it forgets the container by its node address (DNS
+        // knows askers by it), which must still be this container's when it does.
         if let Some(overlay) = &self.config.overlay {
             overlay.detach(id).await;
+        }
+        if let Some(net) = &self.config.network {
+            net.detach(id).await;
         }
         if let Err(e) = RootfsLayout::new(dir).remove(&Overlay) {
             tracing::warn!(container = %id, error = %e, "could not remove the container's files");
