@@ -2,7 +2,7 @@
 //! only compute, each a pure function of its input and property-tested against
 //! arbitrary bytes where the input comes from outside: tag patterns (`tag.rs`), the
 //! framing of MessagePack values on a stream (`frame.rs`), the Fluentd forward
-//! protocol v1 (`forward.rs`), parsers of lines into records (`parse/`), filters
+//! protocol v1 (`forward.rs`), the HTTP input's requests (`http_in.rs`), parsers of lines into records (`parse/`), filters
 //! (`filter.rs`), routing by tag (`route.rs`), formatters (`format.rs`), the retry
 //! policy and an output's health (`retry.rs`), the bodies and answers of Loki and
 //! Elasticsearch (`sink.rs`), and task logs as events (`task_log.rs`: json-file
@@ -18,6 +18,7 @@ pub mod format;
 pub mod forward;
 pub mod frame;
 pub mod glob;
+pub mod http_in;
 pub mod parse;
 pub mod retry;
 pub mod route;
