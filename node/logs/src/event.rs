@@ -13,6 +13,17 @@ pub struct EventTime {
 pub const EVENT_TIME_EXT: i8 = 0;
 
 impl EventTime {
+    /// The time now (the clock before 1970 or after 2106 reads as its nearest end).
+    pub fn now() -> EventTime {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        EventTime {
+            secs: u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
+            nanos: d.subsec_nanos(),
+        }
+    }
+
     /// As the forward protocol carries it: extension type 0, seconds then
     /// nanoseconds, each a big-endian u32.
     pub fn to_value(self) -> Value {

@@ -4,7 +4,8 @@
 //! chunks oldest first, trying again with back-off and setting aside what it gives
 //! up on (`output.rs`, with the sinks in `sinks.rs`); the forward input serves
 //! Fluentd's clients and acknowledges only durable events (`forward_in.rs`); the
-//! syslog input takes RFC 5424 and 3164 over UDP and TCP (`syslog_in.rs`).
+//! syslog input takes RFC 5424 and 3164 over UDP and TCP (`syslog_in.rs`); the tail
+//! input follows files and commits positions only past durable lines (`tail_in.rs`).
 //!
 //! The pieces that only compute (protocols, parsers, patterns, the buffer's file
 //! format) are `shoal-logs`; this crate adds sockets, timers and tasks.
@@ -14,5 +15,6 @@ pub mod forward_in;
 pub mod output;
 pub mod sinks;
 pub mod syslog_in;
+pub mod tail_in;
 
 pub use engine::{Engine, EngineError};

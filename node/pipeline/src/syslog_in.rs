@@ -31,7 +31,7 @@ pub struct SyslogIn {
 
 impl SyslogIn {
     fn event(&self, text: &str) -> Event {
-        let now = now();
+        let now = EventTime::now();
         match syslog::parse(text) {
             Ok(p) => {
                 let facility = field(&p.record, "facility").unwrap_or("user").to_string();
@@ -130,15 +130,5 @@ impl SyslogIn {
                     .map_err(|e| e.to_string())?;
             }
         }
-    }
-}
-
-fn now() -> EventTime {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    EventTime {
-        secs: u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
-        nanos: d.subsec_nanos(),
     }
 }
