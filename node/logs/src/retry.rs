@@ -55,6 +55,20 @@ impl Policy {
     }
 }
 
+/// A random u64 from the standard library's per-map random keys: enough for jitter
+/// and chunk ids, with no generator to seed.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+/// A number in [0, 1), for jitter.
+pub fn random_unit() -> f64 {
+    (random_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// An output's health as its attempts tell it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Health {

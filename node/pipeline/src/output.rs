@@ -6,14 +6,13 @@
 //! gets no ack, so it keeps its events) and `drop_oldest` drops the oldest chunk,
 //! counted.
 
-use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use shoal_logs::buffer::{BufferError, FileBuffer};
-use shoal_logs::retry::{Change, Health, Next, Policy};
+use shoal_logs::retry::{random_unit, Change, Health, Next, Policy};
 use shoal_logs::Event;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -184,7 +183,7 @@ impl Output {
                         break;
                     }
                     Err(e) if !e.retry => Next::GiveUp,
-                    Err(_) => self.policy.after_failure(attempts, random()),
+                    Err(_) => self.policy.after_failure(attempts, random_unit()),
                 };
                 match next {
                     Next::RetryIn(wait) => {
@@ -210,12 +209,4 @@ impl Output {
             }
         }
     }
-}
-
-/// A number in [0, 1) for jitter, from the standard library's random hasher keys.
-fn random() -> f64 {
-    let bits = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    (bits >> 11) as f64 / (1u64 << 53) as f64
 }

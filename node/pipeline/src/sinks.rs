@@ -27,6 +27,14 @@ pub enum Sink {
     Stdout {
         format: Format,
     },
+    /// Fluentd's forward protocol to Fluentd, Fluent Bit or another shoal: one
+    /// connection kept open, PackedForward per tag, each acknowledged before the
+    /// next (a chunk counts as delivered only once every part was acked).
+    Forward {
+        addr: String,
+        conn: tokio::sync::Mutex<Option<tokio::net::TcpStream>>,
+        ack_timeout: std::time::Duration,
+    },
 }
 
 impl Sink {
@@ -37,6 +45,14 @@ impl Sink {
             client: reqwest::Client::new(),
             url: url.to_string(),
             format,
+        }
+    }
+
+    pub fn forward(addr: &str) -> Sink {
+        Sink::Forward {
+            addr: addr.to_string(),
+            conn: tokio::sync::Mutex::new(None),
+            ack_timeout: std::time::Duration::from_secs(30),
         }
     }
 
@@ -96,6 +112,22 @@ impl Sink {
                     .map_err(fail)?;
                 f.sync_data().await.map_err(fail)
             }
+            Sink::Forward {
+                addr,
+                conn,
+                ack_timeout,
+            } => {
+                let mut conn = conn.lock().await;
+                let result = forward(addr, &mut conn, events, *ack_timeout).await;
+                if result.is_err() {
+                    // Whatever state the connection is in, the next try starts afresh.
+                    *conn = None;
+                }
+                result.map_err(|why| SinkError {
+                    why: format!("{addr}: {why}"),
+                    retry: true,
+                })
+            }
             Sink::Stdout { format } => {
                 use std::io::Write;
                 let body = Self::body(format, events);
@@ -110,4 +142,89 @@ impl Sink {
             }
         }
     }
+}
+
+/// Sends `events` over `conn` (connecting first if needed), one PackedForward per run
+/// of one tag, waiting for each ack.
+async fn forward(
+    addr: &str,
+    conn: &mut Option<tokio::net::TcpStream>,
+    events: &[Event],
+    ack_timeout: std::time::Duration,
+) -> Result<(), String> {
+    use shoal_logs::forward::{encode_events, Mode};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if conn.is_none() {
+        *conn = Some(
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let Some(stream) = conn.as_mut() else {
+        return Err("not connected".into());
+    };
+    for run in events.chunk_by(|a, b| a.tag == b.tag) {
+        let chunk = chunk_id();
+        let message = encode_events(&run[0].tag, run, Mode::PackedForward, Some(&chunk));
+        stream
+            .write_all(&message)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 256];
+        let acked = tokio::time::timeout(ack_timeout, async {
+            loop {
+                if let Some(len) =
+                    shoal_logs::frame::value_len(&answer, 4096).map_err(|e| e.to_string())?
+                {
+                    let v =
+                        rmpv::decode::read_value(&mut &answer[..len]).map_err(|e| e.to_string())?;
+                    let ack = match &v {
+                        rmpv::Value::Map(p) => p
+                            .iter()
+                            .find(|(k, _)| k.as_str() == Some("ack"))
+                            .and_then(|(_, v)| v.as_str()),
+                        _ => None,
+                    };
+                    return if ack == Some(chunk.as_str()) {
+                        Ok(())
+                    } else {
+                        Err(format!("answered {v}, not the ack of {chunk}"))
+                    };
+                }
+                let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err("closed before acknowledging".to_string());
+                }
+                answer.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await
+        .map_err(|_| format!("no ack within {ack_timeout:?}"))?;
+        acked?;
+    }
+    Ok(())
+}
+
+/// A chunk id: 16 random bytes, base64 as Fluentd's are.
+fn chunk_id() -> String {
+    let random = shoal_logs::retry::random_u64;
+    let bytes: Vec<u8> = [random(), random()]
+        .iter()
+        .flat_map(|r| r.to_be_bytes())
+        .collect();
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for group in bytes.chunks(3) {
+        let n =
+            group.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - group.len()));
+        for i in 0..=group.len() {
+            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    while !out.len().is_multiple_of(4) {
+        out.push('=');
+    }
+    out
 }
