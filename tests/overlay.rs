@@ -297,6 +297,14 @@ fn an_agent_killed_and_restarted_leaves_the_datapath_as_it_was(c: &mut Cluster) 
             .as_array()
             .is_some_and(|n| n.iter().all(|n| n["status"]["state"] == "ready"))
     });
+    // A node stays ready through a restart shorter than its heartbeat lease: what
+    // says the new agent is there is that it serves its tasks again.
+    let restarted = format!("{PREFIX}1");
+    if let Some((task, _, _)) = tasks.iter().find(|(_, node, _)| *node == restarted) {
+        wait("the restarted agent serves its tasks", 30, || {
+            c.shoal(&["exec", task, "--", "true"]).status.success()
+        });
+    }
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert_eq!(
         placed(c, "web", "front"),

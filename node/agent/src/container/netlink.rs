@@ -300,6 +300,11 @@ impl NetOps for Netlink {
         self.remove_netns(from).await
     }
 
+    fn holds_netns(&self, path: &Path) -> bool {
+        nix::sys::statfs::statfs(path)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+    }
+
     async fn remove_netns(&self, path: &Path) -> Result<(), String> {
         match umount2(path, MntFlags::MNT_DETACH) {
             Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}

@@ -12,8 +12,11 @@
 //!
 //! A slot's host end is named after its address (`shp` and eight hex digits), not its
 //! slot number: the number starts again with every agent, the address is unique for as
-//! long as a container holds it. Slots do not outlive their agent: a starting agent
-//! removes what an earlier one left, and a stopping one empties the pool.
+//! long as a container holds it. A stopping agent empties its pool; a killed one
+//! leaves it, and the next agent takes over every slot that is still whole (its
+//! namespace mounted, its address claimed for it) and removes the rest, so a
+//! restart does not tear down and rebuild the kernel's side of 32 namespaces while
+//! it is adopting its containers.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -112,6 +115,43 @@ impl Pool {
         Ok(())
     }
 
+    /// Takes over the slots an earlier agent left that are whole, and removes the
+    /// others (and addresses claimed for a slot that is gone).
+    async fn take_over(&self, net: &Network) {
+        let mut kept = Vec::new();
+        let files = std::fs::read_dir(&self.dir).into_iter().flatten().flatten();
+        for file in files {
+            let (path, name) = (file.path(), file.file_name().to_string_lossy().into_owned());
+            let number = name.strip_prefix(SLOT).and_then(|n| n.parse::<u64>().ok());
+            match (number, net.address_of(&name)) {
+                (Some(n), Some(ip)) if net.ops().holds_netns(&path) => {
+                    self.next.fetch_max(n + 1, Ordering::Relaxed);
+                    kept.push(name.clone());
+                    self.slots().push(Slot {
+                        name,
+                        ip,
+                        netns: path,
+                    });
+                }
+                _ => {
+                    let _ = net.ops().remove_netns(&path).await;
+                    net.release(&name);
+                }
+            }
+        }
+        for name in net.owners_starting(SLOT) {
+            if !kept.contains(&name) {
+                net.release(&name);
+            }
+        }
+        if !kept.is_empty() {
+            tracing::info!(
+                slots = kept.len(),
+                "took over the prepared namespaces an earlier agent left"
+            );
+        }
+    }
+
     /// Removes every slot, ready or left by an earlier agent: namespaces in the pool's
     /// directory, and addresses claimed for a slot.
     pub(super) async fn empty(&self, net: &Network) {
@@ -133,7 +173,7 @@ impl Network {
         let Some(pool) = self.pool.clone() else {
             return;
         };
-        pool.empty(&self).await;
+        pool.take_over(&self).await;
         let mut pause = Duration::from_millis(200);
         loop {
             while pool.ready() < pool.size && !shutdown.is_cancelled() {

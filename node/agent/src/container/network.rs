@@ -98,6 +98,8 @@ pub trait NetOps: Send + Sync {
     async fn remove_netns(&self, path: &Path) -> Result<(), String>;
     /// Keeps the namespace at `from` at `to` instead (`to` does not exist yet).
     async fn move_netns(&self, from: &Path, to: &Path) -> Result<(), String>;
+    /// Whether `path` holds a namespace (a bind mount of one, not a plain file).
+    fn holds_netns(&self, path: &Path) -> bool;
 }
 
 /// One node's container network.

@@ -44,6 +44,9 @@ impl NetOps for FakeOps {
         self.calls.lock().unwrap().push("remove".into());
         Ok(())
     }
+    fn holds_netns(&self, path: &Path) -> bool {
+        path.is_file()
+    }
     async fn move_netns(&self, from: &Path, to: &Path) -> Result<(), String> {
         self.calls.lock().unwrap().push("move".into());
         if self.fail_move {
@@ -216,21 +219,41 @@ async fn a_failed_hand_over_makes_a_namespace_on_the_spot_and_loses_no_address()
 }
 
 #[tokio::test]
-async fn a_new_agent_removes_the_slots_an_earlier_one_left() {
+async fn a_new_agent_takes_over_the_whole_slots_an_earlier_one_left() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ops = Arc::new(FakeOps::default());
-    let (net, stop, filler) = pooled(ops.clone(), dir.path(), 2).await;
+    let (net, stop, filler) = pooled(ops.clone(), dir.path(), 3).await;
     // The agent dies: its filler never empties the pool.
     filler.abort();
     let _ = filler.await;
     let left = pool_files(dir.path());
-    assert_eq!(left.len(), 2);
-    let again = Network::new(ops, dir.path(), BRIDGE, net.subnet).with_pool(2, dir.path());
+    assert_eq!(left.len(), 3);
+    // One slot lost its namespace (a reboot unmounts them all, say).
+    std::fs::remove_file(dir.path().join("netns-pool").join(&left[0])).expect("rm");
+    ops.calls.lock().unwrap().clear();
+    let again = Network::new(ops.clone(), dir.path(), BRIDGE, net.subnet).with_pool(3, dir.path());
     let stop_again = CancellationToken::new();
     let filler = tokio::spawn(again.clone().keep_pool_filled(stop_again.clone()));
-    wait_ready(&again, 2).await;
-    assert_eq!(pool_files(dir.path()).len(), 2, "two slots, not four");
-    assert_eq!(again.owners_starting("pool-").len(), 2);
+    wait_ready(&again, 3).await;
+    let now = pool_files(dir.path());
+    assert_eq!(now.len(), 3, "three slots: {now:?}");
+    assert!(
+        now.contains(&left[1]) && now.contains(&left[2]),
+        "the whole ones kept: {now:?}"
+    );
+    let made = ops
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| *c == "netns")
+        .count();
+    assert_eq!(made, 1, "only the broken one made again");
+    assert_eq!(
+        again.owners_starting("pool-").len(),
+        3,
+        "no address held for the lost one"
+    );
     stop.cancel();
     stop_again.cancel();
     filler.await.expect("filler");
