@@ -16,6 +16,7 @@ pub mod schema;
 mod schema_check;
 pub mod selector;
 pub mod strict_json;
+pub mod tag;
 pub mod validate;
 pub mod yaml;
 

@@ -108,8 +108,31 @@ impl<'a> Checker<'a> {
                     first_errors = Some(p);
                 }
             }
-            if let Some(p) = first_errors {
-                out.0.extend(p.0);
+            // An enum whose variants carry docs is one branch per variant: name them all.
+            let words: Option<Vec<String>> = branches
+                .iter()
+                .map(|b| self.resolve(b))
+                .filter(|b| b.get("type").and_then(Value::as_str) != Some("null"))
+                .map(|b| match (b.get("const"), b.get("enum")) {
+                    (Some(Value::String(c)), _) => Some(vec![c.clone()]),
+                    (_, Some(Value::Array(e))) => {
+                        e.iter().map(|o| o.as_str().map(str::to_string)).collect()
+                    }
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+                .map(|lists| lists.concat());
+            match (words, first_errors) {
+                (Some(words), _) if words.len() > 1 => out.push(
+                    path,
+                    format!(
+                        "expected one of {}, found {}",
+                        words.join(", "),
+                        describe(v)
+                    ),
+                ),
+                (_, Some(p)) => out.0.extend(p.0),
+                _ => {}
             }
             return;
         }

@@ -6,6 +6,7 @@ mod container;
 mod event;
 mod gitsync;
 mod logpipeline;
+mod logpipeline_check;
 mod network;
 mod node;
 mod service;
@@ -18,7 +19,7 @@ pub use gitsync::{
     GitSync, GitSyncSpec, GitSyncStatus, InventoryEntry, SyncRecord, GITSYNC_LABEL,
     RECONCILE_ANNOTATION, SYNC_REQUEST_ANNOTATION,
 };
-pub use logpipeline::{LogPipeline, LogPipelineSpec, LogPipelineStatus};
+pub use logpipeline::*;
 pub use network::{
     parse_cidr, Network, NetworkAttachment, NetworkDriver, NetworkRef, NetworkSpec, NetworkStatus,
     NodeAddress, ServiceVip, INGRESS_NETWORK,

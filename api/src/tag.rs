@@ -2,7 +2,8 @@
 //! `*` matches one part (or what is left of one: `app.web*`), `**` zero or more parts
 //! (`app.**` matches `app` itself), `{a,b}` either pattern. A pattern is compiled
 //! once into an anchored regular expression (the regex crate: linear time whatever
-//! the tag), so matching an event costs no more than reading its tag.
+//! the tag), so matching an event costs no more than reading its tag. A tag template
+//! (`task.{service}.{task}`) is checked to render a tag whatever it is given.
 
 use regex::Regex;
 use thiserror::Error;
@@ -139,6 +140,70 @@ pub fn first_match<'a>(
     patterns.into_iter().position(|p| p.matches(tag))
 }
 
+/// A tag template that cannot render a tag.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("tag template {template:?}: {why}")]
+pub struct TemplateError {
+    pub template: String,
+    pub why: String,
+}
+
+/// What a tag template may name.
+pub const PLACEHOLDERS: [&str; 3] = ["service", "task", "node"];
+
+/// A tag template, checked: placeholders it knows, and a valid tag whatever they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagTemplate(String);
+
+impl TagTemplate {
+    pub fn new(template: &str) -> Result<TagTemplate, TemplateError> {
+        let bad = |why: String| TemplateError {
+            template: template.to_string(),
+            why,
+        };
+        let mut rest = template;
+        let mut sample = String::new();
+        while let Some(open) = rest.find('{') {
+            sample.push_str(&rest[..open]);
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| bad("a `{` is never closed".into()))?;
+            let name = &rest[open + 1..open + close];
+            if !PLACEHOLDERS.contains(&name) {
+                return Err(bad(format!(
+                    "unknown placeholder {{{name}}}; known: {}",
+                    PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+                )));
+            }
+            sample.push('x');
+            rest = &rest[open + close + 1..];
+        }
+        sample.push_str(rest);
+        // What it renders to must be a tag a pattern can name literally.
+        TagPattern::new(&sample).map_err(|e| bad(e.to_string()))?;
+        if sample.contains(['*', ',']) {
+            return Err(bad("a tag has no `*` or `,`".into()));
+        }
+        Ok(TagTemplate(template.to_string()))
+    }
+
+    /// The tag for a task. Names are DNS labels (with dots for a history name); dots
+    /// inside a value would add tag parts, so they become `_`.
+    pub fn render(&self, service: &str, task: &str, node: &str) -> String {
+        let clean = |s: &str| {
+            if s.is_empty() {
+                "_".to_string()
+            } else {
+                s.replace('.', "_")
+            }
+        };
+        self.0
+            .replace("{service}", &clean(service))
+            .replace("{task}", &clean(task))
+            .replace("{node}", &clean(node))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +259,20 @@ mod tests {
         assert_eq!(first_match(&routes, "task.api.x"), Some(0));
         assert_eq!(first_match(&routes, "task.web"), Some(1));
         assert_eq!(first_match(&routes, "syslog"), Some(2));
+    }
+
+    #[test]
+    fn templates_render_tags_and_refuse_what_they_cannot() {
+        let t = TagTemplate::new("task.{service}.{task}").expect("template");
+        assert_eq!(t.render("api", "api.1", "n1"), "task.api.api_1");
+        assert_eq!(t.render("", "solo", "n1"), "task._.solo");
+        for bad in ["task.{svc}", "task.{service", "task..{task}", "task.*", ""] {
+            assert!(TagTemplate::new(bad).is_err(), "{bad:?} accepted");
+        }
+        let err = TagTemplate::new("t.{pod}")
+            .expect_err("unknown")
+            .to_string();
+        assert!(err.contains("{service}, {task}, {node}"), "{err}");
     }
 
     fn part() -> impl Strategy<Value = String> {
