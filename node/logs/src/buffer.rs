@@ -18,7 +18,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rmpv::Value;
 use thiserror::Error;
@@ -162,6 +162,19 @@ impl FileBuffer {
     /// Bytes held in all chunks.
     pub fn held(&self) -> u64 {
         self.ready.iter().map(|(_, b)| b).sum::<u64>() + self.open.as_ref().map_or(0, |o| o.bytes)
+    }
+
+    /// How long the oldest event held has waited: since its chunk was begun.
+    pub fn oldest_age(&self) -> Option<Duration> {
+        if let Some((seq, _)) = self.ready.front() {
+            let meta = fs::metadata(self.ready_path(*seq)).ok()?;
+            let begun = meta.created().or_else(|_| meta.modified()).ok()?;
+            return Some(SystemTime::now().duration_since(begun).unwrap_or_default());
+        }
+        self.open
+            .as_ref()
+            .filter(|o| o.bytes > 0)
+            .map(|o| o.since.elapsed())
     }
 
     /// Sealed chunks waiting for the output.

@@ -49,6 +49,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TailError + '_ {
 pub struct Line {
     pub path: PathBuf,
     pub text: String,
+    /// Where the line starts in its file: a reader that holds lines back (a
+    /// multiline event not yet complete) commits positions no further than this.
+    pub start: u64,
 }
 
 /// A file being followed.
@@ -224,14 +227,18 @@ impl Tail {
 
     /// Keeps the positions of everything returned so far: call once it is durable.
     pub fn commit(&self) -> Result<(), TailError> {
+        self.commit_holding(&HashMap::new())
+    }
+
+    /// As [`Tail::commit`], except that a file in `held` is kept at that offset (the
+    /// start of lines the caller still holds): a restart reads them again.
+    pub fn commit_holding(&self, held: &HashMap<PathBuf, u64>) -> Result<(), TailError> {
         let mut text = String::new();
         for f in &self.files {
-            text.push_str(&format!(
-                "{}\t{}\t{}\n",
-                f.ino,
-                f.position(),
-                f.path.display()
-            ));
+            let at = held
+                .get(&f.path)
+                .map_or(f.position(), |h| (*h).min(f.position()));
+            text.push_str(&format!("{}\t{}\t{}\n", f.ino, at, f.path.display()));
         }
         for (ino, (off, name)) in &self.saved {
             text.push_str(&format!("{ino}\t{off}\t{}\n", name.display()));
@@ -261,14 +268,16 @@ fn read_lines(
     f.partial.extend_from_slice(&bytes);
     let mut start = 0;
     while let Some(nl) = f.partial[start..].iter().position(|b| *b == b'\n') {
-        push(out, &f.path, &f.partial[start..start + nl], max_line);
+        let at = f.position() + start as u64;
+        push(out, &f.path, &f.partial[start..start + nl], at, max_line);
         start += nl + 1;
     }
     f.partial.drain(..start);
     // A line that outgrows the limit comes out in pieces, so it cannot grow forever.
     while f.partial.len() >= max_line {
+        let at = f.position();
         let piece: Vec<u8> = f.partial.drain(..max_line).collect();
-        push(out, &f.path, &piece, max_line);
+        push(out, &f.path, &piece, at, max_line);
     }
     Ok(n)
 }
@@ -283,18 +292,20 @@ fn drain(
 ) -> Result<(), TailError> {
     while read_lines(f, max_line, READ_PER_POLL, out)? > 0 {}
     if last && !f.partial.is_empty() {
+        let at = f.position();
         let rest = std::mem::take(&mut f.partial);
-        push(out, &f.path, &rest, max_line);
+        push(out, &f.path, &rest, at, max_line);
     }
     Ok(())
 }
 
-fn push(out: &mut Vec<Line>, path: &Path, bytes: &[u8], max_line: usize) {
+fn push(out: &mut Vec<Line>, path: &Path, bytes: &[u8], start: u64, max_line: usize) {
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-    for piece in bytes.chunks(max_line) {
+    for (i, piece) in bytes.chunks(max_line).enumerate() {
         out.push(Line {
             path: path.to_path_buf(),
             text: String::from_utf8_lossy(piece).into_owned(),
+            start: start + (i * max_line) as u64,
         });
     }
 }

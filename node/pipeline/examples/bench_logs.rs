@@ -51,6 +51,7 @@ async fn forward_blackhole(stop: &CancellationToken) -> (String, Arc<Engine>) {
         listener,
         engine.clone(),
         64 << 20,
+        Default::default(),
         stop.clone(),
     ));
     (addr, engine)
@@ -119,6 +120,9 @@ async fn tail_to_forward(dir: &std::path::Path, lines: u64) -> f64 {
     .expect("tail");
     let input = Arc::new(TailIn {
         tag: "app".into(),
+        lines: shoal_pipeline::tail_in::Lines::Text,
+        joining: None,
+        events: Default::default(),
         parser: None,
         engine,
         poll: Duration::from_millis(10),

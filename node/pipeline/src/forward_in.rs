@@ -5,6 +5,7 @@
 //! sends again, so nothing it was told is safe is ever lost. A connection that
 //! sends something that is not the protocol is closed, with the reason logged.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use shoal_logs::forward;
@@ -19,6 +20,7 @@ pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
     limit: usize,
+    events: Arc<AtomicU64>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -33,10 +35,11 @@ pub async fn serve(
             _ = shutdown.cancelled() => return,
         };
         let engine = engine.clone();
+        let events = events.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
-                result = connection(stream, &engine, limit) => {
+                result = connection(stream, &engine, limit, &events) => {
                     if let Err(why) = result {
                         tracing::warn!(%peer, error = %why, "forward input: connection closed");
                     }
@@ -47,7 +50,12 @@ pub async fn serve(
     }
 }
 
-async fn connection(mut stream: TcpStream, engine: &Engine, limit: usize) -> Result<(), String> {
+async fn connection(
+    mut stream: TcpStream,
+    engine: &Engine,
+    limit: usize,
+    events: &AtomicU64,
+) -> Result<(), String> {
     let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
     let mut chunk = vec![0u8; 64 << 10];
     loop {
@@ -61,7 +69,9 @@ async fn connection(mut stream: TcpStream, engine: &Engine, limit: usize) -> Res
             forward::decode(&buf[at..], limit).map_err(|e| e.to_string())?
         {
             at += used;
+            let n = msg.events.len() as u64;
             engine.ingest(msg.events).await.map_err(|e| e.to_string())?;
+            events.fetch_add(n, Ordering::Relaxed);
             if let Some(c) = msg.chunk {
                 stream
                     .write_all(&forward::ack(&c))

@@ -10,11 +10,15 @@
 //! The pieces that only compute (protocols, parsers, patterns, the buffer's file
 //! format) are `shoal-logs`; this crate adds sockets, timers and tasks.
 
+pub mod build;
 pub mod engine;
 pub mod forward_in;
+pub mod http_in;
 pub mod output;
+pub mod running;
 pub mod sinks;
 pub mod syslog_in;
 pub mod tail_in;
+pub mod tasks_in;
 
 pub use engine::{Engine, EngineError};

@@ -84,6 +84,20 @@ impl Output {
         self.buffer().held()
     }
 
+    /// How long the oldest undelivered event has waited.
+    pub fn oldest_age(&self) -> Option<Duration> {
+        self.buffer().oldest_age()
+    }
+
+    /// Why the sink is failing, while it is.
+    pub fn failing(&self) -> Option<String> {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failing()
+            .map(str::to_string)
+    }
+
     /// Health changes since the last call (failing, recovered), for Events.
     pub fn take_changes(&self) -> Vec<Change> {
         std::mem::take(&mut *self.changes.lock().unwrap_or_else(|p| p.into_inner()))
@@ -123,6 +137,42 @@ impl Output {
         self.buffer().sync()?;
         self.appended.notify_one();
         Ok(())
+    }
+
+    /// Writes the events a sink refused for good to the dead-letter directory, one
+    /// JSON line each with the reason, and counts them set aside.
+    fn set_aside_events(&self, seq: u64, events: &[Event], refused: &[(usize, String)]) {
+        use std::io::Write;
+        let mut text = Vec::new();
+        for (i, why) in refused {
+            if let Some(e) = events.get(*i) {
+                let line = serde_json::json!({
+                    "tag": e.tag,
+                    "time": e.time.secs,
+                    "record": shoal_logs::format::to_json(&e.record),
+                    "refused": why,
+                });
+                let _ = serde_json::to_writer(&mut text, &line);
+                text.push(b'\n');
+            }
+        }
+        let path = self.dead_letter.join(format!("{seq:020}.refused.json"));
+        let written = std::fs::create_dir_all(&self.dead_letter).and_then(|()| {
+            let mut f = std::fs::File::create(&path)?;
+            f.write_all(&text)?;
+            f.sync_all()
+        });
+        match written {
+            Ok(()) => {
+                tracing::warn!(output = %self.name, events = refused.len(), file = %path.display(), "the receiver refused events; set aside")
+            }
+            Err(e) => {
+                tracing::error!(output = %self.name, error = %e, file = %path.display(), "setting refused events aside")
+            }
+        }
+        self.counters
+            .set_aside
+            .fetch_add(refused.len() as u64, Ordering::Relaxed);
     }
 
     /// Delivers chunks to `sink` until `shutdown`.
@@ -175,11 +225,16 @@ impl Output {
                 }
                 let n = chunk.events.len() as u64;
                 let next = match result {
-                    Ok(()) => {
+                    Ok(refused) => {
+                        if !refused.is_empty() {
+                            self.set_aside_events(chunk.seq, &chunk.events, &refused);
+                        }
                         if let Err(e) = self.buffer().delivered(chunk.seq) {
                             tracing::error!(output = %self.name, error = %e, "removing a delivered chunk");
                         }
-                        self.counters.delivered.fetch_add(n, Ordering::Relaxed);
+                        self.counters
+                            .delivered
+                            .fetch_add(n - refused.len() as u64, Ordering::Relaxed);
                         break;
                     }
                     Err(e) if !e.retry => Next::GiveUp,

@@ -27,6 +27,20 @@ pub enum Sink {
     Stdout {
         format: Format,
     },
+    /// Loki's push API: one stream per label set.
+    Loki {
+        client: reqwest::Client,
+        url: String,
+        labels: Vec<String>,
+        line_key: Option<String>,
+    },
+    /// Elasticsearch's `_bulk` API: items it answers 429 or 5xx for are sent again
+    /// (only those), items it refuses for good are handed back to be set aside.
+    Elasticsearch {
+        client: reqwest::Client,
+        url: String,
+        index: String,
+    },
     /// Fluentd's forward protocol to Fluentd, Fluent Bit or another shoal: one
     /// connection kept open, PackedForward per tag, each acknowledged before the
     /// next (a chunk counts as delivered only once every part was acked).
@@ -38,13 +52,34 @@ pub enum Sink {
 }
 
 impl Sink {
-    pub fn http(url: &str, format: Format) -> Sink {
+    fn client() -> reqwest::Client {
         // ring, the provider image pulls and git already use (once per process).
         let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+    }
+
+    pub fn http(url: &str, format: Format) -> Sink {
         Sink::Http {
-            client: reqwest::Client::new(),
+            client: Self::client(),
             url: url.to_string(),
             format,
+        }
+    }
+
+    pub fn loki(url: &str, labels: Vec<String>, line_key: Option<String>) -> Sink {
+        Sink::Loki {
+            client: Self::client(),
+            url: url.to_string(),
+            labels,
+            line_key,
+        }
+    }
+
+    pub fn elasticsearch(url: &str, index: &str) -> Sink {
+        Sink::Elasticsearch {
+            client: Self::client(),
+            url: url.to_string(),
+            index: index.to_string(),
         }
     }
 
@@ -64,7 +99,9 @@ impl Sink {
         out
     }
 
-    pub async fn send(&self, events: &[Event]) -> Result<(), SinkError> {
+    /// Delivers `events`; Ok with the ones the receiver refused for good (by index,
+    /// with its reason), which the output sets aside.
+    pub async fn send(&self, events: &[Event]) -> Result<Vec<(usize, String)>, SinkError> {
         match self {
             Sink::Http {
                 client,
@@ -76,24 +113,21 @@ impl Sink {
                     Format::Msgpack => "application/msgpack",
                     _ => "text/plain",
                 };
-                let answer = client
-                    .post(url)
-                    .header("content-type", content_type)
-                    .body(Self::body(format, events))
-                    .send()
-                    .await
-                    .map_err(|e| SinkError {
-                        why: format!("{url}: {e}"),
-                        retry: true,
-                    })?;
-                let status = answer.status();
-                if status.is_success() {
-                    return Ok(());
-                }
-                Err(SinkError {
-                    why: format!("{url}: {status}"),
-                    retry: status.is_server_error() || status.as_u16() == 429,
-                })
+                post(client, url, content_type, Self::body(format, events)).await?;
+                Ok(Vec::new())
+            }
+            Sink::Loki {
+                client,
+                url,
+                labels,
+                line_key,
+            } => {
+                let body = shoal_logs::sink::loki_body(events, labels, line_key.as_deref());
+                post(client, url, "application/json", body).await?;
+                Ok(Vec::new())
+            }
+            Sink::Elasticsearch { client, url, index } => {
+                elasticsearch(client, url, index, events).await
             }
             Sink::File { path, format } => {
                 use tokio::io::AsyncWriteExt;
@@ -110,7 +144,8 @@ impl Sink {
                 f.write_all(&Self::body(format, events))
                     .await
                     .map_err(fail)?;
-                f.sync_data().await.map_err(fail)
+                f.sync_data().await.map_err(fail)?;
+                Ok(Vec::new())
             }
             Sink::Forward {
                 addr,
@@ -126,7 +161,8 @@ impl Sink {
                 result.map_err(|why| SinkError {
                     why: format!("{addr}: {why}"),
                     retry: true,
-                })
+                })?;
+                Ok(Vec::new())
             }
             Sink::Stdout { format } => {
                 use std::io::Write;
@@ -138,10 +174,80 @@ impl Sink {
                     .map_err(|e| SinkError {
                         why: format!("stdout: {e}"),
                         retry: true,
-                    })
+                    })?;
+                Ok(Vec::new())
             }
         }
     }
+}
+
+/// POSTs `body`; a 2xx is delivered, a 429 or 5xx (or no answer) passes, the rest
+/// will not.
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, SinkError> {
+    let answer = client
+        .post(url)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| SinkError {
+            why: format!("{url}: {e}"),
+            retry: true,
+        })?;
+    let status = answer.status();
+    if status.is_success() {
+        let body = answer.bytes().await.map_err(|e| SinkError {
+            why: format!("{url}: reading the answer: {e}"),
+            retry: true,
+        })?;
+        return Ok(body.to_vec());
+    }
+    Err(SinkError {
+        why: format!("{url}: {status}"),
+        retry: status.is_server_error() || status.as_u16() == 429,
+    })
+}
+
+/// Tries of the items Elasticsearch asks to have again, within one send.
+const BULK_TRIES: u32 = 3;
+
+async fn elasticsearch(
+    client: &reqwest::Client,
+    url: &str,
+    index: &str,
+    events: &[Event],
+) -> Result<Vec<(usize, String)>, SinkError> {
+    let mut pending: Vec<usize> = (0..events.len()).collect();
+    let mut rejected = Vec::new();
+    for attempt in 1..=BULK_TRIES {
+        let batch: Vec<Event> = pending.iter().map(|i| events[*i].clone()).collect();
+        let body = shoal_logs::sink::bulk_body(&batch, index);
+        let answer = post(client, url, "application/x-ndjson", body).await?;
+        let outcome = shoal_logs::sink::bulk_outcome(&answer, batch.len());
+        rejected.extend(
+            outcome
+                .rejected
+                .iter()
+                .map(|(i, why)| (pending[*i], why.clone())),
+        );
+        pending = outcome.retry.iter().map(|i| pending[*i]).collect();
+        if pending.is_empty() {
+            return Ok(rejected);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+    }
+    Err(SinkError {
+        why: format!(
+            "{url}: {} items still refused for now (429 or 5xx)",
+            pending.len()
+        ),
+        retry: true,
+    })
 }
 
 /// Sends `events` over `conn` (connecting first if needed), one PackedForward per run

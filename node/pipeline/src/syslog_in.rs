@@ -26,11 +26,14 @@ pub struct SyslogIn {
     pub tag: String,
     pub engine: Arc<Engine>,
     /// Messages that did not parse (kept as they came).
-    pub unparsed: AtomicU64,
+    pub unparsed: Arc<AtomicU64>,
+    /// Messages taken.
+    pub events: Arc<AtomicU64>,
 }
 
 impl SyslogIn {
     fn event(&self, text: &str) -> Event {
+        self.events.fetch_add(1, Ordering::Relaxed);
         let now = EventTime::now();
         match syslog::parse(text) {
             Ok(p) => {

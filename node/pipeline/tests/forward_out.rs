@@ -66,6 +66,7 @@ async fn events_sent_by_forward_arrive_acked_and_an_unacking_peer_is_a_failure()
         listener,
         engine.clone(),
         16 << 20,
+        Default::default(),
         stop.clone(),
     ));
 

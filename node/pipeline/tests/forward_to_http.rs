@@ -156,7 +156,13 @@ async fn pipeline(url: &str, max_attempts: u32) -> Pipeline {
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(forward_in::serve(listener, engine, 16 << 20, stop.clone()));
+    tokio::spawn(forward_in::serve(
+        listener,
+        engine,
+        16 << 20,
+        Default::default(),
+        stop.clone(),
+    ));
     Pipeline {
         output,
         port,

@@ -64,6 +64,7 @@ async fn logger_over_udp_and_tcp_arrives_parsed_and_tagged() {
         tag: "sys".into(),
         engine,
         unparsed: Default::default(),
+        events: Default::default(),
     });
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
         .await

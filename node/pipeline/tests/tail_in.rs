@@ -62,6 +62,9 @@ async fn run_until(dir: &Path, n: usize) {
     let tail = Tail::open(&glob, &dir.join("positions"), 16 << 10).expect("tail");
     let input = Arc::new(TailIn {
         tag: "app".into(),
+        lines: shoal_pipeline::tail_in::Lines::Text,
+        joining: None,
+        events: Default::default(),
         parser: Some(Parser::Json),
         engine,
         poll: Duration::from_millis(20),
