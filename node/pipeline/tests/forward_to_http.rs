@@ -235,10 +235,11 @@ async fn every_acknowledged_record_arrives_through_a_sink_that_fails_for_a_while
         serde_json::json!({"list": [0, "x"], "ok": true})
     );
     assert!(p.output.counters.retried.load(Ordering::Relaxed) >= 1);
-    assert_eq!(
-        p.output.counters.delivered.load(Ordering::Relaxed),
-        N as u64
-    );
+    // The sink has the last lines a moment before the output reads its answer.
+    wait_for("every record counted delivered", 10, || {
+        p.output.counters.delivered.load(Ordering::Relaxed) == N as u64
+    })
+    .await;
     let changes = p.output.take_changes();
     assert_eq!(
         changes.len(),

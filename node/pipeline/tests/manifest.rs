@@ -1,4 +1,4 @@
-//! A LogPipeline manifest, as `shoal apply` reads it, started on a node: curl posts
+//! A LogPipeline manifest, checked as `shoal apply` checks it, started on a node: curl posts
 //! to its HTTP input and a task's json-file log feeds its tasks input; each event
 //! reaches the outputs its tag routes to (`*`, `**`, `{a,b}`, first match wins,
 //! `copy` to two), the task's lines parsed, and the status counts what happened.
@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use shoal_api::yaml::decode_manifests;
+use shoal_api::validate::Problems;
 use shoal_api::LogPipeline;
 use shoal_pipeline::build::{start, Place};
 use shoal_pipeline::tasks_in::TaskLog;
@@ -32,16 +32,12 @@ spec:
     - {{name: rest, match: "**", type: file, path: "{d}/rest.ndjson", buffer: {{flushInterval: 100ms}}}}
 "#
     );
-    let docs = decode_manifests("routes.yaml", &text).unwrap_or_else(|e| {
-        panic!(
-            "{}",
-            e.iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    });
-    docs[0].object.to_typed().expect("a LogPipeline")
+    // As `shoal apply` checks it (the store refuses pipelines until nodes run them).
+    let pipeline: LogPipeline = serde_yaml::from_str(&text).expect("a LogPipeline");
+    let mut problems = Problems::default();
+    pipeline.spec.check(&mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    pipeline
 }
 
 fn free_port() -> u16 {
