@@ -160,6 +160,22 @@ fn condition_field<'a>(v: &'a Value, type_: &str, field: &str) -> Option<&'a str
         .and_then(|c| c.get(field).and_then(Value::as_str))
 }
 
+/// A number summed over a LogPipeline's node entries (whole when it is).
+fn per_node_sum(v: &Value, field: &str) -> String {
+    let sum: f64 = v
+        .pointer("/status/nodes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.get(field).and_then(Value::as_f64))
+        .sum();
+    if sum.fract() == 0.0 {
+        format!("{sum:.0}")
+    } else {
+        format!("{sum:.1}")
+    }
+}
+
 fn condition(v: &Value, type_: &str) -> String {
     condition_field(v, type_, "status")
         .unwrap_or("Unknown")
@@ -246,6 +262,28 @@ impl Table {
                 ("READY", |_, v| condition(v, "Ready")),
                 age_col,
             ],
+            "LogPipeline" => vec![
+                name,
+                // Nodes running it, of those that reported.
+                ("NODES", |_, v| {
+                    let nodes = v.pointer("/status/nodes").and_then(Value::as_array);
+                    let running = nodes
+                        .into_iter()
+                        .flatten()
+                        .filter(|n| n["state"] == "Running");
+                    format!("{}/{}", running.count(), nodes.map_or(0, Vec::len))
+                }),
+                ("IN/S", |_, v| per_node_sum(v, "inPerSecond")),
+                ("OUT/S", |_, v| per_node_sum(v, "outPerSecond")),
+                ("BUFFERED", |_, v| {
+                    shoal_api::ByteSize(per_node_sum(v, "bufferedBytes").parse().unwrap_or(0))
+                        .to_string()
+                }),
+                ("DROPPED", |_, v| per_node_sum(v, "dropped")),
+                ("SET ASIDE", |_, v| per_node_sum(v, "setAside")),
+                ("READY", |_, v| condition(v, "Ready")),
+                age_col,
+            ],
             "Node" => vec![
                 name,
                 ("STATE", |_, v| or_dash(s(v, &["status", "state"]))),
@@ -309,6 +347,9 @@ impl Table {
                     }));
                 }
                 "Node" => columns.push(("ADDRESS", |_, v| or_dash(s(v, &["status", "address"])))),
+                "LogPipeline" => columns.push(("MESSAGE", |_, v| {
+                    condition_field(v, "Ready", "message").unwrap_or("").into()
+                })),
                 "GitSync" => columns.push(("MESSAGE", |_, v| {
                     let message = condition_field(v, "Ready", "message");
                     message.and_then(|m| m.lines().next()).unwrap_or("").into()

@@ -13,130 +13,14 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shoal_testkit::Registry;
+use support::node::{remove_containers, Agent};
 use support::*;
-
-struct Agent {
-    child: Child,
-    data: PathBuf,
-    server: String,
-    listen: String,
-}
-
-fn spawn_agent(server: &str, data: &Path, listen: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["agent", "--name", "node-1", "--stop-grace-period", "1s"])
-        // A bridge and subnet of its own: other tests' agents run at the same time.
-        .args(["--bridge", "shoaltest0", "--subnet", "10.231.0.0/24"])
-        .args(["--listen", listen])
-        .arg("--data-dir")
-        .arg(data)
-        .env("SHOAL_SERVER", server)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start shoal agent")
-}
-
-impl Agent {
-    fn start(server: &Server, data: &Path) -> Agent {
-        let listen = format!("127.0.0.1:{}", free_port());
-        Agent {
-            child: spawn_agent(&server.url, data, &listen),
-            data: data.to_path_buf(),
-            server: server.url.clone(),
-            listen,
-        }
-    }
-
-    /// `kill -9` of the agent alone, then a new agent on the same data.
-    fn kill_and_restart(&mut self) -> Vec<String> {
-        self.kill_then_restart(|| {})
-    }
-
-    /// As [`kill_and_restart`], doing `meanwhile` while no agent runs.
-    fn kill_then_restart(&mut self, meanwhile: impl FnOnce()) -> Vec<String> {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let survivors = self.running();
-        meanwhile();
-        self.child = spawn_agent(&self.server, &self.data, &self.listen);
-        survivors
-    }
-
-    fn runc(&self, args: &[&str]) -> String {
-        let out = Command::new("runc")
-            .arg("--root")
-            .arg(self.data.join("runtime"))
-            .args(args)
-            .output()
-            .expect("runc");
-        String::from_utf8_lossy(&out.stdout).to_string()
-    }
-
-    /// Containers the runtime knows, running or stopped.
-    fn containers(&self) -> Vec<String> {
-        self.runc(&["list", "-q"])
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    fn running(&self) -> Vec<String> {
-        let list: Value =
-            serde_json::from_str(&self.runc(&["list", "--format", "json"])).unwrap_or(Value::Null);
-        list.as_array()
-            .into_iter()
-            .flatten()
-            .filter(|c| c["status"] == "running")
-            .filter_map(|c| c["id"].as_str().map(str::to_string))
-            .collect()
-    }
-
-    /// Mounts under the node's data directory, but for the agent's prepared
-    /// namespaces (`netns-pool/`), which it keeps whatever runs.
-    fn mounts(&self) -> usize {
-        let data = self.data.display().to_string();
-        let pool = self.data.join("netns-pool").display().to_string();
-        std::fs::read_to_string("/proc/mounts")
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&data) && !l.contains(&pool))
-            .count()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        remove_containers(&self.data, "shoaltest0");
-    }
-}
-
-/// Containers (and the node's bridge) outlive the agent by design; a test must not leave
-/// them behind.
-fn remove_containers(node_data: &Path, bridge: &str) {
-    shoal_testkit::remove_node_containers(node_data);
-    let _ = Command::new("ip")
-        .args(["link", "del", bridge])
-        .stderr(Stdio::null())
-        .status();
-    for table in [
-        shoal_agent::container::egress::table(bridge),
-        shoal_agent::container::ports::kernel_table(bridge),
-    ] {
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", &table])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
 
 /// The container ids of the live running web tasks, sorted.
 fn running_ids(server: &Server) -> Vec<String> {

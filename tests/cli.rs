@@ -47,7 +47,7 @@ fn apply_creates_then_changes_nothing(s: &mut Session) {
     assert!(out.lines().all(|l| l.ends_with(" created")), "{out}");
     let out = ok(server.shoal(&["apply", "-f", &dir]));
     assert!(out.lines().all(|l| l.ends_with(" unchanged")), "{out}");
-    assert_eq!(out.lines().count(), 3, "{out}");
+    assert_eq!(out.lines().count(), 4, "{out}");
 }
 
 fn diff_of_an_unchanged_directory_is_clean(s: &mut Session) {

@@ -209,6 +209,12 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
             _ => a.listen.to_string(),
         },
         role: "worker".into(),
+        pipelines: Some(shoal_agent::pipelines::PipelineDirs {
+            data: a.data_dir.join("pipelines"),
+            // Memory buffers: shared memory, kept apart per node (a test cluster's
+            // hosts share one /dev/shm).
+            memory: std::path::Path::new("/dev/shm/shoal-pipelines").join(&a.name),
+        }),
     };
     let server = ctx.single_server()?;
     let channel = shoal_wire::endpoint(server, ctx.ca_cert.as_deref())?.connect_lazy();

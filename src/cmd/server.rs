@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use shoal_apiserver::{
-    AgentService, ApiService, Dispatcher, HeartbeatConfig, ListenConfig, PeerTable, StatusWriter,
-    TlsFiles, Webhooks, CONTROLLER_LEADER_KEY,
+    AgentService, ApiService, Dispatcher, HeartbeatConfig, ListenConfig, PeerTable, PipelineTable,
+    StatusWriter, TlsFiles, Webhooks, CONTROLLER_LEADER_KEY,
 };
 use shoal_reconcile::{CancellationToken, Informers, LeaderElection};
 use shoal_store::{ObjectStore, Store};
@@ -187,10 +187,12 @@ pub async fn run(a: Args) -> Outcome {
         shutdown.clone(),
     );
     let peers = PeerTable::start(ObjectStore::new(store.clone()), shutdown.clone());
+    let pipelines = PipelineTable::start(ObjectStore::new(store.clone()), shutdown.clone());
     let agent = AgentService::new(
         ObjectStore::new(store.clone()),
         dispatcher,
         peers,
+        pipelines,
         status,
         heartbeat,
     );

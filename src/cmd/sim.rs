@@ -102,6 +102,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
             memory_bytes: a.memory.0,
             address: "127.0.0.1".into(),
             role: "worker".into(),
+            pipelines: None,
         };
         let executor = Arc::new(SimExecutor::new(config.clone()));
         tokio::spawn(run_node(

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+pub mod node;
+
 #[allow(unused_imports)]
 pub use shoal_testkit::{eventually, free_port, Etcd};
 

@@ -12,22 +12,9 @@ use crate::meta::{check_label_key, check_label_value, check_name};
 use crate::tag::{TagPattern, TagTemplate};
 use crate::validate::{Problems, Validate};
 
-/// Whether nodes run LogPipelines. Until the agent does, a valid pipeline is still
-/// refused, with that reason: a stored pipeline that nothing runs would be a field
-/// accepted that does nothing (see ARCHITECTURE.md, invariants).
-pub const NODES_RUN_PIPELINES: bool = false;
-
 impl Validate for LogPipelineSpec {
     fn validate(&self, p: &mut Problems) {
-        let before = p.0.len();
         self.check(p);
-        if !NODES_RUN_PIPELINES && p.0.len() == before {
-            p.push(
-                "spec",
-                "the pipeline is valid, but nodes do not run log pipelines yet (issue 14): \
-                 it was not stored",
-            );
-        }
     }
 }
 

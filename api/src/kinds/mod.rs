@@ -20,7 +20,6 @@ pub use gitsync::{
     RECONCILE_ANNOTATION, SYNC_REQUEST_ANNOTATION,
 };
 pub use logpipeline::*;
-pub use logpipeline_check::NODES_RUN_PIPELINES;
 pub use network::{
     parse_cidr, Network, NetworkAttachment, NetworkDriver, NetworkRef, NetworkSpec, NetworkStatus,
     NodeAddress, ServiceVip, INGRESS_NETWORK,

@@ -11,6 +11,7 @@ pub mod dns;
 pub mod exec;
 pub mod image;
 pub mod node_api;
+pub mod pipelines;
 pub mod session;
 pub mod sim;
 

@@ -22,6 +22,8 @@ pub struct NodeConfig {
     pub memory_bytes: u64,
     pub address: String,
     pub role: String,
+    /// Where log pipelines keep their state; None: the node runs none.
+    pub pipelines: Option<crate::pipelines::PipelineDirs>,
 }
 
 /// What an agent does with its tasks.
@@ -34,6 +36,13 @@ pub trait Executor: Send + Sync + 'static {
     fn resync(&self, names: &[String]);
     /// The overlay networks this node programs from the server's peer sets, if any.
     fn overlay(&self) -> Option<Arc<Overlay>> {
+        None
+    }
+    /// The logs of the node's tasks, for log pipelines; None: the node runs none
+    /// (a simulated node).
+    fn task_logs(
+        &self,
+    ) -> Option<tokio::sync::watch::Receiver<Vec<shoal_pipeline::tasks_in::TaskLog>>> {
         None
     }
 }
@@ -88,6 +97,15 @@ pub async fn run_node(
             client.clone(),
             config.name.clone(),
             overlay,
+            shutdown.clone(),
+        ));
+    }
+    if let (Some(dirs), Some(tasks)) = (config.pipelines.clone(), executor.task_logs()) {
+        tokio::spawn(crate::pipelines::run_pipelines(
+            client.clone(),
+            config.name.clone(),
+            dirs,
+            tasks,
             shutdown.clone(),
         ));
     }

@@ -143,10 +143,15 @@ impl Tail {
                 }
             }
         }
-        // Rotated by rename, or removed: read the old inode to its end and let it go.
+        // Renamed to a name the glob still takes (`app.log` → `app.log.1` under
+        // `app.log*`): the same file, followed on under its new name. Rotated out of
+        // the glob, or removed: read the old inode to its end and let it go.
         let mut kept = Vec::new();
         for mut f in std::mem::take(&mut self.files) {
             if names.get(&f.path) == Some(&f.ino) {
+                kept.push(f);
+            } else if let Some((path, _)) = names.iter().find(|(_, ino)| **ino == f.ino) {
+                f.path = path.clone();
                 kept.push(f);
             } else {
                 drain(&mut f, self.max_line, &mut lines, true)?;

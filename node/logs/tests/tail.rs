@@ -75,6 +75,32 @@ fn rotation_by_rename_loses_and_repeats_nothing() {
 }
 
 #[test]
+fn a_file_renamed_to_a_name_the_glob_also_takes_is_not_read_again() {
+    // Docker's json-file and shoal's monitors rotate `container.log` to `.1`, `.1`
+    // to `.2`, and the tasks input follows `container.log*`.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("container.log");
+    let glob = format!("{}/container.log*", dir.path().display());
+    let mut tail = Tail::open(&glob, &dir.path().join("pos"), 1024).expect("open");
+    let mut got = Vec::new();
+    for round in 0..3 {
+        append(&log, &numbered(round * 100, round * 100 + 90));
+        got.extend(texts(&mut tail));
+        append(&log, &numbered(round * 100 + 90, round * 100 + 100));
+        if dir.path().join("container.log.1").exists() {
+            fs::rename(
+                dir.path().join("container.log.1"),
+                dir.path().join("container.log.2"),
+            )
+            .expect("rotate .1");
+        }
+        fs::rename(&log, dir.path().join("container.log.1")).expect("rotate");
+        got.extend(texts(&mut tail));
+    }
+    assert_eq!(got, expect(0, 300), "each line once, in order");
+}
+
+#[test]
 fn copytruncate_reads_the_file_again_from_its_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("app.log");

@@ -11,6 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
 
+/// Events waiting this long (seconds) with none going out: the pipeline is stalled.
+const STALLED_AFTER: u64 = 30;
+
 /// What one input has taken.
 #[derive(Clone)]
 pub struct InputCounters {
@@ -101,11 +104,40 @@ impl Running {
             *last = (now, events_in, events_out);
             rates
         };
+        let oldest_unsent = self
+            .engine
+            .outputs
+            .iter()
+            .filter_map(|o| o.oldest_age())
+            .max()
+            .map(|d| d.as_secs());
+        // Running but forwarding nothing (Fluent Bit #11847) is said as such.
+        let stalled = out_rate == 0.0 && oldest_unsent.is_some_and(|s| s >= STALLED_AFTER);
+        let (state, message) = if stalled {
+            let failing: Vec<String> = outputs
+                .iter()
+                .filter_map(|o| Some(format!("{}: {}", o.name, o.failing.as_ref()?)))
+                .collect();
+            (
+                "Stalled",
+                format!(
+                    "events have waited {}s and none went out; {}",
+                    oldest_unsent.unwrap_or(0),
+                    if failing.is_empty() {
+                        "no output reports a failure".to_string()
+                    } else {
+                        failing.join("; ")
+                    }
+                ),
+            )
+        } else {
+            ("Running", String::new())
+        };
         PipelineNodeStatus {
             node: node.to_string(),
             generation: self.generation,
-            state: "Running".into(),
-            message: String::new(),
+            state: state.into(),
+            message,
             reported: Some(chrono::Utc::now()),
             events_in,
             events_out,
@@ -117,13 +149,7 @@ impl Running {
             set_aside: outputs.iter().map(|o| o.set_aside).sum(),
             dropped: outputs.iter().map(|o| o.dropped).sum(),
             buffered_bytes: outputs.iter().map(|o| o.buffered_bytes).sum(),
-            oldest_unsent_seconds: self
-                .engine
-                .outputs
-                .iter()
-                .filter_map(|o| o.oldest_age())
-                .max()
-                .map(|d| d.as_secs()),
+            oldest_unsent_seconds: oldest_unsent,
             inputs: self
                 .inputs
                 .iter()

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::dispatcher::Dispatcher;
 use crate::pb::{self, agent_server::Agent};
 use crate::peers::PeerTable;
+use crate::pipelines::PipelineTable;
 use crate::service::status_of;
 use crate::status_writer::StatusWriter;
 
@@ -50,6 +51,7 @@ pub struct AgentService {
     objects: ObjectStore,
     dispatcher: Arc<Dispatcher>,
     peers: Arc<PeerTable>,
+    pipelines: Arc<PipelineTable>,
     status: Arc<StatusWriter>,
     heartbeat: HeartbeatConfig,
     status_written: Mutex<HashMap<String, Instant>>,
@@ -112,6 +114,7 @@ impl AgentService {
         objects: ObjectStore,
         dispatcher: Arc<Dispatcher>,
         peers: Arc<PeerTable>,
+        pipelines: Arc<PipelineTable>,
         status: Arc<StatusWriter>,
         heartbeat: HeartbeatConfig,
     ) -> Self {
@@ -119,6 +122,7 @@ impl AgentService {
             objects,
             dispatcher,
             peers,
+            pipelines,
             status,
             heartbeat,
             status_written: Mutex::new(HashMap::new()),
@@ -279,6 +283,32 @@ impl Agent for AgentService {
         Ok(Response::new(ReceiverStream::new(
             self.peers.subscribe(&node),
         )))
+    }
+
+    type PipelinesStream = ReceiverStream<Result<pb::PipelineSet, Status>>;
+
+    async fn pipelines(
+        &self,
+        req: Request<pb::PipelinesRequest>,
+    ) -> Result<Response<Self::PipelinesStream>, Status> {
+        let node = req.into_inner().node;
+        check_node_name(&node)?;
+        Ok(Response::new(ReceiverStream::new(
+            self.pipelines.subscribe(&node),
+        )))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = %req.get_ref().node, reports = req.get_ref().reports.len()))]
+    async fn report_pipelines(
+        &self,
+        req: Request<pb::ReportPipelinesRequest>,
+    ) -> Result<Response<pb::ReportPipelinesResponse>, Status> {
+        let req = req.into_inner();
+        check_node_name(&req.node)?;
+        for e in self.pipelines.report(&req.node, req.reports).await {
+            tracing::debug!(node = %req.node, error = %e, "pipeline report not written");
+        }
+        Ok(Response::new(pb::ReportPipelinesResponse {}))
     }
 
     #[tracing::instrument(skip_all, fields(node = %req.get_ref().node, reports = req.get_ref().reports.len()))]

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use shoal_api::{DesiredState, Task, TaskState, START_ANNOTATION};
+use shoal_pipeline::tasks_in::TaskLog;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{container_id, RuncConfig};
@@ -46,6 +48,8 @@ pub struct RuncExecutor {
     config: Arc<RuncConfig>,
     rt: Arc<dyn ContainerRuntime>,
     containers: Arc<Mutex<HashMap<String, Entry>>>,
+    /// The logs of the node's containers, for log pipelines' `tasks` inputs.
+    logs: watch::Sender<Vec<TaskLog>>,
 }
 
 impl RuncExecutor {
@@ -57,11 +61,41 @@ impl RuncExecutor {
             }),
             config,
             containers: Arc::default(),
+            logs: watch::channel(Vec::new()).0,
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Says which containers' logs there are now: every known task's, until it is
+    /// removed (an ended task's output may still be on its way).
+    fn publish_logs(&self, containers: &HashMap<String, Entry>) {
+        let mut logs: Vec<TaskLog> = containers
+            .values()
+            .map(|e| {
+                let task = current(&e.task);
+                TaskLog {
+                    service: task
+                        .metadata
+                        .labels
+                        .get(shoal_api::labels::SERVICE)
+                        .cloned()
+                        .unwrap_or_default(),
+                    task: task.metadata.name.clone(),
+                    labels: task.metadata.labels.clone().into_iter().collect(),
+                    dir: self.config.container_dir(&task),
+                    container: container_id(&task),
+                }
+            })
+            .collect();
+        logs.sort_by(|a, b| a.container.cmp(&b.container));
+        self.logs.send_if_modified(|now| {
+            let changed = *now != logs;
+            *now = logs;
+            changed
+        });
     }
 
     pub fn runtime_root(data_dir: &std::path::Path) -> PathBuf {
@@ -152,6 +186,7 @@ impl Executor for RuncExecutor {
             entry.task.clone(),
         );
         containers.insert(uid, entry);
+        self.publish_logs(&containers);
         let (rt, config) = (self.rt.clone(), self.config.clone());
         tokio::spawn(async move {
             let dir = config.container_dir(&current(&task));
@@ -174,7 +209,12 @@ impl Executor for RuncExecutor {
         if let Some(e) = uid.and_then(|uid| containers.remove(&uid)) {
             e.stop.cancel();
             e.remove.cancel();
+            self.publish_logs(&containers);
         }
+    }
+
+    fn task_logs(&self) -> Option<watch::Receiver<Vec<TaskLog>>> {
+        Some(self.logs.subscribe())
     }
 
     fn overlay(&self) -> Option<Arc<super::overlay::Overlay>> {
