@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use shoal_api::{LogPipelineSpec, PipelineNodeStatus};
-use shoal_logs::retry::Change;
 use shoal_pipeline::build::{start, Place};
 use shoal_pipeline::running::Running;
 use shoal_pipeline::tasks_in::TaskLog;
@@ -114,8 +113,8 @@ impl Pipelines {
         self.have
             .iter()
             .map(|(name, (generation, state))| {
-                let (status, changes) = match state {
-                    State::Running(r) => (r.status(&self.node), r.take_changes()),
+                let (status, events) = match state {
+                    State::Running(r) => (r.status(&self.node), r.take_events()),
                     State::Failed(why) => (
                         PipelineNodeStatus {
                             node: self.node.clone(),
@@ -131,19 +130,12 @@ impl Pipelines {
                 pb::PipelineReport {
                     pipeline: name.clone(),
                     status_json: serde_json::to_string(&status).unwrap_or_default(),
-                    changes: changes
+                    events: events
                         .into_iter()
-                        .map(|(output, c)| match c {
-                            Change::Failing(why) => pb::OutputChange {
-                                output,
-                                failing: true,
-                                message: why,
-                            },
-                            Change::Recovered => pb::OutputChange {
-                                output,
-                                failing: false,
-                                message: String::new(),
-                            },
+                        .map(|e| pb::PipelineEvent {
+                            warning: e.warning,
+                            reason: e.reason.to_string(),
+                            message: e.message,
                         })
                         .collect(),
                 }

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
 use crate::output::{Output, Overflow};
-use crate::running::{InputCounters, Running};
+use crate::running::{Happened, InputCounters, Running};
 use crate::sinks::Sink;
 use crate::syslog_in::SyslogIn;
 use crate::tail_in::{Joining, Lines, TailIn};
@@ -70,9 +70,10 @@ pub async fn start(
     place: Place,
 ) -> Result<Running, BuildError> {
     let stop = CancellationToken::new();
-    let started = start_parts(spec, &place, stop.clone()).await;
+    let mut found = Vec::new();
+    let started = start_parts(spec, &place, stop.clone(), &mut found).await;
     match started {
-        Ok((engine, inputs)) => Ok(Running::new(name, generation, engine, inputs, stop)),
+        Ok((engine, inputs)) => Ok(Running::new(name, generation, engine, inputs, stop, found)),
         Err(e) => {
             stop.cancel();
             Err(e)
@@ -84,13 +85,14 @@ async fn start_parts(
     spec: &LogPipelineSpec,
     place: &Place,
     stop: CancellationToken,
+    found: &mut Vec<Happened>,
 ) -> Result<(Arc<Engine>, Vec<InputCounters>), BuildError> {
     let mut outputs = Vec::new();
     let mut sinks = Vec::new();
     let mut index = BTreeMap::new();
     for o in spec.outputs.iter().filter(|o| o.type_ != OutputType::Copy) {
         index.insert(o.name.clone(), outputs.len());
-        outputs.push(output(o, place)?);
+        outputs.push(output(o, place, found)?);
         sinks.push(sink(o));
     }
     let mut patterns = Vec::new();
@@ -126,7 +128,11 @@ async fn start_parts(
     Ok((engine, counters))
 }
 
-fn output(o: &LogOutput, place: &Place) -> Result<Arc<Output>, BuildError> {
+fn output(
+    o: &LogOutput,
+    place: &Place,
+    found: &mut Vec<Happened>,
+) -> Result<Arc<Output>, BuildError> {
     let at = format!("output {}", o.name);
     let b = o.buffer.clone().unwrap_or_default();
     let root = match b.type_ {
@@ -147,6 +153,15 @@ fn output(o: &LogOutput, place: &Place) -> Result<Arc<Output>, BuildError> {
     }
     for q in &recovered.quarantined {
         tracing::warn!(output = %o.name, chunk = %q.display(), "a chunk failed its checksum: quarantined");
+        found.push(Happened {
+            warning: true,
+            reason: "ChunkQuarantined",
+            message: format!(
+                "output {}: a buffer chunk failed its checksum and was moved to {}; the rest is sent",
+                o.name,
+                q.display()
+            ),
+        });
     }
     let dead_letter = o
         .secondary

@@ -14,6 +14,14 @@ use crate::engine::Engine;
 /// Events waiting this long (seconds) with none going out: the pipeline is stalled.
 const STALLED_AFTER: u64 = 30;
 
+/// Something a user should hear of, as an Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Happened {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
 /// What one input has taken.
 #[derive(Clone)]
 pub struct InputCounters {
@@ -40,6 +48,10 @@ pub struct Running {
     stop: CancellationToken,
     /// When, and at what totals (in, out), the last status was taken.
     last: Mutex<(Instant, u64, u64)>,
+    /// Events not yet taken (what starting found).
+    pending: Mutex<Vec<Happened>>,
+    /// Per output, the dropped count last said.
+    dropped_said: Mutex<Vec<u64>>,
 }
 
 impl Running {
@@ -49,6 +61,7 @@ impl Running {
         engine: Arc<Engine>,
         inputs: Vec<InputCounters>,
         stop: CancellationToken,
+        found: Vec<Happened>,
     ) -> Running {
         Running {
             name: name.to_string(),
@@ -57,6 +70,8 @@ impl Running {
             inputs,
             stop,
             last: Mutex::new((Instant::now(), 0, 0)),
+            pending: Mutex::new(found),
+            dropped_said: Mutex::new(Vec::new()),
         }
     }
 
@@ -65,13 +80,45 @@ impl Running {
         self.stop.cancel();
     }
 
-    /// Each output's health changes since the last call: (output, change).
-    pub fn take_changes(&self) -> Vec<(String, Change)> {
-        self.engine
-            .outputs
-            .iter()
-            .flat_map(|o| o.take_changes().into_iter().map(|c| (o.name.clone(), c)))
-            .collect()
+    /// What happened since the last call, for Events: outputs failing and
+    /// recovering, events dropped under `drop_oldest`, chunks quarantined at start.
+    pub fn take_events(&self) -> Vec<Happened> {
+        let mut out = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut dropped = self.dropped_said.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, o) in self.engine.outputs.iter().enumerate() {
+            for change in o.take_changes() {
+                out.push(match change {
+                    Change::Failing(why) => Happened {
+                        warning: true,
+                        reason: "OutputFailing",
+                        message: format!("output {} is failing: {why}", o.name),
+                    },
+                    Change::Recovered => Happened {
+                        warning: false,
+                        reason: "OutputRecovered",
+                        message: format!("output {} delivers again", o.name),
+                    },
+                });
+            }
+            let now = o.counters.dropped.load(Ordering::Relaxed);
+            let said = dropped.get(i).copied().unwrap_or(0);
+            if now > said {
+                out.push(Happened {
+                    warning: true,
+                    reason: "EventsDropped",
+                    message: format!(
+                        "output {}: its buffer was full; dropped the oldest {} event(s) (overflow: drop_oldest)",
+                        o.name,
+                        now - said
+                    ),
+                });
+            }
+            if dropped.len() <= i {
+                dropped.resize(i + 1, 0);
+            }
+            dropped[i] = now;
+        }
+        out
     }
 
     /// This node's status of the pipeline, with rates since the last call.

@@ -202,3 +202,52 @@ async fn a_port_in_use_fails_the_start_and_says_which_input() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_buffer_under_drop_oldest_drops_counts_and_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, closed) = (free_port(), free_port());
+    let text = format!(
+        r#"apiVersion: shoal.dev/v1
+kind: LogPipeline
+metadata: {{name: small}}
+spec:
+  inputs: [{{name: web, type: http, listen: "127.0.0.1:{port}"}}]
+  outputs:
+    - name: nowhere
+      type: http
+      url: "http://127.0.0.1:{closed}/"
+      buffer: {{chunkLimit: 1k, totalLimit: 4k, overflow: drop_oldest, flushInterval: 50ms, retry: {{maxAttempts: 1000, base: 1s}}}}
+"#
+    );
+    let pipeline: LogPipeline = serde_yaml::from_str(&text).expect("a LogPipeline");
+    let (_tx, rx) = tokio::sync::watch::channel(Vec::new());
+    let place = Place {
+        node: "n1".into(),
+        dir: dir.path().join("state"),
+        memory_dir: dir.path().join("shm"),
+        tasks: rx,
+    };
+    let running = start("small", 1, &pipeline.spec, place)
+        .await
+        .expect("starts");
+    // 200 records of ~100 bytes: far more than 4k.
+    let body = format!(
+        "[{}]",
+        vec![format!("{{\"pad\": \"{}\"}}", "x".repeat(90)); 200].join(",")
+    );
+    tokio::task::spawn_blocking(move || post(port, "app", &body))
+        .await
+        .expect("curl");
+    let status = running.status("n1");
+    assert!(status.dropped > 0, "dropped, counted: {status:?}");
+    assert!(status.buffered_bytes <= 4096, "within the limit: {status:?}");
+    let events = running.take_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.warning && e.reason == "EventsDropped" && e.message.contains("nowhere")),
+        "{events:?}"
+    );
+    running.stop();
+}

@@ -1,8 +1,9 @@
 //! Log pipelines for the agents: each node learns the LogPipelines whose node
 //! selector takes its labels (and nothing else), and reports what they did. A report
 //! becomes that node's entry in the pipeline's status (entries of nodes the pipeline
-//! no longer selects go), the pipeline's `Ready` condition, and an Event when one of
-//! its outputs starts failing or recovers.
+//! no longer selects go), the pipeline's `Ready` condition, and Events for what the
+//! node says happened (an output failing or recovering, events dropped, a corrupt
+//! chunk quarantined).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -227,18 +228,12 @@ impl PipelineTable {
                     continue;
                 }
             };
-            for c in r.changes {
-                if c.failing {
-                    let message =
-                        format!("on {node}: output {} is failing: {}", c.output, c.message);
-                    self.events
-                        .warning(&pipeline, "OutputFailing", &message)
-                        .await;
+            for e in r.events {
+                let message = format!("on {node}: {}", e.message);
+                if e.warning {
+                    self.events.warning(&pipeline, &e.reason, &message).await;
                 } else {
-                    let message = format!("on {node}: output {} delivers again", c.output);
-                    self.events
-                        .normal(&pipeline, "OutputRecovered", &message)
-                        .await;
+                    self.events.normal(&pipeline, &e.reason, &message).await;
                 }
             }
         }
