@@ -33,6 +33,14 @@ impl EventTime {
         Value::Ext(EVENT_TIME_EXT, data)
     }
 
+    /// Writes it as [`EventTime::to_value`] encodes it (fixext 8, type 0), without
+    /// building a value.
+    pub fn write(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&[0xd7, EVENT_TIME_EXT as u8]);
+        out.extend_from_slice(&self.secs.to_be_bytes());
+        out.extend_from_slice(&self.nanos.to_be_bytes());
+    }
+
     /// An EventTime, or whole seconds as an integer (older clients), or a float
     /// (some libraries); None for anything else.
     pub fn from_value(v: &Value) -> Option<EventTime> {

@@ -271,9 +271,7 @@ pub fn encode_events(tag: &str, events: &[Event], mode: Mode, chunk: Option<&str
             ],
             &option,
         ),
-        Mode::PackedForward => {
-            with_option(vec![Value::from(tag), Value::Binary(packed())], &option)
-        }
+        Mode::PackedForward => packed_forward(tag, events, chunk),
         Mode::CompressedPackedForward => {
             use std::io::Write;
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -283,6 +281,31 @@ pub fn encode_events(tag: &str, events: &[Event], mode: Mode, chunk: Option<&str
             with_option(vec![Value::from(tag), Value::Binary(bytes)], &option)
         }
     }
+}
+
+/// PackedForward written straight from the events: `[tag, bin(entries), option]`,
+/// each entry `[time, record]`, with no copy of a record and the entries written in
+/// place (as bin 32, its length filled in after).
+fn packed_forward(tag: &str, events: &[Event], chunk: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + events.len() * 128);
+    out.push(if chunk.is_some() { 0x93 } else { 0x92 });
+    let _ = rmp::encode::write_str(&mut out, tag);
+    out.push(0xc6);
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    for e in events {
+        out.push(0x92);
+        e.time.write(&mut out);
+        let _ = rmpv::encode::write_value(&mut out, &e.record);
+    }
+    let len = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    if let Some(c) = chunk {
+        out.push(0x81);
+        let _ = rmp::encode::write_str(&mut out, "chunk");
+        let _ = rmp::encode::write_str(&mut out, c);
+    }
+    out
 }
 
 fn encode(v: &Value) -> Vec<u8> {

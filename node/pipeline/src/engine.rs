@@ -48,22 +48,32 @@ impl Engine {
         self.received
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         let mut per_output: Vec<Vec<Event>> = vec![Vec::new(); self.outputs.len()];
+        // An input's events mostly share a tag: route once per run of one tag.
+        let mut last: Option<(String, Vec<usize>)> = None;
         for event in events {
             let Some(event) = filter::run(&self.filters, event) else {
                 self.filtered.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let sinks = {
-                let mut router = self.router.lock().unwrap_or_else(|p| p.into_inner());
-                router.route(&event.tag).to_vec()
-            };
-            if sinks.is_empty() {
-                self.unmatched.fetch_add(1, Ordering::Relaxed);
+            if last.as_ref().is_none_or(|(tag, _)| *tag != event.tag) {
+                let sinks = {
+                    let mut router = self.router.lock().unwrap_or_else(|p| p.into_inner());
+                    router.route(&event.tag).to_vec()
+                };
+                last = Some((event.tag.clone(), sinks));
             }
-            for i in sinks {
-                if let Some(list) = per_output.get_mut(i) {
+            let sinks = last.as_ref().map_or(&[][..], |(_, s)| s.as_slice());
+            let Some((&final_sink, copies)) = sinks.split_last() else {
+                self.unmatched.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            for i in copies {
+                if let Some(list) = per_output.get_mut(*i) {
                     list.push(event.clone());
                 }
+            }
+            if let Some(list) = per_output.get_mut(final_sink) {
+                list.push(event);
             }
         }
         for (output, events) in self.outputs.iter().zip(per_output) {

@@ -85,6 +85,11 @@ impl TailIn {
     /// One event from one (joined) line.
     fn event(&self, text: String) -> Event {
         match self.lines {
+            Lines::Text if self.parser.is_none() => Event {
+                tag: self.tag.clone(),
+                time: EventTime::now(),
+                record: Value::Map(vec![(Value::from("message"), Value::from(text))]),
+            },
             Lines::Text => {
                 let record = vec![(Value::from("message"), Value::from(text.as_str()))];
                 self.parsed(&text, record, EventTime::now())

@@ -241,7 +241,10 @@ spec:
         .expect("curl");
     let status = running.status("n1");
     assert!(status.dropped > 0, "dropped, counted: {status:?}");
-    assert!(status.buffered_bytes <= 4096, "within the limit: {status:?}");
+    assert!(
+        status.buffered_bytes <= 4096,
+        "within the limit: {status:?}"
+    );
     let events = running.take_events();
     assert!(
         events
