@@ -275,6 +275,20 @@ impl FileBuffer {
         Ok(())
     }
 
+    /// The oldest sealed chunk as it is on disk (see [`bodies`]), for an output that
+    /// sends records without decoding them; it stays until [`FileBuffer::delivered`].
+    pub fn oldest_raw(&self) -> Result<Option<(u64, Vec<u8>)>, BufferError> {
+        let Some(&(seq, _)) = self.ready.front() else {
+            return Ok(None);
+        };
+        let path = self.ready_path(seq);
+        let mut bytes = Vec::new();
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(io(&path))?;
+        Ok(Some((seq, bytes)))
+    }
+
     /// The oldest sealed chunk, read back; it stays until [`FileBuffer::delivered`].
     pub fn oldest(&self) -> Result<Option<Chunk>, BufferError> {
         let Some(&(seq, _)) = self.ready.front() else {
@@ -382,6 +396,11 @@ fn records(bytes: &[u8]) -> (Vec<&[u8]>, Scan) {
 
 fn scan(bytes: &[u8]) -> Scan {
     records(bytes).1
+}
+
+/// The whole records of a chunk's bytes, each the MessagePack `[tag, time, record]`.
+pub fn bodies(bytes: &[u8]) -> Vec<&[u8]> {
+    records(bytes).0
 }
 
 fn events(bytes: &[u8]) -> Vec<Event> {

@@ -308,6 +308,60 @@ fn packed_forward(tag: &str, events: &[Event], chunk: Option<&str>) -> Vec<u8> {
     out
 }
 
+/// PackedForward messages from buffer records (`[tag, time, record]` each, as
+/// [`crate::buffer::bodies`] gives them) without decoding them: one message per run
+/// of one tag, each entry the record's bytes after its tag. `chunk_id` names each
+/// message for its ack; returns (chunk id, message, records in it). A record that
+/// does not start as a buffer record does is skipped (the buffer's checksums stand
+/// behind what it returns).
+pub fn packed_from_records(
+    records: &[&[u8]],
+    mut chunk_id: impl FnMut() -> String,
+) -> Vec<(String, Vec<u8>, usize)> {
+    let split = |body: &[u8]| -> Option<(Vec<u8>, usize)> {
+        if body.first() != Some(&0x93) {
+            return None;
+        }
+        let mut rest = &body[1..];
+        let len = rmp::decode::read_str_len(&mut rest).ok()? as usize;
+        let tag = rest.get(..len)?.to_vec();
+        Some((tag, body.len() - rest.len() + len))
+    };
+    let mut out: Vec<(String, Vec<u8>, usize)> = Vec::new();
+    let mut current: Option<(Vec<u8>, Vec<u8>, usize)> = None;
+    let finish = |run: (Vec<u8>, Vec<u8>, usize), id: String| {
+        let (tag, entries, n) = run;
+        let mut m = Vec::with_capacity(entries.len() + tag.len() + 64);
+        m.push(0x93);
+        let _ = rmp::encode::write_str_len(&mut m, tag.len() as u32);
+        m.extend_from_slice(&tag);
+        let _ = rmp::encode::write_bin_len(&mut m, entries.len() as u32);
+        m.extend_from_slice(&entries);
+        m.push(0x81);
+        let _ = rmp::encode::write_str(&mut m, "chunk");
+        let _ = rmp::encode::write_str(&mut m, &id);
+        (id, m, n)
+    };
+    for body in records {
+        let Some((tag, at)) = split(body) else {
+            continue;
+        };
+        if current.as_ref().is_some_and(|(t, _, _)| *t != tag) {
+            if let Some(run) = current.take() {
+                out.push(finish(run, chunk_id()));
+            }
+        }
+        let run = current.get_or_insert_with(|| (tag, Vec::new(), 0));
+        run.1.push(0x92);
+        run.1.extend_from_slice(&body[at..]);
+        run.2 += 1;
+    }
+    if let Some(run) = current.take() {
+        out.push(finish(run, chunk_id()));
+    }
+    out
+}
+
 fn encode(v: &Value) -> Vec<u8> {
     let mut out = Vec::new();
     // Writing to a Vec cannot fail.

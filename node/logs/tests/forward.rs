@@ -164,3 +164,50 @@ proptest! {
         let _ = decode(&bytes, LIMIT);
     }
 }
+
+/// A buffer record as the file buffer writes it: `[tag, time, record]`.
+fn buffer_record(e: &Event) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmpv::encode::write_value(
+        &mut out,
+        &Value::Array(vec![
+            Value::from(e.tag.as_str()),
+            e.time.to_value(),
+            e.record.clone(),
+        ]),
+    )
+    .expect("encode");
+    out
+}
+
+#[test]
+fn buffer_records_become_packed_forward_without_decoding_one_message_per_tag() {
+    let mut all = events(5);
+    for e in &mut all[3..] {
+        e.tag = "app.db".into();
+    }
+    let records: Vec<Vec<u8>> = all.iter().map(buffer_record).collect();
+    let bodies: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+    let mut n = 0;
+    let messages = shoal_logs::forward::packed_from_records(&bodies, || {
+        n += 1;
+        format!("chunk-{n}")
+    });
+    assert_eq!(
+        messages
+            .iter()
+            .map(|(c, _, k)| (c.as_str(), *k))
+            .collect::<Vec<_>>(),
+        [("chunk-1", 3), ("chunk-2", 2)]
+    );
+    let mut back = Vec::new();
+    for (chunk, message, _) in &messages {
+        let (decoded, chunks) = decode_all(message).expect("decodes");
+        assert_eq!(chunks, [Some(chunk.clone())]);
+        back.extend(decoded);
+    }
+    assert_eq!(
+        back, all,
+        "tags, nanosecond times and nested records intact"
+    );
+}

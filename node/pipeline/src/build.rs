@@ -285,6 +285,11 @@ async fn input(
     match i.type_ {
         InputType::Forward => {
             let listener = tokio::net::TcpListener::bind(&listen).await.map_err(bind)?;
+            let heartbeats = tokio::net::UdpSocket::bind(&listen).await.map_err(bind)?;
+            tokio::spawn(crate::forward_in::answer_heartbeats(
+                heartbeats,
+                stop.clone(),
+            ));
             tokio::spawn(crate::forward_in::serve(
                 listener,
                 engine.clone(),

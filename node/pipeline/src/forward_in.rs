@@ -3,7 +3,8 @@
 //! (`{"ack": chunk}`, when the client asked with a `chunk` option) only after the
 //! engine has them durable in every output's buffer; a client that gets no ack
 //! sends again, so nothing it was told is safe is ever lost. A connection that
-//! sends something that is not the protocol is closed, with the reason logged.
+//! sends something that is not the protocol is closed, with the reason logged. UDP
+//! heartbeats on the same port are answered (`answer_heartbeats`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -47,6 +48,21 @@ pub async fn serve(
                 _ = shutdown.cancelled() => {}
             }
         });
+    }
+}
+
+/// Answers Fluentd's UDP heartbeats on the input's port (out_forward's
+/// `heartbeat_type udp`): each datagram gets one zero byte back, as in_forward does.
+pub async fn answer_heartbeats(socket: tokio::net::UdpSocket, shutdown: CancellationToken) {
+    let mut buf = [0u8; 64];
+    loop {
+        let from = tokio::select! {
+            r = socket.recv_from(&mut buf) => r,
+            _ = shutdown.cancelled() => return,
+        };
+        if let Ok((_, peer)) = from {
+            let _ = socket.send_to(&[0], peer).await;
+        }
     }
 }
 

@@ -48,6 +48,21 @@ pub struct Output {
     appended: Notify,
 }
 
+/// A chunk due for delivery: decoded, or as it is on disk.
+enum Due {
+    Events(shoal_logs::buffer::Chunk),
+    Records(u64, Vec<u8>),
+}
+
+impl Due {
+    fn seq_and_count(&self) -> (u64, u64) {
+        match self {
+            Due::Events(c) => (c.seq, c.events.len() as u64),
+            Due::Records(seq, bytes) => (*seq, shoal_logs::buffer::bodies(bytes).len() as u64),
+        }
+    }
+}
+
 /// The buffer is full and the overflow policy is `block`.
 #[derive(Debug)]
 pub struct Full;
@@ -180,7 +195,17 @@ impl Output {
         while !shutdown.is_cancelled() {
             let chunk = {
                 let mut buffer = self.buffer();
-                let due = buffer.tick().and_then(|()| buffer.oldest());
+                // A forward sink sends the records as they are on disk; the others
+                // take decoded events.
+                let due = buffer.tick().and_then(|()| {
+                    if sink.takes_records() {
+                        buffer
+                            .oldest_raw()
+                            .map(|c| c.map(|(seq, bytes)| Due::Records(seq, bytes)))
+                    } else {
+                        buffer.oldest().map(|c| c.map(Due::Events))
+                    }
+                });
                 match due {
                     Ok(c) => c,
                     Err(e) => {
@@ -200,10 +225,14 @@ impl Output {
                 let _ = self.buffer().seal();
                 continue;
             };
+            let (seq, n) = chunk.seq_and_count();
             let mut attempts = 0;
             loop {
                 attempts += 1;
-                let result = sink.send(&chunk.events).await;
+                let result = match &chunk {
+                    Due::Events(c) => sink.send(&c.events).await,
+                    Due::Records(_, bytes) => sink.send_records(bytes).await.map(|()| Vec::new()),
+                };
                 let said = self
                     .health
                     .lock()
@@ -223,13 +252,12 @@ impl Output {
                         .unwrap_or_else(|p| p.into_inner())
                         .push(change);
                 }
-                let n = chunk.events.len() as u64;
                 let next = match result {
                     Ok(refused) => {
-                        if !refused.is_empty() {
-                            self.set_aside_events(chunk.seq, &chunk.events, &refused);
+                        if let (false, Due::Events(c)) = (refused.is_empty(), &chunk) {
+                            self.set_aside_events(seq, &c.events, &refused);
                         }
-                        if let Err(e) = self.buffer().delivered(chunk.seq) {
+                        if let Err(e) = self.buffer().delivered(seq) {
                             tracing::error!(output = %self.name, error = %e, "removing a delivered chunk");
                         }
                         self.counters
@@ -249,7 +277,7 @@ impl Output {
                         }
                     }
                     Next::GiveUp => {
-                        match self.buffer().set_aside(chunk.seq, &self.dead_letter) {
+                        match self.buffer().set_aside(seq, &self.dead_letter) {
                             Ok(path) => {
                                 tracing::warn!(output = %self.name, chunk = %path.display(), "gave up on a chunk; set aside")
                             }

@@ -99,6 +99,35 @@ impl Sink {
         out
     }
 
+    /// Whether it sends a chunk's records as they are on disk ([`Sink::send_records`]).
+    pub fn takes_records(&self) -> bool {
+        matches!(self, Sink::Forward { .. })
+    }
+
+    /// Delivers a buffer chunk's bytes without decoding them (a forward sink).
+    pub async fn send_records(&self, bytes: &[u8]) -> Result<(), SinkError> {
+        let Sink::Forward {
+            addr,
+            conn,
+            ack_timeout,
+        } = self
+        else {
+            return Err(SinkError {
+                why: "this output sends decoded events".into(),
+                retry: false,
+            });
+        };
+        let mut conn = conn.lock().await;
+        let result = forward_records(addr, &mut conn, bytes, *ack_timeout).await;
+        if result.is_err() {
+            *conn = None;
+        }
+        result.map_err(|why| SinkError {
+            why: format!("{addr}: {why}"),
+            retry: true,
+        })
+    }
+
     /// Delivers `events`; Ok with the ones the receiver refused for good (by index,
     /// with its reason), which the output sets aside.
     pub async fn send(&self, events: &[Event]) -> Result<Vec<(usize, String)>, SinkError> {
@@ -259,6 +288,38 @@ async fn forward(
     ack_timeout: std::time::Duration,
 ) -> Result<(), String> {
     use shoal_logs::forward::{encode_events, Mode};
+    for run in events.chunk_by(|a, b| a.tag == b.tag) {
+        let chunk = chunk_id();
+        let message = encode_events(&run[0].tag, run, Mode::PackedForward, Some(&chunk));
+        send_acked(addr, conn, &message, &chunk, ack_timeout).await?;
+    }
+    Ok(())
+}
+
+/// Sends a buffer chunk's records as they are on disk, one PackedForward per run of
+/// one tag, waiting for each ack: nothing is decoded on the way.
+async fn forward_records(
+    addr: &str,
+    conn: &mut Option<tokio::net::TcpStream>,
+    bytes: &[u8],
+    ack_timeout: std::time::Duration,
+) -> Result<(), String> {
+    let bodies = shoal_logs::buffer::bodies(bytes);
+    for (chunk, message, _) in shoal_logs::forward::packed_from_records(&bodies, chunk_id) {
+        send_acked(addr, conn, &message, &chunk, ack_timeout).await?;
+    }
+    Ok(())
+}
+
+/// Writes one message over `conn` (connecting first if needed) and waits for the
+/// ack of `chunk`.
+async fn send_acked(
+    addr: &str,
+    conn: &mut Option<tokio::net::TcpStream>,
+    message: &[u8],
+    chunk: &str,
+    ack_timeout: std::time::Duration,
+) -> Result<(), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     if conn.is_none() {
         *conn = Some(
@@ -270,47 +331,38 @@ async fn forward(
     let Some(stream) = conn.as_mut() else {
         return Err("not connected".into());
     };
-    for run in events.chunk_by(|a, b| a.tag == b.tag) {
-        let chunk = chunk_id();
-        let message = encode_events(&run[0].tag, run, Mode::PackedForward, Some(&chunk));
-        stream
-            .write_all(&message)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut answer = Vec::new();
-        let mut buf = [0u8; 256];
-        let acked = tokio::time::timeout(ack_timeout, async {
-            loop {
-                if let Some(len) =
-                    shoal_logs::frame::value_len(&answer, 4096).map_err(|e| e.to_string())?
-                {
-                    let v =
-                        rmpv::decode::read_value(&mut &answer[..len]).map_err(|e| e.to_string())?;
-                    let ack = match &v {
-                        rmpv::Value::Map(p) => p
-                            .iter()
-                            .find(|(k, _)| k.as_str() == Some("ack"))
-                            .and_then(|(_, v)| v.as_str()),
-                        _ => None,
-                    };
-                    return if ack == Some(chunk.as_str()) {
-                        Ok(())
-                    } else {
-                        Err(format!("answered {v}, not the ack of {chunk}"))
-                    };
-                }
-                let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
-                if n == 0 {
-                    return Err("closed before acknowledging".to_string());
-                }
-                answer.extend_from_slice(&buf[..n]);
+    stream.write_all(message).await.map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 256];
+    let acked = tokio::time::timeout(ack_timeout, async {
+        loop {
+            if let Some(len) =
+                shoal_logs::frame::value_len(&answer, 4096).map_err(|e| e.to_string())?
+            {
+                let v = rmpv::decode::read_value(&mut &answer[..len]).map_err(|e| e.to_string())?;
+                let ack = match &v {
+                    rmpv::Value::Map(p) => p
+                        .iter()
+                        .find(|(k, _)| k.as_str() == Some("ack"))
+                        .and_then(|(_, v)| v.as_str()),
+                    _ => None,
+                };
+                return if ack == Some(chunk) {
+                    Ok(())
+                } else {
+                    Err(format!("answered {v}, not the ack of {chunk}"))
+                };
             }
-        })
-        .await
-        .map_err(|_| format!("no ack within {ack_timeout:?}"))?;
-        acked?;
-    }
-    Ok(())
+            let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed before acknowledging".to_string());
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .map_err(|_| format!("no ack within {ack_timeout:?}"))?;
+    acked
 }
 
 /// A chunk id: 16 random bytes, base64 as Fluentd's are.

@@ -254,3 +254,38 @@ spec:
     );
     running.stop();
 }
+
+#[tokio::test]
+async fn a_forward_input_answers_udp_heartbeats_on_its_port() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let text = format!(
+        "apiVersion: shoal.dev/v1\nkind: LogPipeline\nmetadata: {{name: hb}}\nspec:\n  \
+         inputs: [{{name: fwd, type: forward, listen: \"127.0.0.1:{port}\"}}]\n  \
+         outputs: [{{name: out, type: stdout}}]\n"
+    );
+    let pipeline: LogPipeline = serde_yaml::from_str(&text).expect("a LogPipeline");
+    let (_tx, rx) = tokio::sync::watch::channel(Vec::new());
+    let place = Place {
+        node: "n1".into(),
+        dir: dir.path().join("state"),
+        memory_dir: dir.path().join("shm"),
+        tasks: rx,
+    };
+    let running = start("hb", 1, &pipeline.spec, place).await.expect("starts");
+    // As Fluentd's out_forward checks a server with `heartbeat_type udp`.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("udp");
+    socket
+        .send_to(&[0], ("127.0.0.1", port))
+        .await
+        .expect("send");
+    let mut buf = [9u8; 8];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+        .await
+        .expect("an answer in time")
+        .expect("recv");
+    assert_eq!(&buf[..n], &[0]);
+    running.stop();
+}
