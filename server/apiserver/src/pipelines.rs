@@ -32,6 +32,9 @@ struct Table {
     pipelines: HashMap<String, Stored>,
     /// node → its labels
     nodes: HashMap<String, BTreeMap<String, String>>,
+    /// Which of the two kinds have been listed: until both are, no view is sent (an
+    /// empty set would tell agents to stop their pipelines and remove their buffers).
+    listed: (bool, bool),
 }
 
 impl Table {
@@ -84,16 +87,18 @@ fn node_labels(bytes: &[u8]) -> Option<BTreeMap<String, String>> {
 struct Into<T> {
     table: Arc<PipelineTable>,
     map: fn(&mut Table) -> &mut HashMap<String, T>,
+    listed: fn(&mut Table) -> &mut bool,
 }
 
 impl<T: Send> Follower<Option<T>> for Into<T> {
     fn listed(&mut self, items: Vec<Item<Option<T>>>, _: Revision) {
-        let map = self.map;
+        let (map, listed) = (self.map, self.listed);
         self.table.change(|t| {
             *map(t) = items
                 .into_iter()
                 .filter_map(|i| Some((i.name, i.value?)))
                 .collect();
+            *listed(t) = true;
         });
     }
     fn applied(&mut self, item: Item<Option<T>>) {
@@ -127,10 +132,12 @@ impl PipelineTable {
         let mut pipelines = Into {
             table: table.clone(),
             map: |t| &mut t.pipelines,
+            listed: |t| &mut t.listed.0,
         };
         let mut nodes = Into {
             table: table.clone(),
             map: |t| &mut t.nodes,
+            listed: |t| &mut t.listed.1,
         };
         let (o1, o2, s1, s2) = (objects.clone(), objects, shutdown.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -172,8 +179,11 @@ impl PipelineTable {
             let mut last: Option<pb::PipelineSet> = None;
             loop {
                 changed.mark_unchanged();
-                let view = table.lock().view(&node);
-                if last.as_ref() != Some(&view) {
+                let view = {
+                    let t = table.lock();
+                    (t.listed == (true, true)).then(|| t.view(&node))
+                };
+                if let Some(view) = view.filter(|v| last.as_ref() != Some(v)) {
                     if tx.send(Ok(view.clone())).await.is_err() {
                         return;
                     }
