@@ -13,7 +13,8 @@
 # DNS forwards names it does not know to NET.254:53 (nothing, unless you serve
 # something there: tests never reach a resolver they did not start). It waits until
 # every node is ready and prints SHOAL_SERVER=URL as its last line. `down` removes
-# every namespace, link, mount and process `up` made. `restart-agent` kills one host's
+# every namespace, link, mount and process `up` made (the logs stay in DIR.last).
+# `restart-agent` kills one host's
 # agent with SIGKILL and starts it again as `up` did (its containers keep running).
 #
 # Binaries: SHOAL_BIN (default: a release build, made if missing). State and logs:
@@ -90,6 +91,11 @@ down() {
         ip link del "$link" 2>/dev/null || true
     done
     ip link del "$bridge" 2>/dev/null || true
+    # The processes' logs outlive the cluster in $dir.last, for whoever looks into a
+    # failure after a test took the cluster down.
+    if [ -d "$dir" ]; then
+        rm -rf "$dir.last" && mkdir -p "$dir.last" && cp "$dir"/*.log "$dir.last/" 2>/dev/null || true
+    fi
     rm -rf "$dir"
 }
 

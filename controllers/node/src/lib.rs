@@ -30,7 +30,12 @@ pub struct Context {
     alive: Alive,
     tasks: Reader<Task>,
     events: EventRecorder,
+    /// Ready nodes whose heartbeat key is missing, since when.
+    gone_since: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// How long a ready node's heartbeat key must stay absent before the node is down.
+const ABSENT_FOR: Duration = Duration::from_secs(1);
 
 pub async fn run(informers: Informers, shutdown: CancellationToken) {
     let objects = informers.objects().clone();
@@ -50,6 +55,7 @@ pub async fn run(informers: Informers, shutdown: CancellationToken) {
         objects,
         alive,
         tasks: task_reader,
+        gone_since: Default::default(),
     });
     controller
         .run(reconcile, |_, _, _| Action::Backoff, ctx, shutdown)
@@ -130,6 +136,24 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, NodeErr
         if since.is_some_and(|d| d < chrono::Duration::seconds(2)) {
             return Ok(Action::requeue(Duration::from_secs(2)));
         }
+        // A key that just went may come straight back: an agent that registers again
+        // as its old lease lapses sees the key deleted and then created anew. Down is
+        // a key absent for a while, not for an instant.
+        let gone_since = *ctx
+            .gone_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.clone())
+            .or_insert_with(std::time::Instant::now);
+        if gone_since.elapsed() < ABSENT_FOR {
+            return Ok(Action::requeue(ABSENT_FOR - gone_since.elapsed()));
+        }
+    }
+    if alive {
+        ctx.gone_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&name);
     }
     if status.state != want {
         status.state = want;
