@@ -137,7 +137,10 @@ pub struct LogFilter {
     pub include: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub exclude: BTreeMap<String, String>,
-    /// modify: fields set (overwriting); `{node}` in a string is the node's name.
+    /// modify: fields set (overwriting). In a string, `{node}` is the node's name,
+    /// `{tag}` the event's tag and `{tag_parts[N]}` its Nth part (from 0), so with
+    /// the tasks input's `task.{service}.{task}` tags, `{tag_parts[1]}` is the
+    /// service and `{tag_parts[2]}` the task.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub add: BTreeMap<String, serde_json::Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

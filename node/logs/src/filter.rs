@@ -25,10 +25,69 @@ pub struct Modify {
     pub rename: Vec<(String, String)>,
     pub remove: Vec<String>,
     pub add: Vec<(String, Value)>,
+    /// Fields set from the event's tag (after `add`): `{tag}` and `{tag_parts[N]}`
+    /// in text, as Fluentd's record_transformer has them, so a task's service and
+    /// name reach its records from a tag such as `task.{service}.{task}`.
+    pub add_from_tag: Vec<(String, TagText)>,
     /// Keys moved under a map of this name.
     pub nest: Option<(String, Vec<String>)>,
     /// A map whose keys move to the top (it goes).
     pub lift: Option<String>,
+}
+
+/// Text with `{tag}` and `{tag_parts[N]}` in it, read once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagText(Vec<Piece>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Tag,
+    Part(usize),
+}
+
+impl TagText {
+    /// None when `text` names no part of the tag (a plain value).
+    pub fn parse(text: &str) -> Option<TagText> {
+        let mut pieces = Vec::new();
+        let mut rest = text;
+        let mut named = false;
+        while let Some(open) = rest.find('{') {
+            let after = &rest[open..];
+            let (piece, len) = if after.starts_with("{tag}") {
+                (Piece::Tag, "{tag}".len())
+            } else if let Some(n) = after
+                .strip_prefix("{tag_parts[")
+                .and_then(|r| r.split_once("]}"))
+                .and_then(|(n, _)| n.parse::<usize>().ok().map(|i| (i, n.len())))
+            {
+                (Piece::Part(n.0), "{tag_parts[".len() + n.1 + "]}".len())
+            } else {
+                pieces.push(Piece::Text(rest[..open + 1].to_string()));
+                rest = &rest[open + 1..];
+                continue;
+            };
+            named = true;
+            pieces.push(Piece::Text(rest[..open].to_string()));
+            pieces.push(piece);
+            rest = &rest[open + len..];
+        }
+        pieces.push(Piece::Text(rest.to_string()));
+        named.then_some(TagText(pieces))
+    }
+
+    /// The text for `tag`; a part the tag does not have is empty.
+    pub fn render(&self, tag: &str) -> String {
+        let mut out = String::new();
+        for p in &self.0 {
+            match p {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Tag => out.push_str(tag),
+                Piece::Part(i) => out.push_str(tag.split('.').nth(*i).unwrap_or("")),
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -83,8 +142,9 @@ fn set(record: &mut Value, key: &str, value: Value) {
 }
 
 impl Action {
-    /// Applies to one record; false: the event is dropped (grep).
-    pub fn apply(&self, record: &mut Value) -> bool {
+    /// Applies to one record of an event tagged `tag`; false: the event is dropped
+    /// (grep).
+    pub fn apply(&self, record: &mut Value, tag: &str) -> bool {
         match self {
             Action::Grep { include, exclude } => {
                 let matches = |(key, re): &(String, Regex)| {
@@ -105,6 +165,9 @@ impl Action {
                 }
                 for (key, value) in &m.add {
                     set(record, key, value.clone());
+                }
+                for (key, text) in &m.add_from_tag {
+                    set(record, key, Value::from(text.render(tag)));
                 }
                 if let Some((under, keys)) = &m.nest {
                     let moved: Vec<(Value, Value)> = keys
@@ -137,7 +200,7 @@ impl Action {
 /// Runs every filter that takes the event's tag; None when one dropped it.
 pub fn run(filters: &[Filter], mut event: Event) -> Option<Event> {
     for f in filters.iter().filter(|f| f.pattern.matches(&event.tag)) {
-        if !f.action.apply(&mut event.record) {
+        if !f.action.apply(&mut event.record, &event.tag) {
             return None;
         }
     }
@@ -176,7 +239,7 @@ mod tests {
             include: vec![("log".into(), re("ERROR|WARN")), ("code".into(), re("^5"))],
             exclude: vec![("log".into(), re("healthz"))],
         };
-        let keep = |r: Value| grep.apply(&mut r.clone());
+        let keep = |r: Value| grep.apply(&mut r.clone(), "t");
         assert!(keep(rec(&[
             ("log", "ERROR db".into()),
             ("code", 503.into())
@@ -201,6 +264,10 @@ mod tests {
             rename: vec![("msg".into(), "message".into())],
             remove: vec!["secret".into()],
             add: vec![("cluster".into(), "prod".into())],
+            add_from_tag: vec![(
+                "from".into(),
+                TagText::parse("{tag_parts[1]}/{tag_parts[2]} of {tag}").expect("names the tag"),
+            )],
             nest: Some(("task".into(), vec!["service".into(), "slot".into()])),
             lift: Some("kubernetes".into()),
         });
@@ -211,18 +278,31 @@ mod tests {
             ("slot", 1.into()),
             ("kubernetes", rec(&[("pod", "p".into())])),
         ]);
-        assert!(m.apply(&mut r));
+        assert!(m.apply(&mut r, "task.api.api_1"));
         assert_eq!(
             r,
             rec(&[
                 ("message", "hi".into()),
                 ("cluster", "prod".into()),
+                ("from", "api/api_1 of task.api.api_1".into()),
                 (
                     "task",
                     rec(&[("service", "api".into()), ("slot", 1.into())])
                 ),
                 ("pod", "p".into()),
             ])
+        );
+    }
+
+    #[test]
+    fn tag_text_names_parts_and_leaves_other_braces_alone() {
+        assert_eq!(TagText::parse("plain {json: 1}"), None);
+        let t = TagText::parse("{x} {tag_parts[0]}.{tag_parts[9]}|{tag}").expect("named");
+        assert_eq!(t.render("a.b"), "{x} a.|a.b");
+        assert_eq!(
+            TagText::parse("{tag_parts[x]}"),
+            None,
+            "not an index: plain text"
         );
     }
 

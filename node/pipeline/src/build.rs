@@ -14,7 +14,7 @@ use shoal_api::{
     OutputType, OverflowPolicy, ParserType,
 };
 use shoal_logs::buffer::{FileBuffer, Limits};
-use shoal_logs::filter::{Action, Filter, Modify};
+use shoal_logs::filter::{Action, Filter, Modify, TagText};
 use shoal_logs::format::Format;
 use shoal_logs::parse::Parser;
 use shoal_logs::retry::Policy;
@@ -231,6 +231,7 @@ fn filter(f: &LogFilter, node: &str) -> Result<Filter, String> {
             add: f
                 .add
                 .iter()
+                .filter(|(_, v)| v.as_str().is_none_or(|t| TagText::parse(t).is_none()))
                 .map(|(k, v)| {
                     let v = match v {
                         serde_json::Value::String(s) => {
@@ -239,6 +240,14 @@ fn filter(f: &LogFilter, node: &str) -> Result<Filter, String> {
                         other => other.clone(),
                     };
                     (k.clone(), shoal_logs::parse::from_json(v))
+                })
+                .collect(),
+            add_from_tag: f
+                .add
+                .iter()
+                .filter_map(|(k, v)| {
+                    let text = v.as_str()?.replace("{node}", node);
+                    Some((k.clone(), TagText::parse(&text)?))
                 })
                 .collect(),
             nest: f.nest.as_ref().map(|n| (n.under.clone(), n.keys.clone())),

@@ -1,7 +1,8 @@
 //! A LogPipeline manifest, checked as `shoal apply` checks it, started on a node: curl posts
 //! to its HTTP input and a task's json-file log feeds its tasks input; each event
 //! reaches the outputs its tag routes to (`*`, `**`, `{a,b}`, first match wins,
-//! `copy` to two), the task's lines parsed, and the status counts what happened.
+//! `copy` to two), the task's lines parsed and enriched from the node and the tag,
+//! and the status counts what happened.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,7 +25,7 @@ spec:
     - {{name: web, type: http, listen: "127.0.0.1:{port}"}}
     - {{name: apps, type: tasks, selector: {{service: api}}, parser: json}}
   filters:
-    - {{match: "task.**", type: modify, add: {{node: "{{node}}"}}, remove: [stream]}}
+    - {{match: "task.**", type: modify, add: {{node: "{{node}}", service: "{{tag_parts[1]}}"}}, remove: [stream]}}
   outputs:
     - {{name: both, match: "audit.**", type: copy, to: [api, rest]}}
     - {{name: api, match: "task.{{api,web}}.**", type: file, path: "{d}/api.ndjson", buffer: {{flushInterval: 100ms}}}}
@@ -159,8 +160,8 @@ async fn each_event_reaches_the_outputs_its_tag_routes_to() {
         .expect("the task's line");
     assert_eq!(
         task,
-        serde_json::json!({"n": 1, "from": "api.1", "node": "n1"}),
-        "parsed (its fields in place of the raw text), the node added, stream removed"
+        serde_json::json!({"n": 1, "from": "api.1", "node": "n1", "service": "api"}),
+        "parsed (its fields in place of the raw text), node and service (from the tag) added, stream removed"
     );
 
     let status = running.status("n1");
