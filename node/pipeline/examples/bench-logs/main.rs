@@ -5,8 +5,9 @@
 //! - raw_cat_to_tcp_mib_s: `cat FILE > /dev/tcp/...` (bash) into a TCP sink that
 //!   counts bytes: the baseline;
 //! - tail_to_tcp_mib_s: a tail input (no parser) → file buffer → forward output
-//!   (acks) → a forward input that acks and keeps nothing: file bytes per second
-//!   until every line was acknowledged;
+//!   (acks) → a receiver that acks each message and counts its entries without
+//!   decoding them (`sinks::forward_acker`): file bytes per second until every line
+//!   was acknowledged;
 //! - rsyslog_tail_to_tcp_mib_s: rsyslog's imfile → omfwd (TCP) on the same file, into
 //!   a TCP sink counting lines (`rsyslog.rs`);
 //! - task_logs_to_http_mib_s: a tasks input on a json-file log of the same lines →
@@ -33,7 +34,7 @@ use rmpv::Value;
 use shoal_logs::forward::{encode_events, Mode};
 use shoal_logs::{Event, EventTime};
 use shoal_pipeline::sinks::Sink;
-use sinks::{forward_blackhole, http_counter};
+use sinks::{forward_acker, forward_blackhole, http_counter};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
@@ -76,8 +77,7 @@ async fn raw_cat(path: &std::path::Path, bytes: u64) -> f64 {
 /// Seconds until `lines` lines of `logs/app.log` went through a tail → forward
 /// pipeline; and its peak RSS.
 async fn tail_to_forward(dir: &Path, lines: u64) -> (f64, f64) {
-    let stop = CancellationToken::new();
-    let (addr, receiver) = forward_blackhole(&stop).await;
+    let (addr, receiver) = forward_acker().await;
     let manifest = format!(
         "apiVersion: shoal.dev/v1\nkind: LogPipeline\nmetadata: {{name: bench}}\nspec:\n  \
          inputs: [{{name: app, type: tail, path: {}/logs/app.log, tag: app}}]\n  \
@@ -86,13 +86,11 @@ async fn tail_to_forward(dir: &Path, lines: u64) -> (f64, f64) {
     );
     let t0 = Instant::now();
     let pipeline = Pipeline::spawn(dir, "tail", &manifest, None);
-    while receiver.received.load(Ordering::Relaxed) < lines {
+    while receiver.lines.load(Ordering::Relaxed) < lines {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let secs = t0.elapsed().as_secs_f64();
-    let rss = pipeline.peak_rss_mib();
-    stop.cancel();
-    (secs, rss)
+    (secs, pipeline.peak_rss_mib())
 }
 
 /// Seconds until every line of a json-file log `task/container.log` went through a

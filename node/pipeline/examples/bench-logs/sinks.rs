@@ -90,3 +90,67 @@ pub async fn http_counter() -> (u16, Arc<Counted>) {
     });
     (port, counted)
 }
+
+/// A forward receiver that acks each message and counts its entries without
+/// decoding them: the peer's cost is not the pipeline's, as `cat` into a counting
+/// socket is the baseline's. PackedForward only (what the forward output sends).
+pub async fn forward_acker() -> (String, Arc<Counted>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let counted = Arc::new(Counted::default());
+    let c = counted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let _ = ack_all(s, &c).await;
+            });
+        }
+    });
+    (addr, counted)
+}
+
+async fn ack_all(mut s: tokio::net::TcpStream, c: &Counted) -> Option<()> {
+    use shoal_logs::frame::value_len;
+    use tokio::io::AsyncWriteExt;
+    let mut buf: Vec<u8> = Vec::with_capacity(8 << 20);
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return Some(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut at = 0;
+        while let Some(len) = value_len(&buf[at..], 1 << 30).ok()? {
+            let message = &buf[at..at + len];
+            at += len;
+            // [tag, bin(entries), {chunk}]
+            let mut rest = &message[1..];
+            let tag = rmp::decode::read_str_len(&mut rest).ok()? as usize;
+            rest = &rest[tag..];
+            let entries = rmp::decode::read_bin_len(&mut rest).ok()? as usize;
+            let (mut packed, option) = rest.split_at(entries);
+            let mut events = 0u64;
+            while !packed.is_empty() {
+                let l = value_len(packed, 1 << 30).ok()??;
+                packed = &packed[l..];
+                events += 1;
+            }
+            c.lines.fetch_add(events, Ordering::Relaxed);
+            c.bytes.fetch_add(len as u64, Ordering::Relaxed);
+            let option = rmpv::decode::read_value(&mut &option[..]).ok()?;
+            let id = option
+                .as_map()?
+                .iter()
+                .find(|(k, _)| k.as_str() == Some("chunk"))?
+                .1
+                .as_str()?
+                .to_string();
+            s.write_all(&shoal_logs::forward::ack(&id)).await.ok()?;
+        }
+        buf.drain(..at);
+    }
+}
