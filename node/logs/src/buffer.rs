@@ -195,9 +195,15 @@ impl FileBuffer {
     /// Full when the buffer is at its limit: the caller blocks its input or drops
     /// the oldest chunk, as its overflow policy says.
     pub fn append(&mut self, event: &Event) -> Result<(), BufferError> {
-        let record = record(event);
+        self.append_body(&body(event))
+    }
+
+    /// As [`FileBuffer::append`], for an event already encoded by [`body`] or
+    /// [`message_body`].
+    pub fn append_body(&mut self, body: &[u8]) -> Result<(), BufferError> {
+        let size = body.len() as u64 + 8;
         let held = self.held();
-        if held + record.len() as u64 > self.limits.total_bytes {
+        if held + size > self.limits.total_bytes {
             return Err(BufferError::Full {
                 held,
                 limit: self.limits.total_bytes,
@@ -223,8 +229,13 @@ impl FileBuffer {
             });
         }
         if let Some(open) = self.open.as_mut() {
-            open.pending.extend_from_slice(&record);
-            open.bytes += record.len() as u64;
+            // One record: length and checksum (little-endian u32s), then the body.
+            open.pending
+                .extend_from_slice(&(body.len() as u32).to_le_bytes());
+            open.pending
+                .extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+            open.pending.extend_from_slice(body);
+            open.bytes += size;
             open.dirty = true;
             if open.pending.len() >= WRITE_BATCH {
                 open.file.write_all(&open.pending).map_err(io(&open.path))?;
@@ -336,19 +347,27 @@ impl FileBuffer {
     }
 }
 
-/// One record: length, checksum, the event as MessagePack `[tag, time, record]`,
-/// written straight from the event (no copy of its record).
-fn record(event: &Event) -> Vec<u8> {
+/// An event as a buffer record holds it: MessagePack `[tag, time, record]`, written
+/// straight from the event (no copy of its record).
+pub fn body(event: &Event) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + event.tag.len());
-    out.extend_from_slice(&[0; 8]);
     out.push(0x93);
     let _ = rmp::encode::write_str(&mut out, &event.tag);
     event.time.write(&mut out);
     let _ = rmpv::encode::write_value(&mut out, &event.record);
-    let body = &out[8..];
-    let (len, crc) = (body.len() as u32, crc32fast::hash(body));
-    out[..4].copy_from_slice(&len.to_le_bytes());
-    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The body of an event whose record is `{"message": line}` (a line read with no
+/// parser), written from the line without building the event.
+pub fn message_body(tag: &str, time: EventTime, line: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + tag.len() + line.len());
+    out.push(0x93);
+    let _ = rmp::encode::write_str(&mut out, tag);
+    time.write(&mut out);
+    out.push(0x81);
+    let _ = rmp::encode::write_str(&mut out, "message");
+    let _ = rmp::encode::write_str(&mut out, line);
     out
 }
 

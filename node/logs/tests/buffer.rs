@@ -167,3 +167,29 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_line_encoded_straight_into_a_record_reads_back_as_its_message_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let time = EventTime {
+        secs: 1_700_000_000,
+        nanos: 42,
+    };
+    let line = "GET /index.html 200 \u{e9}";
+    let as_event = Event {
+        tag: "tail.app".into(),
+        time,
+        record: Value::Map(vec![(Value::from("message"), Value::from(line))]),
+    };
+    let straight = shoal_logs::buffer::message_body("tail.app", time, line);
+    assert_eq!(
+        straight,
+        shoal_logs::buffer::body(&as_event),
+        "the same bytes"
+    );
+    let (mut buffer, _) = FileBuffer::open(dir.path(), limits()).expect("open");
+    buffer.append_body(&straight).expect("append");
+    buffer.seal().expect("seal");
+    let chunk = buffer.oldest().expect("read").expect("a chunk");
+    assert_eq!(chunk.events, vec![as_event]);
+}

@@ -121,10 +121,17 @@ impl Output {
     /// Appends events (not yet durable: [`Output::sync`]). Err(Full) only under
     /// `block`; the caller waits and tries the rest again.
     pub fn append(&self, events: &[Event]) -> Result<usize, BufferError> {
+        let bodies: Vec<Vec<u8>> = events.iter().map(shoal_logs::buffer::body).collect();
+        self.append_bodies(&bodies)
+    }
+
+    /// As [`Output::append`], for events already encoded as buffer bodies; how many
+    /// were taken.
+    pub fn append_bodies(&self, bodies: &[Vec<u8>]) -> Result<usize, BufferError> {
         let mut buffer = self.buffer();
-        for (i, e) in events.iter().enumerate() {
+        for (i, b) in bodies.iter().enumerate() {
             loop {
-                match buffer.append(e) {
+                match buffer.append_body(b) {
                     Ok(()) => break,
                     Err(BufferError::Full { .. }) if self.overflow == Overflow::DropOldest => {
                         buffer.seal()?;
@@ -144,7 +151,7 @@ impl Output {
                 }
             }
         }
-        Ok(events.len())
+        Ok(bodies.len())
     }
 
     /// Makes what was appended durable, and wakes the worker.

@@ -82,6 +82,30 @@ impl TailIn {
         }
     }
 
+    /// Runs `ingest` until the engine has the events durable, backing off between
+    /// tries; false if `shutdown` came first.
+    async fn until_durable<F, Fut>(&self, shutdown: &CancellationToken, ingest: F) -> bool
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), crate::engine::EngineError>>,
+    {
+        let mut pause = Duration::from_millis(100);
+        while let Err(e) = ingest().await {
+            tracing::error!(tag = %self.tag, error = %e, "tail input: trying again");
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.cancelled() => return false,
+            }
+            pause = (pause * 2).min(Duration::from_secs(10));
+        }
+        true
+    }
+
+    /// Lines of text with no parser and no joining: each record is `{message}`.
+    fn plain(&self) -> bool {
+        self.lines == Lines::Text && self.parser.is_none() && self.joining.is_none()
+    }
+
     /// One event from one (joined) line.
     fn event(&self, text: String) -> Event {
         match self.lines {
@@ -148,20 +172,34 @@ impl TailIn {
                 Vec::new()
             });
             let had_lines = !lines.is_empty();
+            if had_lines && self.plain() {
+                // Lines as they are: encoded straight into records.
+                let texts: Vec<String> = lines.into_iter().map(|l| l.text).collect();
+                self.events.fetch_add(texts.len() as u64, Ordering::Relaxed);
+                let durable = self
+                    .until_durable(&shutdown, || self.engine.ingest_lines(&self.tag, &texts))
+                    .await;
+                if !durable {
+                    return;
+                }
+                if let Some(t) = &tail {
+                    if let Err(e) = t.commit() {
+                        tracing::warn!(tag = %self.tag, error = %e, "tail input: saving positions");
+                    }
+                }
+                continue;
+            }
             let events = self.events_of(lines, &mut joins);
             if !events.is_empty() {
                 self.events
                     .fetch_add(events.len() as u64, Ordering::Relaxed);
                 // The same events until they are durable: positions never pass a
                 // line that is not.
-                let mut pause = Duration::from_millis(100);
-                while let Err(e) = self.engine.ingest(events.clone()).await {
-                    tracing::error!(tag = %self.tag, error = %e, "tail input: trying again");
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = shutdown.cancelled() => return,
-                    }
-                    pause = (pause * 2).min(Duration::from_secs(10));
+                let durable = self
+                    .until_durable(&shutdown, || self.engine.ingest(events.clone()))
+                    .await;
+                if !durable {
+                    return;
                 }
             }
             if had_lines || !events.is_empty() {
