@@ -10,6 +10,7 @@
 pub mod agent;
 mod dispatcher;
 mod exec;
+mod followed;
 mod listen;
 mod logs;
 mod peers;

@@ -6,17 +6,17 @@
 //! chunk quarantined).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::Utc;
 use shoal_api::meta::set_condition;
 use shoal_api::{ConditionStatus, LogPipeline, PipelineNodeStatus};
 use shoal_reconcile::EventRecorder;
-use shoal_store::objects::{Follower, Item};
-use shoal_store::{ObjectStore, Revision};
-use tokio::sync::{mpsc, watch};
+use shoal_store::ObjectStore;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::followed::Followed;
 use crate::pb;
 
 /// What the table keeps of a LogPipeline.
@@ -32,9 +32,6 @@ struct Table {
     pipelines: HashMap<String, Stored>,
     /// node → its labels
     nodes: HashMap<String, BTreeMap<String, String>>,
-    /// Which of the two kinds have been listed: until both are, no view is sent (an
-    /// empty set would tell agents to stop their pipelines and remove their buffers).
-    listed: (bool, bool),
 }
 
 impl Table {
@@ -63,8 +60,7 @@ impl Table {
 }
 
 pub struct PipelineTable {
-    table: Mutex<Table>,
-    generation: watch::Sender<u64>,
+    table: Arc<Followed<Table>>,
     objects: ObjectStore,
     events: EventRecorder,
 }
@@ -83,119 +79,35 @@ fn node_labels(bytes: &[u8]) -> Option<BTreeMap<String, String>> {
     Some(n.metadata.labels.into_iter().collect())
 }
 
-/// Follows one kind into one map of the table.
-struct Into<T> {
-    table: Arc<PipelineTable>,
-    map: fn(&mut Table) -> &mut HashMap<String, T>,
-    listed: fn(&mut Table) -> &mut bool,
-}
-
-impl<T: Send> Follower<Option<T>> for Into<T> {
-    fn listed(&mut self, items: Vec<Item<Option<T>>>, _: Revision) {
-        let (map, listed) = (self.map, self.listed);
-        self.table.change(|t| {
-            *map(t) = items
-                .into_iter()
-                .filter_map(|i| Some((i.name, i.value?)))
-                .collect();
-            *listed(t) = true;
-        });
-    }
-    fn applied(&mut self, item: Item<Option<T>>) {
-        let map = self.map;
-        self.table.change(|t| match item.value {
-            Some(v) => {
-                map(t).insert(item.name, v);
-            }
-            None => {
-                map(t).remove(&item.name);
-            }
-        });
-    }
-    fn deleted(&mut self, name: &str, _: Revision) {
-        let map = self.map;
-        self.table.change(|t| {
-            map(t).remove(name);
-        });
-    }
-}
-
 impl PipelineTable {
     pub fn start(objects: ObjectStore, shutdown: CancellationToken) -> Arc<Self> {
-        let (generation, _) = watch::channel(0);
-        let table = Arc::new(PipelineTable {
-            table: Mutex::new(Table::default()),
-            generation,
+        let table: Arc<Followed<Table>> = Followed::new();
+        table.follow::<LogPipeline, _>(
+            objects.clone(),
+            stored_pipeline,
+            |t| &mut t.pipelines,
+            shutdown.clone(),
+        );
+        table.follow::<shoal_api::Node, _>(
+            objects.clone(),
+            node_labels,
+            |t| &mut t.nodes,
+            shutdown,
+        );
+        Arc::new(PipelineTable {
+            table,
             events: EventRecorder::new(objects.clone(), "log-pipelines"),
-            objects: objects.clone(),
-        });
-        let mut pipelines = Into {
-            table: table.clone(),
-            map: |t| &mut t.pipelines,
-            listed: |t| &mut t.listed.0,
-        };
-        let mut nodes = Into {
-            table: table.clone(),
-            map: |t| &mut t.nodes,
-            listed: |t| &mut t.listed.1,
-        };
-        let (o1, o2, s1, s2) = (objects.clone(), objects, shutdown.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let kind = shoal_api::kind_of::<LogPipeline>();
-            tokio::select! {
-                _ = o1.follow_stored(kind, stored_pipeline, &mut pipelines) => {}
-                _ = s1.cancelled() => {}
-            }
-        });
-        tokio::spawn(async move {
-            let kind = shoal_api::kind_of::<shoal_api::Node>();
-            tokio::select! {
-                _ = o2.follow_stored(kind, node_labels, &mut nodes) => {}
-                _ = s2.cancelled() => {}
-            }
-        });
-        table
-    }
-
-    fn change(&self, f: impl FnOnce(&mut Table)) {
-        f(&mut self.table.lock().unwrap_or_else(|p| p.into_inner()));
-        self.generation.send_modify(|g| *g += 1);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
+            objects,
+        })
     }
 
     /// `node`'s pipelines now and whenever they change, until the receiver goes.
-    pub fn subscribe(
-        self: &Arc<Self>,
-        node: &str,
-    ) -> mpsc::Receiver<Result<pb::PipelineSet, tonic::Status>> {
-        let (tx, rx) = mpsc::channel(1);
-        let mut changed = self.generation.subscribe();
-        let table = self.clone();
+    /// Nothing is sent before LogPipelines and Nodes are both listed: an empty set
+    /// would tell the agent to stop its pipelines and remove their buffers.
+    pub fn subscribe(&self, node: &str) -> mpsc::Receiver<Result<pb::PipelineSet, tonic::Status>> {
         let node = node.to_string();
-        tokio::spawn(async move {
-            let mut last: Option<pb::PipelineSet> = None;
-            loop {
-                changed.mark_unchanged();
-                let view = {
-                    let t = table.lock();
-                    (t.listed == (true, true)).then(|| t.view(&node))
-                };
-                if let Some(view) = view.filter(|v| last.as_ref() != Some(v)) {
-                    if tx.send(Ok(view.clone())).await.is_err() {
-                        return;
-                    }
-                    last = Some(view);
-                }
-                tokio::select! {
-                    c = changed.changed() => if c.is_err() { return },
-                    _ = tx.closed() => return,
-                }
-            }
-        });
-        rx
+        self.table
+            .subscribe(move |t| t.all_listed().then(|| t.lock().view(&node)))
     }
 
     /// Writes `node`'s reports into its pipelines' status; one message per report
@@ -212,7 +124,7 @@ impl PipelineTable {
             };
             status.node = node.to_string();
             let selected: BTreeSet<String> = {
-                let t = self.lock();
+                let t = self.table.lock();
                 match t.pipelines.get(&r.pipeline) {
                     Some(p) => t
                         .nodes

@@ -3,22 +3,22 @@
 //! multicast, no learning, no gossip), and learn only the networks their own tasks
 //! join.
 //!
-//! Three followers (tasks, nodes, networks) keep one table; a subscriber's view is
-//! computed from it whenever it changes (`view.rs`, the routing mesh's part in
-//! `mesh.rs`), and sent only when it differs from the last one sent.
+//! Three followers (tasks, nodes, networks) keep one table (`followed.rs`); a
+//! subscriber's view is computed from it whenever it changes (`view.rs`, the
+//! routing mesh's part in `mesh.rs`), and sent only when it differs from the last.
 
 mod mesh;
 mod view;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use shoal_store::objects::{Follower, Item};
-use shoal_store::{ObjectStore, Revision};
-use tokio::sync::{mpsc, watch};
+use shoal_store::ObjectStore;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::followed::Followed;
 use crate::pb;
 
 /// The routing mesh's network.
@@ -69,11 +69,7 @@ struct NetworkInfo {
     nodes: BTreeMap<String, String>,
 }
 
-pub struct PeerTable {
-    table: Mutex<Table>,
-    /// Moves on every change; subscribers recompute on it.
-    generation: watch::Sender<u64>,
-}
+pub struct PeerTable(Arc<Followed<Table>>);
 
 #[derive(serde::Deserialize, Default)]
 struct StoredTask {
@@ -229,139 +225,30 @@ fn network_info(stored: &[u8]) -> Option<NetworkInfo> {
     })
 }
 
-/// Follows one kind into one map of the table, by object name (an object that does
-/// not decode, or is of no interest, is absent).
-struct ByName<T> {
-    table: Arc<PeerTable>,
-    map: fn(&mut Table) -> &mut HashMap<String, T>,
-}
-
-impl<T: Send> Follower<Option<T>> for ByName<T> {
-    fn listed(&mut self, items: Vec<Item<Option<T>>>, _: Revision) {
-        let map = self.map;
-        self.table.change(|t| {
-            *map(t) = items
-                .into_iter()
-                .filter_map(|i| Some((i.name, i.value?)))
-                .collect();
-        });
-    }
-    fn applied(&mut self, item: Item<Option<T>>) {
-        let map = self.map;
-        self.table.change(|t| match item.value {
-            Some(v) => {
-                map(t).insert(item.name, v);
-            }
-            None => {
-                map(t).remove(&item.name);
-            }
-        });
-    }
-    fn deleted(&mut self, name: &str, _: Revision) {
-        let map = self.map;
-        self.table.change(|t| {
-            map(t).remove(name);
-        });
-    }
-}
-
 impl PeerTable {
     pub fn start(objects: ObjectStore, shutdown: CancellationToken) -> Arc<Self> {
-        let (generation, _) = watch::channel(0);
-        let table = Arc::new(PeerTable {
-            table: Mutex::new(Table::default()),
-            generation,
-        });
-        let tasks = ByName {
-            table: table.clone(),
-            map: |t| &mut t.tasks,
-        };
-        let nodes = ByName {
-            table: table.clone(),
-            map: |t| &mut t.nodes,
-        };
-        let networks = ByName {
-            table: table.clone(),
-            map: |t| &mut t.networks,
-        };
-        tokio::spawn(follow::<shoal_api::Task, _, _>(
+        let table: Arc<Followed<Table>> = Followed::new();
+        table.follow::<shoal_api::Task, _>(
             objects.clone(),
-            tasks,
             endpoint,
+            |t| &mut t.tasks,
             shutdown.clone(),
-        ));
-        tokio::spawn(follow::<shoal_api::Node, _, _>(
+        );
+        table.follow::<shoal_api::Node, _>(
             objects.clone(),
-            nodes,
             node_ip,
+            |t| &mut t.nodes,
             shutdown.clone(),
-        ));
-        tokio::spawn(follow::<shoal_api::Network, _, _>(
-            objects,
-            networks,
-            network_info,
-            shutdown,
-        ));
-        table
-    }
-
-    fn change(&self, f: impl FnOnce(&mut Table)) {
-        f(&mut self.table.lock().unwrap_or_else(|p| p.into_inner()));
-        self.generation.send_modify(|g| *g += 1);
-    }
-
-    fn view(&self, node: &str) -> pb::PeerSet {
-        self.table
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .view(node)
+        );
+        table.follow::<shoal_api::Network, _>(objects, network_info, |t| &mut t.networks, shutdown);
+        Arc::new(PeerTable(table))
     }
 
     /// `node`'s peer set now and whenever it changes (as the agent stream sends it),
     /// until the receiver goes.
-    pub fn subscribe(
-        self: &Arc<Self>,
-        node: &str,
-    ) -> mpsc::Receiver<Result<pb::PeerSet, tonic::Status>> {
-        let (tx, rx) = mpsc::channel(1);
-        let mut changed = self.generation.subscribe();
-        let table = self.clone();
+    pub fn subscribe(&self, node: &str) -> mpsc::Receiver<Result<pb::PeerSet, tonic::Status>> {
         let node = node.to_string();
-        tokio::spawn(async move {
-            let mut last: Option<pb::PeerSet> = None;
-            loop {
-                changed.mark_unchanged();
-                let view = table.view(&node);
-                if last.as_ref() != Some(&view) {
-                    if tx.send(Ok(view.clone())).await.is_err() {
-                        return;
-                    }
-                    last = Some(view);
-                }
-                tokio::select! {
-                    c = changed.changed() => if c.is_err() { return },
-                    _ = tx.closed() => return,
-                }
-            }
-        });
-        rx
-    }
-}
-
-async fn follow<R, T, F>(
-    objects: ObjectStore,
-    mut follower: F,
-    decode: fn(&[u8]) -> T,
-    shutdown: CancellationToken,
-) where
-    R: shoal_api::Resource,
-    T: Send + 'static,
-    F: Follower<T>,
-{
-    let kind = shoal_api::kind_of::<R>();
-    tokio::select! {
-        _ = objects.follow_stored(kind, decode, &mut follower) => {}
-        _ = shutdown.cancelled() => {}
+        self.0.subscribe(move |t| Some(t.lock().view(&node)))
     }
 }
 
