@@ -88,7 +88,7 @@ impl Pipelines {
             let mut tries = 0;
             let state = loop {
                 tries += 1;
-                match start(name, want.generation, &want.spec, clone_place(&place)).await {
+                match start(name, want.generation, &want.spec, place.clone()).await {
                     Ok(r) => break State::Running(r),
                     Err(e) if tries < 5 && current.is_some() => {
                         tracing::debug!(pipeline = %name, error = %e, "starting again");
@@ -141,15 +141,6 @@ impl Pipelines {
                 }
             })
             .collect()
-    }
-}
-
-fn clone_place(p: &Place) -> Place {
-    Place {
-        node: p.node.clone(),
-        dir: p.dir.clone(),
-        memory_dir: p.memory_dir.clone(),
-        tasks: p.tasks.clone(),
     }
 }
 
@@ -242,37 +233,14 @@ async fn follow_sets(
     tx: watch::Sender<Option<pb::PipelineSet>>,
     shutdown: CancellationToken,
 ) {
-    while !shutdown.is_cancelled() {
-        let stream = client
+    let open = |client: AgentClient<Channel>, node: String| async move {
+        client
             .clone()
-            .pipelines(pb::PipelinesRequest { node: node.clone() })
-            .await;
-        let mut stream = match stream {
-            Ok(s) => s.into_inner(),
-            Err(e) => {
-                tracing::debug!(%node, error = %e.message(), "pipelines unavailable; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-                continue;
-            }
-        };
-        loop {
-            let msg = tokio::select! {
-                m = stream.message() => m,
-                _ = shutdown.cancelled() => return,
-            };
-            match msg {
-                Ok(Some(set)) => {
-                    let _ = tx.send(Some(set));
-                }
-                _ => break,
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = shutdown.cancelled() => return,
-        }
-    }
+            .pipelines(pb::PipelinesRequest { node })
+            .await
+    };
+    let keep = |set| {
+        let _ = tx.send(Some(set));
+    };
+    crate::session::follow_stream(client, node, "pipelines", open, keep, shutdown).await
 }

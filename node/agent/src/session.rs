@@ -243,15 +243,38 @@ async fn follow_peers(
     overlay: Arc<Overlay>,
     shutdown: CancellationToken,
 ) {
+    let open = |client: AgentClient<Channel>, node: String| async move {
+        client.clone().peers(pb::PeersRequest { node }).await
+    };
+    follow_stream(
+        client,
+        node,
+        "peers",
+        open,
+        |set| overlay.want(set),
+        shutdown,
+    )
+    .await
+}
+
+/// Opens a server stream with `open` and hands each message to `each` until
+/// `shutdown`, opening it again whenever it fails or ends.
+pub(crate) async fn follow_stream<T, Open, Fut>(
+    client: AgentClient<Channel>,
+    node: String,
+    what: &str,
+    open: Open,
+    mut each: impl FnMut(T),
+    shutdown: CancellationToken,
+) where
+    Open: Fn(AgentClient<Channel>, String) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>>,
+{
     while !shutdown.is_cancelled() {
-        let stream = client
-            .clone()
-            .peers(pb::PeersRequest { node: node.clone() })
-            .await;
-        let mut stream = match stream {
+        let mut stream = match open(client.clone(), node.clone()).await {
             Ok(s) => s.into_inner(),
             Err(e) => {
-                tracing::debug!(%node, error = %e.message(), "peers unavailable; retrying");
+                tracing::debug!(%node, error = %e.message(), "{what} unavailable; retrying");
                 sleep_or_stop(Duration::from_millis(500), &shutdown).await;
                 continue;
             }
@@ -262,7 +285,7 @@ async fn follow_peers(
                 _ = shutdown.cancelled() => return,
             };
             match msg {
-                Ok(Some(set)) => overlay.want(set),
+                Ok(Some(m)) => each(m),
                 _ => break,
             }
         }

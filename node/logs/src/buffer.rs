@@ -302,15 +302,7 @@ impl FileBuffer {
 
     /// The oldest sealed chunk, read back; it stays until [`FileBuffer::delivered`].
     pub fn oldest(&self) -> Result<Option<Chunk>, BufferError> {
-        let Some(&(seq, _)) = self.ready.front() else {
-            return Ok(None);
-        };
-        let path = self.ready_path(seq);
-        let mut bytes = Vec::new();
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(io(&path))?;
-        Ok(Some(Chunk {
+        Ok(self.oldest_raw()?.map(|(seq, bytes)| Chunk {
             seq,
             events: events(&bytes),
         }))

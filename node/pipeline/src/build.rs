@@ -48,6 +48,7 @@ fn part(at: impl Into<String>, why: impl ToString) -> BuildError {
 
 /// Where a pipeline runs: its node, its directory (buffers, positions), shared
 /// memory for memory buffers, and the node's tasks for a `tasks` input.
+#[derive(Clone)]
 pub struct Place {
     pub node: String,
     pub dir: PathBuf,
@@ -225,34 +226,30 @@ fn filter(f: &LogFilter, node: &str) -> Result<Filter, String> {
             include: regexes(&f.include)?,
             exclude: regexes(&f.exclude)?,
         },
-        FilterType::Modify => Action::Modify(Modify {
-            rename: f.rename.clone().into_iter().collect(),
-            remove: f.remove.clone(),
-            add: f
-                .add
-                .iter()
-                .filter(|(_, v)| v.as_str().is_none_or(|t| TagText::parse(t).is_none()))
-                .map(|(k, v)| {
-                    let v = match v {
-                        serde_json::Value::String(s) => {
-                            serde_json::Value::String(s.replace("{node}", node))
-                        }
-                        other => other.clone(),
-                    };
-                    (k.clone(), shoal_logs::parse::from_json(v))
-                })
-                .collect(),
-            add_from_tag: f
-                .add
-                .iter()
-                .filter_map(|(k, v)| {
-                    let text = v.as_str()?.replace("{node}", node);
-                    Some((k.clone(), TagText::parse(&text)?))
-                })
-                .collect(),
-            nest: f.nest.as_ref().map(|n| (n.under.clone(), n.keys.clone())),
-            lift: f.lift.clone(),
-        }),
+        FilterType::Modify => {
+            // `{node}` is known now; a text naming the tag is filled per event.
+            let (mut add, mut add_from_tag) = (Vec::new(), Vec::new());
+            for (k, v) in &f.add {
+                let v = match v {
+                    serde_json::Value::String(s) => {
+                        serde_json::Value::String(s.replace("{node}", node))
+                    }
+                    other => other.clone(),
+                };
+                match v.as_str().and_then(TagText::parse) {
+                    Some(text) => add_from_tag.push((k.clone(), text)),
+                    None => add.push((k.clone(), shoal_logs::parse::from_json(v))),
+                }
+            }
+            Action::Modify(Modify {
+                rename: f.rename.clone().into_iter().collect(),
+                remove: f.remove.clone(),
+                add,
+                add_from_tag,
+                nest: f.nest.as_ref().map(|n| (n.under.clone(), n.keys.clone())),
+                lift: f.lift.clone(),
+            })
+        }
     };
     Ok(Filter { pattern, action })
 }

@@ -54,15 +54,6 @@ enum Due {
     Records(u64, Vec<u8>),
 }
 
-impl Due {
-    fn seq_and_count(&self) -> (u64, u64) {
-        match self {
-            Due::Events(c) => (c.seq, c.events.len() as u64),
-            Due::Records(seq, bytes) => (*seq, shoal_logs::buffer::bodies(bytes).len() as u64),
-        }
-    }
-}
-
 /// The buffer is full and the overflow policy is `block`.
 #[derive(Debug)]
 pub struct Full;
@@ -232,13 +223,21 @@ impl Output {
                 let _ = self.buffer().seal();
                 continue;
             };
-            let (seq, n) = chunk.seq_and_count();
+            // A chunk's records are found (and checked) once, whatever the retries.
+            let records = match &chunk {
+                Due::Records(_, bytes) => shoal_logs::buffer::bodies(bytes),
+                Due::Events(_) => Vec::new(),
+            };
+            let (seq, n) = match &chunk {
+                Due::Events(c) => (c.seq, c.events.len() as u64),
+                Due::Records(seq, _) => (*seq, records.len() as u64),
+            };
             let mut attempts = 0;
             loop {
                 attempts += 1;
                 let result = match &chunk {
                     Due::Events(c) => sink.send(&c.events).await,
-                    Due::Records(_, bytes) => sink.send_records(bytes).await.map(|()| Vec::new()),
+                    Due::Records(..) => sink.send_records(&records).await.map(|()| Vec::new()),
                 };
                 let said = self
                     .health

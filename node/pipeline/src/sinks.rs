@@ -104,8 +104,9 @@ impl Sink {
         matches!(self, Sink::Forward { .. })
     }
 
-    /// Delivers a buffer chunk's bytes without decoding them (a forward sink).
-    pub async fn send_records(&self, bytes: &[u8]) -> Result<(), SinkError> {
+    /// Delivers a buffer chunk's records ([`shoal_logs::buffer::bodies`]) without
+    /// decoding them (a forward sink).
+    pub async fn send_records(&self, records: &[&[u8]]) -> Result<(), SinkError> {
         let Sink::Forward {
             addr,
             conn,
@@ -118,7 +119,7 @@ impl Sink {
             });
         };
         let mut conn = conn.lock().await;
-        let result = forward_records(addr, &mut conn, bytes, *ack_timeout).await;
+        let result = forward_records(addr, &mut conn, records, *ack_timeout).await;
         if result.is_err() {
             *conn = None;
         }
@@ -301,11 +302,10 @@ async fn forward(
 async fn forward_records(
     addr: &str,
     conn: &mut Option<tokio::net::TcpStream>,
-    bytes: &[u8],
+    records: &[&[u8]],
     ack_timeout: std::time::Duration,
 ) -> Result<(), String> {
-    let bodies = shoal_logs::buffer::bodies(bytes);
-    for (chunk, message, _) in shoal_logs::forward::packed_from_records(&bodies, chunk_id) {
+    for (chunk, message, _) in shoal_logs::forward::packed_from_records(records, chunk_id) {
         send_acked(addr, conn, &message, &chunk, ack_timeout).await?;
     }
     Ok(())

@@ -41,6 +41,19 @@ spec:
     pipeline
 }
 
+/// Node `n1`, its state under `dir`, running `tasks`; keep the sender while the
+/// pipeline runs (the tasks input stops when it goes).
+fn node_n1(dir: &Path, tasks: Vec<TaskLog>) -> (Place, tokio::sync::watch::Sender<Vec<TaskLog>>) {
+    let (tx, rx) = tokio::sync::watch::channel(tasks);
+    let place = Place {
+        node: "n1".into(),
+        dir: dir.join("state"),
+        memory_dir: dir.join("shm"),
+        tasks: rx,
+    };
+    (place, tx)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -101,13 +114,7 @@ async fn each_event_reaches_the_outputs_its_tag_routes_to() {
             container: format!("c-{task}"),
         });
     }
-    let (_tx, rx) = tokio::sync::watch::channel(tasks);
-    let place = Place {
-        node: "n1".into(),
-        dir: dir.path().join("state"),
-        memory_dir: dir.path().join("shm"),
-        tasks: rx,
-    };
+    let (place, _tasks) = node_n1(dir.path(), tasks);
     let running = start("routes", 1, &pipeline.spec, place)
         .await
         .expect("the pipeline starts");
@@ -186,13 +193,7 @@ async fn a_port_in_use_fails_the_start_and_says_which_input() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
     let pipeline = manifest(dir.path(), port);
-    let (_tx, rx) = tokio::sync::watch::channel(Vec::new());
-    let place = Place {
-        node: "n1".into(),
-        dir: dir.path().join("state"),
-        memory_dir: dir.path().join("shm"),
-        tasks: rx,
-    };
+    let (place, _tasks) = node_n1(dir.path(), Vec::new());
     let err = start("routes", 1, &pipeline.spec, place)
         .await
         .err()
@@ -222,13 +223,7 @@ spec:
 "#
     );
     let pipeline: LogPipeline = serde_yaml::from_str(&text).expect("a LogPipeline");
-    let (_tx, rx) = tokio::sync::watch::channel(Vec::new());
-    let place = Place {
-        node: "n1".into(),
-        dir: dir.path().join("state"),
-        memory_dir: dir.path().join("shm"),
-        tasks: rx,
-    };
+    let (place, _tasks) = node_n1(dir.path(), Vec::new());
     let running = start("small", 1, &pipeline.spec, place)
         .await
         .expect("starts");
@@ -266,13 +261,7 @@ async fn a_forward_input_answers_udp_heartbeats_on_its_port() {
          outputs: [{{name: out, type: stdout}}]\n"
     );
     let pipeline: LogPipeline = serde_yaml::from_str(&text).expect("a LogPipeline");
-    let (_tx, rx) = tokio::sync::watch::channel(Vec::new());
-    let place = Place {
-        node: "n1".into(),
-        dir: dir.path().join("state"),
-        memory_dir: dir.path().join("shm"),
-        tasks: rx,
-    };
+    let (place, _tasks) = node_n1(dir.path(), Vec::new());
     let running = start("hb", 1, &pipeline.spec, place).await.expect("starts");
     // As Fluentd's out_forward checks a server with `heartbeat_type udp`.
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
