@@ -128,9 +128,24 @@ start_agent() {
 if [ "$cmd" = restart-agent ]; then
     i=${target#"$prefix"}
     [[ "$i" =~ ^[0-9]+$ ]] && [ -e "$dir/$target.pid" ] || { echo "restart-agent: no host '$target' in cluster '$prefix'" >&2; exit 1; }
-    kill -9 "$(cat "$dir/$target.pid")" 2>/dev/null || true
+    old=$(cat "$dir/$target.pid")
+    kill -9 "$old" 2>/dev/null || true
+    # SIGKILL is delivered, not done: until the old agent has exited it still holds
+    # its node API port, and the new one would fail to bind it (as systemd waits).
+    for _ in $(seq 100); do
+        [ -e "/proc/$old" ] && ! grep -q '^State:.*Z' "/proc/$old/status" 2>/dev/null || break
+        sleep 0.05
+    done
     start_agent "$i"
-    exit 0
+    # Say at once if the new agent did not come up, rather than leave a node to die.
+    new=$(cat "$dir/$target.pid")
+    for _ in $(seq 200); do
+        [ -e "/proc/$new" ] || { echo "restart-agent: the new agent of $target exited:" >&2; tail -5 "$dir/$target.log" >&2; exit 1; }
+        nsenter --net="/run/netns/$target" bash -c "echo >/dev/tcp/$net.$((i + 1))/7444" 2>/dev/null && exit 0
+        sleep 0.05
+    done
+    echo "restart-agent: the new agent of $target does not serve $net.$((i + 1)):7444 after 10 s" >&2
+    exit 1
 fi
 ensure_packages
 
