@@ -73,28 +73,67 @@ impl Cluster {
             .expect("ip netns exec"))
     }
 
-    /// Host `h`'s links, but for the host ends of the agent's prepared namespaces
+    /// The namespaces host `h`'s agent keeps its overlay networks in (one each).
+    fn overlay_namespaces(&self, h: usize) -> Vec<std::path::PathBuf> {
+        let dir = format!("/tmp/shoal-cluster-{PREFIX}/{PREFIX}{h}/overlay-netns");
+        let mut found: Vec<_> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// Runs `cmd` in the namespace at `netns`; its stdout.
+    fn in_namespace(netns: &std::path::Path, cmd: &[&str]) -> String {
+        ok(Command::new("nsenter")
+            .arg(format!("--net={}", netns.display()))
+            .args(cmd)
+            .output()
+            .expect("nsenter"))
+    }
+
+    /// Host `h`'s links, and those in its overlay networks' namespaces (as
+    /// `<vni>/<name>`), but for the host ends of the agent's prepared namespaces
     /// (`shp...`), which it keeps whatever networks there are and renews as tasks
     /// take them.
     fn links(&self, h: usize) -> BTreeSet<String> {
-        self.on_host(h, &["ip", "-o", "link", "show"])
-            .lines()
-            .filter_map(|l| l.split(':').nth(1))
-            .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
-            .filter(|n| !n.starts_with("shp"))
-            .collect()
+        let names = |out: String| -> Vec<String> {
+            out.lines()
+                .filter_map(|l| l.split(':').nth(1))
+                .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+                .filter(|n| !n.starts_with("shp"))
+                .collect()
+        };
+        let mut all: BTreeSet<String> = names(self.on_host(h, &["ip", "-o", "link", "show"]))
+            .into_iter()
+            .collect();
+        for ns in self.overlay_namespaces(h) {
+            let vni = ns.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let inside = names(Self::in_namespace(&ns, &["ip", "-o", "link", "show"]));
+            all.extend(inside.into_iter().map(|n| format!("{vni}/{n}")));
+        }
+        all
     }
 
-    /// The overlay's forwarding and neighbour entries on host `h`, as `ip -> node`.
+    /// The overlay's forwarding and neighbour entries on host `h` (in its networks'
+    /// namespaces), as `ip -> node`.
     fn overlay_entries(&self, h: usize) -> BTreeSet<String> {
-        let fdb = self.on_host(h, &["bridge", "fdb", "show"]);
-        let neigh = self.on_host(h, &["ip", "neigh", "show"]);
-        fdb.lines()
-            .chain(neigh.lines())
-            .filter(|l| l.contains(" dev sx"))
-            .filter(|l| l.contains(" dst ") || l.contains(" lladdr "))
-            .map(str::to_string)
-            .collect()
+        let mut entries = BTreeSet::new();
+        for ns in self.overlay_namespaces(h) {
+            let fdb = Self::in_namespace(&ns, &["bridge", "fdb", "show"]);
+            let neigh = Self::in_namespace(&ns, &["ip", "neigh", "show"]);
+            entries.extend(
+                fdb.lines()
+                    .chain(neigh.lines())
+                    .filter(|l| l.contains(" dev sx"))
+                    .filter(|l| l.contains(" dst ") || l.contains(" lladdr "))
+                    .map(str::to_string),
+            );
+        }
+        entries
     }
 
     fn restart_agent(&self, h: usize) {
@@ -803,6 +842,7 @@ fn deleting_the_network_removes_its_devices_from_every_host(c: &mut Cluster) {
     });
     for h in 0..HOSTS {
         assert!(c.overlay_entries(h).is_empty(), "host {h}");
+        assert_eq!(c.overlay_namespaces(h), Vec::<std::path::PathBuf>::new(), "host {h}");
     }
 }
 

@@ -171,7 +171,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     let pool = tokio::spawn(net.clone().keep_pool_filled(shutdown.clone()));
     let ports = shoal_agent::container::ports::PortTable::with_kernel(&a.bridge);
     let overlay = Overlay::new(
-        Arc::new(OverlayNetlink),
+        Arc::new(OverlayNetlink::new(&data_dir)),
         Arc::new(Nft),
         advertise,
         Some(resolver),

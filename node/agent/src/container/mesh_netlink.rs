@@ -1,5 +1,5 @@
 //! The routing mesh's kernel work, through rtnetlink: the node's own address on the
-//! `ingress` bridge, and in each container on `ingress` the routes that send a reply
+//! `ingress` network, and in each container on `ingress` the routes that send a reply
 //! back through the node its connection came in by.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,10 +10,10 @@ use futures::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute};
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::{IpVersion, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{Handle, IpVersion, LinkUnspec, RouteMessageBuilder};
 
-use super::netlink::{connection, errno, in_netns, need_index, set};
-use super::overlay::{bridge_name, mac_of};
+use super::netlink::{errno, in_netns, need_index, set};
+use super::overlay::mac_of;
 
 /// Where the mesh's rules sit: before the main table (32766), after `local` (0).
 const RULE_PRIORITY: u32 = 100;
@@ -26,22 +26,26 @@ pub fn table_of(ip: Ipv4Addr) -> Option<u32> {
     Some(u32::from_ne_bytes(ip.octets())).filter(|t| *t > 255)
 }
 
-/// The bridge of `vni` holds `ip/prefix` and answers for it with the MAC made from it
-/// (tasks' replies are sent to that MAC); other addresses on it go. The node forwards,
-/// since the mesh routes published traffic into the bridge.
-pub async fn own_address(vni: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), String> {
+/// The node's link `link` (its end of a veth onto the `ingress` bridge) holds
+/// `ip/prefix` and answers for it with the MAC made from it (tasks' replies are sent
+/// to that MAC); other addresses on it go. The node forwards, since the mesh routes
+/// published traffic into the network.
+pub async fn own_address(
+    handle: &Handle,
+    link: &str,
+    ip: Ipv4Addr,
+    prefix: u8,
+) -> Result<(), String> {
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
         .map_err(|e| format!("turning on IPv4 forwarding: {e}"))?;
-    let handle = connection()?;
-    let bridge = bridge_name(vni);
-    let index = need_index(&handle, &bridge).await?;
+    let index = need_index(handle, link).await?;
     set(
-        &handle,
+        handle,
         LinkUnspec::new_with_index(index)
             .address(mac_of(ip).to_vec())
             .up()
             .build(),
-        &format!("giving {bridge} the MAC of {ip}"),
+        &format!("giving {link} the MAC of {ip}"),
     )
     .await?;
     let mut have = false;
@@ -52,7 +56,7 @@ pub async fn own_address(vni: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), Strin
         .execute()
         .try_collect()
         .await
-        .map_err(|e| format!("listing {bridge}'s addresses: {e}"))?;
+        .map_err(|e| format!("listing {link}'s addresses: {e}"))?;
     for a in addresses {
         let held = a.attributes.iter().find_map(|x| match x {
             AddressAttribute::Address(IpAddr::V4(v)) => Some(*v),
@@ -70,7 +74,7 @@ pub async fn own_address(vni: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), Strin
             .del(a)
             .execute()
             .await
-            .map_err(|e| format!("removing an old address of {bridge}: {e}"))?;
+            .map_err(|e| format!("removing an old address of {link}: {e}"))?;
     }
     if have {
         return Ok(());
@@ -83,7 +87,7 @@ pub async fn own_address(vni: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), Strin
     {
         Ok(()) => Ok(()),
         Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
-        Err(e) => Err(format!("adding {ip}/{prefix} to {bridge}: {e}")),
+        Err(e) => Err(format!("adding {ip}/{prefix} to {link}: {e}")),
     }
 }
 

@@ -18,6 +18,7 @@ pub mod netlink;
 pub mod netns_pool;
 pub mod network;
 pub mod overlay;
+pub mod overlay_entries;
 pub mod overlay_netlink;
 pub mod ports;
 mod restart;

@@ -62,10 +62,11 @@ pub(super) async fn set(
 
 /// Runs `f` on a new thread, inside the network namespace at `netns`, with a runtime
 /// and netlink connection of its own.
-pub(super) async fn in_netns<F, Fut>(netns: &Path, f: F) -> Result<(), String>
+pub(super) async fn in_netns<T, F, Fut>(netns: &Path, f: F) -> Result<T, String>
 where
+    T: Send + 'static,
     F: FnOnce(Handle) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    Fut: std::future::Future<Output = Result<T, String>>,
 {
     let ns = std::fs::File::open(netns).map_err(|e| format!("{}: {e}", netns.display()))?;
     on_own_thread(move || {
@@ -81,9 +82,9 @@ where
 
 /// Runs `f` on a thread made for it (which may then change namespace for good), and
 /// waits for it without holding up the runtime.
-async fn on_own_thread(
-    f: impl FnOnce() -> Result<(), String> + Send + 'static,
-) -> Result<(), String> {
+async fn on_own_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
     let thread = std::thread::spawn(f);
     tokio::task::spawn_blocking(move || thread.join())
         .await
@@ -222,22 +223,7 @@ impl NetOps for Netlink {
     }
 
     async fn create_netns(&self, path: &Path) -> Result<(), String> {
-        let path: PathBuf = path.to_path_buf();
-        // A thread of its own: it leaves the agent's namespace for good.
-        on_own_thread(move || {
-            std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare: {e}"))?;
-            let own = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
-            mount(
-                Some(own.as_str()),
-                &path,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|e| format!("bind-mounting the namespace: {e}"))
-        })
-        .await
+        create_netns(path).await
     }
 
     async fn connect(
@@ -301,19 +287,49 @@ impl NetOps for Netlink {
     }
 
     fn holds_netns(&self, path: &Path) -> bool {
-        nix::sys::statfs::statfs(path)
-            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+        holds_netns(path)
     }
 
     async fn remove_netns(&self, path: &Path) -> Result<(), String> {
-        match umount2(path, MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => return Err(format!("unmounting {}: {e}", path.display())),
-        }
-        match std::fs::remove_file(path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("{}: {e}", path.display())),
-        }
+        remove_netns(path)
+    }
+}
+
+/// A new, empty network namespace, kept alive by a bind mount at `path`.
+pub(super) async fn create_netns(path: &Path) -> Result<(), String> {
+    let path: PathBuf = path.to_path_buf();
+    // A thread of its own: it leaves the agent's namespace for good.
+    on_own_thread(move || {
+        std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare: {e}"))?;
+        let own = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
+        mount(
+            Some(own.as_str()),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("bind-mounting the namespace: {e}"))
+    })
+    .await
+}
+
+/// Whether `path` holds a namespace (a bind mount of one, not a plain file).
+pub(super) fn holds_netns(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+}
+
+/// Unmounts and removes the namespace at `path`; one already gone is no error.
+pub(super) fn remove_netns(path: &Path) -> Result<(), String> {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(format!("unmounting {}: {e}", path.display())),
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
     }
 }

@@ -1,21 +1,18 @@
 //! Overlay networks on this node: per network a bridge `sb<vni>` and a VXLAN device
-//! `sx<vni>` on it, in the node's own namespace, and a veth from each of its
-//! containers (`eth1`, `eth2`, ... in the order of the task's networks; `eth0` stays
-//! on the node bridge, the way out). Forwarding is static: for every task on another
-//! node the VXLAN device has a neighbour entry (its address → a MAC made from it, so
-//! ARP is answered on this node) and a forwarding entry (that MAC → the other node),
-//! both from the API server's peer set. No multicast, no learning, no gossip.
-//!
-//! The node's namespace rather than one per network: subnets never overlap (the
-//! network controller refuses that), so nothing clashes, and the routing mesh routes
-//! from here without a hop through another namespace.
+//! `sx<vni>` on it, in a network namespace of the network's own (why, and where:
+//! `overlay_netlink`), and a veth from each of its containers (`eth1`, `eth2`, ... in
+//! the order of the task's networks; `eth0` stays on the node bridge, the way out).
+//! Forwarding is static: for every task on another node the VXLAN device has a
+//! neighbour entry (its address → a MAC made from it, so ARP is answered on this
+//! node) and a forwarding entry (that MAC → the other node), both from the API
+//! server's peer set. No multicast, no learning, no gossip.
 //!
 //! The routing mesh: while the peer set carries `ingress`, the node holds its own
-//! address on that network's bridge (with the MAC made from it), every published
-//! port of the mesh answers here (`ports::PortTable::set_mesh`), and each container on
-//! `ingress` marks connections that come in by it with the node they came through
-//! and routes its replies back through that node, so nobody rewrites the client's
-//! address.
+//! address on that network (a veth onto its bridge, with the MAC made from the
+//! address), every published port of the mesh answers here
+//! (`ports::PortTable::set_mesh`), and each container on `ingress` marks connections
+//! that come in by it with the node they came through and routes its replies back
+//! through that node, so nobody rewrites the client's address.
 //!
 //! The kernel side is behind [`OverlayOps`]; [`Overlay`] keeps the node converged to
 //! the peer set: networks it lists are built, peers synced, others removed once no
@@ -122,9 +119,10 @@ pub trait OverlayOps: Send + Sync {
         ifname: &str,
         mtu: u32,
     ) -> Result<(), String>;
-    /// The bridge of `vni` holds this node's own `ip/prefix` (and the MAC made from
-    /// it), and the node forwards; idempotent.
-    async fn own_address(&self, vni: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), String>;
+    /// The node holds its own `ip/prefix` on network `vni` (with the MAC made from
+    /// it, and `mtu`), and forwards; idempotent.
+    async fn own_address(&self, vni: u32, ip: Ipv4Addr, prefix: u8, mtu: u32)
+        -> Result<(), String>;
     /// In the container at `netns`, replies to connections that came in by `ifname`
     /// go back through the node they came from, for each of `nodes`; converged.
     async fn return_routes(
@@ -392,6 +390,10 @@ impl Overlay {
             if !wanted.contains_key(&vni) && !used.contains(&vni) {
                 self.ops.remove_network(vni).await?;
                 state.synced.remove(&vni);
+                // The node's address went with the network.
+                if state.owned.is_some_and(|(owned, _, _)| owned == vni) {
+                    state.owned = None;
+                }
                 tracing::info!(vni, "overlay network removed: no task here joins it");
             }
         }
@@ -452,7 +454,7 @@ impl Overlay {
         Ok(addresses)
     }
 
-    /// Gives the node its address on the mesh's bridge, once per change.
+    /// Gives the node its address on the mesh's network, once per change.
     async fn own_mesh_address(&self, state: &mut State) -> Result<(), String> {
         let Some(mesh) = &state.mesh else {
             state.owned = None;
@@ -465,7 +467,8 @@ impl Overlay {
         if state.owned == Some(want) {
             return Ok(());
         }
-        self.ops.own_address(mesh.vni, ip, prefix).await?;
+        let (_, mtu) = self.mtu(state).await?;
+        self.ops.own_address(want.0, ip, prefix, mtu).await?;
         state.owned = Some(want);
         Ok(())
     }

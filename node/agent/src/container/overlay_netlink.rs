@@ -1,29 +1,61 @@
-//! [`OverlayOps`] on the real kernel, all through rtnetlink: bridges, VXLAN devices,
-//! their neighbour (ARP) and forwarding (FDB) entries, and container veths.
+//! [`OverlayOps`] on the real kernel, all through rtnetlink. Each overlay network has a
+//! namespace of its own, kept at `<data-dir>/overlay-netns/<vni>` (Docker's overlay
+//! driver does the same), holding its bridge `sb<vni>`, its VXLAN device `sx<vni>` and
+//! the host ends of its containers' veths. Nothing is routed there: it is a switch.
+//!
+//! Why a namespace, not the node's: the node's namespace usually has
+//! `bridge-nf-call-iptables` on (br_netfilter, which Docker and Kubernetes need), so
+//! every frame a bridge there forwards walks the IP hooks and conntrack; measured,
+//! that costs the overlay ~10% of its throughput. The sysctl is per namespace, and
+//! only in a namespace of its own can shoal turn it off without changing other
+//! bridges on the node. The VXLAN device is made in the node's namespace, where its
+//! UDP socket stays on the underlay, and then moved into the network's.
+//!
+//! The node's own address on a network (the routing mesh's `ingress`) is a veth:
+//! `si<vni>` in the node's namespace, its peer `sj<vni>` on the network's bridge.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::LinkAttribute;
-use rtnetlink::packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
-};
-use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVxlan};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan};
 
 use super::netlink::{
-    connection, errno, in_netns, index_of, name_and_address, need_index, set, veth_into, Named,
+    connection, create_netns, errno, holds_netns, in_netns, index_of, name_and_address,
+    need_index, remove_netns, set, veth_into, Named,
 };
 use super::overlay::{bridge_name, mac_of, vxlan_name, Join, OverlayOps, PeerEntry};
+use super::overlay_entries::sync_entries;
 
 /// VXLAN's IANA port.
 const VXLAN_PORT: u16 = 4789;
 
-pub struct OverlayNetlink;
+pub struct OverlayNetlink {
+    /// Where each network's namespace is kept, by VXLAN id.
+    dir: PathBuf,
+}
+
+impl OverlayNetlink {
+    pub fn new(data_dir: &Path) -> Self {
+        OverlayNetlink {
+            dir: data_dir.join("overlay-netns"),
+        }
+    }
+
+    fn netns(&self, vni: u32) -> PathBuf {
+        self.dir.join(vni.to_string())
+    }
+}
+
+/// The node's end of its veth into network `vni`, and the end on the bridge.
+fn node_ends(vni: u32) -> (String, String) {
+    (format!("si{vni}"), format!("sj{vni}"))
+}
 
 /// Adds a link unless one of that name exists.
 async fn add_link(
@@ -53,64 +85,61 @@ async fn del_link(handle: &Handle, name: &str) -> Result<(), String> {
     }
 }
 
-/// The entries of `family` on the link `index`.
-async fn entries(
-    handle: &Handle,
-    family: AddressFamily,
-    index: u32,
-) -> Result<Vec<NeighbourMessage>, String> {
-    let all: Vec<NeighbourMessage> = handle
-        .neighbours()
-        .get()
-        .set_address_family(family)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| format!("listing neighbours: {e}"))?;
-    Ok(all
-        .into_iter()
-        .filter(|m| m.header.ifindex == index)
-        .collect())
-}
-
-fn lladdr(m: &NeighbourMessage) -> Option<&[u8]> {
-    m.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::LinkLayerAddress(l) => Some(&l[..]),
-        _ => None,
-    })
-}
-
-fn destination(m: &NeighbourMessage) -> Option<Ipv4Addr> {
-    m.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-        // A bridge-family (FDB) entry's destination is parsed as raw bytes.
-        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
-            <[u8; 4]>::try_from(&b[..]).ok().map(Ipv4Addr::from)
+/// In the network's namespace, bridged frames skip the IP hooks (see the module
+/// comment). Without br_netfilter loaded there is nothing to turn off.
+fn bridged_frames_skip_ip_hooks() -> Result<(), String> {
+    for knob in [
+        "bridge-nf-call-iptables",
+        "bridge-nf-call-ip6tables",
+        "bridge-nf-call-arptables",
+    ] {
+        let path = format!("/proc/sys/net/bridge/{knob}");
+        match std::fs::write(&path, "0") {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{path}: {e}")),
         }
-        _ => None,
-    })
-}
-
-async fn del_entry(handle: &Handle, m: NeighbourMessage) -> Result<(), String> {
-    match handle.neighbours().del(m).execute().await {
-        Ok(()) => Ok(()),
-        Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(()),
-        Err(e) => Err(format!("removing a neighbour entry: {e}")),
     }
+    Ok(())
 }
 
-/// A VXLAN forwarding entry: frames for `mac` go to `node`.
-fn fdb_entry(index: u32, mac: [u8; 6], node: Ipv4Addr) -> NeighbourMessage {
-    let mut m = NeighbourMessage::default();
-    m.header.family = AddressFamily::Bridge;
-    m.header.ifindex = index;
-    m.header.flags = NeighbourFlags::Own;
-    m.header.state = NeighbourState::Permanent;
-    m.attributes = vec![
-        NeighbourAttribute::LinkLayerAddress(mac.to_vec()),
-        NeighbourAttribute::Destination(NeighbourAddress::Inet(node)),
-    ];
-    m
+/// Puts the link `index` of `handle`'s namespace into the namespace at `netns`.
+async fn move_into(handle: &Handle, index: u32, netns: &Path, what: &str) -> Result<(), String> {
+    let ns = std::fs::File::open(netns).map_err(|e| format!("{}: {e}", netns.display()))?;
+    set(
+        handle,
+        LinkUnspec::new_with_index(index)
+            .setns_by_fd(ns.as_raw_fd())
+            .build(),
+        what,
+    )
+    .await
+}
+
+/// In the network's namespace: `link` on the bridge of `vni`, both up.
+async fn onto_bridge(netns: &Path, vni: u32, link: String, mtu: u32) -> Result<(), String> {
+    in_netns(netns, move |h| async move {
+        bridged_frames_skip_ip_hooks()?;
+        let bridge = bridge_name(vni);
+        let br = add_link(&h, &bridge, LinkBridge::new(&bridge).mtu(mtu).build()).await?;
+        let index = need_index(&h, &link).await?;
+        set(
+            &h,
+            LinkUnspec::new_with_index(index)
+                .controller(br)
+                .up()
+                .build(),
+            &format!("attaching {link} to {bridge}"),
+        )
+        .await?;
+        set(
+            &h,
+            LinkUnspec::new_with_index(br).up().build(),
+            "bringing the network's bridge up",
+        )
+        .await
+    })
+    .await
 }
 
 #[async_trait]
@@ -151,39 +180,66 @@ impl OverlayOps for OverlayNetlink {
         underlay: Option<(Ipv4Addr, u32)>,
         mtu: u32,
     ) -> Result<(), String> {
-        let handle = connection()?;
-        let (bridge, vxlan) = (bridge_name(vni), vxlan_name(vni));
-        let br = add_link(&handle, &bridge, LinkBridge::new(&bridge).mtu(mtu).build()).await?;
-        let mut vx = LinkVxlan::new(&vxlan, vni)
-            .port(VXLAN_PORT)
-            .learning(false)
-            .proxy(true)
-            .mtu(mtu);
-        if let Some((ip, index)) = underlay {
-            vx = vx.local(ip).dev(index);
+        let netns = self.netns(vni);
+        if !holds_netns(&netns) {
+            std::fs::create_dir_all(&self.dir)
+                .map_err(|e| format!("{}: {e}", self.dir.display()))?;
+            create_netns(&netns).await?;
         }
-        let vx = add_link(&handle, &vxlan, vx.build()).await?;
-        set(
-            &handle,
-            LinkUnspec::new_with_index(vx).controller(br).up().build(),
-            "attaching the VXLAN device to its bridge",
-        )
-        .await?;
-        set(
-            &handle,
-            LinkUnspec::new_with_index(br).up().build(),
-            "bringing the network's bridge up",
-        )
-        .await
+        let vxlan = vxlan_name(vni);
+        let moved = {
+            let vxlan = vxlan.clone();
+            in_netns(&netns, move |h| async move {
+                Ok(index_of(&h, &vxlan).await?.is_some())
+            })
+            .await?
+        };
+        if !moved {
+            let handle = connection()?;
+            // What an attempt that died half way (or an agent before namespaces per
+            // network) left here would hold the VXLAN id.
+            del_link(&handle, &vxlan).await?;
+            del_link(&handle, &bridge_name(vni)).await?;
+            let mut vx = LinkVxlan::new(&vxlan, vni)
+                .port(VXLAN_PORT)
+                .learning(false)
+                .proxy(true)
+                .mtu(mtu);
+            if let Some((ip, index)) = underlay {
+                vx = vx.local(ip).dev(index);
+            }
+            let index = add_link(&handle, &vxlan, vx.build()).await?;
+            move_into(&handle, index, &netns, "moving the VXLAN device into its namespace").await?;
+        }
+        onto_bridge(&netns, vni, vxlan, mtu).await
     }
 
     async fn remove_network(&self, vni: u32) -> Result<(), String> {
         let handle = connection()?;
-        del_link(&handle, &vxlan_name(vni)).await?;
-        del_link(&handle, &bridge_name(vni)).await
+        for leftover in [vxlan_name(vni), bridge_name(vni), node_ends(vni).0] {
+            del_link(&handle, &leftover).await?;
+        }
+        let netns = self.netns(vni);
+        if holds_netns(&netns) {
+            // Gone now, not when the kernel gets round to the namespace: a network
+            // made again at once needs the VXLAN id free.
+            in_netns(&netns, move |h| async move {
+                del_link(&h, &vxlan_name(vni)).await?;
+                del_link(&h, &bridge_name(vni)).await
+            })
+            .await?;
+        }
+        remove_netns(&netns)
     }
 
     async fn networks(&self) -> Result<Vec<u32>, String> {
+        let mut vnis: BTreeSet<u32> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|f| f.file_name().to_str()?.parse().ok())
+            .collect();
+        // And what an agent before namespaces per network left in the node's.
         let handle = connection()?;
         let links: Vec<_> = handle
             .link()
@@ -192,74 +248,24 @@ impl OverlayOps for OverlayNetlink {
             .try_collect()
             .await
             .map_err(|e| format!("listing links: {e}"))?;
-        let vnis: BTreeSet<u32> = links
-            .iter()
-            .filter_map(|l| {
-                l.attributes.iter().find_map(|a| match a {
-                    LinkAttribute::IfName(n) => n
-                        .strip_prefix("sx")
-                        .or_else(|| n.strip_prefix("sb"))
-                        .and_then(|v| v.parse().ok()),
-                    _ => None,
-                })
+        vnis.extend(links.iter().filter_map(|l| {
+            l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => ["sx", "sb", "si"]
+                    .iter()
+                    .find_map(|p| n.strip_prefix(p))
+                    .and_then(|v| v.parse::<u32>().ok()),
+                _ => None,
             })
-            .collect();
+        }));
         Ok(vnis.into_iter().collect())
     }
 
     async fn sync_peers(&self, vni: u32, peers: &BTreeSet<PeerEntry>) -> Result<(), String> {
-        let handle = connection()?;
-        let index = need_index(&handle, &vxlan_name(vni)).await?;
-        // ARP for a peer is answered here (`proxy`), from these.
-        let mut want: BTreeSet<(Ipv4Addr, [u8; 6])> =
-            peers.iter().map(|p| (p.ip, mac_of(p.ip))).collect();
-        for m in entries(&handle, AddressFamily::Inet, index).await? {
-            let have = destination(&m).zip(lladdr(&m).and_then(|l| <[u8; 6]>::try_from(l).ok()));
-            match have {
-                Some(entry) if want.remove(&entry) => {}
-                _ => del_entry(&handle, m).await?,
-            }
-        }
-        for (ip, mac) in want {
-            handle
-                .neighbours()
-                .add(index, IpAddr::V4(ip))
-                .link_layer_address(&mac)
-                .state(NeighbourState::Permanent)
-                .replace()
-                .execute()
-                .await
-                .map_err(|e| format!("neighbour {ip} on {}: {e}", vxlan_name(vni)))?;
-        }
-        // Frames for a peer's MAC go to its node.
-        let mut want: BTreeSet<([u8; 6], Ipv4Addr)> =
-            peers.iter().map(|p| (mac_of(p.ip), p.node)).collect();
-        for m in entries(&handle, AddressFamily::Bridge, index).await? {
-            let have = lladdr(&m)
-                .and_then(|l| <[u8; 6]>::try_from(l).ok())
-                .zip(destination(&m));
-            match have {
-                Some(entry) if want.remove(&entry) => {}
-                // Asked for as `bridge fdb del` asks: the dumped message carries
-                // attributes (cache info) the kernel does not match on.
-                Some((mac, node)) => del_entry(&handle, fdb_entry(index, mac, node)).await?,
-                // No destination: the bridge's own entries for this port.
-                None => {}
-            }
-        }
-        for (mac, node) in want {
-            handle
-                .neighbours()
-                .add_bridge(index, &mac)
-                .destination(IpAddr::V4(node))
-                .flags(NeighbourFlags::Own)
-                .state(NeighbourState::Permanent)
-                .replace()
-                .execute()
-                .await
-                .map_err(|e| format!("forwarding entry to {node} on {}: {e}", vxlan_name(vni)))?;
-        }
-        Ok(())
+        let peers = peers.clone();
+        in_netns(&self.netns(vni), move |h| async move {
+            sync_entries(&h, vni, &peers).await
+        })
+        .await
     }
 
     async fn connect(
@@ -270,44 +276,63 @@ impl OverlayOps for OverlayNetlink {
         ifname: &str,
         mtu: u32,
     ) -> Result<(), String> {
-        let handle = connection()?;
-        let bridge = need_index(&handle, &bridge_name(join.vni)).await?;
-        if let Some(host) = index_of(&handle, host_if).await? {
-            // Adopted: the pair is there; make sure it is on the bridge.
-            return set(
-                &handle,
-                LinkUnspec::new_with_index(host)
-                    .controller(bridge)
-                    .up()
-                    .build(),
-                "attaching the host end to the network's bridge",
-            )
-            .await;
-        }
-        let stale = ifname.to_string();
-        // A container end left by an attempt that died half way goes first.
-        in_netns(netns, move |h| async move {
-            if let Some(i) = index_of(&h, &stale).await? {
-                let _ = h.link().del(i).execute().await;
+        let (vni, host_if, container) = (join.vni, host_if.to_string(), netns.to_path_buf());
+        // The host end, on the bridge in the network's namespace; the container end
+        // moved into the container's. None: the pair was there (adopted).
+        let peer = in_netns(&self.netns(vni), move |h| async move {
+            let bridge = need_index(&h, &bridge_name(vni)).await?;
+            if let Some(host) = index_of(&h, &host_if).await? {
+                set(
+                    &h,
+                    LinkUnspec::new_with_index(host)
+                        .controller(bridge)
+                        .up()
+                        .build(),
+                    "attaching the host end to the network's bridge",
+                )
+                .await?;
+                return Ok(None);
             }
-            Ok(())
+            veth_into(&h, &container, &host_if, bridge, Some(mtu))
+                .await
+                .map(Some)
         })
         .await?;
-        let peer = veth_into(&handle, netns, host_if, bridge, Some(mtu)).await?;
-        let (ip, prefix, mac) = (join.ip, join.prefix, mac_of(join.ip));
+        let Some(peer) = peer else {
+            return Ok(());
+        };
+        let (ip, prefix) = (join.ip, join.prefix);
         let named = Named {
             ifname: ifname.to_string(),
-            mac: Some(mac),
+            mac: Some(mac_of(ip)),
             mtu: Some(mtu),
         };
-        in_netns(netns, move |handle| async move {
-            name_and_address(&handle, &peer, &named, ip, prefix).await
+        in_netns(netns, move |h| async move {
+            // A container end left by an attempt that died half way goes first.
+            if let Some(i) = index_of(&h, &named.ifname).await? {
+                let _ = h.link().del(i).execute().await;
+            }
+            name_and_address(&h, &peer, &named, ip, prefix).await
         })
         .await
     }
 
-    async fn own_address(&self, vni: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), String> {
-        super::mesh_netlink::own_address(vni, ip, prefix).await
+    async fn own_address(&self, vni: u32, ip: Ipv4Addr, prefix: u8, mtu: u32) -> Result<(), String> {
+        let (outer, inner) = node_ends(vni);
+        let handle = connection()?;
+        if index_of(&handle, &outer).await?.is_none() {
+            handle
+                .link()
+                .add(LinkVeth::new(&outer, &inner).mtu(mtu).build())
+                .execute()
+                .await
+                .map_err(|e| format!("creating {outer}: {e}"))?;
+            let index = need_index(&handle, &inner).await?;
+            let netns = self.netns(vni);
+            move_into(&handle, index, &netns, "moving the node's end into the network").await?;
+            onto_bridge(&netns, vni, inner, mtu).await?;
+        }
+        super::mesh_netlink::own_address(&handle, &outer, ip, prefix).await
     }
 
     async fn return_routes(

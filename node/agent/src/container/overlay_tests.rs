@@ -54,7 +54,13 @@ impl OverlayOps for FakeKernel {
             .push((host_if.into(), ifname.into(), join.vni));
         Ok(())
     }
-    async fn own_address(&self, vni: u32, ip: Ipv4Addr, prefix: u8) -> Result<(), String> {
+    async fn own_address(
+        &self,
+        vni: u32,
+        ip: Ipv4Addr,
+        prefix: u8,
+        _mtu: u32,
+    ) -> Result<(), String> {
         self.owned.lock().unwrap().push((vni, ip, prefix));
         Ok(())
     }
