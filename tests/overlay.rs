@@ -111,7 +111,11 @@ impl Cluster {
             .into_iter()
             .collect();
         for ns in self.overlay_namespaces(h) {
-            let vni = ns.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let vni = ns
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             let inside = names(Self::in_namespace(&ns, &["ip", "-o", "link", "show"]));
             all.extend(inside.into_iter().map(|n| format!("{vni}/{n}")));
         }
@@ -236,6 +240,16 @@ fn tasks_on_different_hosts_talk_over_the_overlay(c: &mut Cluster) {
             4,
             "2 forwarding + 2 neighbour entries on host {h}: {entries:?}"
         );
+        // The network's own namespace keeps its bridged frames off the IP hooks
+        // (br_netfilter's sysctl, where the module is loaded).
+        for ns in c.overlay_namespaces(h) {
+            let knob = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+            let inside = Cluster::in_namespace(
+                &ns,
+                &["sh", "-c", &format!("cat {knob} 2>/dev/null || echo 0")],
+            );
+            assert_eq!(inside.trim(), "0", "{knob} in {}", ns.display());
+        }
     }
 }
 
@@ -842,7 +856,11 @@ fn deleting_the_network_removes_its_devices_from_every_host(c: &mut Cluster) {
     });
     for h in 0..HOSTS {
         assert!(c.overlay_entries(h).is_empty(), "host {h}");
-        assert_eq!(c.overlay_namespaces(h), Vec::<std::path::PathBuf>::new(), "host {h}");
+        assert_eq!(
+            c.overlay_namespaces(h),
+            Vec::<std::path::PathBuf>::new(),
+            "host {h}"
+        );
     }
 }
 

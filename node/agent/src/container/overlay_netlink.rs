@@ -26,8 +26,8 @@ use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan};
 
 use super::netlink::{
-    connection, create_netns, errno, holds_netns, in_netns, index_of, name_and_address,
-    need_index, remove_netns, set, veth_into, Named,
+    connection, create_netns, errno, holds_netns, in_netns, index_of, name_and_address, need_index,
+    remove_netns, set, veth_into, Named,
 };
 use super::overlay::{bridge_name, mac_of, vxlan_name, Join, OverlayOps, PeerEntry};
 use super::overlay_entries::sync_entries;
@@ -209,7 +209,13 @@ impl OverlayOps for OverlayNetlink {
                 vx = vx.local(ip).dev(index);
             }
             let index = add_link(&handle, &vxlan, vx.build()).await?;
-            move_into(&handle, index, &netns, "moving the VXLAN device into its namespace").await?;
+            move_into(
+                &handle,
+                index,
+                &netns,
+                "moving the VXLAN device into its namespace",
+            )
+            .await?;
         }
         onto_bridge(&netns, vni, vxlan, mtu).await
     }
@@ -317,7 +323,13 @@ impl OverlayOps for OverlayNetlink {
         .await
     }
 
-    async fn own_address(&self, vni: u32, ip: Ipv4Addr, prefix: u8, mtu: u32) -> Result<(), String> {
+    async fn own_address(
+        &self,
+        vni: u32,
+        ip: Ipv4Addr,
+        prefix: u8,
+        mtu: u32,
+    ) -> Result<(), String> {
         let (outer, inner) = node_ends(vni);
         let handle = connection()?;
         if index_of(&handle, &outer).await?.is_none() {
@@ -329,7 +341,13 @@ impl OverlayOps for OverlayNetlink {
                 .map_err(|e| format!("creating {outer}: {e}"))?;
             let index = need_index(&handle, &inner).await?;
             let netns = self.netns(vni);
-            move_into(&handle, index, &netns, "moving the node's end into the network").await?;
+            move_into(
+                &handle,
+                index,
+                &netns,
+                "moving the node's end into the network",
+            )
+            .await?;
             onto_bridge(&netns, vni, inner, mtu).await?;
         }
         super::mesh_netlink::own_address(&handle, &outer, ip, prefix).await
