@@ -70,6 +70,9 @@ enum Command {
     /// Sync a GitSync now, or suspend and resume it.
     #[command(subcommand)]
     Gitsync(cmd::gitsync::Command),
+    /// Print or rotate the join tokens nodes join with.
+    #[command(subcommand)]
+    Token(cmd::token::Command),
     /// Run simulated nodes through the real agent API.
     Sim(cmd::sim::Args),
     /// Pull, import, list and remove images in this node's store.
@@ -151,6 +154,7 @@ async fn run(cli: Cli) -> Outcome {
     let ctx = cmd::Context::new(cli.server, cli.ca_cert, cli.output);
     match cli.command {
         Command::Server(a) => cmd::server::run(a).await,
+        Command::Token(c) => cmd::token::run(&ctx, c).await,
         Command::Apply(a) => cmd::apply::run(&ctx, a).await,
         Command::Get(a) => cmd::get::run(&ctx, a).await,
         Command::Describe(a) => cmd::describe::run(&ctx, a).await,

@@ -68,6 +68,18 @@ pub struct Args {
     /// networks).
     #[arg(long)]
     no_egress: bool,
+    /// Join the cluster at this server URL with --token (instead of --server): the
+    /// node gets its certificate from the cluster CA, once, kept in <data-dir>/pki.
+    #[arg(long, requires = "token")]
+    join: Option<String>,
+    /// The join token, from `shoal token create` (SHOAL-1-...).
+    #[arg(
+        long,
+        env = "SHOAL_JOIN_TOKEN",
+        hide_env_values = true,
+        requires = "join"
+    )]
+    token: Option<String>,
     /// The per-container monitor program (default: `shoal-monitor` beside this binary).
     #[arg(long)]
     monitor: Option<PathBuf>,
@@ -139,6 +151,25 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     let labels = super::sim::parse_labels(&a.labels)?;
     std::fs::create_dir_all(&a.data_dir)?;
     let data_dir = a.data_dir.canonicalize()?;
+    let advertise = a.advertise_addr.or(match a.listen.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
+        _ => None,
+    });
+    // Joining comes first: a node the cluster refuses changes nothing on this machine.
+    let server = match &a.join {
+        Some(url) => {
+            let token = a.token.as_deref().unwrap_or_default();
+            // The node API serves at these: its certificate says so.
+            let mut sans: Vec<String> = advertise.iter().map(|ip| ip.to_string()).collect();
+            if !a.listen.ip().is_unspecified() {
+                sans.push(a.listen.ip().to_string());
+            }
+            sans.dedup();
+            super::join::join(url, token, ctx.ca_cert.as_deref(), &a.name, sans, &data_dir).await?;
+            url.clone()
+        }
+        None => ctx.single_server()?.to_string(),
+    };
     let net = network::Network::new(Arc::new(Netlink), &data_dir, &a.bridge, a.subnet)
         .with_pool(a.netns_pool, &data_dir);
     net.ensure_bridge()
@@ -150,10 +181,6 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         egress::ensure(&a.bridge, a.subnet)
             .map_err(|e| anyhow::anyhow!("egress NAT for {}: {e}", a.subnet))?;
     }
-    let advertise = a.advertise_addr.or(match a.listen.ip() {
-        std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
-        _ => None,
-    });
     let upstreams = if a.dns_upstream.is_empty() {
         dns::upstreams_of(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
     } else {
@@ -216,8 +243,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
             memory: std::path::Path::new("/dev/shm/shoal-pipelines").join(&a.name),
         }),
     };
-    let server = ctx.single_server()?;
-    let channel = shoal_wire::endpoint(server, ctx.ca_cert.as_deref())?.connect_lazy();
+    let channel = shoal_wire::endpoint(&server, ctx.ca_cert.as_deref())?.connect_lazy();
     eprintln!("shoal agent: node {} on {server}", a.name);
     let agent = tokio::spawn(run_node(channel, node, executor, shutdown.clone()));
     let node_api = shoal_wire::pb::node_server::NodeServer::new(NodeApi::new(

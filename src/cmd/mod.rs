@@ -11,6 +11,7 @@ mod follow;
 pub mod get;
 pub mod gitsync;
 pub mod image;
+pub mod join;
 pub mod logs;
 pub mod network;
 pub mod node;
@@ -27,6 +28,7 @@ pub mod sim;
 pub mod start;
 pub mod stop;
 pub mod tasks;
+pub mod token;
 pub mod up;
 
 use std::path::PathBuf;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use shoal_apiserver::{
-    AgentService, ApiService, Dispatcher, HeartbeatConfig, ListenConfig, PeerTable, PipelineTable,
-    StatusWriter, TlsFiles, Webhooks, CONTROLLER_LEADER_KEY,
+    AgentService, ApiService, ClusterPki, Dispatcher, HeartbeatConfig, ListenConfig, PeerTable,
+    PipelineTable, StatusWriter, TlsFiles, Webhooks, CONTROLLER_LEADER_KEY,
 };
 use shoal_reconcile::{CancellationToken, Informers, LeaderElection};
 use shoal_store::{ObjectStore, Store};
@@ -55,6 +55,15 @@ pub struct Args {
     /// secret the git host signs pushes with (`X-Hub-Signature-256`).
     #[arg(long)]
     webhook_secret_file: Option<PathBuf>,
+    /// The cluster key, which seals the CA's key and the join tokens in the store; made
+    /// on first start (default: <data-dir>/cluster.key). Every server of a cluster
+    /// needs the same one.
+    #[arg(long)]
+    cluster_key_file: Option<PathBuf>,
+    /// How long the certificates of joining nodes are valid (Swarm's default: 90
+    /// days); at least 1h.
+    #[arg(long, default_value = "2160h", value_parser = parse_cert_lifetime)]
+    cert_lifetime: Duration,
     /// Where networks without a subnet in their manifest get one (Swarm's flag).
     #[arg(long, default_value = "10.0.0.0/8", value_parser = parse_pool)]
     default_addr_pool: shoal_controller_network::Subnet,
@@ -78,6 +87,40 @@ fn parse_retention(s: &str) -> Result<Duration, String> {
         return Err(format!("{s} is under 1s: watches could not resume"));
     }
     Ok(d)
+}
+
+fn parse_cert_lifetime(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(3600) {
+        return Err(format!("{s} is under 1h"));
+    }
+    Ok(d)
+}
+
+/// The cluster key at `path`, made (readable by this user only) if there is none.
+fn cluster_key(path: &std::path::Path) -> anyhow::Result<shoal_pki::ClusterKey> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::read(path) {
+        Ok(bytes) => shoal_pki::ClusterKey::from_bytes(&bytes)
+            .with_context(|| format!("cluster key {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+            }
+            let key = shoal_pki::ClusterKey::generate()?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("cluster key {}", path.display()))?;
+            f.write_all(key.bytes())?;
+            f.sync_all()?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("cluster key {}", path.display())),
+    }
 }
 
 pub fn default_data_dir() -> PathBuf {
@@ -196,8 +239,21 @@ pub async fn run(a: Args) -> Outcome {
         status,
         heartbeat,
     );
+    let key_file = a
+        .cluster_key_file
+        .unwrap_or_else(|| data_dir.join("cluster.key"));
+    let pki = Arc::new(
+        ClusterPki::bootstrap(
+            ObjectStore::new(store.clone()),
+            cluster_key(&key_file)?,
+            a.cert_lifetime,
+        )
+        .await
+        .with_context(|| format!("the cluster CA (cluster key {})", key_file.display()))?,
+    );
+    let agent = agent.with_pki(pki.clone());
     let webhooks = Webhooks::new(ObjectStore::new(store.clone()), webhook_secret);
-    let service = ApiService::new(store, id, a.watch_cache_size);
+    let service = ApiService::new(store, id, a.watch_cache_size).with_pki(pki);
     let serving = shoal_apiserver::serve(
         service,
         agent,

@@ -104,6 +104,12 @@ impl Server {
             });
         if let Some(store) = &self.store {
             cmd.arg("--store").arg(store);
+            // Servers of one cluster share its key (their data dirs differ).
+            if !self.extra.iter().any(|e| e == "--cluster-key-file") {
+                let name = store.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+                cmd.arg("--cluster-key-file")
+                    .arg(std::env::temp_dir().join(format!("shoal-test-key-{name}")));
+            }
         }
         cmd.args(&self.extra);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));

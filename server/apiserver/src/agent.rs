@@ -55,6 +55,7 @@ pub struct AgentService {
     status: Arc<StatusWriter>,
     heartbeat: HeartbeatConfig,
     status_written: Mutex<HashMap<String, Instant>>,
+    pki: Option<Arc<crate::ClusterPki>>,
 }
 
 fn check_node_name(name: &str) -> Result<(), Status> {
@@ -126,7 +127,14 @@ impl AgentService {
             status,
             heartbeat,
             status_written: Mutex::new(HashMap::new()),
+            pki: None,
         }
+    }
+
+    /// Joins nodes with tokens through `pki`.
+    pub fn with_pki(mut self, pki: Arc<crate::ClusterPki>) -> Self {
+        self.pki = Some(pki);
+        self
     }
 
     fn node_status(req: &pb::RegisterRequest, previous: Option<NodeStatus>) -> NodeStatus {
@@ -205,6 +213,16 @@ impl AgentService {
 
 #[tonic::async_trait]
 impl Agent for AgentService {
+    #[tracing::instrument(skip_all, fields(node = %req.get_ref().name))]
+    async fn join(
+        &self,
+        req: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        crate::pki::join_rpc(self.pki.as_deref(), req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     #[tracing::instrument(skip_all, fields(node = %req.get_ref().name))]
     async fn register(
         &self,

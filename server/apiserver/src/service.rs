@@ -28,6 +28,7 @@ pub struct ApiService {
     store: Arc<dyn Store>,
     watches: WatchCache,
     server_id: String,
+    pki: Option<Arc<crate::ClusterPki>>,
 }
 
 impl ApiService {
@@ -39,7 +40,14 @@ impl ApiService {
             watches: WatchCache::new(objects.clone(), watch_buffer),
             objects,
             server_id,
+            pki: None,
         }
+    }
+
+    /// Hands out join tokens from `pki`.
+    pub fn with_pki(mut self, pki: Arc<crate::ClusterPki>) -> Self {
+        self.pki = Some(pki);
+        self
     }
 }
 
@@ -402,6 +410,16 @@ impl Api for ApiService {
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         watch_stream(&self.watches, self.objects.clone(), req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(role = %req.get_ref().role))]
+    async fn join_token(
+        &self,
+        req: Request<pb::JoinTokenRequest>,
+    ) -> Result<Response<pb::JoinTokenResponse>, Status> {
+        crate::pki::token_rpc(self.pki.as_deref(), req.into_inner())
             .await
             .map(Response::new)
     }

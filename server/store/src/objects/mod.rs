@@ -30,6 +30,7 @@ mod follow;
 mod heartbeats;
 mod keys;
 mod patch;
+mod records;
 mod retry;
 mod rules;
 mod watch;

@@ -1,0 +1,299 @@
+//! The cluster's PKI on the server: the CA, made by the first server to start and kept
+//! in the store with its key sealed under the cluster key (which stays outside the
+//! store, in each server's data directory), so every server of a cluster signs with
+//! the same CA and a copy of the store alone gives nobody the key; the join tokens,
+//! sealed the same way; and joining: a node with a valid token gets its CSR signed.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shoal_pki::{Ca, ClusterKey, Identity, Issued, JoinToken, Role};
+use shoal_store::objects::ObjectError;
+use shoal_store::ObjectStore;
+
+const CA_RECORD: &str = "ca";
+const TOKENS_RECORD: &str = "join-tokens";
+/// Read-modify-writes of the tokens that lose this many races in a row give up.
+const TRIES: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error(transparent)]
+    Pki(#[from] shoal_pki::PkiError),
+    #[error(transparent)]
+    Store(#[from] ObjectError),
+    #[error("the stored {0} is unreadable: {1}")]
+    Corrupt(&'static str, String),
+    #[error("the cluster CA in the store is sealed with another cluster key: give this server the cluster's key (--cluster-key-file; the first server's is <data-dir>/cluster.key)")]
+    OtherKey,
+    #[error("the join tokens changed under every attempt to rotate them; try again")]
+    Contended,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredCa {
+    cert_pem: String,
+    /// The CA key's PEM, sealed.
+    sealed_key: Vec<u8>,
+}
+
+/// Each role's current secret.
+#[derive(Serialize, Deserialize, Default, Clone)]
+struct Secrets {
+    worker: Option<String>,
+    manager: Option<String>,
+}
+
+/// Which role a token joins as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRole {
+    Worker,
+    Manager,
+}
+
+impl JoinRole {
+    pub fn parse(s: &str) -> Option<JoinRole> {
+        match s {
+            "worker" => Some(JoinRole::Worker),
+            "manager" => Some(JoinRole::Manager),
+            _ => None,
+        }
+    }
+
+    fn secret(self, s: &Secrets) -> Option<&String> {
+        match self {
+            JoinRole::Worker => s.worker.as_ref(),
+            JoinRole::Manager => s.manager.as_ref(),
+        }
+    }
+
+    fn set(self, s: &mut Secrets, secret: String) {
+        match self {
+            JoinRole::Worker => s.worker = Some(secret),
+            JoinRole::Manager => s.manager = Some(secret),
+        }
+    }
+}
+
+/// Why a join was refused: said to the joining node as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinRefused {
+    #[error("{0}")]
+    BadToken(String),
+    #[error("the token names another cluster's CA (digest {0}); get a token from this cluster's `shoal token create`")]
+    OtherCa(String),
+    #[error("the token is not valid (rotated, or never made here)")]
+    Unknown,
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+pub struct ClusterPki {
+    ca: Ca,
+    key: ClusterKey,
+    objects: ObjectStore,
+    /// How long the certificates the CA signs for nodes are valid.
+    pub node_cert_lifetime: Duration,
+}
+
+impl ClusterPki {
+    /// The cluster's CA, made now if this is the cluster's first server.
+    pub async fn bootstrap(
+        objects: ObjectStore,
+        key: ClusterKey,
+        node_cert_lifetime: Duration,
+    ) -> Result<ClusterPki, PkiError> {
+        loop {
+            if let Some((bytes, _)) = objects.record(CA_RECORD).await? {
+                let stored: StoredCa = serde_json::from_slice(&bytes)
+                    .map_err(|e| PkiError::Corrupt("cluster CA", e.to_string()))?;
+                let key_pem = key
+                    .open(CA_RECORD, &stored.sealed_key)
+                    .map_err(|_| PkiError::OtherKey)?;
+                let key_pem = String::from_utf8(key_pem)
+                    .map_err(|e| PkiError::Corrupt("cluster CA key", e.to_string()))?;
+                let ca = Ca::from_pem(&stored.cert_pem, &key_pem)?;
+                return Ok(ClusterPki {
+                    ca,
+                    key,
+                    objects,
+                    node_cert_lifetime,
+                });
+            }
+            // A random name, so two clusters' CAs never look alike.
+            let ca = Ca::create(&JoinToken::new_secret()?[..16])?;
+            let stored = StoredCa {
+                cert_pem: ca.cert_pem().to_string(),
+                sealed_key: key.seal(CA_RECORD, ca.key_pem().as_bytes())?,
+            };
+            let bytes = serde_json::to_vec(&stored)
+                .map_err(|e| PkiError::Corrupt("cluster CA", e.to_string()))?;
+            if objects.create_record(CA_RECORD, bytes).await? {
+                tracing::info!(digest = %ca.digest(), "cluster CA created");
+            }
+            // Made here or by another server first: read back what the cluster has.
+        }
+    }
+
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    async fn secrets(&self) -> Result<Option<(Secrets, shoal_store::Revision)>, PkiError> {
+        let Some((bytes, revision)) = self.objects.record(TOKENS_RECORD).await? else {
+            return Ok(None);
+        };
+        let plain = self.key.open(TOKENS_RECORD, &bytes)?;
+        let secrets = serde_json::from_slice(&plain)
+            .map_err(|e| PkiError::Corrupt("join tokens", e.to_string()))?;
+        Ok(Some((secrets, revision)))
+    }
+
+    /// The role's token; made if there is none, or made anew with `rotate`.
+    pub async fn token(&self, role: JoinRole, rotate: bool) -> Result<JoinToken, PkiError> {
+        for _ in 0..TRIES {
+            let current = self.secrets().await?;
+            if let Some(secret) = current.as_ref().and_then(|(s, _)| role.secret(s)) {
+                if !rotate {
+                    return Ok(self.token_of(secret));
+                }
+            }
+            let mut secrets = current.as_ref().map(|(s, _)| s.clone()).unwrap_or_default();
+            let secret = JoinToken::new_secret()?;
+            role.set(&mut secrets, secret.clone());
+            let plain = serde_json::to_vec(&secrets)
+                .map_err(|e| PkiError::Corrupt("join tokens", e.to_string()))?;
+            let sealed = self.key.seal(TOKENS_RECORD, &plain)?;
+            let written = match current {
+                None => self.objects.create_record(TOKENS_RECORD, sealed).await?,
+                Some((_, revision)) => {
+                    match self
+                        .objects
+                        .replace_record(TOKENS_RECORD, sealed, revision)
+                        .await
+                    {
+                        Ok(()) => true,
+                        Err(ObjectError::Conflict { .. }) => false,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            };
+            if written {
+                return Ok(self.token_of(&secret));
+            }
+        }
+        Err(PkiError::Contended)
+    }
+
+    fn token_of(&self, secret: &str) -> JoinToken {
+        JoinToken {
+            ca_digest: self.ca.digest(),
+            secret: secret.to_string(),
+        }
+    }
+
+    /// Signs a joining node's CSR if its token is this cluster's: a worker token gives
+    /// a node certificate, a manager token a server's.
+    pub async fn join(
+        &self,
+        token: &str,
+        name: &str,
+        csr_pem: &str,
+        sans: &[String],
+    ) -> Result<Issued, JoinError> {
+        let token = JoinToken::parse(token).map_err(|e| JoinRefused::BadToken(e.to_string()))?;
+        if token.ca_digest != self.ca.digest() {
+            return Err(JoinRefused::OtherCa(token.ca_digest).into());
+        }
+        let secrets = self.secrets().await?.map(|(s, _)| s).unwrap_or_default();
+        let role = [JoinRole::Worker, JoinRole::Manager]
+            .into_iter()
+            .find(|r| r.secret(&secrets).is_some_and(|s| token.secret_is(s)))
+            .ok_or(JoinRefused::Unknown)?;
+        shoal_api::meta::check_name(name, true)
+            .map_err(|why| JoinRefused::BadRequest(format!("node name: {why}")))?;
+        let identity = Identity {
+            role: match role {
+                JoinRole::Worker => Role::Node,
+                JoinRole::Manager => Role::Server,
+            },
+            name: name.to_string(),
+        };
+        let mut names = vec![name.to_string()];
+        names.extend(sans.iter().cloned());
+        self.ca
+            .sign_csr(csr_pem, &identity, &names, self.node_cert_lifetime)
+            .map_err(|e| JoinRefused::BadRequest(e.to_string()).into())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    Refused(#[from] JoinRefused),
+    #[error(transparent)]
+    Failed(#[from] PkiError),
+}
+
+impl From<ObjectError> for JoinError {
+    fn from(e: ObjectError) -> Self {
+        JoinError::Failed(e.into())
+    }
+}
+
+fn no_pki() -> tonic::Status {
+    tonic::Status::failed_precondition("this server runs without a cluster PKI")
+}
+
+/// `Agent.Join`: a refusal says why, as the joining node needs to hear it.
+pub(crate) async fn join_rpc(
+    pki: Option<&ClusterPki>,
+    req: shoal_wire::pb::JoinRequest,
+) -> Result<shoal_wire::pb::JoinResponse, tonic::Status> {
+    let pki = pki.ok_or_else(no_pki)?;
+    match pki
+        .join(&req.token, &req.name, &req.csr_pem, &req.sans)
+        .await
+    {
+        Ok(issued) => {
+            tracing::info!(node = %req.name, "node joined: its certificate is signed");
+            Ok(shoal_wire::pb::JoinResponse {
+                cert_pem: issued.cert_pem,
+                ca_pem: pki.ca().cert_pem().to_string(),
+            })
+        }
+        Err(JoinError::Refused(why)) => {
+            tracing::warn!(node = %req.name, %why, "join refused");
+            Err(match why {
+                JoinRefused::BadRequest(_) | JoinRefused::BadToken(_) => {
+                    tonic::Status::invalid_argument(why.to_string())
+                }
+                JoinRefused::OtherCa(_) | JoinRefused::Unknown => {
+                    tonic::Status::permission_denied(why.to_string())
+                }
+            })
+        }
+        Err(JoinError::Failed(e)) => Err(tonic::Status::internal(e.to_string())),
+    }
+}
+
+/// `Api.JoinToken`.
+pub(crate) async fn token_rpc(
+    pki: Option<&ClusterPki>,
+    req: shoal_wire::pb::JoinTokenRequest,
+) -> Result<shoal_wire::pb::JoinTokenResponse, tonic::Status> {
+    let pki = pki.ok_or_else(no_pki)?;
+    let role = JoinRole::parse(&req.role).ok_or_else(|| {
+        tonic::Status::invalid_argument(format!("role {:?}: expected worker or manager", req.role))
+    })?;
+    let token = pki
+        .token(role, req.rotate)
+        .await
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+    if req.rotate {
+        tracing::info!(role = %req.role, "join token rotated");
+    }
+    Ok(shoal_wire::pb::JoinTokenResponse {
+        token: token.to_string(),
+    })
+}

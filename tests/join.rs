@@ -1,0 +1,235 @@
+//! Joining a cluster with a token: `shoal token create|rotate`, and a real agent
+//! (`shoal agent --join URL --token T`) that gets its certificate from the cluster CA
+//! through a CSR, keeps its key to itself, pins the CA the token names, and is
+//! refused, changing nothing on the machine, with a token that is wrong or rotated.
+//! Certificates are read back with the real openssl. As root (the agent).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use support::node::remove_containers;
+use support::*;
+
+const BRIDGE: &str = "shoaljoin0";
+/// The bridge a refused agent would have made, were it to make one.
+const REFUSED_BRIDGE: &str = "shoaljoin1";
+const SUBNET: &str = "10.233.0.0/24";
+
+struct Cluster {
+    server: Server,
+    dir: tempfile::TempDir,
+    /// The agent that joined, once one has.
+    agent: Option<std::process::Child>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        remove_containers(&self.dir.path().join("node"), BRIDGE);
+        remove_containers(&self.dir.path().join("refused"), REFUSED_BRIDGE);
+    }
+}
+
+fn token(c: &Cluster, args: &[&str]) -> String {
+    ok(c.server.shoal(&[&["token"], args].concat()))
+        .trim()
+        .to_string()
+}
+
+fn agent_cmd(c: &Cluster, data: &Path, token: &str, bridge: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    cmd.args(["agent", "--name", "joiner", "--netns-pool", "0"])
+        .args(["--bridge", bridge, "--subnet", SUBNET])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--join", &c.server.url, "--token", token])
+        .arg("--data-dir")
+        .arg(data);
+    cmd
+}
+
+/// An agent that must fail to join: its output, once it has exited.
+fn refused_join(c: &Cluster, data: &Path, token: &str) -> Output {
+    let out = agent_cmd(c, data, token, REFUSED_BRIDGE)
+        .stdout(Stdio::null())
+        .output()
+        .expect("run shoal agent");
+    assert!(
+        !data.join("pki").exists(),
+        "a refused node wrote credentials"
+    );
+    let bridge = Command::new("ip")
+        .args(["link", "show", REFUSED_BRIDGE])
+        .output()
+        .expect("ip");
+    assert!(
+        !bridge.status.success(),
+        "a refused node made its bridge: {}",
+        stdout(&bridge)
+    );
+    out
+}
+
+fn openssl(args: &[&str]) -> String {
+    ok(Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl is installed"))
+}
+
+fn digest_of(token: &str) -> &str {
+    token.split('-').nth(2).expect("a digest in the token")
+}
+
+fn a_token_is_made_once_and_names_the_clusters_ca(c: &mut Cluster) {
+    let t = token(c, &["create"]);
+    let parts: Vec<&str> = t.split('-').collect();
+    assert_eq!(parts.len(), 4, "{t}");
+    assert_eq!(&parts[..2], ["SHOAL", "1"], "{t}");
+    assert_eq!(parts[2].len(), 64, "{t}");
+    assert_eq!(parts[3].len(), 32, "{t}");
+    assert_eq!(token(c, &["create"]), t, "the same token on asking again");
+    let manager = token(c, &["create", "--role", "manager"]);
+    assert_ne!(manager, t, "a role has its own");
+    assert_eq!(digest_of(&manager), digest_of(&t), "one CA");
+    refused(
+        c.server.shoal(&["token", "create", "--role", "boss"]),
+        "invalid value 'boss'",
+    );
+}
+
+fn a_wrong_token_is_refused_and_the_machine_left_alone(c: &mut Cluster) {
+    let t = token(c, &["create"]);
+    let data = c.dir.path().join("wrong");
+    let wrong_secret = format!("SHOAL-1-{}-{}", digest_of(&t), "0".repeat(32));
+    let out = refused_join(c, &data, &wrong_secret);
+    let err = stderr(&out);
+    assert!(err.contains("the token is not valid"), "{err}");
+    let other_ca = format!(
+        "SHOAL-1-{}-{}",
+        "a".repeat(64),
+        t.rsplit('-').next().unwrap_or("")
+    );
+    let err = stderr(&refused_join(c, &data, &other_ca));
+    assert!(err.contains("another cluster's CA"), "{err}");
+    let err = stderr(&refused_join(c, &data, "SHOAL-1-nonsense"));
+    assert!(err.contains("--token"), "{err}");
+}
+
+fn a_node_joins_and_gets_a_certificate_for_its_key_alone(c: &mut Cluster) {
+    let t = token(c, &["create"]);
+    let data = c.dir.path().join("node");
+    let child = agent_cmd(c, &data, &t, BRIDGE)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start shoal agent");
+    c.agent = Some(child);
+    wait("the joined node is ready", 30, || {
+        let nodes = c.server.shoal(&["get", "node", "joiner", "-o", "json"]);
+        nodes.status.success() && json(nodes)["status"]["state"] == "ready"
+    });
+    let pki: PathBuf = data.join("pki");
+    let (ca, cert, key) = (
+        pki.join("ca.pem"),
+        pki.join("node.pem"),
+        pki.join("node.key"),
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&key)
+        .expect("node.key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the node's key is private");
+    let subject = openssl(&[
+        "x509",
+        "-in",
+        &cert.display().to_string(),
+        "-noout",
+        "-subject",
+    ]);
+    assert!(
+        subject.contains("CN = joiner") && subject.contains("OU = shoal-node"),
+        "{subject}"
+    );
+    let verified = openssl(&[
+        "verify",
+        "-CAfile",
+        &ca.display().to_string(),
+        &cert.display().to_string(),
+    ]);
+    assert!(verified.contains(": OK"), "{verified}");
+    // The certificate is for the key the node made: their public keys agree.
+    let of_cert = openssl(&[
+        "x509",
+        "-in",
+        &cert.display().to_string(),
+        "-noout",
+        "-pubkey",
+    ]);
+    let of_key = openssl(&["pkey", "-in", &key.display().to_string(), "-pubout"]);
+    assert_eq!(of_cert, of_key);
+    // And the CA is the one the token names.
+    let der = Command::new("openssl")
+        .args(["x509", "-in", &ca.display().to_string(), "-outform", "der"])
+        .output()
+        .expect("openssl");
+    let sha = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut p| {
+            use std::io::Write as _;
+            p.stdin.take().expect("stdin").write_all(&der.stdout)?;
+            p.wait_with_output()
+        })
+        .expect("sha256sum");
+    assert!(stdout(&sha).starts_with(digest_of(&t)), "{}", stdout(&sha));
+}
+
+fn a_rotated_token_no_longer_joins(c: &mut Cluster) {
+    let old = token(c, &["create"]);
+    let rotated = ok(c.server.shoal(&["token", "rotate", "--role", "worker"]));
+    let new = token(c, &["create"]);
+    assert_ne!(new, old);
+    assert!(rotated.contains(&new), "{rotated}");
+    let err = stderr(&refused_join(c, &c.dir.path().join("late"), &old));
+    assert!(err.contains("the token is not valid"), "{err}");
+}
+
+fn the_ca_and_its_tokens_outlive_a_server_restart(c: &mut Cluster) {
+    let before = token(c, &["create"]);
+    c.server.crash_and_restart();
+    assert_eq!(token(c, &["create"]), before);
+    use std::os::unix::fs::PermissionsExt as _;
+    let key = c.server.data_dir.join("cluster.key");
+    let meta = std::fs::metadata(&key).expect("cluster.key");
+    assert_eq!(meta.len(), 32);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn joining_with_a_token() {
+    assert!(nix::unistd::geteuid().is_root(), "needs root (the agent)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::embedded(&dir.path().join("server"));
+    let mut c = Cluster {
+        server,
+        dir,
+        agent: None,
+    };
+    run_scenarios(
+        &mut c,
+        scenarios![
+            a_token_is_made_once_and_names_the_clusters_ca,
+            a_wrong_token_is_refused_and_the_machine_left_alone,
+            a_node_joins_and_gets_a_certificate_for_its_key_alone,
+            a_rotated_token_no_longer_joins,
+            the_ca_and_its_tokens_outlive_a_server_restart,
+        ],
+    );
+}
