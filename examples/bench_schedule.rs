@@ -5,7 +5,7 @@
 //!   task is bound to a node;
 //! - apply_to_running_p50/p99_ms: a 100-replica service, apply until all running (10 runs);
 //! - node_loss_recovery_s: a node process dies; seconds until its tasks run elsewhere
-//!   (default heartbeats: 5s period, down after 3 missed);
+//!   (default heartbeats: 1s period, down after 3 missed and 1s of grace);
 //! - store_raw_writes_per_s: raw creates through the Store, same concurrency as the
 //!   controllers use, as the baseline.
 //!

@@ -656,6 +656,16 @@ fn a_lost_host_loses_its_tasks_and_the_other_hosts_entries_follow(c: &mut Cluste
         .parse()
         .expect("host number");
     let lost_address = format!("dst {NET}.{}", lost + 1);
+    let lost_task = before.first().expect("a running web task").0.clone();
+    let container = tasks_of(c, "web")
+        .iter()
+        .find(|t| t["metadata"]["name"] == lost_task.as_str())
+        .and_then(|t| t["status"]["containerId"].as_str().map(str::to_string))
+        .expect("the lost task's container id");
+    assert!(
+        container_running(lost, &container),
+        "before: {container} runs"
+    );
     let others: Vec<usize> = (0..HOSTS).filter(|h| *h != lost).collect();
     assert!(
         others.iter().any(|h| c
@@ -688,15 +698,38 @@ fn a_lost_host_loses_its_tasks_and_the_other_hosts_entries_follow(c: &mut Cluste
         })
     });
     everyone_reaches_everyone(c, &placed(c, "web", "front"));
-    // It comes back: it stops what it ran (now others'), and is a host like any other.
+    // Cut off past the heartbeat window, the lost host's agent stopped its copy itself
+    // (fencing): the slot does not run twice while the partition lasts.
+    wait("the cut-off host stopped its copy", 30, || {
+        !container_running(lost, &container)
+    });
+    // It comes back, the same agent: it is a host like any other, and its stale copy
+    // stays stopped.
     link("up");
-    c.restart_agent(lost);
     wait("the host is ready again", 30, || {
         let nodes = json(c.shoal(&["get", "nodes", "-o", "json"]));
         nodes["items"]
             .as_array()
             .is_some_and(|n| n.iter().all(|n| n["status"]["state"] == "ready"))
     });
+    assert!(
+        !container_running(lost, &container),
+        "after: {container} stays stopped"
+    );
+    let copies = placed(c, "web", "front");
+    assert_eq!(copies.len(), 2, "one copy per slot: {copies:?}");
+}
+
+/// Whether container `id` runs on host `h` (its agent's runtime, as runc sees it).
+fn container_running(h: usize, id: &str) -> bool {
+    let root = format!("/tmp/shoal-cluster-{PREFIX}/{PREFIX}{h}/runtime");
+    let out = Command::new("runc")
+        .args(["--root", &root, "state", id])
+        .output()
+        .expect("runc");
+    out.status.success()
+        && serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .is_ok_and(|s| s["status"] == "running")
 }
 
 fn a_published_port_shows_the_task_its_clients_own_address(c: &mut Cluster) {

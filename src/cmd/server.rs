@@ -44,8 +44,9 @@ pub struct Args {
     /// from): the leader compacts what is older, as the Kubernetes API server does etcd.
     #[arg(long, default_value = "5m", value_parser = parse_retention)]
     history_retention: Duration,
-    /// How often agents heartbeat; a node is down after 3 missed heartbeats.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// How often agents heartbeat; a node is down after 3 missed heartbeats (and a
+    /// second's grace), and an agent cut off that long stops its tasks.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
     heartbeat_period: Duration,
     /// Changes a client watch may fall behind the watch cache before it is served from
     /// the store instead (tests make it small to exercise that path).

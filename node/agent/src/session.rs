@@ -34,6 +34,10 @@ pub trait Executor: Send + Sync + 'static {
     fn remove(&self, name: &str);
     /// After a (re)connect: these are all the node's tasks; forget any others.
     fn resync(&self, names: &[String]);
+    /// Cut off from every server for longer than the heartbeat window: the server has
+    /// (or is about to have) declared the node down and its tasks replaced, so stop
+    /// them rather than run second copies (fencing). Simulated nodes run nothing.
+    fn fence(&self) {}
     /// The overlay networks this node programs from the server's peer sets, if any.
     fn overlay(&self) -> Option<Arc<Overlay>> {
         None
@@ -112,27 +116,30 @@ pub async fn run_node(
     tokio::spawn(follow_assignments(
         client.clone(),
         config.name.clone(),
-        executor,
+        executor.clone(),
         reporter,
         shutdown.clone(),
     ));
     let mut backoff = Duration::from_millis(200);
+    let mut fence = Fence::default();
     while !shutdown.is_cancelled() {
-        let registered = client
-            .clone()
-            .register(pb::RegisterRequest {
+        let registered = within(
+            Duration::from_secs(5),
+            client.clone().register(pb::RegisterRequest {
                 name: config.name.clone(),
                 labels: config.labels.clone().into_iter().collect(),
                 cpu: config.cpu,
                 memory_bytes: config.memory_bytes,
                 address: config.address.clone(),
                 role: config.role.clone(),
-            })
-            .await;
+            }),
+        )
+        .await;
         let r = match registered {
             Ok(r) => r.into_inner(),
             Err(e) => {
                 tracing::warn!(node = %config.name, error = %e.message(), "register failed; retrying");
+                fence.check(&*executor);
                 sleep_or_stop(backoff, &shutdown).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
@@ -140,24 +147,72 @@ pub async fn run_node(
         };
         backoff = Duration::from_millis(200);
         let period = Duration::from_millis(r.heartbeat_period_ms.max(100));
+        fence.reached(Duration::from_millis(r.down_after_ms));
         loop {
             if sleep_or_stop(period, &shutdown).await {
                 return;
             }
-            let beat = client
-                .clone()
-                .heartbeat(pb::HeartbeatRequest {
+            // A heartbeat into a partition would hang for minutes of TCP retries.
+            let beat = within(
+                period,
+                client.clone().heartbeat(pb::HeartbeatRequest {
                     node: config.name.clone(),
                     lease: r.lease,
-                })
-                .await;
+                }),
+            )
+            .await;
             match beat {
-                Ok(_) => {}
+                Ok(_) => fence.reached_again(),
                 Err(e) if e.code() == tonic::Code::NotFound => break,
                 Err(e) => {
-                    tracing::debug!(node = %config.name, error = %e.message(), "heartbeat failed")
+                    tracing::debug!(node = %config.name, error = %e.message(), "heartbeat failed");
+                    fence.check(&*executor);
                 }
             }
+        }
+    }
+}
+
+/// `call`, or DEADLINE_EXCEEDED after `limit`.
+async fn within<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer in time")))
+}
+
+/// When the node last reached a server, and how long it may go without before the
+/// server gives its tasks up (known once it registered).
+#[derive(Default)]
+struct Fence {
+    last: Option<std::time::Instant>,
+    window: Option<Duration>,
+    fenced: bool,
+}
+
+impl Fence {
+    fn reached(&mut self, window: Duration) {
+        if !window.is_zero() {
+            self.window = Some(window);
+        }
+        self.reached_again();
+    }
+
+    fn reached_again(&mut self) {
+        self.last = Some(std::time::Instant::now());
+        self.fenced = false;
+    }
+
+    /// Stops the node's tasks once, when it has been cut off past the window.
+    fn check(&mut self, executor: &dyn Executor) {
+        let (Some(last), Some(window)) = (self.last, self.window) else {
+            return;
+        };
+        if !self.fenced && last.elapsed() >= window {
+            self.fenced = true;
+            executor.fence();
         }
     }
 }

@@ -31,7 +31,7 @@ pub struct HeartbeatConfig {
 impl Default for HeartbeatConfig {
     fn default() -> Self {
         HeartbeatConfig {
-            period: Duration::from_secs(5),
+            period: Duration::from_secs(1),
             missed: 3,
         }
     }
@@ -242,6 +242,7 @@ impl Agent for AgentService {
         Ok(Response::new(pb::RegisterResponse {
             lease,
             heartbeat_period_ms: self.heartbeat.period.as_millis() as u64,
+            down_after_ms: self.heartbeat.ttl().as_millis() as u64,
         }))
     }
 

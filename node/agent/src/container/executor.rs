@@ -103,6 +103,14 @@ impl RuncExecutor {
     }
 }
 
+/// Whether the server gave the task up: its node was declared down and the task
+/// `orphaned`, to be replaced elsewhere (a container of it here is a second copy).
+fn given_up(task: &Task) -> bool {
+    task.status
+        .as_ref()
+        .is_some_and(|s| s.state == TaskState::Orphaned)
+}
+
 /// Runs one task's container with this node's settings (see [`Supervisor`]).
 async fn supervise(
     rt: &dyn ContainerRuntime,
@@ -134,7 +142,7 @@ impl Executor for RuncExecutor {
         let mut containers = self.lock();
         if let Some(e) = containers.get_mut(&uid) {
             *e.task.lock().unwrap_or_else(|p| p.into_inner()) = task.clone();
-            if task.spec.desired_state == DesiredState::Shutdown {
+            if task.spec.desired_state == DesiredState::Shutdown || given_up(&task) {
                 e.stop.cancel();
                 return;
             }
@@ -171,7 +179,12 @@ impl Executor for RuncExecutor {
             .container_dir(&task)
             .join("config.json")
             .is_file();
-        let run_now = !terminal && (!stopping || on_disk);
+        // A task the server gave up on while this node was cut off runs elsewhere
+        // now: its container here is adopted only to be stopped.
+        let run_now = (!terminal && (!stopping || on_disk)) || (given_up(&task) && on_disk);
+        if given_up(&task) {
+            entry.stop.cancel();
+        }
         if stopping {
             entry.stop.cancel();
             if !terminal && !on_disk {
@@ -219,6 +232,17 @@ impl Executor for RuncExecutor {
 
     fn overlay(&self) -> Option<Arc<super::overlay::Overlay>> {
         self.config.overlay.clone()
+    }
+
+    fn fence(&self) {
+        let containers = self.lock();
+        for e in containers.values() {
+            e.stop.cancel();
+        }
+        tracing::warn!(
+            tasks = containers.len(),
+            "cut off from every server past the heartbeat window: stopped this node's tasks (they run elsewhere now)"
+        );
     }
 
     fn resync(&self, names: &[String]) {
