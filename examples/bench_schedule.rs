@@ -4,6 +4,9 @@
 //! - placements_per_s: a 10,000-replica service on 1,000 nodes, from apply until every
 //!   task is bound to a node;
 //! - apply_to_running_p50/p99_ms: a 100-replica service, apply until all running (10 runs);
+//! - heartbeats_per_s, server_cpu_idle_nodes_pct: over 10 s of the nodes only
+//!   heartbeating, what the server renewed (its `Info` count) and the share of a core
+//!   it used;
 //! - node_loss_recovery_s: a node process dies; seconds until its tasks run elsewhere
 //!   (default heartbeats: 1s period, down after 3 missed and 1s of grace);
 //! - store_raw_writes_per_s: raw creates through the Store, same concurrency as the
@@ -206,6 +209,51 @@ struct Figures {
     p50: f64,
     p99: f64,
     recovery: f64,
+    heartbeats: f64,
+    server_cpu: f64,
+}
+
+/// The CPU seconds process `pid` has used (user and system).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) start after its ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15, 12 and 13 after the state.
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// Heartbeats the server renewed per second, and the share of a core it used,
+/// over `secs` of nodes doing nothing else.
+async fn idle_heartbeats(client: &mut ApiClient<Channel>, pid: u32, secs: u64) -> (f64, f64) {
+    let count = |c: &mut ApiClient<Channel>| {
+        let mut c = c.clone();
+        async move {
+            c.info(pb::InfoRequest {})
+                .await
+                .expect("info")
+                .into_inner()
+                .heartbeats
+        }
+    };
+    let (h0, cpu0, t0) = (count(client).await, cpu_seconds(pid), Instant::now());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let (h1, cpu1, dt) = (
+        count(client).await,
+        cpu_seconds(pid),
+        t0.elapsed().as_secs_f64(),
+    );
+    ((h1 - h0) as f64 / dt, (cpu1 - cpu0) / dt * 100.0)
 }
 
 async fn bench_store(a: &Args, etcd: Option<&str>) -> Figures {
@@ -233,7 +281,7 @@ async fn bench_store(a: &Args, etcd: Option<&str>) -> Figures {
         server_args.push(format!("etcd://{}", e.trim_start_matches("http://")));
     }
     let server_refs: Vec<&str> = server_args.iter().map(String::as_str).collect();
-    let _server = spawn(&server_refs, None);
+    let server = spawn(&server_refs, None);
     let mut client = connect_when_up(&url).await;
     let nodes = a.nodes.to_string();
     let _sim = spawn(
@@ -242,6 +290,8 @@ async fn bench_store(a: &Args, etcd: Option<&str>) -> Figures {
     );
     eprintln!("[{label}] waiting for {} nodes", a.nodes);
     wait_nodes(&mut client, a.nodes).await;
+    eprintln!("[{label}] {} idle nodes heartbeating for 10s", a.nodes);
+    let (heartbeats, server_cpu) = idle_heartbeats(&mut client, server.0.id(), 10).await;
 
     eprintln!("[{label}] placing {} tasks", a.tasks);
     let t0 = Instant::now();
@@ -340,6 +390,8 @@ async fn bench_store(a: &Args, etcd: Option<&str>) -> Figures {
         p50,
         p99,
         recovery,
+        heartbeats,
+        server_cpu,
     }
 }
 
@@ -357,5 +409,7 @@ async fn main() {
         println!("apply_to_running_p50_ms.{label}: {:.0} ms", f.p50);
         println!("apply_to_running_p99_ms.{label}: {:.0} ms", f.p99);
         println!("node_loss_recovery_s.{label}: {:.1} s", f.recovery);
+        println!("heartbeats_per_s.{label}: {:.0} heartbeats/s", f.heartbeats);
+        println!("server_cpu_idle_nodes_pct.{label}: {:.1} %", f.server_cpu);
     }
 }

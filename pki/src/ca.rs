@@ -31,6 +31,14 @@ pub struct Issued {
     pub key_pem: Option<String>,
 }
 
+/// A random 16-byte serial, positive and with no leading zero byte, so its DER
+/// encoding is always those 16 bytes (RFC 5280 wants it positive, at most 20 bytes).
+fn serial() -> Result<SerialNumber, PkiError> {
+    let mut b = random::<16>()?;
+    b[0] = (b[0] & 0x7f) | 0x40;
+    Ok(SerialNumber::from_slice(&b))
+}
+
 fn cert_err(e: rcgen::Error) -> PkiError {
     PkiError::Certificate(e.to_string())
 }
@@ -60,7 +68,7 @@ impl Ca {
         let now = OffsetDateTime::now_utc();
         params.not_before = now - BACKDATE;
         params.not_after = now + CA_LIFETIME;
-        params.serial_number = Some(SerialNumber::from_slice(&random::<16>()?));
+        params.serial_number = Some(serial()?);
         let cert = params.self_signed(&key).map_err(cert_err)?;
         Ok(Ca {
             cert_pem: cert.pem(),
@@ -118,7 +126,7 @@ impl Ca {
         let now = OffsetDateTime::now_utc();
         params.not_before = now - BACKDATE;
         params.not_after = now + lifetime;
-        params.serial_number = Some(SerialNumber::from_slice(&random::<16>()?));
+        params.serial_number = Some(serial()?);
         params.use_authority_key_identifier_extension = true;
         Ok(params)
     }

@@ -253,8 +253,11 @@ pub async fn run(a: Args) -> Outcome {
         .with_context(|| format!("the cluster CA (cluster key {})", key_file.display()))?,
     );
     let agent = agent.with_pki(pki.clone());
+    let heartbeats = agent.heartbeats();
     let webhooks = Webhooks::new(ObjectStore::new(store.clone()), webhook_secret);
-    let service = ApiService::new(store, id, a.watch_cache_size).with_pki(pki);
+    let service = ApiService::new(store, id, a.watch_cache_size)
+        .with_pki(pki)
+        .with_heartbeats(heartbeats);
     let serving = shoal_apiserver::serve(
         service,
         agent,

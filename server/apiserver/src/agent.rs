@@ -56,6 +56,7 @@ pub struct AgentService {
     heartbeat: HeartbeatConfig,
     status_written: Mutex<HashMap<String, Instant>>,
     pki: Option<Arc<crate::ClusterPki>>,
+    heartbeats: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn check_node_name(name: &str) -> Result<(), Status> {
@@ -128,7 +129,13 @@ impl AgentService {
             heartbeat,
             status_written: Mutex::new(HashMap::new()),
             pki: None,
+            heartbeats: Arc::default(),
         }
+    }
+
+    /// How many heartbeats this service has renewed; `Info` reports it.
+    pub fn heartbeats(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.heartbeats.clone()
     }
 
     /// Joins nodes with tokens through `pki`.
@@ -261,6 +268,8 @@ impl Agent for AgentService {
             }
             Err(e) => return Err(status_of(e.into())),
         }
+        self.heartbeats
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.touch_heartbeat_status(&req.node).await;
         Ok(Response::new(pb::HeartbeatResponse {}))
     }

@@ -29,6 +29,7 @@ pub struct ApiService {
     watches: WatchCache,
     server_id: String,
     pki: Option<Arc<crate::ClusterPki>>,
+    heartbeats: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ApiService {
@@ -41,7 +42,14 @@ impl ApiService {
             objects,
             server_id,
             pki: None,
+            heartbeats: Arc::default(),
         }
+    }
+
+    /// Reports `heartbeats` (the agent service's count) in `Info`.
+    pub fn with_heartbeats(mut self, heartbeats: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.heartbeats = heartbeats;
+        self
     }
 
     /// Hands out join tokens from `pki`.
@@ -440,6 +448,7 @@ impl Api for ApiService {
             store: self.objects.backend().into(),
             server_id: self.server_id.clone(),
             leader,
+            heartbeats: self.heartbeats.load(std::sync::atomic::Ordering::Relaxed),
         }))
     }
 }
