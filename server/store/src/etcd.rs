@@ -78,6 +78,38 @@ fn etcd_err(e: etcd_client::Error) -> StoreError {
     }
 }
 
+/// Whether a request failed before it left: its connection to the member the client
+/// picked could not be made (a member that is down). Sending it again is safe, even
+/// a write, and the client balances it over the endpoints, so the next pick may be
+/// a live member: etcd's own client retries these the same way.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let text = match e {
+        etcd_client::Error::TransportError(t) => format!("{t:?}"),
+        etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::Unavailable => {
+            s.message().to_string()
+        }
+        _ => return false,
+    };
+    text.contains("tcp connect error") || text.contains("Connection refused")
+}
+
+/// `call`, again while it fails without having been sent, for up to ~2 s.
+async fn again<T, F, Fut>(mut call: F) -> std::result::Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
+    for attempt in 0..20u64 {
+        match call().await {
+            Err(e) if never_sent(&e) => {
+                tokio::time::sleep(Duration::from_millis(10 * (attempt + 1).min(20))).await
+            }
+            other => return other,
+        }
+    }
+    call().await
+}
+
 fn to_kv(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
     Ok(KeyValue {
         key: kv
@@ -114,6 +146,18 @@ impl EtcdStore {
 
     fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// A transaction, sent again while its connection cannot be made (see [`again`]).
+    async fn txn(
+        &self,
+        txn: Txn,
+    ) -> std::result::Result<etcd_client::TxnResponse, etcd_client::Error> {
+        again(|| {
+            let (mut client, txn) = (self.client(), txn.clone());
+            async move { client.txn(txn).await }
+        })
+        .await
     }
 
     async fn watch_prefix(&self, prefix: &str, from: Revision, prev: bool) -> Result<WatchStream> {
@@ -191,7 +235,7 @@ impl EtcdStore {
             .when([compare])
             .and_then([op])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self.client().txn(txn).await.map_err(etcd_err)?;
+        let resp = self.txn(txn).await.map_err(etcd_err)?;
         if resp.succeeded() {
             return Ok(Ok(resp.header().map(|h| h.revision()).unwrap_or(0)));
         }
@@ -206,7 +250,12 @@ fn put_options(lease: Option<LeaseId>) -> Option<PutOptions> {
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let resp = self.client().get(key, None).await.map_err(etcd_err)?;
+        let resp = again(|| {
+            let mut client = self.client();
+            async move { client.get(key, None).await }
+        })
+        .await
+        .map_err(etcd_err)?;
         resp.kvs().first().map(to_kv).transpose()
     }
 
@@ -224,13 +273,16 @@ impl Store for EtcdStore {
             if revision > 0 {
                 options = options.with_revision(revision);
             }
-            let resp = self
-                .client
-                .kv_client()
-                .max_decoding_message_size(MAX_RESPONSE)
-                .get(start.clone(), Some(options))
-                .await
-                .map_err(etcd_err)?;
+            let resp = again(|| {
+                let mut kv = self
+                    .client
+                    .kv_client()
+                    .max_decoding_message_size(MAX_RESPONSE);
+                let (start, options) = (start.clone(), options.clone());
+                async move { kv.get(start, Some(options)).await }
+            })
+            .await
+            .map_err(etcd_err)?;
             if revision == 0 {
                 revision = resp.header().map(|h| h.revision()).unwrap_or(0);
             }
@@ -294,7 +346,7 @@ impl Store for EtcdStore {
                 .map(|&i| TxnOp::get(ops[i].key(), None))
                 .collect();
             let txn = Txn::new().when(compares).and_then(puts).or_else(reads);
-            let resp = match self.client().txn(txn).await {
+            let resp = match self.txn(txn).await {
                 Ok(r) => r,
                 // A lease or size problem: the one-by-one path reports it per op.
                 Err(e) => {
@@ -342,7 +394,7 @@ impl Store for EtcdStore {
         let (compares, writes): (Vec<Compare>, Vec<TxnOp>) = ops.iter().map(guarded_write).unzip();
         let reads: Vec<TxnOp> = ops.iter().map(|op| TxnOp::get(op.key(), None)).collect();
         let txn = Txn::new().when(compares).and_then(writes).or_else(reads);
-        let resp = self.client().txn(txn).await.map_err(etcd_err)?;
+        let resp = self.txn(txn).await.map_err(etcd_err)?;
         if resp.succeeded() {
             let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
             return Ok(vec![revision; ops.len()]);
@@ -388,7 +440,7 @@ impl Store for EtcdStore {
             ])
             .and_then([TxnOp::put(to, value, None), TxnOp::delete(from, None)])
             .or_else([TxnOp::get(from, None), TxnOp::get(to, None)]);
-        let resp = self.client().txn(txn).await.map_err(etcd_err)?;
+        let resp = self.txn(txn).await.map_err(etcd_err)?;
         if resp.succeeded() {
             return Ok(resp.header().map(|h| h.revision()).unwrap_or(0));
         }
@@ -415,22 +467,22 @@ impl Store for EtcdStore {
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
         let secs = ttl.as_secs().max(1) as i64;
-        let resp = self
-            .leases
-            .clone()
-            .lease_grant(secs, None)
-            .await
-            .map_err(etcd_err)?;
+        let resp = again(|| {
+            let mut leases = self.leases.clone();
+            async move { leases.lease_grant(secs, None).await }
+        })
+        .await
+        .map_err(etcd_err)?;
         Ok(resp.id())
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
-        let (mut keeper, mut stream) = self
-            .leases
-            .clone()
-            .lease_keep_alive(lease)
-            .await
-            .map_err(etcd_err)?;
+        let (mut keeper, mut stream) = again(|| {
+            let mut leases = self.leases.clone();
+            async move { leases.lease_keep_alive(lease).await }
+        })
+        .await
+        .map_err(etcd_err)?;
         keeper
             .keep_alive()
             .await

@@ -114,6 +114,123 @@ impl Drop for Etcd {
     }
 }
 
+/// Real etcd members on loopback forming one cluster, each stopped (and its data
+/// removed) on drop; one can be killed on purpose.
+pub struct EtcdCluster {
+    members: Vec<Option<Child>>,
+    pub ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    /// `n` members, started together, healthy before this returns.
+    pub fn start(n: usize) -> EtcdCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect();
+        let members = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (port, peer))| {
+                let (client_url, peer_url) = (
+                    format!("http://127.0.0.1:{port}"),
+                    format!("http://127.0.0.1:{peer}"),
+                );
+                let log = std::fs::File::create(dir.path().join(format!("m{i}.log")))
+                    .expect("etcd log");
+                Some(
+                    Command::new("etcd")
+                        .arg(format!("--name=m{i}"))
+                        .arg(format!("--data-dir={}", dir.path().join(format!("m{i}")).display()))
+                        .arg(format!("--listen-client-urls={client_url}"))
+                        .arg(format!("--advertise-client-urls={client_url}"))
+                        .arg(format!("--listen-peer-urls={peer_url}"))
+                        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+                        .arg(format!("--initial-cluster={}", initial.join(",")))
+                        .arg("--initial-cluster-state=new")
+                        .stdout(Stdio::null())
+                        .stderr(log)
+                        .spawn()
+                        .unwrap_or_else(|e| {
+                            panic!("cannot start etcd ({e}); run hack/test.sh, which installs etcd-server")
+                        }),
+                )
+            })
+            .collect();
+        let cluster = EtcdCluster {
+            members,
+            ports: ports.iter().map(|(p, _)| *p).collect(),
+            _dir: dir,
+        };
+        let ready = eventually(Duration::from_secs(30), || {
+            let out = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={}", cluster.endpoints()))
+                .args(["endpoint", "health"])
+                .output()
+                .ok()?;
+            out.status.success().then_some(())
+        });
+        assert!(ready.is_some(), "the etcd cluster never became healthy");
+        cluster
+    }
+
+    /// `127.0.0.1:P,127.0.0.1:Q,...`, as `--store etcd://` takes it.
+    pub fn addresses(&self) -> String {
+        let all: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        all.join(",")
+    }
+
+    /// `http://127.0.0.1:P,...`, as etcdctl takes it.
+    pub fn endpoints(&self) -> String {
+        let all: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect();
+        all.join(",")
+    }
+
+    /// The member that leads now (by its index), as etcd reports it.
+    pub fn leader(&self) -> Option<usize> {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoints()))
+            .args(["endpoint", "status", "-w", "json"])
+            .output()
+            .ok()?;
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let rows = status.as_array()?;
+        let leader_id = rows.first()?["Status"]["leader"].as_u64()?;
+        rows.iter()
+            .position(|r| r["Status"]["header"]["member_id"].as_u64() == Some(leader_id))
+    }
+
+    /// Kills member `i` (-9).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
 /// A real registry (Debian's docker-registry, distribution v2) on loopback holding the
 /// test image that `hack/build-test-image.sh` builds, stopped on drop.
 pub struct Registry {
