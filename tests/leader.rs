@@ -57,6 +57,11 @@ fn a_standby_server_takes_over_when_the_leader_dies() {
         &["apply", "-f", "-"],
         "apiVersion: shoal.dev/v1\nkind: Network\nmetadata: {name: after}\nspec: {}\n",
     ));
+    // The new leader reconciles: the network made after the kill gets its subnet.
+    wait("the new leader's network controller allocates", 15, || {
+        let net = second.shoal(&["get", "network", "after", "-o", "json"]);
+        net.status.success() && json(net)["status"]["subnet"].is_string()
+    });
     let mut seen = Vec::new();
     read_until(&lines, &mut seen, |l| l == "network/after added");
     assert_eq!(

@@ -399,3 +399,53 @@ async fn send_reports(
         }
     }
 }
+
+#[cfg(test)]
+mod fence_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl Executor for Counting {
+        fn upsert(&self, _: Arc<Task>, _: Reporter) {}
+        fn remove(&self, _: &str) {}
+        fn resync(&self, _: &[String]) {}
+        fn fence(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn cut_off_for(fence: &mut Fence, ago: Duration) {
+        fence.last = std::time::Instant::now().checked_sub(ago);
+    }
+
+    #[test]
+    fn a_node_fences_once_past_the_window_and_again_only_after_reaching_a_server() {
+        let ex = Counting::default();
+        let mut fence = Fence::default();
+        fence.check(&ex);
+        assert_eq!(
+            ex.0.load(Ordering::SeqCst),
+            0,
+            "never registered: no window known"
+        );
+        fence.reached(Duration::from_secs(3));
+        cut_off_for(&mut fence, Duration::from_secs(2));
+        fence.check(&ex);
+        assert_eq!(ex.0.load(Ordering::SeqCst), 0, "inside the window");
+        cut_off_for(&mut fence, Duration::from_secs(4));
+        fence.check(&ex);
+        fence.check(&ex);
+        assert_eq!(ex.0.load(Ordering::SeqCst), 1, "past it, once");
+        fence.reached_again();
+        cut_off_for(&mut fence, Duration::from_secs(4));
+        fence.check(&ex);
+        assert_eq!(
+            ex.0.load(Ordering::SeqCst),
+            2,
+            "cut off again after a heartbeat"
+        );
+    }
+}
