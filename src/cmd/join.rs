@@ -67,7 +67,7 @@ pub async fn join(
     }
     let dir = creds.key.parent().unwrap_or(data_dir);
     std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
-    write_private(&creds.key, key_pem.as_bytes())?;
+    super::write_private(&creds.key, key_pem.as_bytes())?;
     std::fs::write(&creds.ca, &joined.ca_pem).with_context(|| creds.ca.display().to_string())?;
     // The certificate last: its presence says the node joined.
     std::fs::write(&creds.cert, &joined.cert_pem)
@@ -77,20 +77,4 @@ pub async fn join(
         dir.display()
     );
     Ok(creds)
-}
-
-/// Writes a private key readable by root only, from the moment it exists.
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| path.display().to_string())?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
 }

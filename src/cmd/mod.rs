@@ -122,3 +122,21 @@ pub async fn version(ctx: &Context) -> Outcome {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// Writes `bytes` to `path` readable by this user only, from the moment the file
+/// exists, and durably (a private key, the cluster key).
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| path.display().to_string())?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}

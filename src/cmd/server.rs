@@ -100,8 +100,6 @@ fn parse_cert_lifetime(s: &str) -> Result<Duration, String> {
 
 /// The cluster key at `path`, made (readable by this user only) if there is none.
 fn cluster_key(path: &std::path::Path) -> anyhow::Result<shoal_pki::ClusterKey> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     match std::fs::read(path) {
         Ok(bytes) => shoal_pki::ClusterKey::from_bytes(&bytes)
             .with_context(|| format!("cluster key {}", path.display())),
@@ -110,14 +108,8 @@ fn cluster_key(path: &std::path::Path) -> anyhow::Result<shoal_pki::ClusterKey> 
                 std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
             }
             let key = shoal_pki::ClusterKey::generate()?;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
+            super::write_private(path, key.bytes())
                 .with_context(|| format!("cluster key {}", path.display()))?;
-            f.write_all(key.bytes())?;
-            f.sync_all()?;
             Ok(key)
         }
         Err(e) => Err(e).with_context(|| format!("cluster key {}", path.display())),

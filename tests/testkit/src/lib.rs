@@ -82,17 +82,10 @@ impl Etcd {
             "etcd did not start; see its log"
         );
         // The port opens before the member is ready to serve; ask until it answers.
-        let ready = eventually(Duration::from_secs(20), || {
-            let out = Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
-                .arg(format!("--endpoints={}", etcd.endpoint()))
-                .arg("endpoint")
-                .arg("health")
-                .output()
-                .ok()?;
-            out.status.success().then_some(())
-        });
-        assert!(ready.is_some(), "etcd on {port} never became healthy");
+        assert!(
+            healthy(&etcd.endpoint(), Duration::from_secs(20)),
+            "etcd on {port} never became healthy"
+        );
         etcd
     }
 
@@ -112,6 +105,20 @@ impl Drop for Etcd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether every etcd member at `endpoints` answers healthy within `timeout`.
+fn healthy(endpoints: &str, timeout: Duration) -> bool {
+    eventually(timeout, || {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoints}"))
+            .args(["endpoint", "health"])
+            .output()
+            .ok()?;
+        out.status.success().then_some(())
+    })
+    .is_some()
 }
 
 /// Real etcd members on loopback forming one cluster, each stopped (and its data
@@ -166,16 +173,10 @@ impl EtcdCluster {
             ports: ports.iter().map(|(p, _)| *p).collect(),
             _dir: dir,
         };
-        let ready = eventually(Duration::from_secs(30), || {
-            let out = Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
-                .arg(format!("--endpoints={}", cluster.endpoints()))
-                .args(["endpoint", "health"])
-                .output()
-                .ok()?;
-            out.status.success().then_some(())
-        });
-        assert!(ready.is_some(), "the etcd cluster never became healthy");
+        assert!(
+            healthy(&cluster.endpoints(), Duration::from_secs(30)),
+            "the etcd cluster never became healthy"
+        );
         cluster
     }
 

@@ -181,8 +181,9 @@ impl Executor for RuncExecutor {
             .is_file();
         // A task the server gave up on while this node was cut off runs elsewhere
         // now: its container here is adopted only to be stopped.
-        let run_now = (!terminal && (!stopping || on_disk)) || (given_up(&task) && on_disk);
-        if given_up(&task) {
+        let given_up = given_up(&task);
+        let run_now = (!terminal && (!stopping || on_disk)) || (given_up && on_disk);
+        if given_up {
             entry.stop.cancel();
         }
         if stopping {

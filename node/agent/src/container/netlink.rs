@@ -114,12 +114,10 @@ pub(super) async fn veth_into(
         .map_err(|e| format!("creating veth {host_if}: {e}"))?;
     let host = need_index(handle, host_if).await?;
     let peer_index = need_index(handle, &peer).await?;
-    let ns = std::fs::File::open(netns).map_err(|e| format!("{}: {e}", netns.display()))?;
-    set(
+    move_into(
         handle,
-        LinkUnspec::new_with_index(peer_index)
-            .setns_by_fd(ns.as_raw_fd())
-            .build(),
+        peer_index,
+        netns,
         "moving the peer into the namespace",
     )
     .await?;
@@ -133,6 +131,24 @@ pub(super) async fn veth_into(
     )
     .await?;
     Ok(peer)
+}
+
+/// Puts the link `index` of `handle`'s namespace into the namespace at `netns`.
+pub(super) async fn move_into(
+    handle: &Handle,
+    index: u32,
+    netns: &Path,
+    what: &str,
+) -> Result<(), String> {
+    let ns = std::fs::File::open(netns).map_err(|e| format!("{}: {e}", netns.display()))?;
+    set(
+        handle,
+        LinkUnspec::new_with_index(index)
+            .setns_by_fd(ns.as_raw_fd())
+            .build(),
+        what,
+    )
+    .await
 }
 
 /// What a container's end of a veth becomes in its namespace.

@@ -16,7 +16,6 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -26,8 +25,8 @@ use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan};
 
 use super::netlink::{
-    connection, create_netns, errno, holds_netns, in_netns, index_of, name_and_address, need_index,
-    remove_netns, set, veth_into, Named,
+    connection, create_netns, errno, holds_netns, in_netns, index_of, move_into, name_and_address,
+    need_index, remove_netns, set, veth_into, Named,
 };
 use super::overlay::{bridge_name, mac_of, vxlan_name, Join, OverlayOps, PeerEntry};
 use super::overlay_entries::sync_entries;
@@ -101,19 +100,6 @@ fn bridged_frames_skip_ip_hooks() -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Puts the link `index` of `handle`'s namespace into the namespace at `netns`.
-async fn move_into(handle: &Handle, index: u32, netns: &Path, what: &str) -> Result<(), String> {
-    let ns = std::fs::File::open(netns).map_err(|e| format!("{}: {e}", netns.display()))?;
-    set(
-        handle,
-        LinkUnspec::new_with_index(index)
-            .setns_by_fd(ns.as_raw_fd())
-            .build(),
-        what,
-    )
-    .await
 }
 
 /// In the network's namespace: `link` on the bridge of `vni`, both up.

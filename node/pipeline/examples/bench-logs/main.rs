@@ -41,9 +41,7 @@ use tokio_util::sync::CancellationToken;
 const LINE: &str = "2026-12-04T05:06:07.123456789Z INFO request served path=/api/v1/items status=200 took=3ms user=alice";
 
 async fn raw_cat(path: &std::path::Path, bytes: u64) -> f64 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = sinks::loopback().await;
     let port = listener.local_addr().expect("addr").port();
     let got = Arc::new(AtomicU64::new(0));
     let g = got.clone();

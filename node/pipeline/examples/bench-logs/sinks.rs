@@ -24,9 +24,7 @@ fn count(c: &Counted, data: &[u8]) {
 }
 
 pub async fn tcp_counter() -> (u16, Arc<Counted>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = loopback().await;
     let port = listener.local_addr().expect("addr").port();
     let counted = Arc::new(Counted::default());
     let c = counted.clone();
@@ -55,9 +53,7 @@ pub async fn forward_blackhole(stop: &CancellationToken) -> (String, Arc<Engine>
         Router::new(Vec::new(), Vec::new()),
         Vec::new(),
     ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = loopback().await;
     let addr = listener.local_addr().expect("addr").to_string();
     tokio::spawn(forward_in::serve(
         listener,
@@ -71,9 +67,7 @@ pub async fn forward_blackhole(stop: &CancellationToken) -> (String, Arc<Engine>
 
 /// An HTTP endpoint answering 200 to every POST, counting its bodies' lines.
 pub async fn http_counter() -> (u16, Arc<Counted>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = loopback().await;
     let port = listener.local_addr().expect("addr").port();
     let counted = Arc::new(Counted::default());
     let c = counted.clone();
@@ -95,9 +89,7 @@ pub async fn http_counter() -> (u16, Arc<Counted>) {
 /// decoding them: the peer's cost is not the pipeline's, as `cat` into a counting
 /// socket is the baseline's. PackedForward only (what the forward output sends).
 pub async fn forward_acker() -> (String, Arc<Counted>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = loopback().await;
     let addr = listener.local_addr().expect("addr").to_string();
     let counted = Arc::new(Counted::default());
     let c = counted.clone();
@@ -153,4 +145,11 @@ async fn ack_all(mut s: tokio::net::TcpStream, c: &Counted) -> Option<()> {
         }
         buf.drain(..at);
     }
+}
+
+/// A listener on a free loopback port.
+pub async fn loopback() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port")
 }
