@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shoal_testkit::Registry;
-use support::node::{remove_containers, Agent};
+use support::node::{remove_containers, Node};
 use support::*;
 
 /// The container ids of the live running web tasks, sorted.
@@ -34,14 +34,6 @@ fn running_ids(server: &Server) -> Vec<String> {
 }
 
 /// What the scenarios share: a registry with the test image, a server and one agent.
-struct Node {
-    agent: Agent,
-    server: Server,
-    registry: Registry,
-    image: String,
-    _tmp: tempfile::TempDir,
-}
-
 /// The web service every scenario may lean on: two running tasks (applied again, which
 /// changes nothing, when it already runs).
 fn web_running(server: &Server) {
@@ -76,23 +68,8 @@ fn container_of(server: &Server, task: &str) -> String {
 
 #[test]
 fn the_agent_runs_tasks_as_real_containers() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the agent needs root: run as root (hack/test.sh does)"
-    );
-    let registry = Registry::start();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let server = Server::embedded(&tmp.path().join("server"));
-    let agent = Agent::start(&server, &tmp.path().join("node"));
-    let image = registry.image();
-    let _ = WEB_IMAGE.set(image.clone());
-    let mut node = Node {
-        agent,
-        server,
-        registry,
-        image,
-        _tmp: tmp,
-    };
+    let mut node = Node::start("shoaltest0", "10.231.0.0/24");
+    let _ = WEB_IMAGE.set(node.image.clone());
     run_scenarios(
         &mut node,
         scenarios![

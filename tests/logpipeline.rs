@@ -19,8 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use shoal_testkit::Registry;
-use support::node::Agent;
+use support::node::Node;
 use support::*;
 
 /// An HTTP endpoint that takes NDJSON posts and keeps each line's `log` field; it can
@@ -105,37 +104,9 @@ fn serve(stream: std::net::TcpStream, logs: &Mutex<Vec<String>>) -> std::io::Res
     stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
 }
 
-struct Node {
-    server: Server,
-    agent: Agent,
-    image: String,
-    tmp: tempfile::TempDir,
-    _registry: Registry,
-}
-
 #[test]
 fn log_pipelines_ship_task_logs() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the agent needs root: run as root (hack/test.sh does)"
-    );
-    let registry = Registry::start();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let server = Server::embedded(&tmp.path().join("server"));
-    let agent = Agent::start_on(
-        &server,
-        &tmp.path().join("node"),
-        "shoaltest2",
-        "10.232.0.0/24",
-    );
-    let image = registry.image();
-    let mut node = Node {
-        server,
-        agent,
-        image,
-        tmp,
-        _registry: registry,
-    };
+    let mut node = Node::start("shoaltest2", "10.232.0.0/24");
     run_scenarios(
         &mut node,
         scenarios![

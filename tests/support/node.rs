@@ -140,3 +140,35 @@ pub fn remove_containers(node_data: &Path, bridge: &str) {
             .status();
     }
 }
+
+/// What tests of a node's work start from: a server, a real agent on its own bridge
+/// and subnet, and a registry holding the test image. Fields drop in order: the
+/// agent (and its containers) first.
+pub struct Node {
+    pub agent: Agent,
+    pub server: Server,
+    pub registry: shoal_testkit::Registry,
+    /// The test image in the registry.
+    pub image: String,
+    pub tmp: tempfile::TempDir,
+}
+
+impl Node {
+    pub fn start(bridge: &str, subnet: &str) -> Node {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the agent needs root: run as root (hack/test.sh does)"
+        );
+        let registry = shoal_testkit::Registry::start();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let server = Server::embedded(&tmp.path().join("server"));
+        let agent = Agent::start_on(&server, &tmp.path().join("node"), bridge, subnet);
+        Node {
+            agent,
+            server,
+            image: registry.image(),
+            registry,
+            tmp,
+        }
+    }
+}
