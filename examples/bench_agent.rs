@@ -28,7 +28,9 @@ use shoal_agent::image::{self, ImageStore};
 mod support;
 
 use shoal_wire::pb;
-use support::{apply, connect_when_up, shoal, spawn, watch_service_tasks};
+use support::{
+    apply, connect_when_up, join_token, shoal, spawn, start_server, watch_service_tasks,
+};
 
 /// A `kB` figure of `/proc/PID/{file}` (`status`'s VmRSS, `smaps_rollup`'s Pss).
 fn proc_kib(pid: u32, file: &str, field: &str) -> u64 {
@@ -249,26 +251,19 @@ async fn main() {
     raw_net.sort_by(f64::total_cmp);
     ip(&["link", "del", RAW_BRIDGE]);
 
-    let port = shoal_testkit::free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let server_data = tmp.path().join("server").display().to_string();
-    let _server = spawn(
-        &[
-            "server",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-            &server_data,
-        ],
-        None,
-    );
-    let mut client = connect_when_up(&url).await;
+    let server = start_server(&tmp.path().join("server"), &[]);
+    let mut client = connect_when_up(&server).await;
+    let token = join_token(&mut client).await;
     let (agent_listen, node_data) = (
         format!("127.0.0.1:{}", shoal_testkit::free_port()),
         node.display().to_string(),
     );
     let mut agent_args = vec![
         "agent",
+        "--join",
+        &server.url,
+        "--token",
+        &token,
         "--name",
         "bench-1",
         "--stop-grace-period",
@@ -281,7 +276,7 @@ async fn main() {
     if let Some(size) = &pool {
         agent_args.extend(["--netns-pool", size]);
     }
-    let agent = spawn(&agent_args, Some(&url));
+    let agent = spawn(&agent_args, None);
     let pooled = if pool.as_deref() == Some("0") {
         0
     } else {

@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 mod support;
 
 use hmac::{Hmac, Mac};
-use shoal_testkit::free_port;
 use shoal_testkit::git::{GitRepo, GitServer};
 use shoal_wire::pb::{self, api_client::ApiClient};
-use support::{apply, connect_when_up, spawn};
+use support::{apply, connect_when_up, start_server};
 use tonic::transport::Channel;
 
 const SAMPLES: usize = 10;
@@ -162,27 +161,27 @@ async fn main() {
 
     let secret = dir.path().join("secret");
     std::fs::write(&secret, SECRET).expect("secret");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
     let store = format!("etcd://{}", etcd.trim_start_matches("http://"));
-    let data = dir.path().join("server").display().to_string();
     let secret_arg = secret.display().to_string();
-    let listen = format!("127.0.0.1:{port}");
-    let _server = spawn(
+    // Plaintext on loopback: the webhook is called over raw HTTP/1.1 below, and what
+    // is measured is the sync, not the transport.
+    let server = start_server(
+        &dir.path().join("server"),
         &[
-            "server",
-            "--listen",
-            &listen,
-            "--data-dir",
-            &data,
+            "--insecure",
             "--store",
             &store,
             "--webhook-secret-file",
             &secret_arg,
         ],
-        None,
     );
-    let mut client = connect_when_up(&url).await;
+    let port: u16 = server
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let mut client = connect_when_up(&server).await;
 
     eprintln!("baseline: git clone and git fetch with the git CLI");
     let t0 = Instant::now();

@@ -23,9 +23,8 @@ use std::time::{Duration, Instant};
 mod support;
 
 use shoal_store::{EmbeddedStore, EtcdStore, Store};
-use shoal_testkit::free_port;
 use shoal_wire::pb::{self, api_client::ApiClient};
-use support::{apply, connect_when_up, spawn, watch_service_tasks};
+use support::{apply, connect_when_up, spawn, start_server, watch_service_tasks};
 use tonic::transport::Channel;
 
 struct Args {
@@ -256,8 +255,15 @@ async fn idle_heartbeats(client: &mut ApiClient<Channel>, pid: u32, secs: u64) -
     ((h1 - h0) as f64 / dt, (cpu1 - cpu0) / dt * 100.0)
 }
 
-async fn bench_store(a: &Args, etcd: Option<&str>) -> Figures {
-    let label = if etcd.is_some() { "etcd" } else { "embedded" };
+/// One run on a store: every figure over mutual TLS (the default), or with
+/// `plaintext` the placements and apply figures over `--insecure`, for `tls_overhead`.
+async fn bench_store(a: &Args, etcd: Option<&str>, plaintext: bool) -> Figures {
+    let label = match (etcd.is_some(), plaintext) {
+        (true, false) => "etcd",
+        (true, true) => "etcd.plaintext",
+        (false, false) => "embedded",
+        (false, true) => "embedded.plaintext",
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let raw_store: Arc<dyn Store> = match etcd {
         Some(e) => Arc::new(EtcdStore::connect(&[e.to_string()]).await.expect("etcd")),
@@ -266,32 +272,26 @@ async fn bench_store(a: &Args, etcd: Option<&str>) -> Figures {
     eprintln!("[{label}] raw store writes");
     let raw = raw_writes(raw_store, a.tasks).await;
 
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let data = dir.path().join("server");
-    let mut server_args: Vec<String> = vec![
-        "server".to_string(),
-        "--listen".into(),
-        format!("127.0.0.1:{port}"),
-        "--data-dir".into(),
-        data.display().to_string(),
-    ];
+    let mut server_args: Vec<String> = Vec::new();
     if let Some(e) = etcd {
         server_args.push("--store".into());
         server_args.push(format!("etcd://{}", e.trim_start_matches("http://")));
     }
+    if plaintext {
+        server_args.push("--insecure".into());
+    }
     let server_refs: Vec<&str> = server_args.iter().map(String::as_str).collect();
-    let server = spawn(&server_refs, None);
-    let mut client = connect_when_up(&url).await;
+    let server = start_server(&dir.path().join("server"), &server_refs);
+    let mut client = connect_when_up(&server).await;
     let nodes = a.nodes.to_string();
     let _sim = spawn(
         &["sim", "--nodes", &nodes, "--start-delay", "100ms"],
-        Some(&url),
+        Some(&server),
     );
     eprintln!("[{label}] waiting for {} nodes", a.nodes);
     wait_nodes(&mut client, a.nodes).await;
     eprintln!("[{label}] {} idle nodes heartbeating for 10s", a.nodes);
-    let (heartbeats, server_cpu) = idle_heartbeats(&mut client, server.0.id(), 10).await;
+    let (heartbeats, server_cpu) = idle_heartbeats(&mut client, server.proc.0.id(), 10).await;
 
     eprintln!("[{label}] placing {} tasks", a.tasks);
     let t0 = Instant::now();
@@ -320,6 +320,17 @@ async fn bench_store(a: &Args, etcd: Option<&str>) -> Figures {
     let p50 = samples[samples.len() / 2];
     let p99 = samples[(samples.len() * 99 / 100).min(samples.len() - 1)];
 
+    if plaintext {
+        return Figures {
+            placements,
+            raw,
+            p50,
+            p99,
+            recovery: f64::NAN,
+            heartbeats,
+            server_cpu,
+        };
+    }
     eprintln!("[{label}] node loss");
     let victim = spawn(
         &[
@@ -333,7 +344,7 @@ async fn bench_store(a: &Args, etcd: Option<&str>) -> Figures {
             "--start-delay",
             "100ms",
         ],
-        Some(&url),
+        Some(&server),
     );
     let _spare = spawn(
         &[
@@ -347,7 +358,7 @@ async fn bench_store(a: &Args, etcd: Option<&str>) -> Figures {
             "--start-delay",
             "100ms",
         ],
-        Some(&url),
+        Some(&server),
     );
     wait_nodes(&mut client, a.nodes + 10).await;
     apply(&mut client, "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: lossy}\nspec: {image: bench:1, replicas: 20, placement: {constraints: [\"node.labels.pool == loss\"]}}\n").await;
@@ -401,8 +412,16 @@ async fn main() {
     let mut figures = Vec::new();
     for label in &a.stores {
         let etcd = (label == "etcd").then_some(a.etcd.as_str());
-        figures.push((label, bench_store(&a, etcd).await));
+        figures.push((label.clone(), bench_store(&a, etcd, false).await));
     }
+    // The same placements and applies without TLS, on the first store.
+    let first = a
+        .stores
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "embedded".into());
+    let etcd = (first == "etcd").then_some(a.etcd.as_str());
+    let plaintext = bench_store(&a, etcd, true).await;
     for (label, f) in &figures {
         println!("placements_per_s.{label}: {:.0} tasks/s", f.placements);
         println!("store_raw_writes_per_s.{label}: {:.0} writes/s", f.raw);
@@ -411,5 +430,23 @@ async fn main() {
         println!("node_loss_recovery_s.{label}: {:.1} s", f.recovery);
         println!("heartbeats_per_s.{label}: {:.0} heartbeats/s", f.heartbeats);
         println!("server_cpu_idle_nodes_pct.{label}: {:.1} %", f.server_cpu);
+    }
+    if let Some((_, tls)) = figures.iter().find(|(l, _)| *l == first) {
+        println!(
+            "placements_per_s.{first}.plaintext: {:.0} tasks/s",
+            plaintext.placements
+        );
+        println!(
+            "apply_to_running_p99_ms.{first}.plaintext: {:.0} ms",
+            plaintext.p99
+        );
+        println!(
+            "tls_overhead.{first}: {:.1} % (placements_per_s lost to mutual TLS: {:.0} vs {:.0} plaintext; apply_to_running_p99_ms {:.0} vs {:.0})",
+            (1.0 - tls.placements / plaintext.placements) * 100.0,
+            tls.placements,
+            plaintext.placements,
+            tls.p99,
+            plaintext.p99
+        );
     }
 }

@@ -33,8 +33,9 @@ cleanup() {
     hack/cluster.sh down --prefix "$prefix" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-url=$(hack/cluster.sh up 2 --prefix "$prefix" | tail -1)
-export SHOAL_SERVER=${url#SHOAL_SERVER=}
+# Its last line is `SHOAL_SERVER=URL SHOAL_CONFIG=FILE`.
+# shellcheck disable=SC2046 # two words, each an assignment
+export $(hack/cluster.sh up 2 --prefix "$prefix" | tail -1)
 
 "$shoal" apply -f - >/dev/null <<'EOF'
 apiVersion: shoal.dev/v1

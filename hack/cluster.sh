@@ -11,8 +11,10 @@
 # one `shoal agent` named like its namespace in each, with its own data directory,
 # the test image as local/busybox:1 and each --import archive as REF; the containers'
 # DNS forwards names it does not know to NET.254:53 (nothing, unless you serve
-# something there: tests never reach a resolver they did not start). It waits until
-# every node is ready and prints SHOAL_SERVER=URL as its last line. `down` removes
+# something there: tests never reach a resolver they did not start). The agents join
+# with a worker token and everything speaks mutual TLS. It waits until every node is
+# ready and prints `SHOAL_SERVER=URL SHOAL_CONFIG=FILE` (the admin's client config)
+# as its last line: `export` it. `down` removes
 # every namespace, link, mount and process `up` made (the logs stay in DIR.last).
 # `restart-agent` kills one host's
 # agent with SIGKILL and starts it again as `up` did (its containers keep running).
@@ -53,7 +55,9 @@ done
 net=${SHOAL_CLUSTER_NET:-10.213.0}
 dir=${SHOAL_CLUSTER_DIR:-/tmp/shoal-cluster-$prefix}
 bridge="$prefix-br"
-server_url="http://$net.254:7443"
+server_url="https://$net.254:7443"
+# The admin's client config the server writes.
+config="$dir/server/admin.yaml"
 
 down() {
     local pids
@@ -118,8 +122,9 @@ start_agent() {
     local host="$prefix$1" data="$dir/$prefix$1"
     # nsenter, not `ip netns exec`: the agent keeps the root mount namespace (and
     # with it /sys/fs/cgroup, which runc needs).
-    nsenter --net="/run/netns/$host" "$shoal" agent --server "$server_url" --name "$host" \
-        --data-dir "$data" --listen "$net.$(($1 + 1)):7444" --insecure \
+    SHOAL_JOIN_TOKEN=$(cat "$dir/token") nsenter --net="/run/netns/$host" "$shoal" agent \
+        --join "$server_url" --name "$host" \
+        --data-dir "$data" --listen "$net.$(($1 + 1)):7444" \
         --dns-upstream "$net.254:53" \
         >>"$dir/$host.log" 2>&1 &
     echo $! >"$dir/$host.pid"
@@ -158,10 +163,17 @@ ip link add "$bridge" type bridge
 ip addr add "$net.254/24" dev "$bridge"
 ip link set "$bridge" mtu "$mtu" up
 
+# Its home is the cluster's directory: it leaves the user's ~/.shoal/config alone.
 # shellcheck disable=SC2086 # SHOAL_SERVER_ARGS is a list of arguments
-"$shoal" server --data-dir "$dir/server" --listen "$net.254:7443" --insecure \
+HOME=$dir "$shoal" server --data-dir "$dir/server" --listen "$net.254:7443" \
     ${SHOAL_SERVER_ARGS:-} >"$dir/server.log" 2>&1 &
 echo $! >"$dir/server.pid"
+for _ in $(seq 1 200); do
+    [ -s "$config" ] && SHOAL_CONFIG=$config "$shoal" --server "$server_url" token create >"$dir/token" 2>/dev/null && break
+    sleep 0.1
+done
+[ -s "$dir/token" ] || { echo "hack/cluster.sh: the server did not start (see $dir/server.log)" >&2; false; }
+chmod 600 "$dir/token"
 
 image=$dir/image
 hack/build-test-image.sh "$image/layout" >/dev/null
@@ -185,7 +197,7 @@ for i in $(seq 0 $((n - 1))); do
 done
 
 for _ in $(seq 1 200); do
-    ready=$("$shoal" --server "$server_url" get nodes -o json 2>/dev/null \
+    ready=$(SHOAL_CONFIG=$config "$shoal" --server "$server_url" get nodes -o json 2>/dev/null \
         | grep -c '"state": *"ready"' || true)
     [ "$ready" -ge "$n" ] && break
     sleep 0.1
@@ -196,4 +208,4 @@ if [ "${ready:-0}" -lt "$n" ]; then
 fi
 trap - ERR
 echo "hack/cluster.sh: $n hosts ${prefix}0..${prefix}$((n - 1)) on $net.0/24; logs in $dir; 'hack/cluster.sh down --prefix $prefix' removes them" >&2
-echo "SHOAL_SERVER=$server_url"
+echo "SHOAL_SERVER=$server_url SHOAL_CONFIG=$config"

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7443";
+/// Where a client looks when neither `--server` nor a client config names a server.
+pub const DEFAULT_SERVER: &str = "https://127.0.0.1:7443";
 
 #[derive(Parser)]
 #[command(
@@ -18,11 +19,16 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7443";
     about = "Docker Swarm's features, built the Kubernetes way"
 )]
 pub struct Cli {
-    /// The shoal API server; several, separated by commas, for client commands to
+    /// The shoal API server (default: the client config's, else
+    /// https://127.0.0.1:7443); several, separated by commas, for client commands to
     /// fail over between servers that share one etcd.
-    #[arg(long, global = true, env = "SHOAL_SERVER", default_value = DEFAULT_SERVER)]
-    server: String,
-    /// CA certificate (PEM) to trust for an https:// server.
+    #[arg(long, global = true, env = "SHOAL_SERVER")]
+    server: Option<String>,
+    /// The client config: server, CA, client certificate (default: ~/.shoal/config,
+    /// which `shoal server` writes, as it does <data-dir>/admin.yaml).
+    #[arg(long, global = true, env = "SHOAL_CONFIG")]
+    config: Option<PathBuf>,
+    /// CA certificate (PEM) to trust for an https:// server, instead of the config's.
     #[arg(long, global = true, env = "SHOAL_CA_CERT")]
     ca_cert: Option<PathBuf>,
     /// Output format.
@@ -151,7 +157,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Outcome {
-    let ctx = cmd::Context::new(cli.server, cli.ca_cert, cli.output);
+    let ctx = cmd::Context::from_flags(cli.server, cli.config, cli.ca_cert, cli.output);
     match cli.command {
         Command::Server(a) => cmd::server::run(a).await,
         Command::Token(c) => cmd::token::run(&ctx, c).await,

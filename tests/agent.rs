@@ -722,7 +722,10 @@ fn shoal_up_runs_a_one_node_cluster() {
     )
     .expect("manifest");
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    // As the quick start has it: the CLI finds the admin config `shoal up` wrote in
+    // ~/.shoal/config (a home of the test's own), with no flags.
+    let home = data.join("home");
+    std::fs::create_dir_all(&home).expect("home");
     // Whatever happens below, the cluster's containers go at the end.
     struct Cleanup(PathBuf);
     impl Drop for Cleanup {
@@ -748,13 +751,20 @@ fn shoal_up_runs_a_one_node_cluster() {
         .args(["--agent-listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--name", "up-node"])
         .args(["--bridge", "shoaltest1", "--subnet", "10.232.0.0/24"])
+        .env("HOME", &home)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("shoal up"));
     let rx = lines_of(&mut up.0);
     let running = || {
-        let out = shoal_at(&url, &["get", "tasks", "-o", "json"], None);
+        let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["get", "tasks", "-o", "json"])
+            .env("HOME", &home)
+            .env_remove("SHOAL_SERVER")
+            .env_remove("SHOAL_CONFIG")
+            .output()
+            .expect("shoal get");
         serde_json::from_slice::<Value>(&out.stdout)
             .ok()
             .and_then(|v| v["items"].as_array().cloned())

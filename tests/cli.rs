@@ -441,7 +441,7 @@ fn finalizers_hold_deletion_until_removed() {
 #[test]
 fn a_closed_stdout_ends_commands_quietly() {
     use std::os::unix::process::ExitStatusExt;
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let tmp = tempfile::tempdir().expect("tempdir");
     let server = Server::embedded(&tmp.path().join("data"));
     let examples = examples_copy();
@@ -453,9 +453,8 @@ fn a_closed_stdout_ends_commands_quietly() {
         &["get", "svc", "-w"],
         &["events", "-w"],
     ] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        let mut child = client(&server.url)
             .args(args)
-            .env("SHOAL_SERVER", &server.url)
             .env("RUST_BACKTRACE", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -475,23 +474,6 @@ fn a_closed_stdout_ends_commands_quietly() {
             out.status
         );
     }
-}
-
-#[test]
-fn non_loopback_listen_needs_tls_or_insecure() {
-    let data = tempfile::tempdir().expect("tempdir");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args([
-            "server",
-            "--listen",
-            &format!("0.0.0.0:{}", free_port()),
-            "--data-dir",
-        ])
-        .arg(data.path())
-        .output()
-        .expect("run");
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("TLS is off"), "{}", stderr(&o));
 }
 
 #[test]

@@ -69,7 +69,7 @@ async fn resume_after(client: &mut Client, revision: i64) -> Result<String, toni
 /// the relist signal within a few retention periods.
 fn history_is_compacted(server: &Server) {
     runtime().block_on(async {
-        let mut client = shoal_wire::api_client(&server.url, None)
+        let mut client = shoal_wire::api_client(&server.url, &server.credentials())
             .await
             .expect("connect");
         let started = Instant::now();
@@ -158,7 +158,7 @@ fn history_is_compacted_across_restarts_faster_than_the_retention() {
     let mut compacted = false;
     for round in 0..12 {
         rt.block_on(async {
-            let mut client = shoal_wire::api_client(&server.url, None)
+            let mut client = shoal_wire::api_client(&server.url, &server.credentials())
                 .await
                 .expect("connect");
             client

@@ -67,13 +67,14 @@ fn call_webhook(
     let script = format!(
         "body='{{\"ref\":\"refs/heads/main\"}}'\n\
          sig=$(printf %s \"$body\" | openssl dgst -sha256 -hmac \"{key}\" | cut -d' ' -f2)\n\
-         curl -sS -X POST -H \"X-Hub-Signature-256: sha256=$sig\" -d \"$body\" -w ' %{{http_code}}' \"$URL/hooks/gitsync/{name}\""
+         curl -sS -X POST -H \"X-Hub-Signature-256: sha256=$sig\" -d \"$body\" -w ' %{{http_code}}' --cacert \"$CA\" \"$URL/hooks/gitsync/{name}\""
     );
     let out = Command::new("sh")
         .arg("-c")
         .arg(script)
         .env("SECRET", secret_file)
         .env("URL", &server.url)
+        .env("CA", server.data_dir.join("ca.pem"))
         .output()
         .expect("sh runs curl");
     String::from_utf8_lossy(&out.stdout).to_string()

@@ -42,12 +42,15 @@ fn script(args: &[&str]) -> Output {
 impl Cluster {
     fn up() -> Cluster {
         let out = ok(script(&["up", &HOSTS.to_string()]));
-        let url = out
-            .lines()
-            .last()
-            .and_then(|l| l.strip_prefix("SHOAL_SERVER="))
-            .unwrap_or_else(|| panic!("no SHOAL_SERVER= line last: {out}"))
-            .to_string();
+        let last = out.lines().last().unwrap_or_default();
+        let setting = |name: &str| {
+            last.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} on the last line: {out}"))
+                .to_string()
+        };
+        let url = setting("SHOAL_SERVER=");
+        register_config(&url, setting("SHOAL_CONFIG=").into());
         let mut c = Cluster {
             url,
             baseline: Vec::new(),
@@ -610,7 +613,7 @@ fn a_rolling_update_drops_no_connection_through_the_vip(c: &mut Cluster) {
     ]));
     wait_running(c, "client");
     // Requests one after another through the VIP for as long as the update takes.
-    let mut requests = Command::new(env!("CARGO_BIN_EXE_shoal"))
+    let mut requests = client(&c.url)
         .args(["exec", "client", "--", "sh", "-c"])
         .arg("while true; do if wget -q -O /dev/null http://web/index.html; then echo ok; else echo FAILED; fi; done")
         .env("SHOAL_SERVER", &c.url)

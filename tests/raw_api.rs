@@ -15,7 +15,7 @@ fn call<T>(
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let mut client = shoal_wire::api_client(&server.url, None)
+        let mut client = shoal_wire::api_client(&server.url, &server.credentials())
             .await
             .expect("connect");
         f(&mut client).await

@@ -16,8 +16,10 @@ struct Fixture<'a> {
 impl Fixture<'_> {
     fn register(&self, req: pb::RegisterRequest) -> Result<(), tonic::Status> {
         let url = self.server.url.clone();
+        let token = self.server.token();
         self.rt.block_on(async move {
-            let channel = shoal_wire::channel(&url, None).await.expect("connect");
+            let creds = join_as(&url, &token, &req.name).await.expect("joins");
+            let channel = shoal_wire::channel(&url, &creds).await.expect("connect");
             shoal_wire::agent_client(channel)
                 .register(req)
                 .await
@@ -50,7 +52,9 @@ fn a_manifest_status_is_ignored(f: &mut Fixture) {
 fn no_client_writes_status(f: &mut Fixture) {
     let url = f.server.url.clone();
     let refused = f.rt.block_on(async move {
-        let mut client = shoal_wire::api_client(&url, None).await.expect("connect");
+        let mut client = shoal_wire::api_client(&url, &credentials_for(&url))
+            .await
+            .expect("connect");
         client
             .update_status(pb::UpdateStatusRequest {
                 kind: "Task".into(),

@@ -1,5 +1,6 @@
-//! TLS: a server on a non-loopback address with a certificate, reached over https with
-//! the CA given to the CLI. Certificates are made by the real openssl.
+//! TLS with a certificate of the user's: a server on a non-loopback address serving
+//! one, reached over https with its CA given to the CLI (which still proves who it is
+//! with the cluster's admin certificate). Certificates are made by the real openssl.
 
 mod support;
 
@@ -100,6 +101,7 @@ fn tls_server_on_all_interfaces() {
             "data",
         ])
         .current_dir(dir.path())
+        .env("HOME", dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -107,6 +109,10 @@ fn tls_server_on_all_interfaces() {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     assert!(shoal_testkit::wait_for_port(addr, Duration::from_secs(20)));
     let url = format!("https://127.0.0.1:{port}");
+    // Clients still prove who they are with the cluster's admin certificate.
+    let config = dir.path().join("data/admin.yaml");
+    wait("the admin config", 20, || config.is_file());
+    register_config(&url, config);
     let ca = dir.path().join("ca.pem");
     let ca = ca.to_str().expect("utf8");
     let applied = shoal_at(
@@ -115,7 +121,8 @@ fn tls_server_on_all_interfaces() {
         Some("apiVersion: shoal.dev/v1\nkind: Network\nmetadata: {name: secure}\nspec: {}\n"),
     );
     assert!(ok(applied).contains("network/secure created"));
-    // Without the CA the server's certificate is not trusted.
+    // Without its CA (the config has the cluster's) the server's certificate is not
+    // trusted.
     let untrusted = shoal_at(&url, &["get", "networks"], None);
     assert!(!untrusted.status.success());
     // Plaintext to a TLS port fails too.

@@ -27,14 +27,63 @@ impl Drop for Proc {
     }
 }
 
-/// `shoal ARGS`, quiet, talking to `server` when given.
-pub fn spawn(args: &[&str], server: Option<&str>) -> Proc {
+/// A `shoal server` on a loopback port, with its data (and its home, so it leaves
+/// ~/.shoal/config alone) in `data`.
+pub struct ServerProc {
+    pub proc: Proc,
+    pub url: String,
+    /// The admin config it writes.
+    pub config: std::path::PathBuf,
+}
+
+/// Starts `shoal server` with `extra` flags: mutual TLS unless `--insecure` is one.
+pub fn start_server(data: &std::path::Path, extra: &[&str]) -> ServerProc {
+    let port = shoal_testkit::free_port();
+    let scheme = if extra.contains(&"--insecure") {
+        "http"
+    } else {
+        "https"
+    };
+    let config = data.join("admin.yaml");
+    let _ = std::fs::remove_file(&config);
+    std::fs::create_dir_all(data).expect("server data dir");
+    let mut cmd = Command::new(shoal());
+    cmd.args(["server", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data)
+        .args(extra)
+        .env("HOME", data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    ServerProc {
+        proc: Proc(cmd.spawn().expect("spawn shoal server")),
+        url: format!("{scheme}://127.0.0.1:{port}"),
+        config,
+    }
+}
+
+/// `shoal ARGS`, quiet, talking to `server` (as its admin) when given.
+pub fn spawn(args: &[&str], server: Option<&ServerProc>) -> Proc {
     let mut cmd = Command::new(shoal());
     cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
     if let Some(s) = server {
-        cmd.env("SHOAL_SERVER", s);
+        cmd.env("SHOAL_SERVER", &s.url)
+            .env("SHOAL_CONFIG", &s.config);
     }
     Proc(cmd.spawn().expect("spawn shoal"))
+}
+
+/// The worker join token of `server`.
+pub async fn join_token(client: &mut ApiClient<Channel>) -> String {
+    client
+        .join_token(pb::JoinTokenRequest {
+            role: "worker".into(),
+            rotate: false,
+        })
+        .await
+        .expect("join token")
+        .into_inner()
+        .token
 }
 
 pub async fn apply(client: &mut ApiClient<Channel>, yaml: &str) {
@@ -74,12 +123,21 @@ pub async fn watch_service_tasks(
         .into_inner()
 }
 
-/// A client of the server at `url`, once it answers (it was just started).
-pub async fn connect_when_up(url: &str) -> ApiClient<Channel> {
+/// A client of `server`, once it answers (it was just started) and has written its
+/// admin config.
+pub async fn connect_when_up(server: &ServerProc) -> ApiClient<Channel> {
     loop {
-        match shoal_wire::api_client(url, None).await {
-            Ok(c) => return c,
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        let creds = match server.url.starts_with("https://") {
+            true => shoal_wire::ClientConfig::read(&server.config)
+                .ok()
+                .and_then(|c| c.credentials(&server.config).ok()),
+            false => Some(shoal_wire::Credentials::default()),
+        };
+        if let Some(creds) = creds {
+            if let Ok(c) = shoal_wire::api_client(&server.url, &creds).await {
+                return c;
+            }
         }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

@@ -43,7 +43,7 @@ fn cert_err(e: rcgen::Error) -> PkiError {
     PkiError::Certificate(e.to_string())
 }
 
-fn der_of(pem: &str) -> Result<Vec<u8>, PkiError> {
+pub(crate) fn der_of(pem: &str) -> Result<Vec<u8>, PkiError> {
     use x509_parser::pem::parse_x509_pem;
     let (_, pem) =
         parse_x509_pem(pem.as_bytes()).map_err(|e| PkiError::Certificate(e.to_string()))?;

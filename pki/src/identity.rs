@@ -45,11 +45,18 @@ pub struct Certified {
     pub identity: Identity,
     /// The serial number, hex: what revocation names.
     pub serial: String,
+    /// When it became valid, seconds since the epoch.
+    pub not_before: i64,
     /// When it expires, seconds since the epoch.
     pub not_after: i64,
 }
 
 impl Certified {
+    /// The same, from a PEM certificate.
+    pub fn from_pem(pem: &str) -> Result<Certified, PkiError> {
+        Self::from_der(&crate::ca::der_of(pem)?)
+    }
+
     /// Reads a certificate's identity; one without a role this CA gives is refused.
     pub fn from_der(der: &[u8]) -> Result<Certified, PkiError> {
         let bad = |why: &str| PkiError::Certificate(why.to_string());
@@ -71,6 +78,7 @@ impl Certified {
                 name: name.to_string(),
             },
             serial: hex::encode(cert.raw_serial()),
+            not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
         })
     }

@@ -139,15 +139,6 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         .map_err(|why| anyhow::anyhow!("--name {:?}: {why}", a.name))?;
     let runtime = find_runtime(&a.runtime)?;
     let monitor_exe = find_monitor(a.monitor)?;
-    if !a.listen.ip().is_loopback() && !a.insecure {
-        anyhow::bail!(
-            "--listen {}: the node API has no TLS yet; serve it on loopback, or pass --insecure on a trusted network",
-            a.listen
-        );
-    }
-    let listener = tokio::net::TcpListener::bind(a.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("--listen {}: {e}", a.listen))?;
     let labels = super::sim::parse_labels(&a.labels)?;
     std::fs::create_dir_all(&a.data_dir)?;
     let data_dir = a.data_dir.canonicalize()?;
@@ -155,21 +146,47 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
         _ => None,
     });
+    // The node API serves at these: its certificate says so.
+    let mut sans: Vec<String> = advertise.iter().map(|ip| ip.to_string()).collect();
+    if !a.listen.ip().is_unspecified() {
+        sans.push(a.listen.ip().to_string());
+    }
+    sans.dedup();
     // Joining comes first: a node the cluster refuses changes nothing on this machine.
     let server = match &a.join {
         Some(url) => {
             let token = a.token.as_deref().unwrap_or_default();
-            // The node API serves at these: its certificate says so.
-            let mut sans: Vec<String> = advertise.iter().map(|ip| ip.to_string()).collect();
-            if !a.listen.ip().is_unspecified() {
-                sans.push(a.listen.ip().to_string());
-            }
-            sans.dedup();
-            super::join::join(url, token, ctx.ca_cert.as_deref(), &a.name, sans, &data_dir).await?;
+            super::join::join(url, token, &a.name, sans.clone(), &data_dir).await?;
             url.clone()
         }
         None => ctx.single_server()?.to_string(),
     };
+    let paths = super::join::NodeCredentials::under(&data_dir);
+    let joined = paths.load()?;
+    if let Some((_, certified)) = &joined {
+        if certified.identity.name != a.name {
+            anyhow::bail!(
+                "--name {:?}: this node joined the cluster as {:?} ({}); use that name, or another --data-dir",
+                a.name,
+                certified.identity.name,
+                paths.cert.display()
+            );
+        }
+    }
+    if joined.is_none() && server.starts_with("https://") {
+        anyhow::bail!(
+            "this node has not joined the cluster at {server}: give --join URL --token T (from `shoal token create` on the cluster)"
+        );
+    }
+    if joined.is_none() && !a.listen.ip().is_loopback() && !a.insecure {
+        anyhow::bail!(
+            "--listen {}: without a certificate (a node joins with --join) the node API is plaintext; serve it on loopback, or pass --insecure on a trusted network",
+            a.listen
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--listen {}: {e}", a.listen))?;
     let net = network::Network::new(Arc::new(Netlink), &data_dir, &a.bridge, a.subnet)
         .with_pool(a.netns_pool, &data_dir);
     net.ensure_bridge()
@@ -243,15 +260,28 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
             memory: std::path::Path::new("/dev/shm/shoal-pipelines").join(&a.name),
         }),
     };
-    let channel = shoal_wire::endpoint(&server, ctx.ca_cert.as_deref())?.connect_lazy();
+    let creds = joined.as_ref().map(|(c, _)| c.clone()).unwrap_or_default();
+    let channel = shoal_wire::lazy_channel(&server, &creds)?;
     eprintln!("shoal agent: node {} on {server}", a.name);
-    let agent = tokio::spawn(run_node(channel, node, executor, shutdown.clone()));
-    let node_api = shoal_wire::pb::node_server::NodeServer::new(NodeApi::new(
-        &data_dir,
-        &runtime.display().to_string(),
-    ));
-    let serving = shoal_api_serve(node_api, listener, shutdown.clone());
-    tokio::spawn(serving);
+    let agent = tokio::spawn(run_node(channel.clone(), node, executor, shutdown.clone()));
+    let node_api = NodeApi::new(&data_dir, &runtime.display().to_string());
+    let tls = match joined {
+        Some((creds, certified)) => {
+            let (Some(identity), Some(ca)) = (creds.identity, creds.ca_pem) else {
+                anyhow::bail!("{}: incomplete credentials", paths.cert.display());
+            };
+            tokio::spawn(super::join::keep_renewed(
+                channel,
+                paths,
+                certified,
+                identity.clone(),
+                sans,
+            ));
+            Some(shoal_wire::TlsServer::new(identity, &ca)?)
+        }
+        None => None,
+    };
+    tokio::spawn(serve_node_api(node_api, listener, tls, shutdown.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -264,17 +294,46 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves the node API until `shutdown`.
-async fn shoal_api_serve(
-    node_api: shoal_wire::pb::node_server::NodeServer<NodeApi>,
+/// Serves the node API until `shutdown`: with `tls`, to the cluster's servers only
+/// (a certificate of the server role); without, plaintext to whoever reaches it.
+async fn serve_node_api(
+    node_api: NodeApi,
     listener: tokio::net::TcpListener,
+    tls: Option<shoal_wire::TlsServer>,
     shutdown: CancellationToken,
 ) {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let served = tonic::transport::Server::builder()
-        .add_service(node_api)
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await;
+    use shoal_wire::pb::node_server::NodeServer;
+    let secured = tls.is_some();
+    let servers_only = move |req: tonic::Request<()>| {
+        if !secured {
+            return Ok(req);
+        }
+        let caller = req
+            .extensions()
+            .get::<shoal_wire::Peer>()
+            .and_then(|p| p.client.clone());
+        match caller {
+            Some(c) if c.identity.role == shoal_pki::Role::Server => Ok(req),
+            _ => Err(tonic::Status::permission_denied(
+                "the node API serves the cluster's servers only",
+            )),
+        }
+    };
+    let service = NodeServer::with_interceptor(node_api, servers_only);
+    let router = tonic::transport::Server::builder().add_service(service);
+    let served = match tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls.incoming(listener), shutdown.cancelled_owned())
+                .await
+        }
+        None => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await
+        }
+    };
     if let Err(e) = served {
         tracing::error!(error = %e, "node API stopped");
     }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use shoal_wire::pb;
+use shoal_wire::{pb, Credentials, LiveIdentity};
 
 /// A node's credentials on disk.
 pub struct NodeCredentials {
@@ -28,13 +28,57 @@ impl NodeCredentials {
     fn exist(&self) -> bool {
         self.ca.is_file() && self.cert.is_file() && self.key.is_file()
     }
+
+    fn next(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".new");
+        PathBuf::from(name)
+    }
+
+    /// What the node connects with: the cluster CA and its own certificate, read
+    /// now; None if it has not joined.
+    pub fn load(&self) -> anyhow::Result<Option<(Credentials, shoal_pki::Certified)>> {
+        if !self.exist() {
+            return Ok(None);
+        }
+        let read = |p: &Path| std::fs::read(p).with_context(|| p.display().to_string());
+        let identity = match LiveIdentity::from_pem(&read(&self.cert)?, &read(&self.key)?) {
+            Ok(identity) => identity,
+            // A renewal cut short between its two renames: its new key is in place,
+            // its new certificate still beside it.
+            Err(_) if Self::next(&self.cert).is_file() => {
+                std::fs::rename(Self::next(&self.cert), &self.cert)?;
+                LiveIdentity::from_pem(&read(&self.cert)?, &read(&self.key)?)?
+            }
+            Err(e) => return Err(e).with_context(|| self.cert.display().to_string()),
+        };
+        let cert_pem = String::from_utf8(read(&self.cert)?)?;
+        let certified = shoal_pki::Certified::from_pem(&cert_pem)?;
+        Ok(Some((
+            Credentials {
+                ca_pem: Some(read(&self.ca)?),
+                identity: Some(identity),
+            },
+            certified,
+        )))
+    }
+
+    /// Keeps a renewed key and certificate: both written beside the old ones, then
+    /// renamed into place, key first (`load` finishes a renewal cut short).
+    pub fn replace(&self, key_pem: &str, cert_pem: &str) -> anyhow::Result<()> {
+        let (key, cert) = (Self::next(&self.key), Self::next(&self.cert));
+        super::write_private(&key, key_pem.as_bytes())?;
+        super::write_private(&cert, cert_pem.as_bytes())?;
+        std::fs::rename(&key, &self.key)?;
+        std::fs::rename(&cert, &self.cert)?;
+        Ok(())
+    }
 }
 
 /// Joins the cluster at `url` as `name` unless this node already has credentials.
 pub async fn join(
     url: &str,
     token: &str,
-    ca_cert: Option<&Path>,
     name: &str,
     sans: Vec<String>,
     data_dir: &Path,
@@ -46,7 +90,19 @@ pub async fn join(
     // Checked before anything is sent: a mistyped token fails here, not at the server.
     let parsed = shoal_pki::JoinToken::parse(token).context("--token")?;
     let (key_pem, csr_pem) = shoal_pki::new_key_and_csr(name)?;
-    let channel = shoal_wire::channel(url, ca_cert).await?;
+    let channel = match url.starts_with("https://") {
+        // The server is trusted with the token only once its CA is the token's.
+        true => {
+            let ca_pem = cluster_ca(url).await?;
+            check_ca(url, &ca_pem, &parsed)?;
+            let trust = Credentials {
+                ca_pem: Some(ca_pem.into_bytes()),
+                identity: None,
+            };
+            shoal_wire::channel(url, &trust).await?
+        }
+        false => shoal_wire::channel(url, &Credentials::default()).await?,
+    };
     let joined = shoal_wire::agent_client(channel)
         .join(pb::JoinRequest {
             token: token.to_string(),
@@ -57,14 +113,7 @@ pub async fn join(
         .await
         .map_err(|s| anyhow::anyhow!("joining {url}: {}", s.message()))?
         .into_inner();
-    let ca_digest = shoal_pki::cert_digest(&joined.ca_pem)
-        .map_err(|e| anyhow::anyhow!("joining {url}: the server's CA: {e}"))?;
-    if ca_digest != parsed.ca_digest {
-        anyhow::bail!(
-            "joining {url}: the server's CA (digest {ca_digest}) is not the one the token names ({}); not trusting it",
-            parsed.ca_digest
-        );
-    }
+    check_ca(url, &joined.ca_pem, &parsed)?;
     let dir = creds.key.parent().unwrap_or(data_dir);
     std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
     super::write_private(&creds.key, key_pem.as_bytes())?;
@@ -77,4 +126,117 @@ pub async fn join(
         dir.display()
     );
     Ok(creds)
+}
+
+/// The cluster CA the server at `url` says it has (not trusted yet).
+async fn cluster_ca(url: &str) -> anyhow::Result<String> {
+    let channel = shoal_wire::unverified_channel(url).await?;
+    Ok(shoal_wire::agent_client(channel)
+        .cluster_ca(pb::ClusterCaRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("joining {url}: {}", s.message()))?
+        .into_inner()
+        .ca_pem)
+}
+
+fn check_ca(url: &str, ca_pem: &str, token: &shoal_pki::JoinToken) -> anyhow::Result<()> {
+    let digest = shoal_pki::cert_digest(ca_pem)
+        .map_err(|e| anyhow::anyhow!("joining {url}: the server's CA: {e}"))?;
+    if digest != token.ca_digest {
+        anyhow::bail!(
+            "joining {url}: the server's CA (digest {digest}) is not the one the token names ({}); not trusting it",
+            token.ca_digest
+        );
+    }
+    Ok(())
+}
+
+/// When to renew a certificate valid from `not_before` to `not_after` (seconds since
+/// the epoch): at a random point between 50% and 80% of its life, as Swarm does, so a
+/// cluster's nodes do not all renew at once.
+fn renewal_at(not_before: i64, not_after: i64, random: f64) -> i64 {
+    let life = (not_after - not_before).max(0) as f64;
+    not_before + (life * (0.5 + 0.3 * random.clamp(0.0, 1.0))) as i64
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Renews the node's certificate before it expires, for as long as the agent runs:
+/// a new key and CSR, signed through the agent API (asked with the current
+/// certificate), kept on disk and presented from the next connection on.
+pub async fn keep_renewed(
+    channel: tonic::transport::Channel,
+    creds: NodeCredentials,
+    mut current: shoal_pki::Certified,
+    live: LiveIdentity,
+    sans: Vec<String>,
+) {
+    let name = current.identity.name.clone();
+    loop {
+        let random = f64::from(u32::from_le_bytes(rand_bytes())) / f64::from(u32::MAX);
+        let at = renewal_at(current.not_before, current.not_after, random);
+        let wait = (at - now()).max(0) as u64;
+        tracing::info!(in_s = wait, "node certificate renewal scheduled");
+        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+        match renew(&channel, &creds, &name, &sans, &live).await {
+            Ok(renewed) => {
+                tracing::info!(not_after = renewed.not_after, "node certificate renewed");
+                current = renewed;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "renewing the node certificate failed; trying again in a minute");
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            }
+        }
+    }
+}
+
+fn rand_bytes() -> [u8; 4] {
+    let mut b = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read as _;
+        let _ = f.read_exact(&mut b);
+    }
+    b
+}
+
+async fn renew(
+    channel: &tonic::transport::Channel,
+    creds: &NodeCredentials,
+    name: &str,
+    sans: &[String],
+    live: &LiveIdentity,
+) -> anyhow::Result<shoal_pki::Certified> {
+    let (key_pem, csr_pem) = shoal_pki::new_key_and_csr(name)?;
+    let renewed = shoal_wire::agent_client(channel.clone())
+        .renew(pb::RenewRequest {
+            node: name.to_string(),
+            csr_pem,
+            sans: sans.to_vec(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    let certified = shoal_pki::Certified::from_pem(&renewed.cert_pem)?;
+    creds.replace(&key_pem, &renewed.cert_pem)?;
+    live.replace(renewed.cert_pem.as_bytes(), key_pem.as_bytes())?;
+    Ok(certified)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_falls_between_half_and_four_fifths_of_the_life() {
+        assert_eq!(renewal_at(1000, 2000, 0.0), 1500);
+        assert_eq!(renewal_at(1000, 2000, 1.0), 1800);
+        assert_eq!(renewal_at(1000, 2000, 0.5), 1650);
+        assert_eq!(renewal_at(1000, 2000, 7.0), 1800);
+    }
 }

@@ -24,6 +24,7 @@ pub mod run;
 pub mod run_flags;
 pub mod scale;
 pub mod server;
+mod server_tls;
 pub mod sim;
 pub mod start;
 pub mod stop;
@@ -38,29 +39,80 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use shoal_wire::pb::api_client::ApiClient;
 use shoal_wire::pb::InfoRequest;
+use shoal_wire::{ClientConfig, Credentials};
 use tonic::transport::Channel;
 
 use crate::{Format, Outcome};
 
 /// What every client command needs.
 pub struct Context {
-    /// `--server` as given: one URL, or several separated by commas.
+    /// The server: `--server` as given (one URL, or several separated by commas),
+    /// else the client config's.
     pub server: String,
-    pub ca_cert: Option<PathBuf>,
+    /// What the client proves and trusts, from the client config and `--ca-cert`.
+    creds: Result<Credentials, String>,
     pub format: Option<Format>,
     /// The server in the list that answered last: the next connection tries it first,
     /// so a command (a watch reconnecting) stays on one server while it is there.
     preferred: AtomicUsize,
 }
 
+/// `~/.shoal/config`, where `shoal server` writes the admin's config.
+fn user_config() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".shoal/config"))
+        .filter(|p| p.exists())
+}
+
 impl Context {
-    pub fn new(server: String, ca_cert: Option<PathBuf>, format: Option<Format>) -> Context {
+    /// The client's settings from its flags and config. A config that cannot be read
+    /// fails the commands that talk to a server, naming the file, and no others.
+    pub fn from_flags(
+        server: Option<String>,
+        config: Option<PathBuf>,
+        ca_cert: Option<PathBuf>,
+        format: Option<Format>,
+    ) -> Context {
+        let loaded = config
+            .or_else(user_config)
+            .map(|path| ClientConfig::read(&path).map(|c| (c, path)))
+            .transpose()
+            .map_err(|e| e.to_string());
+        let (config, creds) = match loaded {
+            Ok(Some((config, path))) => {
+                let creds = config.credentials(&path).map_err(|e| e.to_string());
+                (Some(config), creds)
+            }
+            Ok(None) => (None, Ok(Credentials::default())),
+            Err(e) => (None, Err(e)),
+        };
+        let creds = match (creds, ca_cert) {
+            (Ok(mut creds), Some(path)) => std::fs::read(&path)
+                .map(|pem| {
+                    creds.ca_pem = Some(pem);
+                    creds
+                })
+                .map_err(|e| format!("--ca-cert {}: {e}", path.display())),
+            (creds, _) => creds,
+        };
+        let server = server
+            .or_else(|| config.as_ref().map(|c| c.server.clone()))
+            .unwrap_or_else(|| crate::DEFAULT_SERVER.to_string());
+        let server = match &config {
+            Some(c) => upgraded(&server, c),
+            None => server,
+        };
         Context {
             server,
-            ca_cert,
+            creds,
             format,
             preferred: AtomicUsize::new(0),
         }
+    }
+
+    pub fn credentials(&self) -> anyhow::Result<&Credentials> {
+        self.creds.as_ref().map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     /// A client of the first listed server that answers, starting with the last one
@@ -69,7 +121,7 @@ impl Context {
         let urls = shoal_wire::server_urls(&self.server)?;
         let first = self.preferred.load(Ordering::Relaxed);
         let (answered, client) =
-            shoal_wire::api_client_of(&urls, first, self.ca_cert.as_deref()).await?;
+            shoal_wire::api_client_of(&urls, first, self.credentials()?).await?;
         self.preferred.store(answered, Ordering::Relaxed);
         Ok(client)
     }
@@ -84,6 +136,33 @@ impl Context {
             ),
         }
     }
+}
+
+/// `http://HOST:PORT` in `--server` where the config says that same server speaks
+/// TLS (`https://HOST:PORT`, with a client certificate) means the config's: the
+/// server serves no plaintext, and scripts written before mutual TLS name it so.
+fn upgraded(server: &str, config: &ClientConfig) -> String {
+    if config.client_certificate.is_none() {
+        return server.to_string();
+    }
+    let secured: Vec<&str> = config
+        .server
+        .split(',')
+        .filter_map(|u| u.trim().strip_prefix("https://"))
+        .collect();
+    server
+        .split(',')
+        .map(|u| {
+            let u = u.trim();
+            match u.strip_prefix("http://") {
+                Some(rest) if secured.contains(&rest.trim_end_matches('/')) => {
+                    format!("https://{}", rest.trim_end_matches('/'))
+                }
+                _ => u.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Resolves a kind the way users type it, with the list of kinds when it is unknown.

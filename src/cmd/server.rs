@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use shoal_apiserver::{
-    AgentService, ApiService, ClusterPki, Dispatcher, HeartbeatConfig, ListenConfig, PeerTable,
-    PipelineTable, StatusWriter, TlsFiles, Webhooks, CONTROLLER_LEADER_KEY,
+    Access, AgentService, ApiService, ClusterPki, Dispatcher, HeartbeatConfig, ListenConfig,
+    NodeCerts, PeerTable, PipelineTable, StatusWriter, Webhooks, CONTROLLER_LEADER_KEY,
 };
+use shoal_pki::{Identity, Role};
 use shoal_reconcile::{CancellationToken, Informers, LeaderElection};
 use shoal_store::{ObjectStore, Store};
+use shoal_wire::{Credentials, LiveIdentity, TlsServer};
 
+use super::server_tls;
 use crate::Outcome;
 
 #[derive(clap::Args)]
@@ -19,20 +22,27 @@ pub struct Args {
     /// Where the embedded store keeps its data.
     #[arg(long, env = "SHOAL_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Address for the API. Loopback unless TLS (or --insecure) is given.
+    /// Address for the API: mutual TLS with certificates from the cluster CA (or
+    /// plaintext on loopback with --insecure).
     #[arg(long, default_value = "127.0.0.1:7443")]
     listen: SocketAddr,
     /// Use etcd instead of the embedded store: etcd://host:port[,host:port]
     #[arg(long)]
     store: Option<String>,
-    /// TLS certificate (PEM) for the API.
+    /// A certificate (PEM) to serve the API with instead of one from the cluster CA
+    /// (clients then trust its CA with --ca-cert); clients still prove who they are
+    /// with certificates from the cluster CA.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM) for the API.
+    /// The private key (PEM) of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Serve plaintext on a non-loopback address.
-    #[arg(long)]
+    /// More names or addresses for the server's certificate (it has loopback, the host
+    /// name and the listen address); repeatable.
+    #[arg(long = "tls-san")]
+    tls_san: Vec<String>,
+    /// Plaintext with no client identities, on a loopback --listen only (development).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     insecure: bool,
     /// This server's name in leader election (default: host name and process id).
     #[arg(long)]
@@ -159,13 +169,8 @@ fn host_name() -> String {
 
 pub async fn run(a: Args) -> Outcome {
     init_logging();
-    let tls = match (a.tls_cert, a.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
-        _ => None,
-    };
     let listen = ListenConfig {
         addr: a.listen,
-        tls: tls.clone(),
         insecure: a.insecure,
     };
     let data_dir = a.data_dir.unwrap_or_else(default_data_dir);
@@ -182,14 +187,6 @@ pub async fn run(a: Args) -> Outcome {
     let listener = listen.bind().await?;
     let id =
         a.id.unwrap_or_else(|| format!("{}-{}", host_name(), std::process::id()));
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(
-        listen = %format!("{scheme}://{}", listener.local_addr()?),
-        store = store.backend(),
-        id = %id,
-        "shoal server ready"
-    );
-
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
     let election = LeaderElection::new(store.clone(), CONTROLLER_LEADER_KEY, id.clone())
@@ -244,18 +241,50 @@ pub async fn run(a: Args) -> Outcome {
         .await
         .with_context(|| format!("the cluster CA (cluster key {})", key_file.display()))?,
     );
-    let agent = agent.with_pki(pki.clone());
+    let certs = NodeCerts::start(ObjectStore::new(store.clone()), shutdown.clone());
+    let security = Security::new(
+        &pki,
+        &a.tls_san,
+        &a.tls_cert,
+        &a.tls_key,
+        a.listen,
+        a.insecure,
+    )?;
+    let access = match a.insecure {
+        true => Access::Open,
+        false => Access::Certified(certs.clone()),
+    };
+    let agent = agent.with_pki(pki.clone(), certs.clone(), access.clone());
     let heartbeats = agent.heartbeats();
     let webhooks = Webhooks::new(ObjectStore::new(store.clone()), webhook_secret);
-    let service = ApiService::new(store, id, a.watch_cache_size)
-        .with_pki(pki)
+    let url = server_tls::local_url(listener.local_addr()?, !a.insecure);
+    let admin = match a.insecure {
+        true => {
+            let mut c = shoal_wire::ClientConfig::new(url.clone());
+            c.written_by = Some(format!("shoal server --data-dir {}", data_dir.display()));
+            c
+        }
+        false => server_tls::admin_config(&pki, url.clone(), a.cert_lifetime, &data_dir)?,
+    };
+    let admin_path = server_tls::write_admin_config(&admin, &data_dir)?;
+    let service = ApiService::new(store.clone(), id.clone(), a.watch_cache_size)
+        .with_pki(pki.clone(), certs, security.node_creds.clone())
         .with_heartbeats(heartbeats);
+    security.keep_renewed(&pki, a.cert_lifetime);
+    tracing::info!(
+        listen = %url,
+        store = store.backend(),
+        id = %id,
+        config = %admin_path.display(),
+        "shoal server ready"
+    );
     let serving = shoal_apiserver::serve(
         service,
         agent,
         webhooks,
         listener,
-        tls.as_ref(),
+        security.tls.clone(),
+        access,
         shutdown.clone().cancelled_owned(),
     );
     // Graceful shutdown waits for open streams (agents, `get -w`), which never end on
@@ -349,4 +378,68 @@ async fn signal_shutdown(token: CancellationToken) {
     }
     tracing::info!("shutting down");
     token.cancel();
+}
+
+/// What this server presents: its listener's TLS (None with --insecure), and the
+/// identity it calls nodes' APIs with.
+struct Security {
+    tls: Option<TlsServer>,
+    node_creds: Option<Credentials>,
+    /// The CA-made identities to renew, with their names.
+    renew: Vec<(Identity, Vec<String>, LiveIdentity)>,
+}
+
+impl Security {
+    fn new(
+        pki: &ClusterPki,
+        tls_san: &[String],
+        tls_cert: &Option<PathBuf>,
+        tls_key: &Option<PathBuf>,
+        listen: SocketAddr,
+        insecure: bool,
+    ) -> anyhow::Result<Security> {
+        if insecure {
+            return Ok(Security {
+                tls: None,
+                node_creds: None,
+                renew: Vec::new(),
+            });
+        }
+        let identity = Identity {
+            role: Role::Server,
+            name: format!("server-{}", host_name()),
+        };
+        let names = server_tls::server_names(listen, tls_san);
+        let lifetime = pki.node_cert_lifetime;
+        let (_, _, own) = server_tls::issue(pki, &identity, &names, lifetime)?;
+        let serving = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => {
+                let read = |p: &PathBuf| {
+                    std::fs::read(p)
+                        .with_context(|| format!("--tls-cert/--tls-key {}", p.display()))
+                };
+                LiveIdentity::from_pem(&read(cert)?, &read(key)?)
+                    .context("--tls-cert and --tls-key")?
+            }
+            _ => own.clone(),
+        };
+        let ca = pki.ca().cert_pem().as_bytes();
+        Ok(Security {
+            tls: Some(TlsServer::new(serving, ca)?),
+            node_creds: Some(server_tls::node_credentials(pki, own.clone())),
+            renew: vec![(identity, names, own)],
+        })
+    }
+
+    fn keep_renewed(&self, pki: &Arc<ClusterPki>, lifetime: Duration) {
+        for (identity, names, live) in &self.renew {
+            server_tls::keep_renewed(
+                pki.clone(),
+                identity.clone(),
+                names.clone(),
+                lifetime,
+                live.clone(),
+            );
+        }
+    }
 }

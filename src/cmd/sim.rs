@@ -9,6 +9,8 @@ use shoal_agent::sim::{SimConfig, SimExecutor};
 use shoal_agent::{run_node, NodeConfig};
 use shoal_reconcile::CancellationToken;
 
+use shoal_wire::{pb, Credentials, LiveIdentity};
+
 use super::Context;
 use crate::Outcome;
 
@@ -82,14 +84,11 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         job_duration: a.job_duration,
     };
     let shutdown = CancellationToken::new();
-    // HTTP/2 allows ~200 concurrent streams per connection; give each 100 nodes their own.
-    let mut channels = Vec::new();
-    for _ in 0..a.nodes.div_ceil(100) {
-        let endpoint = shoal_wire::endpoint(ctx.single_server()?, ctx.ca_cert.as_deref())?;
-        channels.push(endpoint.connect_lazy());
-    }
+    let server = ctx.single_server()?.to_string();
+    let names: Vec<String> = (0..a.nodes).map(|i| format!("{}-{i}", a.prefix)).collect();
+    let channels = channels(ctx, &server, &names).await?;
     for i in 0..a.nodes {
-        let name = format!("{}-{i}", a.prefix);
+        let name = names[i].clone();
         let mut node_labels = labels.clone();
         node_labels.insert(shoal_api::labels::SIMULATED.into(), "true".into());
         if let Some(extra) = per_node.get(&name) {
@@ -106,7 +105,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         };
         let executor = Arc::new(SimExecutor::new(config.clone()));
         tokio::spawn(run_node(
-            channels[i / 100].clone(),
+            channels[i].clone(),
             node,
             executor,
             shutdown.clone(),
@@ -127,4 +126,67 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
     }
     shutdown.cancel();
     Ok(ExitCode::SUCCESS)
+}
+
+/// A channel per node. Over mutual TLS each node is a node of its own: it joins with
+/// a worker token (which the admin config lets this command ask for), with a key and
+/// a certificate of its own, on a connection of its own. Over plaintext, nodes share
+/// connections (HTTP/2 allows ~200 concurrent streams on one; 100 nodes each).
+async fn channels(
+    ctx: &Context,
+    server: &str,
+    names: &[String],
+) -> anyhow::Result<Vec<tonic::transport::Channel>> {
+    if !server.starts_with("https://") {
+        let shared: Vec<_> = (0..names.len().div_ceil(100))
+            .map(|_| shoal_wire::lazy_channel(server, &Credentials::default()))
+            .collect::<Result<_, _>>()?;
+        return Ok((0..names.len()).map(|i| shared[i / 100].clone()).collect());
+    }
+    let token = ctx
+        .client()
+        .await?
+        .join_token(pb::JoinTokenRequest {
+            role: "worker".into(),
+            rotate: false,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("a join token for the simulated nodes: {}", s.message()))?
+        .into_inner()
+        .token;
+    let ca = ctx.credentials()?.ca_pem.clone();
+    let trust = Credentials {
+        ca_pem: ca.clone(),
+        identity: None,
+    };
+    let joining = shoal_wire::agent_client(shoal_wire::channel(server, &trust).await?);
+    let mut joins = tokio::task::JoinSet::new();
+    for (i, name) in names.iter().enumerate() {
+        let (mut client, token, name) = (joining.clone(), token.clone(), name.clone());
+        joins.spawn(async move {
+            let (key_pem, csr_pem) = shoal_pki::new_key_and_csr(&name)?;
+            let joined = client
+                .join(pb::JoinRequest {
+                    token,
+                    name: name.clone(),
+                    csr_pem,
+                    sans: Vec::new(),
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("node {name} joining: {}", s.message()))?
+                .into_inner();
+            let identity = LiveIdentity::from_pem(joined.cert_pem.as_bytes(), key_pem.as_bytes())?;
+            anyhow::Ok((i, identity))
+        });
+    }
+    let mut channels = vec![None; names.len()];
+    while let Some(joined) = joins.join_next().await {
+        let (i, identity) = joined??;
+        let creds = Credentials {
+            ca_pem: ca.clone(),
+            identity: Some(identity),
+        };
+        channels[i] = Some(shoal_wire::lazy_channel(server, &creds)?);
+    }
+    Ok(channels.into_iter().flatten().collect())
 }

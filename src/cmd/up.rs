@@ -56,7 +56,7 @@ impl Drop for Managed {
     }
 }
 
-fn spawn(args: &[String], log: &Path, server: Option<&str>) -> anyhow::Result<Managed> {
+fn spawn(args: &[String], log: &Path, env: &[(&str, &str)]) -> anyhow::Result<Managed> {
     let log_file =
         std::fs::File::create(log).map_err(|e| anyhow::anyhow!("{}: {e}", log.display()))?;
     let mut cmd = Command::new(std::env::current_exe()?);
@@ -74,9 +74,7 @@ fn spawn(args: &[String], log: &Path, server: Option<&str>) -> anyhow::Result<Ma
                 .map_err(std::io::Error::from)
         });
     }
-    if let Some(s) = server {
-        cmd.env("SHOAL_SERVER", s);
-    }
+    cmd.envs(env.iter().copied());
     Ok(Managed(cmd.spawn()?))
 }
 
@@ -86,7 +84,10 @@ pub async fn run(_ctx: &Context, a: Args) -> Outcome {
     }
     std::fs::create_dir_all(&a.data_dir)?;
     let data = a.data_dir.canonicalize()?;
-    let url = format!("http://{}", a.listen);
+    let url = super::server_tls::local_url(a.listen, true);
+    // The server writes it anew once it runs: a stale one is no sign it is up.
+    let admin = data.join("server").join("admin.yaml");
+    let _ = std::fs::remove_file(&admin);
     let name = match a.name {
         Some(n) => n,
         None => nix::unistd::gethostname()?
@@ -103,25 +104,39 @@ pub async fn run(_ctx: &Context, a: Args) -> Outcome {
             data.join("server").display().to_string(),
         ],
         &data.join("server.log"),
-        None,
+        &[],
     )?;
-    let ctx = Context::new(url.clone(), None, None);
-    let mut ready = false;
+    let mut ready = None;
     for _ in 0..100 {
-        if ctx.client().await.is_ok() {
-            ready = true;
-            break;
+        if admin.is_file() {
+            let ctx = Context::from_flags(Some(url.clone()), Some(admin.clone()), None, None);
+            if ctx.client().await.is_ok() {
+                ready = Some(ctx);
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    if !ready {
+    let Some(ctx) = ready else {
         anyhow::bail!(
             "the server did not start; see {}",
             data.join("server.log").display()
         );
-    }
+    };
+    let token = ctx
+        .client()
+        .await?
+        .join_token(shoal_wire::pb::JoinTokenRequest {
+            role: "worker".into(),
+            rotate: false,
+        })
+        .await?
+        .into_inner()
+        .token;
     let mut agent_args = vec![
         "agent".to_string(),
+        "--join".into(),
+        url.clone(),
         "--name".into(),
         name.clone(),
         "--data-dir".into(),
@@ -136,7 +151,11 @@ pub async fn run(_ctx: &Context, a: Args) -> Outcome {
     for r in &a.insecure_registry {
         agent_args.extend(["--insecure-registry".to_string(), r.clone()]);
     }
-    let agent = spawn(&agent_args, &data.join("agent.log"), Some(&url))?;
+    let agent = spawn(
+        &agent_args,
+        &data.join("agent.log"),
+        &[("SHOAL_JOIN_TOKEN", token.as_str())],
+    )?;
     eprintln!(
         "shoal up: API on {url}, node {name}; data and logs in {}",
         data.display()
@@ -148,6 +167,7 @@ pub async fn run(_ctx: &Context, a: Args) -> Outcome {
     let mut events = Command::new(std::env::current_exe()?)
         .args(["events", "-w"])
         .env("SHOAL_SERVER", &url)
+        .env("SHOAL_CONFIG", &admin)
         .stdin(Stdio::null())
         .spawn()?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -11,16 +11,93 @@ pub mod node;
 #[allow(unused_imports)]
 pub use shoal_testkit::{eventually, free_port, Etcd};
 
+/// Which client config a test server wrote, by its port: the CLI run against a
+/// server's URL gets that server's admin config.
+static CONFIGS: std::sync::Mutex<Vec<(u16, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+/// Says that `config` is the admin config of the server at `url` (one a test did not
+/// start through [`Server`]).
+pub fn register_config(url: &str, config: PathBuf) {
+    let port: Option<u16> = url.rsplit(':').next().and_then(|p| p.parse().ok());
+    if let Some(port) = port {
+        let mut configs = CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
+        configs.retain(|(p, _)| *p != port);
+        configs.push((port, config));
+    }
+}
+
+/// The admin config of the (first) server `url` names.
+pub fn config_for(url: &str) -> Option<PathBuf> {
+    let first = url.split(',').next()?;
+    let port: u16 = first
+        .rsplit(':')
+        .next()?
+        .trim_end_matches('/')
+        .parse()
+        .ok()?;
+    let configs = CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
+    configs
+        .iter()
+        .find(|(p, _)| *p == port)
+        .map(|(_, c)| c.clone())
+}
+
+/// The admin's credentials for the server at `url` (none for a plaintext one).
+pub fn credentials_for(url: &str) -> shoal_wire::Credentials {
+    match config_for(url) {
+        Some(path) => shoal_wire::ClientConfig::read(&path)
+            .and_then(|c| c.credentials(&path))
+            .expect("the server's admin config"),
+        None => shoal_wire::Credentials::default(),
+    }
+}
+
+/// Joins the cluster at `url` as node `name` with `token` (a key and CSR made here,
+/// as an agent makes them): what that node then connects with.
+pub async fn join_as(
+    url: &str,
+    token: &str,
+    name: &str,
+) -> Result<shoal_wire::Credentials, tonic::Status> {
+    let (key_pem, csr_pem) = shoal_pki::new_key_and_csr(name).expect("key and CSR");
+    let ca = credentials_for(url).ca_pem;
+    let trust = shoal_wire::Credentials {
+        ca_pem: ca.clone(),
+        identity: None,
+    };
+    let channel = shoal_wire::channel(url, &trust).await.expect("connect");
+    let joined = shoal_wire::agent_client(channel)
+        .join(shoal_wire::pb::JoinRequest {
+            token: token.into(),
+            name: name.into(),
+            csr_pem,
+            sans: Vec::new(),
+        })
+        .await?
+        .into_inner();
+    let identity =
+        shoal_wire::LiveIdentity::from_pem(joined.cert_pem.as_bytes(), key_pem.as_bytes())
+            .expect("the issued certificate");
+    Ok(shoal_wire::Credentials {
+        ca_pem: ca,
+        identity: Some(identity),
+    })
+}
+
 /// A `shoal server` process, killed on drop.
 pub struct Server {
     child: Option<Child>,
     pub url: String,
     pub port: u16,
     pub data_dir: PathBuf,
+    /// The admin's client config it writes (`<data-dir>/admin.yaml`).
+    pub config: PathBuf,
     pub id: String,
     store: Option<String>,
     extra: Vec<String>,
     env: Vec<(String, String)>,
+    /// The address it listens at (its port is `port`).
+    listen_ip: String,
 }
 
 impl Server {
@@ -49,6 +126,25 @@ impl Server {
         Self::start_env(data_dir, None, "embedded", extra, env)
     }
 
+    /// Embedded store, listening on every address (the wildcard) rather than loopback.
+    pub fn embedded_wide(data_dir: &Path) -> Server {
+        let mut s = Server {
+            child: None,
+            url: String::new(),
+            port: free_port(),
+            data_dir: data_dir.to_path_buf(),
+            config: data_dir.join("admin.yaml"),
+            id: "embedded".into(),
+            store: None,
+            extra: Vec::new(),
+            env: Vec::new(),
+            listen_ip: "0.0.0.0".into(),
+        };
+        s.url = format!("https://127.0.0.1:{}", s.port);
+        s.spawn();
+        s
+    }
+
     /// etcd store, with extra `shoal server` flags.
     pub fn etcd_with(address: &str, id: &str, extra: &[&str]) -> Server {
         let dir = std::env::temp_dir().join(format!("shoal-unused-{id}-{}", std::process::id()));
@@ -71,15 +167,19 @@ impl Server {
         env: Vec<(String, String)>,
     ) -> Server {
         let port = free_port();
+        let insecure = extra.contains(&"--insecure");
+        let scheme = if insecure { "http" } else { "https" };
         let mut s = Server {
             child: None,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             port,
             data_dir: data_dir.to_path_buf(),
+            config: data_dir.join("admin.yaml"),
             id: id.to_string(),
             store,
             extra: extra.iter().map(|e| e.to_string()).collect(),
             env,
+            listen_ip: "127.0.0.1".into(),
         };
         s.spawn();
         s
@@ -89,11 +189,13 @@ impl Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
         cmd.arg("server")
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("{}:{}", self.listen_ip, self.port))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--id")
             .arg(&self.id)
+            // Its home is its own: a test server leaves ~/.shoal/config alone.
+            .env("HOME", &self.data_dir)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             // Server logs are noise unless a failure is being chased.
@@ -113,12 +215,41 @@ impl Server {
         }
         cmd.args(&self.extra);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        // Written anew once the server serves: the old one says nothing.
+        let _ = std::fs::remove_file(&self.config);
         self.child = Some(cmd.spawn().expect("start shoal server"));
         let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().expect("addr");
         assert!(
             shoal_testkit::wait_for_port(addr, Duration::from_secs(20)),
             "shoal server did not start listening on {addr}"
         );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !self.config.is_file() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            self.config.is_file(),
+            "shoal server wrote no {}",
+            self.config.display()
+        );
+        let mut configs = CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
+        configs.retain(|(p, _)| *p != self.port);
+        configs.push((self.port, self.config.clone()));
+    }
+
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The admin's credentials, for raw gRPC clients.
+    pub fn credentials(&self) -> shoal_wire::Credentials {
+        credentials_for(&self.url)
+    }
+
+    /// The worker join token (`shoal token create`).
+    pub fn token(&self) -> String {
+        ok(self.shoal(&["token", "create"])).trim().to_string()
     }
 
     /// Stops the server with SIGTERM and waits for it.
@@ -163,10 +294,9 @@ impl Server {
 
     /// Starts `shoal sim ARGS` against this server; killed on drop.
     pub fn sim(&self, args: &[&str]) -> Sim {
-        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        let child = client(&self.url)
             .arg("sim")
             .args(args)
-            .env("SHOAL_SERVER", &self.url)
             .stdout(Stdio::null())
             .stderr(if std::env::var_os("SHOAL_TEST_LOGS").is_some() {
                 Stdio::inherit()
@@ -187,9 +317,8 @@ impl Server {
 
 /// `spawn_shoal` with `SHOAL_SERVER` set to `url` (which may list several servers).
 pub fn spawn_shoal_at(url: &str, args: &[&str]) -> Spawned {
-    let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+    let child = client(url)
         .args(args)
-        .env("SHOAL_SERVER", url)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -247,11 +376,21 @@ impl Drop for Server {
     }
 }
 
+/// `shoal` as a client of `url`, with the admin config of the server there.
+pub fn client(url: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    cmd.env("SHOAL_SERVER", url);
+    match config_for(url) {
+        Some(config) => cmd.env("SHOAL_CONFIG", config),
+        None => cmd.env_remove("SHOAL_CONFIG"),
+    };
+    cmd
+}
+
 pub fn shoal_at(url: &str, args: &[&str], stdin: Option<&str>) -> Output {
     use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+    let mut child = client(url)
         .args(args)
-        .env("SHOAL_SERVER", url)
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {

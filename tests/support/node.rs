@@ -18,15 +18,30 @@ pub struct Agent {
     subnet: String,
 }
 
-fn spawn_agent(server: &str, data: &Path, listen: &str, bridge: &str, subnet: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["agent", "--name", "node-1", "--stop-grace-period", "1s"])
+/// With `token`, the agent joins the cluster at `server`; without, it has joined
+/// before and keeps its certificate.
+fn spawn_agent(
+    server: &str,
+    token: Option<String>,
+    data: &Path,
+    listen: &str,
+    bridge: &str,
+    subnet: &str,
+) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    match token {
+        Some(token) => cmd
+            .args(["agent", "--join", server])
+            .env("SHOAL_JOIN_TOKEN", token),
+        None => cmd.arg("agent").env("SHOAL_SERVER", server),
+    };
+    cmd.env_remove("SHOAL_CONFIG")
+        .args(["--name", "node-1", "--stop-grace-period", "1s"])
         // A bridge and subnet of its own: other tests' agents may run at the same time.
         .args(["--bridge", bridge, "--subnet", subnet])
         .args(["--listen", listen])
         .arg("--data-dir")
         .arg(data)
-        .env("SHOAL_SERVER", server)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -42,7 +57,14 @@ impl Agent {
     pub fn start_on(server: &Server, data: &Path, bridge: &str, subnet: &str) -> Agent {
         let listen = format!("127.0.0.1:{}", free_port());
         Agent {
-            child: spawn_agent(&server.url, data, &listen, bridge, subnet),
+            child: spawn_agent(
+                &server.url,
+                Some(server.token()),
+                data,
+                &listen,
+                bridge,
+                subnet,
+            ),
             data: data.to_path_buf(),
             server: server.url.clone(),
             listen,
@@ -64,6 +86,7 @@ impl Agent {
         meanwhile();
         self.child = spawn_agent(
             &self.server,
+            None,
             &self.data,
             &self.listen,
             &self.bridge,

@@ -1,13 +1,13 @@
 //! Connecting to a shoal server, for the CLI, the agents and the benchmarks: one place
 //! that knows the URL forms, TLS trust and message size limits.
 
-use std::path::Path;
 use std::time::Duration;
 
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::pb::agent_client::AgentClient;
 use crate::pb::api_client::ApiClient;
+use crate::tls::{LiveIdentity, TlsClient, TlsError};
 use crate::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,50 +18,103 @@ pub enum ClientError {
     Unreachable { url: String, why: String },
     #[error("cannot reach any shoal server: {attempts} (is `shoal server` running there?)")]
     NoneReachable { attempts: String },
-    #[error("cannot read CA certificate {path}: {source}")]
-    Ca {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(
+        "https:// needs a CA to trust: give --ca-cert, or a client config (--config) that has one"
+    )]
+    NoCa,
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
-/// The endpoint for `url` (`http://host:port`, or `https://` with an optional CA
-/// bundle to trust besides the system's roots).
-pub fn endpoint(url: &str, ca_cert: Option<&Path>) -> Result<Endpoint, ClientError> {
+/// What a client proves and trusts: nothing (plaintext, `http://`), or for `https://`
+/// the CA the server's certificate must chain to, and the client's own certificate
+/// when it has one (mutual TLS, what every shoal server asks of its clients).
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub ca_pem: Option<Vec<u8>>,
+    pub identity: Option<LiveIdentity>,
+}
+
+impl Credentials {
+    fn tls(&self) -> Result<TlsClient, ClientError> {
+        let ca = self.ca_pem.as_deref().ok_or(ClientError::NoCa)?;
+        Ok(TlsClient::new(ca, self.identity.clone())?)
+    }
+}
+
+/// The endpoint for `url` (`http://host:port`, or `https://`), and the TLS it needs.
+/// The endpoint always says `http`: TLS is the connector's job, not tonic's.
+fn endpoint(url: &str, creds: &Credentials) -> Result<(Endpoint, Option<TlsClient>), ClientError> {
     let bad = |why: &str| ClientError::BadUrl {
         url: url.into(),
         why: why.into(),
     };
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
+    let (rest, tls) = if let Some(rest) = url.strip_prefix("https://") {
+        (rest, Some(creds.tls()?))
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (rest, None)
+    } else {
         return Err(bad("expected http://host:port or https://host:port"));
-    }
-    let mut endpoint = Endpoint::from_shared(url.to_string())
+    };
+    let endpoint = Endpoint::from_shared(format!("http://{rest}"))
         .map_err(|e| bad(&e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
-    if url.starts_with("https://") {
-        let mut tls = ClientTlsConfig::new().with_enabled_roots();
-        if let Some(path) = ca_cert {
-            let pem = std::fs::read(path).map_err(|source| ClientError::Ca {
-                path: path.display().to_string(),
-                source,
-            })?;
-            tls = tls.ca_certificate(Certificate::from_pem(pem));
-        }
-        endpoint = endpoint.tls_config(tls).map_err(|e| bad(&e.to_string()))?;
-    }
-    Ok(endpoint)
+    Ok((endpoint, tls))
 }
 
-/// Connects now: an unreachable server is an error at once (the CLI's case).
-pub async fn channel(url: &str, ca_cert: Option<&Path>) -> Result<Channel, ClientError> {
-    endpoint(url, ca_cert)?
-        .connect()
+/// A channel that connects when first used (an agent starts before its server).
+pub fn lazy_channel(url: &str, creds: &Credentials) -> Result<Channel, ClientError> {
+    Ok(match endpoint(url, creds)? {
+        (endpoint, Some(tls)) => endpoint.connect_with_connector_lazy(tls),
+        (endpoint, None) => endpoint.connect_lazy(),
+    })
+}
+
+/// A channel to a node's API at `address`, whose certificate names the node.
+pub fn node_channel(
+    address: &str,
+    node: &str,
+    creds: Option<&Credentials>,
+) -> Result<Channel, ClientError> {
+    match creds {
+        Some(creds) => {
+            let (endpoint, _) = endpoint(&format!("http://{address}"), creds)?;
+            Ok(endpoint.connect_with_connector_lazy(creds.tls()?.expecting(node)?))
+        }
+        None => lazy_channel(&format!("http://{address}"), &Credentials::default()),
+    }
+}
+
+/// Connects now to `url` over TLS trusting any server (see [`TlsClient::unverified`]).
+pub async fn unverified_channel(url: &str) -> Result<Channel, ClientError> {
+    let tls = TlsClient::unverified()?;
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| ClientError::BadUrl {
+            url: url.into(),
+            why: "expected https://host:port".into(),
+        })?;
+    let (endpoint, _) = endpoint(&format!("http://{rest}"), &Credentials::default())?;
+    endpoint
+        .connect_with_connector(tls)
         .await
         .map_err(|e| ClientError::Unreachable {
             url: url.into(),
             why: shoal_api::error_chain(&e),
         })
+}
+
+/// Connects now: an unreachable server is an error at once (the CLI's case).
+pub async fn channel(url: &str, creds: &Credentials) -> Result<Channel, ClientError> {
+    let connected = match endpoint(url, creds)? {
+        (endpoint, Some(tls)) => endpoint.connect_with_connector(tls).await,
+        (endpoint, None) => endpoint.connect().await,
+    };
+    connected.map_err(|e| ClientError::Unreachable {
+        url: url.into(),
+        why: shoal_api::error_chain(&e),
+    })
 }
 
 /// The servers `--server` names: one URL, or several separated by commas (servers on
@@ -82,11 +135,11 @@ pub fn server_urls(list: &str) -> Result<Vec<String>, ClientError> {
 pub async fn api_client_of(
     urls: &[String],
     first: usize,
-    ca_cert: Option<&Path>,
+    creds: &Credentials,
 ) -> Result<(usize, ApiClient<Channel>), ClientError> {
     let mut attempts = Vec::new();
     for i in (0..urls.len()).map(|k| (first + k) % urls.len()) {
-        match api_client(&urls[i], ca_cert).await {
+        match api_client(&urls[i], creds).await {
             Ok(client) => return Ok((i, client)),
             Err(ClientError::Unreachable { url, why }) if urls.len() > 1 => {
                 attempts.push(format!("{url}: {why}"))
@@ -100,11 +153,8 @@ pub async fn api_client_of(
 }
 
 /// Connects to the API service now.
-pub async fn api_client(
-    url: &str,
-    ca_cert: Option<&Path>,
-) -> Result<ApiClient<Channel>, ClientError> {
-    Ok(ApiClient::new(channel(url, ca_cert).await?)
+pub async fn api_client(url: &str, creds: &Credentials) -> Result<ApiClient<Channel>, ClientError> {
+    Ok(ApiClient::new(channel(url, creds).await?)
         .max_decoding_message_size(MAX_RESPONSE_BYTES)
         .max_encoding_message_size(MAX_REQUEST_BYTES))
 }
@@ -134,7 +184,7 @@ mod tests {
     async fn a_client_skips_servers_that_do_not_answer() {
         let dead = |port| format!("http://127.0.0.1:{port}");
         let closed = [dead(closed_port()), dead(closed_port())];
-        let e = api_client_of(&closed, 1, None)
+        let e = api_client_of(&closed, 1, &Credentials::default())
             .await
             .expect_err("nobody there");
         let text = e.to_string();
@@ -156,7 +206,9 @@ mod tests {
 
     #[test]
     fn urls_without_a_scheme_are_refused_with_the_flag_named() {
-        let e = endpoint("127.0.0.1:7443", None).expect_err("no scheme");
+        let e = endpoint("127.0.0.1:7443", &Credentials::default())
+            .err()
+            .expect("no scheme");
         assert!(
             e.to_string().starts_with("--server \"127.0.0.1:7443\""),
             "{e}"

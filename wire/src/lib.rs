@@ -5,11 +5,16 @@
 //! so a crate that only speaks the protocol, such as the agent, links no storage code.
 //! Objects travel as JSON text, decoded by `shoal-api` at each end.
 
+pub mod client_config;
 pub mod connect;
+pub mod tls;
 
+pub use client_config::{ClientConfig, ConfigError};
 pub use connect::{
-    agent_client, api_client, api_client_of, channel, endpoint, server_urls, ClientError,
+    agent_client, api_client, api_client_of, channel, lazy_channel, node_channel, server_urls,
+    unverified_channel, ClientError, Credentials,
 };
+pub use tls::{LiveIdentity, Peer, TlsClient, TlsError, TlsServer};
 
 /// Generated protobuf and gRPC code.
 pub mod pb {

@@ -14,7 +14,9 @@ use shoal_store::{ObjectStore, StoreError};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Access;
 use crate::dispatcher::Dispatcher;
+use crate::node_certs::NodeCerts;
 use crate::pb::{self, agent_server::Agent};
 use crate::peers::PeerTable;
 use crate::pipelines::PipelineTable;
@@ -56,6 +58,12 @@ pub struct AgentService {
     heartbeat: HeartbeatConfig,
     status_written: Mutex<HashMap<String, Instant>>,
     pki: Option<Arc<crate::ClusterPki>>,
+    certs: Option<Arc<NodeCerts>>,
+    access: Access,
+    /// Which node each heartbeat lease this server granted is for: a node keeps only
+    /// its own alive. A lease granted by another server (or before a restart) is not
+    /// here, and its node is asked to register again.
+    leases: Mutex<HashMap<shoal_store::LeaseId, String>>,
     heartbeats: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -129,6 +137,9 @@ impl AgentService {
             heartbeat,
             status_written: Mutex::new(HashMap::new()),
             pki: None,
+            certs: None,
+            access: Access::Open,
+            leases: Mutex::new(HashMap::new()),
             heartbeats: Arc::default(),
         }
     }
@@ -138,10 +149,24 @@ impl AgentService {
         self.heartbeats.clone()
     }
 
-    /// Joins nodes with tokens through `pki`.
-    pub fn with_pki(mut self, pki: Arc<crate::ClusterPki>) -> Self {
+    /// Joins nodes with tokens through `pki`, keeps their certificates in `certs`,
+    /// and checks every call's identity by `access`.
+    pub fn with_pki(
+        mut self,
+        pki: Arc<crate::ClusterPki>,
+        certs: Arc<NodeCerts>,
+        access: Access,
+    ) -> Self {
         self.pki = Some(pki);
+        self.certs = Some(certs);
+        self.access = access;
         self
+    }
+
+    fn certs(&self) -> Result<&NodeCerts, Status> {
+        self.certs
+            .as_deref()
+            .ok_or_else(|| Status::failed_precondition("this server runs without a cluster PKI"))
     }
 
     fn node_status(req: &pb::RegisterRequest, previous: Option<NodeStatus>) -> NodeStatus {
@@ -225,9 +250,44 @@ impl Agent for AgentService {
         &self,
         req: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
-        crate::pki::join_rpc(self.pki.as_deref(), req.into_inner())
+        crate::pki::join_rpc(self.pki.as_deref(), self.certs()?, req.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn cluster_ca(
+        &self,
+        _req: Request<pb::ClusterCaRequest>,
+    ) -> Result<Response<pb::ClusterCaResponse>, Status> {
+        let pki = self
+            .pki
+            .as_deref()
+            .ok_or_else(|| Status::failed_precondition("this server runs without a cluster PKI"))?;
+        Ok(Response::new(pb::ClusterCaResponse {
+            ca_pem: pki.ca().cert_pem().to_string(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = %req.get_ref().node))]
+    async fn renew(
+        &self,
+        req: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let node = req.get_ref().node.clone();
+        let role = self
+            .access
+            .node(&req, &node)
+            .await?
+            .ok_or_else(|| Status::failed_precondition("this server runs without TLS"))?;
+        let identity = shoal_pki::Identity { role, name: node };
+        crate::pki::renew_rpc(
+            self.pki.as_deref(),
+            self.certs()?,
+            identity,
+            req.into_inner(),
+        )
+        .await
+        .map(Response::new)
     }
 
     #[tracing::instrument(skip_all, fields(node = %req.get_ref().name))]
@@ -235,8 +295,15 @@ impl Agent for AgentService {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let role = self.access.node(&req, &req.get_ref().name).await?;
         let req = req.into_inner();
         check_claims(&req)?;
+        if req.role == "manager" && role == Some(shoal_pki::Role::Node) {
+            return Err(Status::permission_denied(format!(
+                "node {:?}: a worker's certificate cannot register a manager (join with a manager token)",
+                req.name
+            )));
+        }
         // The heartbeat key goes first: a Node that shows up ready without one would be
         // seen as down by the node controller.
         let lease = self
@@ -245,6 +312,10 @@ impl Agent for AgentService {
             .await
             .map_err(status_of)?;
         self.upsert_node(&req).await.map_err(status_of)?;
+        self.leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(lease, req.name.clone());
         tracing::info!(lease, "node registered");
         Ok(Response::new(pb::RegisterResponse {
             lease,
@@ -257,7 +328,31 @@ impl Agent for AgentService {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.access.node(&req, &req.get_ref().node).await?;
         let req = req.into_inner();
+        if !matches!(self.access, Access::Open) {
+            let owner = self
+                .leases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&req.lease)
+                .cloned();
+            match owner {
+                Some(owner) if owner == req.node => {}
+                Some(_) => {
+                    return Err(Status::permission_denied(format!(
+                        "node {}: lease {} is another node's",
+                        req.node, req.lease
+                    )))
+                }
+                None => {
+                    return Err(Status::not_found(format!(
+                        "node {}: this server did not grant lease {}; register again",
+                        req.node, req.lease
+                    )))
+                }
+            }
+        }
         match self.objects.keep_heartbeat(req.lease).await {
             Ok(()) => {}
             Err(StoreError::LeaseNotFound(_)) => {
@@ -280,6 +375,7 @@ impl Agent for AgentService {
         &self,
         req: Request<pb::AssignmentsRequest>,
     ) -> Result<Response<Self::AssignmentsStream>, Status> {
+        self.access.node(&req, &req.get_ref().node).await?;
         let node = req.into_inner().node;
         check_node_name(&node)?;
         let mut rx = self.dispatcher.subscribe(&node).await;
@@ -306,6 +402,7 @@ impl Agent for AgentService {
         &self,
         req: Request<pb::PeersRequest>,
     ) -> Result<Response<Self::PeersStream>, Status> {
+        self.access.node(&req, &req.get_ref().node).await?;
         let node = req.into_inner().node;
         check_node_name(&node)?;
         Ok(Response::new(ReceiverStream::new(
@@ -319,6 +416,7 @@ impl Agent for AgentService {
         &self,
         req: Request<pb::PipelinesRequest>,
     ) -> Result<Response<Self::PipelinesStream>, Status> {
+        self.access.node(&req, &req.get_ref().node).await?;
         let node = req.into_inner().node;
         check_node_name(&node)?;
         Ok(Response::new(ReceiverStream::new(
@@ -331,6 +429,7 @@ impl Agent for AgentService {
         &self,
         req: Request<pb::ReportPipelinesRequest>,
     ) -> Result<Response<pb::ReportPipelinesResponse>, Status> {
+        self.access.node(&req, &req.get_ref().node).await?;
         let req = req.into_inner();
         check_node_name(&req.node)?;
         for e in self.pipelines.report(&req.node, req.reports).await {
@@ -344,6 +443,7 @@ impl Agent for AgentService {
         &self,
         req: Request<pb::ReportStatusRequest>,
     ) -> Result<Response<pb::ReportStatusResponse>, Status> {
+        self.access.node(&req, &req.get_ref().node).await?;
         let req = req.into_inner();
         check_node_name(&req.node)?;
         let errors = self.status.report(&req.node, req.reports).await;

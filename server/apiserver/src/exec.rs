@@ -16,6 +16,7 @@ pub type ExecStream = tonic::Streaming<pb::ExecOutput>;
 /// sizes) go on to the agent of the task's node, the container's output comes back.
 pub async fn exec_stream(
     objects: ObjectStore,
+    creds: Option<shoal_wire::Credentials>,
     mut inputs: tonic::Streaming<pb::ExecInput>,
 ) -> Result<ExecStream, Status> {
     let mut first = inputs
@@ -48,9 +49,9 @@ pub async fn exec_stream(
     }
     start.target = container;
     let address = node_address(&objects, &node).await?;
-    let mut client = NodeClient::connect(format!("http://{address}"))
-        .await
+    let channel = shoal_wire::node_channel(&address, &node, creds.as_ref())
         .map_err(|e| Status::unavailable(format!("node {node} at {address}: {e}")))?;
+    let mut client = NodeClient::new(channel);
     let forwarded = futures::stream::once(async move { first }).chain(futures::stream::unfold(
         inputs,
         |mut inputs| async move {

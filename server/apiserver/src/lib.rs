@@ -5,14 +5,17 @@
 //! - Apply validates every manifest before writing any; one invalid manifest means
 //!   nothing is written and every problem is reported.
 //! - The server never trusts the client's validation: it decodes and checks again.
-//! - A non-loopback listen address requires TLS unless explicitly made insecure.
+//! - Every listener is mutual TLS unless explicitly made insecure, and insecure only
+//!   on loopback; a caller is who its certificate says (`auth`).
 
 pub mod agent;
+mod auth;
 mod dispatcher;
 mod exec;
 mod followed;
 mod listen;
 mod logs;
+mod node_certs;
 mod peers;
 mod pipelines;
 pub mod pki;
@@ -23,8 +26,10 @@ mod watch_cache;
 pub mod webhook;
 
 pub use agent::{AgentService, HeartbeatConfig};
+pub use auth::Access;
 pub use dispatcher::Dispatcher;
-pub use listen::{serve, ListenConfig, ListenError, TlsFiles};
+pub use listen::{serve, ListenConfig, ListenError};
+pub use node_certs::NodeCerts;
 pub use peers::PeerTable;
 pub use pipelines::PipelineTable;
 pub use pki::ClusterPki;

@@ -71,7 +71,12 @@ pub(crate) async fn node_address(objects: &ObjectStore, node: &str) -> Result<St
         })
 }
 
-pub async fn logs_stream(objects: ObjectStore, req: pb::LogsRequest) -> Result<LogsStream, Status> {
+/// `creds`: how this server reaches nodes' APIs (None: plaintext, an `--insecure` cluster).
+pub async fn logs_stream(
+    objects: ObjectStore,
+    creds: Option<shoal_wire::Credentials>,
+    req: pb::LogsRequest,
+) -> Result<LogsStream, Status> {
     let tasks = tasks_of(&objects, &req).await?;
     let (tx, rx) = mpsc::channel(1024);
     let mut sources = Vec::new();
@@ -97,10 +102,16 @@ pub async fn logs_stream(objects: ObjectStore, req: pb::LogsRequest) -> Result<L
                 since_unix_nanos: req.since_unix_nanos,
             };
             let stream = async {
-                let mut client = NodeClient::connect(format!("http://{address}"))
-                    .await
+                let channel = shoal_wire::node_channel(&address, &node, creds.as_ref())
                     .map_err(|e| Status::unavailable(format!("node {node} at {address}: {e}")))?;
-                Ok::<_, Status>(client.container_logs(request).await?.into_inner())
+                let mut client = NodeClient::new(channel);
+                let logs = client.container_logs(request).await.map_err(|e| {
+                    Status::new(
+                        e.code(),
+                        format!("node {node} at {address}: {}", e.message()),
+                    )
+                })?;
+                Ok::<_, Status>(logs.into_inner())
             }
             .await;
             let mut stream = match stream {

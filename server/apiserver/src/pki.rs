@@ -11,6 +11,8 @@ use shoal_pki::{Ca, ClusterKey, Identity, Issued, JoinToken, Role};
 use shoal_store::objects::ObjectError;
 use shoal_store::ObjectStore;
 
+use crate::node_certs::NodeCerts;
+
 const CA_RECORD: &str = "ca";
 const TOKENS_RECORD: &str = "join-tokens";
 /// Read-modify-writes of the tokens that lose this many races in a row give up.
@@ -219,11 +221,22 @@ impl ClusterPki {
             },
             name: name.to_string(),
         };
-        let mut names = vec![name.to_string()];
+        self.sign(&identity, csr_pem, sans)
+            .map_err(|e| JoinRefused::BadRequest(e.to_string()).into())
+    }
+
+    /// A node's certificate for the key of `csr_pem`: named by the node's name (the
+    /// server reaches a node's API expecting it) and `sans`.
+    pub fn sign(
+        &self,
+        identity: &Identity,
+        csr_pem: &str,
+        sans: &[String],
+    ) -> Result<Issued, shoal_pki::PkiError> {
+        let mut names = vec![identity.name.clone()];
         names.extend(sans.iter().cloned());
         self.ca
-            .sign_csr(csr_pem, &identity, &names, self.node_cert_lifetime)
-            .map_err(|e| JoinRefused::BadRequest(e.to_string()).into())
+            .sign_csr(csr_pem, identity, &names, self.node_cert_lifetime)
     }
 }
 
@@ -245,9 +258,45 @@ fn no_pki() -> tonic::Status {
     tonic::Status::failed_precondition("this server runs without a cluster PKI")
 }
 
+/// Puts a certificate just signed for `node` in force and answers with it.
+async fn issued(
+    pki: &ClusterPki,
+    certs: &NodeCerts,
+    node: &str,
+    issued: Issued,
+) -> Result<shoal_wire::pb::JoinResponse, tonic::Status> {
+    let serial = shoal_pki::Certified::from_pem(&issued.cert_pem)
+        .map_err(|e| tonic::Status::internal(e.to_string()))?
+        .serial;
+    certs
+        .issued(node, &serial)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    Ok(shoal_wire::pb::JoinResponse {
+        cert_pem: issued.cert_pem,
+        ca_pem: pki.ca().cert_pem().to_string(),
+    })
+}
+
+/// `Agent.Renew`: a node (already checked to be `identity`) gets a new certificate.
+pub(crate) async fn renew_rpc(
+    pki: Option<&ClusterPki>,
+    certs: &NodeCerts,
+    identity: Identity,
+    req: shoal_wire::pb::RenewRequest,
+) -> Result<shoal_wire::pb::JoinResponse, tonic::Status> {
+    let pki = pki.ok_or_else(no_pki)?;
+    let signed = pki
+        .sign(&identity, &req.csr_pem, &req.sans)
+        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+    tracing::info!(node = %identity.name, "node certificate renewed");
+    issued(pki, certs, &identity.name, signed).await
+}
+
 /// `Agent.Join`: a refusal says why, as the joining node needs to hear it.
 pub(crate) async fn join_rpc(
     pki: Option<&ClusterPki>,
+    certs: &NodeCerts,
     req: shoal_wire::pb::JoinRequest,
 ) -> Result<shoal_wire::pb::JoinResponse, tonic::Status> {
     let pki = pki.ok_or_else(no_pki)?;
@@ -255,12 +304,9 @@ pub(crate) async fn join_rpc(
         .join(&req.token, &req.name, &req.csr_pem, &req.sans)
         .await
     {
-        Ok(issued) => {
+        Ok(signed) => {
             tracing::info!(node = %req.name, "node joined: its certificate is signed");
-            Ok(shoal_wire::pb::JoinResponse {
-                cert_pem: issued.cert_pem,
-                ca_pem: pki.ca().cert_pem().to_string(),
-            })
+            issued(pki, certs, &req.name, signed).await
         }
         Err(JoinError::Refused(why)) => {
             tracing::warn!(node = %req.name, %why, "join refused");

@@ -29,6 +29,9 @@ pub struct ApiService {
     watches: WatchCache,
     server_id: String,
     pki: Option<Arc<crate::ClusterPki>>,
+    certs: Option<Arc<crate::node_certs::NodeCerts>>,
+    /// How this server reaches nodes' APIs: as itself, over mutual TLS.
+    node_creds: Option<shoal_wire::Credentials>,
     heartbeats: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -42,6 +45,8 @@ impl ApiService {
             objects,
             server_id,
             pki: None,
+            certs: None,
+            node_creds: None,
             heartbeats: Arc::default(),
         }
     }
@@ -52,9 +57,17 @@ impl ApiService {
         self
     }
 
-    /// Hands out join tokens from `pki`.
-    pub fn with_pki(mut self, pki: Arc<crate::ClusterPki>) -> Self {
+    /// Hands out join tokens from `pki`, revokes a removed node's certificates in
+    /// `certs`, and reaches nodes' APIs with `node_creds` (None: plaintext).
+    pub fn with_pki(
+        mut self,
+        pki: Arc<crate::ClusterPki>,
+        certs: Arc<crate::node_certs::NodeCerts>,
+        node_creds: Option<shoal_wire::Credentials>,
+    ) -> Self {
         self.pki = Some(pki);
+        self.certs = Some(certs);
+        self.node_creds = node_creds;
         self
     }
 }
@@ -317,6 +330,13 @@ impl Api for ApiService {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let req = req.into_inner();
         let kind = kind_of(&req.kind)?;
+        if kind.kind == shoal_api::kind_of::<shoal_api::Node>().kind {
+            // Revoked first: the node's agent must not register it again meanwhile.
+            if let Some(certs) = &self.certs {
+                certs.revoke(&req.name).await.map_err(status_of)?;
+                tracing::info!(node = %req.name, "node certificates revoked");
+            }
+        }
         let (outcome, obj) = match self
             .objects
             .delete(kind, &req.name)
@@ -397,9 +417,13 @@ impl Api for ApiService {
         &self,
         req: Request<tonic::Streaming<pb::ExecInput>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
-        crate::exec::exec_stream(self.objects.clone(), req.into_inner())
-            .await
-            .map(Response::new)
+        crate::exec::exec_stream(
+            self.objects.clone(),
+            self.node_creds.clone(),
+            req.into_inner(),
+        )
+        .await
+        .map(Response::new)
     }
 
     #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind, name = %req.get_ref().name))]
@@ -407,9 +431,13 @@ impl Api for ApiService {
         &self,
         req: Request<pb::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
-        crate::logs::logs_stream(self.objects.clone(), req.into_inner())
-            .await
-            .map(Response::new)
+        crate::logs::logs_stream(
+            self.objects.clone(),
+            self.node_creds.clone(),
+            req.into_inner(),
+        )
+        .await
+        .map(Response::new)
     }
 
     #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind))]

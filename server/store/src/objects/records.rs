@@ -2,6 +2,7 @@
 //! cluster CA, the join tokens), under `/shoal/cluster/`. Whatever is secret in them
 //! is sealed by the caller before it gets here; the store only keeps bytes.
 
+use super::follow::{follow, Follower};
 use super::keys::ROOT;
 use super::{ObjectError, ObjectStore, Result};
 use crate::{Revision, StoreError};
@@ -52,5 +53,21 @@ impl ObjectStore {
                 },
                 other => other.into(),
             })
+    }
+
+    /// Deletes the record `name`; false if there was none.
+    pub async fn delete_record(&self, name: &str) -> Result<bool> {
+        match self.store.delete(&record_key(name), None).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Follows the records under `prefix/` (items are named without it); runs until
+    /// dropped.
+    pub async fn follow_records(&self, prefix: &str, follower: &mut impl Follower<Vec<u8>>) {
+        let prefix = record_key(&format!("{prefix}/"));
+        follow(&*self.store, &prefix, |kv| Ok(kv.value.clone()), follower).await
     }
 }

@@ -1,0 +1,152 @@
+//! Which node certificates are in force: for each node, the serials of the certificates
+//! the CA gave it (its current one and, across a renewal, the one before), kept in the
+//! store so every server agrees. `shoal node rm` deletes a node's entry, and from then
+//! on no certificate of that node is accepted by any server: revocation without a CRL
+//! to publish, since only shoal's own servers ever check these certificates.
+//!
+//! Each server follows the entries, so checking a call costs no store read; a serial
+//! not (yet) seen is looked up once in the store before it is refused, so a node that
+//! just joined through another server is not turned away by a watch a moment behind.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use shoal_reconcile::CancellationToken;
+use shoal_store::objects::{Follower, Item, ObjectError};
+use shoal_store::{ObjectStore, Revision};
+
+const PREFIX: &str = "node-certs";
+/// A renewed node may still hold connections made with its previous certificate.
+const KEPT: usize = 2;
+/// Writes of one node's entry that lose this many races in a row give up.
+const TRIES: u32 = 16;
+
+fn record(node: &str) -> String {
+    format!("{PREFIX}/{node}")
+}
+
+#[derive(Serialize, Deserialize, Default, Clone, Debug)]
+struct Serials {
+    serials: Vec<String>,
+}
+
+pub struct NodeCerts {
+    objects: ObjectStore,
+    by_node: Arc<Mutex<HashMap<String, Vec<String>>>>,
+}
+
+struct Table(Arc<Mutex<HashMap<String, Vec<String>>>>);
+
+fn decode(bytes: &[u8]) -> Vec<String> {
+    serde_json::from_slice::<Serials>(bytes)
+        .map(|s| s.serials)
+        .unwrap_or_default()
+}
+
+impl Follower<Vec<u8>> for Table {
+    fn listed(&mut self, items: Vec<Item<Vec<u8>>>, _revision: Revision) {
+        let mut table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *table = items
+            .into_iter()
+            .map(|i| (i.name, decode(&i.value)))
+            .collect();
+    }
+    fn applied(&mut self, item: Item<Vec<u8>>) {
+        let mut table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        table.insert(item.name, decode(&item.value));
+    }
+    fn deleted(&mut self, name: &str, _revision: Revision) {
+        let mut table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        table.remove(name);
+    }
+}
+
+impl NodeCerts {
+    pub fn start(objects: ObjectStore, shutdown: CancellationToken) -> Arc<NodeCerts> {
+        let by_node = Arc::new(Mutex::new(HashMap::new()));
+        let mut table = Table(by_node.clone());
+        let following = objects.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = following.follow_records(PREFIX, &mut table) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+        Arc::new(NodeCerts { objects, by_node })
+    }
+
+    fn seen(&self, node: &str, serial: &str) -> bool {
+        let table = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
+        table
+            .get(node)
+            .is_some_and(|serials| serials.iter().any(|s| s == serial))
+    }
+
+    /// Whether `serial` is one of `node`'s certificates in force.
+    pub async fn in_force(&self, node: &str, serial: &str) -> Result<bool, ObjectError> {
+        if self.seen(node, serial) {
+            return Ok(true);
+        }
+        let stored = self.objects.record(&record(node)).await?;
+        let serials = stored.map(|(bytes, _)| decode(&bytes)).unwrap_or_default();
+        let found = serials.iter().any(|s| s == serial);
+        if found {
+            let mut table = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
+            table.insert(node.to_string(), serials);
+        }
+        Ok(found)
+    }
+
+    /// Records a certificate just given to `node`, which replaces all but the newest of
+    /// its earlier ones.
+    pub async fn issued(&self, node: &str, serial: &str) -> Result<(), ObjectError> {
+        let name = record(node);
+        let mut last = 0;
+        for _ in 0..TRIES {
+            let current = self.objects.record(&name).await?;
+            last = current.as_ref().map_or(0, |(_, r)| *r);
+            let mut serials = current
+                .as_ref()
+                .map(|(bytes, _)| decode(bytes))
+                .unwrap_or_default();
+            serials.retain(|s| s != serial);
+            serials.push(serial.to_string());
+            let excess = serials.len().saturating_sub(KEPT);
+            serials.drain(..excess);
+            let bytes = serde_json::to_vec(&Serials {
+                serials: serials.clone(),
+            })
+            .map_err(|e| ObjectError::Invalid(e.to_string()))?;
+            let written = match current {
+                None => self.objects.create_record(&name, bytes).await?,
+                Some((_, revision)) => {
+                    match self.objects.replace_record(&name, bytes, revision).await {
+                        Ok(()) => true,
+                        Err(ObjectError::Conflict { .. }) => false,
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            if written {
+                let mut table = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
+                table.insert(node.to_string(), serials);
+                return Ok(());
+            }
+        }
+        Err(ObjectError::Contended {
+            kind: "record".into(),
+            name,
+            tries: TRIES,
+            current: last,
+        })
+    }
+
+    /// Revokes every certificate of `node`.
+    pub async fn revoke(&self, node: &str) -> Result<(), ObjectError> {
+        self.objects.delete_record(&record(node)).await?;
+        let mut table = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
+        table.remove(node);
+        Ok(())
+    }
+}

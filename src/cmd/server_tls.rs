@@ -1,0 +1,153 @@
+//! A server's own certificates, all from the cluster CA: the one it serves with (unless
+//! the user gave one), the one it calls nodes' APIs with, and the admin's, which it
+//! writes with the server's URL and the CA into a client config the CLI finds by itself.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use shoal_apiserver::ClusterPki;
+use shoal_pki::{Identity, Role};
+use shoal_wire::{ClientConfig, Credentials, LiveIdentity};
+
+/// The names a server's certificate carries: loopback, this host's name, the listen
+/// address (every local address when it is a wildcard), and what `--tls-san` adds.
+pub fn server_names(listen: SocketAddr, extra: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    if let Ok(host) = nix::unistd::gethostname() {
+        names.push(host.to_string_lossy().into_owned());
+    }
+    if listen.ip().is_unspecified() {
+        if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+            for a in addrs {
+                let ip: Option<IpAddr> = a.address.as_ref().and_then(|s| {
+                    s.as_sockaddr_in()
+                        .map(|v4| IpAddr::V4(v4.ip()))
+                        .or_else(|| s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+                });
+                if let Some(ip) = ip.filter(|ip| !ip.is_unspecified()) {
+                    names.push(ip.to_string());
+                }
+            }
+        }
+    } else {
+        names.push(listen.ip().to_string());
+    }
+    names.extend(extra.iter().cloned());
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    names
+}
+
+/// A certificate and key the CA makes for `identity`, ready to present.
+pub fn issue(
+    pki: &ClusterPki,
+    identity: &Identity,
+    names: &[String],
+    lifetime: Duration,
+) -> anyhow::Result<(String, String, LiveIdentity)> {
+    let issued = pki.ca().issue(identity, names, lifetime)?;
+    let key = issued.key_pem.unwrap_or_default();
+    let live = LiveIdentity::from_pem(issued.cert_pem.as_bytes(), key.as_bytes())?;
+    Ok((issued.cert_pem, key, live))
+}
+
+/// Re-issues `identity` into `live` at two thirds of each certificate's life, for as
+/// long as the server runs.
+pub fn keep_renewed(
+    pki: std::sync::Arc<ClusterPki>,
+    identity: Identity,
+    names: Vec<String>,
+    lifetime: Duration,
+    live: LiveIdentity,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(lifetime * 2 / 3).await;
+            let renewed = pki
+                .ca()
+                .issue(&identity, &names, lifetime)
+                .map_err(anyhow::Error::from)
+                .and_then(|i| {
+                    let key = i.key_pem.unwrap_or_default();
+                    live.replace(i.cert_pem.as_bytes(), key.as_bytes())
+                        .map_err(anyhow::Error::from)
+                });
+            match renewed {
+                Ok(()) => tracing::info!(name = %identity.name, "server certificate renewed"),
+                Err(e) => tracing::error!(error = %e, "renewing the server certificate failed"),
+            }
+        }
+    });
+}
+
+/// How this server calls nodes' APIs: as a server of the cluster.
+pub fn node_credentials(pki: &ClusterPki, identity: LiveIdentity) -> Credentials {
+    Credentials {
+        ca_pem: Some(pki.ca().cert_pem().as_bytes().to_vec()),
+        identity: Some(identity),
+    }
+}
+
+/// The URL a client on this machine reaches `listen` at.
+pub fn local_url(listen: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("{scheme}://{host}:{}", listen.port())
+}
+
+/// Writes the admin's client config to `<data-dir>/admin.yaml` (and the CA to
+/// `<data-dir>/ca.pem`), and to
+/// `~/.shoal/config` unless a person wrote that one (a file an earlier shoal server
+/// wrote is replaced: it names a cluster that is gone, or this one).
+pub fn write_admin_config(config: &ClientConfig, data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = data_dir.join("admin.yaml");
+    std::fs::create_dir_all(data_dir).with_context(|| data_dir.display().to_string())?;
+    super::write_private(&path, config.to_yaml().as_bytes())?;
+    // The CA alone, public: for curl and git hosts calling the webhook.
+    if let Some(ca) = &config.certificate_authority {
+        let ca_path = data_dir.join("ca.pem");
+        std::fs::write(&ca_path, ca).with_context(|| ca_path.display().to_string())?;
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        let user = PathBuf::from(home).join(".shoal/config");
+        let ours = match ClientConfig::read(&user) {
+            Ok(existing) => existing.written_by.is_some(),
+            Err(_) => !user.exists(),
+        };
+        if ours {
+            if let Some(dir) = user.parent() {
+                std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+            }
+            super::write_private(&user, config.to_yaml().as_bytes())?;
+        } else {
+            tracing::info!(path = %user.display(), "left as it is: not written by shoal");
+        }
+    }
+    Ok(path)
+}
+
+/// The admin's config: this server's URL, the CA, and a new admin certificate.
+pub fn admin_config(
+    pki: &ClusterPki,
+    url: String,
+    lifetime: Duration,
+    data_dir: &Path,
+) -> anyhow::Result<ClientConfig> {
+    let admin = Identity {
+        role: Role::Admin,
+        name: "admin".into(),
+    };
+    let (cert, key, _) = issue(pki, &admin, &[], lifetime)?;
+    let mut config = ClientConfig::new(url);
+    config.certificate_authority = Some(pki.ca().cert_pem().to_string());
+    config.client_certificate = Some(cert);
+    config.client_key = Some(key);
+    config.written_by = Some(format!("shoal server --data-dir {}", data_dir.display()));
+    Ok(config)
+}

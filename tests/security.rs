@@ -1,0 +1,405 @@
+//! Identities come from certificates: the probes that used to work against the agent
+//! API (re-registering another node, reading its tasks, completing its tasks,
+//! registering as a manager) are each refused; a node certificate cannot use the
+//! admin API, nor a client without one; a removed node's certificate stops working
+//! at once; and a server listening beyond loopback opens no plaintext port. Raw gRPC
+//! where the probes used it, simulated nodes (`shoal sim`) as the cluster.
+
+mod support;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shoal_wire::{pb, Credentials};
+use support::*;
+use tonic::Code;
+
+struct Fixture {
+    server: Server,
+    _sim: Sim,
+    rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn join(&self, name: &str) -> Credentials {
+        let (url, token) = (self.server.url.clone(), self.server.token());
+        let name = name.to_string();
+        self.rt
+            .block_on(async move { join_as(&url, &token, &name).await })
+            .expect("joins with a valid token")
+    }
+
+    fn agent(
+        &self,
+        creds: &Credentials,
+    ) -> pb::agent_client::AgentClient<tonic::transport::Channel> {
+        let url = self.server.url.clone();
+        let creds = creds.clone();
+        let channel = self
+            .rt
+            .block_on(async move { shoal_wire::channel(&url, &creds).await })
+            .expect("connect");
+        shoal_wire::agent_client(channel)
+    }
+
+    fn node(&self, name: &str) -> serde_json::Value {
+        json(self.server.shoal(&["get", "node", name, "-o", "json"]))
+    }
+
+    /// A task the simulated node `sim-1` runs.
+    fn task_on_sim_1(&self) -> serde_json::Value {
+        tasks(&self.server, "web")
+            .into_iter()
+            .find(|t| t["spec"]["node"] == "sim-1" && state(t) == "running")
+            .expect("a running task on sim-1")
+    }
+}
+
+fn register(node: &str, role: &str) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        name: node.into(),
+        labels: Default::default(),
+        cpu: 0.001,
+        memory_bytes: 1,
+        address: "10.9.9.9:1".into(),
+        role: role.into(),
+    }
+}
+
+/// sim-1 saying `task` completed.
+fn complete(task: &serde_json::Value) -> pb::ReportStatusRequest {
+    pb::ReportStatusRequest {
+        node: "sim-1".into(),
+        reports: vec![pb::TaskStatusReport {
+            task: task["metadata"]["name"].as_str().unwrap_or_default().into(),
+            uid: task["metadata"]["uid"].as_str().unwrap_or_default().into(),
+            status_json: r#"{"state":"complete","exitCode":0}"#.into(),
+        }],
+    }
+}
+
+#[track_caller]
+fn denied<T: std::fmt::Debug>(what: &str, r: Result<T, tonic::Status>, code: Code, says: &str) {
+    match r {
+        Err(s) => {
+            assert_eq!(s.code(), code, "{what}: {s:?}");
+            assert!(s.message().contains(says), "{what}: {}", s.message());
+        }
+        Ok(v) => panic!("{what}: allowed: {v:?}"),
+    }
+}
+
+/// sim-1 as it was: ready, at its own address, with its own CPUs.
+fn sim_1_unchanged(f: &Fixture) {
+    let node = f.node("sim-1");
+    assert_eq!(node["status"]["state"], "ready", "{node}");
+    assert_eq!(node["status"]["address"], "127.0.0.1", "{node}");
+    assert_eq!(node["status"]["resources"]["cpu"], 4.0, "{node}");
+}
+
+fn a_client_without_a_certificate_gets_nothing(f: &mut Fixture) {
+    let trust = Credentials {
+        ca_pem: f.server.credentials().ca_pem,
+        identity: None,
+    };
+    let mut agent = f.agent(&trust);
+    let task = f.task_on_sim_1();
+    let rt = &f.rt;
+    denied(
+        "register as sim-1",
+        rt.block_on(agent.register(register("sim-1", "worker"))),
+        Code::Unauthenticated,
+        "no client certificate",
+    );
+    denied(
+        "sim-1's assignments",
+        rt.block_on(agent.assignments(pb::AssignmentsRequest {
+            node: "sim-1".into(),
+        })),
+        Code::Unauthenticated,
+        "no client certificate",
+    );
+    denied(
+        "complete sim-1's task",
+        rt.block_on(agent.report_status(complete(&task))),
+        Code::Unauthenticated,
+        "no client certificate",
+    );
+    let url = f.server.url.clone();
+    let listed = rt.block_on(async move {
+        let mut api = shoal_wire::api_client(&url, &trust).await.expect("connect");
+        api.list(pb::ListRequest {
+            kind: "Node".into(),
+            ..Default::default()
+        })
+        .await
+    });
+    denied(
+        "list nodes",
+        listed,
+        Code::Unauthenticated,
+        "admin certificate",
+    );
+    sim_1_unchanged(f);
+}
+
+fn a_node_cannot_act_for_another(f: &mut Fixture) {
+    let creds = f.join("intruder");
+    let mut agent = f.agent(&creds);
+    let task = f.task_on_sim_1();
+    let name = task["metadata"]["name"].as_str().expect("name").to_string();
+    let rt = &f.rt;
+    denied(
+        "intruder registers as sim-1",
+        rt.block_on(agent.register(register("sim-1", "worker"))),
+        Code::PermissionDenied,
+        "cannot act for node \"sim-1\"",
+    );
+    denied(
+        "intruder reads sim-1's assignments",
+        rt.block_on(agent.assignments(pb::AssignmentsRequest {
+            node: "sim-1".into(),
+        })),
+        Code::PermissionDenied,
+        "cannot act for node \"sim-1\"",
+    );
+    denied(
+        "intruder completes sim-1's task as sim-1",
+        rt.block_on(agent.report_status(complete(&task))),
+        Code::PermissionDenied,
+        "cannot act for node \"sim-1\"",
+    );
+    // As itself, it may report only tasks of its own.
+    let mut as_itself = complete(&task);
+    as_itself.node = "intruder".into();
+    let refused = rt
+        .block_on(agent.report_status(as_itself))
+        .expect("a report is answered")
+        .into_inner()
+        .errors;
+    assert!(
+        refused
+            .iter()
+            .any(|e| e.contains("not assigned to node intruder")),
+        "{refused:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    sim_1_unchanged(f);
+    let after = tasks(&f.server, "web")
+        .into_iter()
+        .find(|t| t["metadata"]["name"] == name.as_str())
+        .expect("the task");
+    assert_eq!(state(&after), "running", "{after}");
+}
+
+fn a_worker_cannot_register_as_a_manager(f: &mut Fixture) {
+    let creds = f.join("climber");
+    let mut agent = f.agent(&creds);
+    denied(
+        "worker registers as manager",
+        f.rt.block_on(agent.register(register("climber", "manager"))),
+        Code::PermissionDenied,
+        "cannot register a manager",
+    );
+    assert!(
+        !f.server.shoal(&["get", "node", "climber"]).status.success(),
+        "no node stored"
+    );
+    // As a worker it joins.
+    f.rt.block_on(agent.register(register("climber", "worker")))
+        .expect("registers as itself");
+    assert_eq!(f.node("climber")["spec"]["role"], "worker");
+}
+
+fn a_node_certificate_cannot_use_the_admin_api(f: &mut Fixture) {
+    let creds = f.join("curious");
+    let url = f.server.url.clone();
+    let listed = f.rt.block_on(async move {
+        let mut api = shoal_wire::api_client(&url, &creds).await.expect("connect");
+        api.list(pb::ListRequest {
+            kind: "Task".into(),
+            ..Default::default()
+        })
+        .await
+    });
+    denied(
+        "node lists tasks",
+        listed,
+        Code::PermissionDenied,
+        "may not use the admin API",
+    );
+}
+
+fn a_removed_nodes_certificate_stops_working_at_once(f: &mut Fixture) {
+    let creds = f.join("doomed");
+    let mut agent = f.agent(&creds);
+    let lease =
+        f.rt.block_on(agent.register(register("doomed", "worker")))
+            .expect("registers")
+            .into_inner()
+            .lease;
+    refused(
+        f.server.shoal(&["node", "rm", "doomed"]),
+        "node doomed is ready",
+    );
+    let out = ok(f.server.shoal(&["node", "rm", "doomed", "--force"]));
+    assert!(out.contains("revoked"), "{out}");
+    denied(
+        "heartbeat after rm",
+        f.rt.block_on(agent.heartbeat(pb::HeartbeatRequest {
+            node: "doomed".into(),
+            lease,
+        })),
+        Code::PermissionDenied,
+        "revoked",
+    );
+    denied(
+        "register after rm",
+        f.rt.block_on(agent.register(register("doomed", "worker"))),
+        Code::PermissionDenied,
+        "revoked",
+    );
+    assert!(
+        !f.server.shoal(&["get", "node", "doomed"]).status.success(),
+        "the node is gone and stays gone"
+    );
+}
+
+/// The TCP ports `pid` listens on.
+fn listening(pid: u32) -> Vec<SocketAddr> {
+    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.display().to_string();
+            l.strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .map(str::to_string)
+        })
+        .collect();
+    let mut found = Vec::new();
+    for (table, v6) in [("tcp", false), ("tcp6", true)] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // State 0A is LISTEN.
+            if f.len() > 9 && f[3] == "0A" && inodes.contains(f[9]) {
+                if let Some(addr) = parse_proc_addr(f[1], v6) {
+                    found.push(addr);
+                }
+            }
+        }
+    }
+    found
+}
+
+fn parse_proc_addr(s: &str, v6: bool) -> Option<SocketAddr> {
+    let (ip, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let bytes: Vec<u8> = (0..ip.len() / 2)
+        .map(|i| u8::from_str_radix(&ip[2 * i..2 * i + 2], 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // /proc prints each 32-bit word in host (little-endian) order.
+    let fixed: Vec<u8> = bytes
+        .chunks(4)
+        .flat_map(|w| w.iter().rev().copied())
+        .collect();
+    let ip: std::net::IpAddr = if v6 {
+        <[u8; 16]>::try_from(fixed)
+            .ok()
+            .map(std::net::Ipv6Addr::from)?
+            .into()
+    } else {
+        <[u8; 4]>::try_from(fixed)
+            .ok()
+            .map(std::net::Ipv4Addr::from)?
+            .into()
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+fn no_plaintext_port_beyond_loopback(f: &mut Fixture) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let wide = Server::embedded_wide(dir.path());
+    let pid = wide.pid().expect("running");
+    let open = listening(pid);
+    assert!(!open.is_empty(), "the server listens somewhere");
+    for addr in open.iter().filter(|a| !a.ip().is_loopback()) {
+        // Reached at this machine's loopback: the same socket, as the wildcard holds it.
+        let at = format!("127.0.0.1:{}", addr.port());
+        let plain = f.rt.block_on(async {
+            let mut api = shoal_wire::api_client(&format!("http://{at}"), &Credentials::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            api.info(pb::InfoRequest {})
+                .await
+                .map_err(|e| e.to_string())
+        });
+        assert!(plain.is_err(), "{addr} answered plaintext: {plain:?}");
+        let tls =
+            f.rt.block_on(shoal_wire::unverified_channel(&format!("https://{at}")));
+        assert!(tls.is_ok(), "{addr} does not speak TLS: {:?}", tls.err());
+    }
+    // And plaintext beyond loopback is refused outright.
+    let refused_dir = tempfile::tempdir().expect("tmp");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args([
+            "server",
+            "--insecure",
+            "--listen",
+            &format!("0.0.0.0:{}", free_port()),
+        ])
+        .arg("--data-dir")
+        .arg(refused_dir.path())
+        .env("HOME", refused_dir.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("plaintext is served on loopback only"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn identities_come_from_certificates() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = Server::embedded(&dir.path().join("server"));
+    let sim = server.sim(&["--nodes", "2"]);
+    wait("two simulated nodes", 30, || {
+        let nodes = json(server.shoal(&["get", "nodes", "-o", "json"]));
+        nodes["items"].as_array().map_or(0, |n| n.len()) == 2
+    });
+    apply(
+        &server,
+        "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {name: web}\nspec: {image: web:1, replicas: 4}\n",
+    );
+    wait("web's tasks on sim-1 running", 30, || {
+        tasks(&server, "web")
+            .iter()
+            .any(|t| t["spec"]["node"] == "sim-1" && state(t) == "running")
+    });
+    let mut f = Fixture {
+        server,
+        _sim: sim,
+        rt: tokio::runtime::Runtime::new().expect("runtime"),
+        _dir: dir,
+    };
+    run_scenarios(
+        &mut f,
+        scenarios![
+            a_client_without_a_certificate_gets_nothing,
+            a_node_cannot_act_for_another,
+            a_worker_cannot_register_as_a_manager,
+            a_node_certificate_cannot_use_the_admin_api,
+            a_removed_nodes_certificate_stops_working_at_once,
+            no_plaintext_port_beyond_loopback,
+        ],
+    );
+}
