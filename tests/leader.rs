@@ -141,3 +141,59 @@ fn a_client_given_both_servers_fails_over_when_its_server_dies() {
     );
     drop(watch);
 }
+
+/// Nodes given both servers (`shoal sim --server A,B`, as agents take them) move to
+/// the standby when theirs dies: they stay up, their tasks are not replaced, and the
+/// new leader's assignments reach them.
+#[test]
+fn nodes_given_both_servers_move_to_the_other_when_theirs_dies() {
+    let etcd = Etcd::start();
+    let mut first = Server::etcd(&etcd.address(), "nodes-a");
+    eventually(Duration::from_secs(20), || {
+        leader_seen_by(&first).filter(|l| l == "nodes-a")
+    })
+    .expect("leader");
+    let second = Server::etcd(&etcd.address(), "nodes-b");
+    let both = format!("{},{}", first.url, second.url);
+    let _sim = client(&both)
+        .args(["sim", "--nodes", "2", "--prefix", "ha"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(Spawned)
+        .expect("shoal sim");
+    let service = |replicas: u32| {
+        format!("apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: web}}\nspec: {{image: web:1, replicas: {replicas}}}\n")
+    };
+    ok(shoal_at(&both, &["apply", "-f", "-"], Some(&service(2))));
+    let running = |url: &str| -> Vec<String> {
+        tasks_at(url, "web")
+            .iter()
+            .filter(|t| is_live(t) && state(t) == "running")
+            .filter_map(|t| t["metadata"]["uid"].as_str().map(str::to_string))
+            .collect()
+    };
+    wait("two tasks running", 30, || running(&both).len() == 2);
+    let before = running(&both);
+
+    first.kill();
+    // Past the heartbeat window (3 missed 1 s heartbeats and a second's grace) and
+    // the old leader's lease.
+    std::thread::sleep(Duration::from_secs(8));
+    let nodes = json(shoal_at(&second.url, &["get", "nodes", "-o", "json"], None));
+    for n in nodes["items"].as_array().into_iter().flatten() {
+        assert_eq!(n["status"]["state"], "ready", "{n}");
+    }
+    let after = running(&second.url);
+    for uid in &before {
+        assert!(after.contains(uid), "task {uid} replaced: {after:?}");
+    }
+    ok(shoal_at(
+        &second.url,
+        &["apply", "-f", "-"],
+        Some(&service(4)),
+    ));
+    wait("four tasks running, placed by the new leader", 30, || {
+        running(&second.url).len() == 4
+    });
+}

@@ -189,7 +189,7 @@ fn fetch_path(c: &Cluster, task: &str, host: &str, path: &str) -> Result<String,
     let out = Command::new("timeout")
         .args(["10", env!("CARGO_BIN_EXE_shoal")])
         .args(["exec", task, "--", "wget", "-q", "-O", "-", &url])
-        .env("SHOAL_SERVER", &c.url)
+        .envs(client_env(&c.url))
         .output()
         .expect("shoal exec");
     if out.status.success() {
@@ -262,7 +262,7 @@ fn resolve(c: &Cluster, task: &str, name: &str) -> BTreeSet<String> {
     let out = Command::new("timeout")
         .args(["10", env!("CARGO_BIN_EXE_shoal")])
         .args(["exec", task, "--", "busybox", "nslookup", name])
-        .env("SHOAL_SERVER", &c.url)
+        .envs(client_env(&c.url))
         .output()
         .expect("shoal exec");
     let text = stdout(&out);
@@ -616,7 +616,7 @@ fn a_rolling_update_drops_no_connection_through_the_vip(c: &mut Cluster) {
     let mut requests = client(&c.url)
         .args(["exec", "client", "--", "sh", "-c"])
         .arg("while true; do if wget -q -O /dev/null http://web/index.html; then echo ok; else echo FAILED; fi; done")
-        .env("SHOAL_SERVER", &c.url)
+        .envs(client_env(&c.url))
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("shoal exec");
@@ -631,7 +631,7 @@ fn a_rolling_update_drops_no_connection_through_the_vip(c: &mut Cluster) {
             "status",
             "service/web",
         ])
-        .env("SHOAL_SERVER", &c.url)
+        .envs(client_env(&c.url))
         .output()
         .expect("shoal rollout status"));
     std::thread::sleep(std::time::Duration::from_secs(1));

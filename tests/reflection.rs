@@ -1,5 +1,6 @@
 //! gRPC reflection as real clients ask for it: Python's grpcio (whose grpcio-reflection
-//! client, like Evans and older grpcurl, speaks v1alpha) and the v1 that grpcurl speaks.
+//! client, like Evans and older grpcurl, speaks v1alpha) and the v1 that grpcurl speaks,
+//! over TLS trusting the cluster CA.
 
 mod support;
 
@@ -9,7 +10,8 @@ use support::*;
 /// grpcio-reflection sends (`list_services: ""`, field 7).
 const CLIENT: &str = r#"
 import sys, grpc
-channel = grpc.insecure_channel(sys.argv[1])
+roots = open(sys.argv[2], "rb").read()
+channel = grpc.secure_channel(sys.argv[1], grpc.ssl_channel_credentials(root_certificates=roots))
 for version in ["v1alpha", "v1"]:
     call = channel.stream_stream(
         f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
@@ -25,10 +27,14 @@ for version in ["v1alpha", "v1"]:
 fn reflection_answers_v1alpha_and_v1_clients() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let server = Server::embedded(&tmp.path().join("data"));
-    let target = server.url.trim_start_matches("http://").to_string();
+    let target = server.url.trim_start_matches("https://").to_string();
+    // Reflection needs no client certificate (it tells what the API is, not what is
+    // in it); the server's is checked against the cluster CA.
+    let ca = server.data_dir.join("ca.pem");
     // Debian's python3, where its python3-grpcio lives (hack/test.sh installs it).
     let out = std::process::Command::new("/usr/bin/python3")
         .args(["-c", CLIENT, &target])
+        .arg(&ca)
         .output()
         .expect("run python3");
     assert!(out.status.success(), "{}", stderr(&out));

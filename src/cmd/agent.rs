@@ -68,8 +68,9 @@ pub struct Args {
     /// networks).
     #[arg(long)]
     no_egress: bool,
-    /// Join the cluster at this server URL with --token (instead of --server): the
-    /// node gets its certificate from the cluster CA, once, kept in <data-dir>/pki.
+    /// Join the cluster at this server URL (or several, comma-separated: the node
+    /// follows whichever answers) with --token, instead of --server: the node gets its
+    /// certificate from the cluster CA, once, kept in <data-dir>/pki.
     #[arg(long, requires = "token")]
     join: Option<String>,
     /// The join token, from `shoal token create` (SHOAL-1-...).
@@ -159,7 +160,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
             super::join::join(url, token, &a.name, sans.clone(), &data_dir).await?;
             url.clone()
         }
-        None => ctx.single_server()?.to_string(),
+        None => ctx.server.clone(),
     };
     let paths = super::join::NodeCredentials::under(&data_dir);
     let joined = paths.load()?;

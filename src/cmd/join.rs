@@ -91,7 +91,7 @@ pub async fn join(
     let parsed = shoal_pki::JoinToken::parse(token).context("--token")?;
     let (key_pem, csr_pem) = shoal_pki::new_key_and_csr(name)?;
     let channel = match url.starts_with("https://") {
-        // The server is trusted with the token only once its CA is the token's.
+        // The servers are trusted with the token only once their CA is the token's.
         true => {
             let ca_pem = cluster_ca(url).await?;
             check_ca(url, &ca_pem, &parsed)?;
@@ -99,9 +99,9 @@ pub async fn join(
                 ca_pem: Some(ca_pem.into_bytes()),
                 identity: None,
             };
-            shoal_wire::channel(url, &trust).await?
+            shoal_wire::lazy_channel(url, &trust)?
         }
-        false => shoal_wire::channel(url, &Credentials::default()).await?,
+        false => shoal_wire::lazy_channel(url, &Credentials::default())?,
     };
     let joined = shoal_wire::agent_client(channel)
         .join(pb::JoinRequest {
@@ -128,15 +128,25 @@ pub async fn join(
     Ok(creds)
 }
 
-/// The cluster CA the server at `url` says it has (not trusted yet).
-async fn cluster_ca(url: &str) -> anyhow::Result<String> {
-    let channel = shoal_wire::unverified_channel(url).await?;
-    Ok(shoal_wire::agent_client(channel)
-        .cluster_ca(pb::ClusterCaRequest {})
-        .await
-        .map_err(|s| anyhow::anyhow!("joining {url}: {}", s.message()))?
-        .into_inner()
-        .ca_pem)
+/// The cluster CA the first of the servers `list` names that answers says it has
+/// (not trusted yet).
+async fn cluster_ca(list: &str) -> anyhow::Result<String> {
+    let mut failures = Vec::new();
+    for url in shoal_wire::server_urls(list)? {
+        let asked = async {
+            let channel = shoal_wire::unverified_channel(&url).await?;
+            let ca = shoal_wire::agent_client(channel)
+                .cluster_ca(pb::ClusterCaRequest {})
+                .await
+                .map_err(|s| anyhow::anyhow!("joining {url}: {}", s.message()))?;
+            anyhow::Ok(ca.into_inner().ca_pem)
+        };
+        match asked.await {
+            Ok(ca) => return Ok(ca),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    anyhow::bail!("{}", failures.join("; "))
 }
 
 fn check_ca(url: &str, ca_pem: &str, token: &shoal_pki::JoinToken) -> anyhow::Result<()> {

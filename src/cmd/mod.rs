@@ -125,17 +125,6 @@ impl Context {
         self.preferred.store(answered, Ordering::Relaxed);
         Ok(client)
     }
-
-    /// The one server a long-lived node process follows. Several are refused with the
-    /// reason rather than silently using the first.
-    pub fn single_server(&self) -> anyhow::Result<&str> {
-        match shoal_wire::server_urls(&self.server)?.len() {
-            1 => Ok(self.server.trim()),
-            n => anyhow::bail!(
-                "--server names {n} servers; an agent follows one server for now, give it one URL"
-            ),
-        }
-    }
 }
 
 /// `http://HOST:PORT` in `--server` where the config says that same server speaks

@@ -84,7 +84,7 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         job_duration: a.job_duration,
     };
     let shutdown = CancellationToken::new();
-    let server = ctx.single_server()?.to_string();
+    let server = ctx.server.clone();
     let names: Vec<String> = (0..a.nodes).map(|i| format!("{}-{i}", a.prefix)).collect();
     let channels = channels(ctx, &server, &names).await?;
     for i in 0..a.nodes {
@@ -137,7 +137,7 @@ async fn channels(
     server: &str,
     names: &[String],
 ) -> anyhow::Result<Vec<tonic::transport::Channel>> {
-    if !server.starts_with("https://") {
+    if !server.trim_start().starts_with("https://") {
         let shared: Vec<_> = (0..names.len().div_ceil(100))
             .map(|_| shoal_wire::lazy_channel(server, &Credentials::default()))
             .collect::<Result<_, _>>()?;
@@ -159,7 +159,7 @@ async fn channels(
         ca_pem: ca.clone(),
         identity: None,
     };
-    let joining = shoal_wire::agent_client(shoal_wire::channel(server, &trust).await?);
+    let joining = shoal_wire::agent_client(shoal_wire::lazy_channel(server, &trust)?);
     let mut joins = tokio::task::JoinSet::new();
     for (i, name) in names.iter().enumerate() {
         let (mut client, token, name) = (joining.clone(), token.clone(), name.clone());

@@ -327,7 +327,7 @@ pub fn spawn_shoal_at(url: &str, args: &[&str]) -> Spawned {
 }
 
 /// A child process killed and reaped when dropped.
-pub struct Spawned(Child);
+pub struct Spawned(pub Child);
 
 impl std::ops::Deref for Spawned {
     type Target = Child;
@@ -379,12 +379,18 @@ impl Drop for Server {
 /// `shoal` as a client of `url`, with the admin config of the server there.
 pub fn client(url: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    cmd.env("SHOAL_SERVER", url);
-    match config_for(url) {
-        Some(config) => cmd.env("SHOAL_CONFIG", config),
-        None => cmd.env_remove("SHOAL_CONFIG"),
-    };
+    cmd.env_remove("SHOAL_CONFIG").envs(client_env(url));
     cmd
+}
+
+/// The environment that makes `shoal` a client of `url` (its server, and the admin
+/// config of the server there), for commands run through another (`timeout`).
+pub fn client_env(url: &str) -> Vec<(&'static str, std::ffi::OsString)> {
+    let mut env = vec![("SHOAL_SERVER", url.into())];
+    if let Some(config) = config_for(url) {
+        env.push(("SHOAL_CONFIG", config.into()));
+    }
+    env
 }
 
 pub fn shoal_at(url: &str, args: &[&str], stdin: Option<&str>) -> Output {

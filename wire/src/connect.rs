@@ -1,6 +1,8 @@
 //! Connecting to a shoal server, for the CLI, the agents and the benchmarks: one place
 //! that knows the URL forms, TLS trust and message size limits.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
@@ -63,12 +65,106 @@ fn endpoint(url: &str, creds: &Credentials) -> Result<(Endpoint, Option<TlsClien
     Ok((endpoint, tls))
 }
 
-/// A channel that connects when first used (an agent starts before its server).
-pub fn lazy_channel(url: &str, creds: &Credentials) -> Result<Channel, ClientError> {
-    Ok(match endpoint(url, creds)? {
-        (endpoint, Some(tls)) => endpoint.connect_with_connector_lazy(tls),
-        (endpoint, None) => endpoint.connect_lazy(),
-    })
+/// A channel that connects when first used (an agent starts before its server), to
+/// the first of the servers `list` names (comma-separated) that answers: each new
+/// connection starts with the one that answered last, so a node stays on its server
+/// while it is there and moves to another when it goes.
+pub fn lazy_channel(list: &str, creds: &Credentials) -> Result<Channel, ClientError> {
+    let urls = server_urls(list)?;
+    let mut targets = Vec::new();
+    let mut tls = None;
+    for url in &urls {
+        let (endpoint, t) = endpoint(url, creds)?;
+        if t.is_some() != urls[0].starts_with("https://") {
+            return Err(ClientError::BadUrl {
+                url: list.into(),
+                why: "mixes http:// and https:// servers".into(),
+            });
+        }
+        tls = t;
+        let uri = endpoint.uri();
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        targets.push((host, uri.port_u16().unwrap_or(443)));
+    }
+    let (endpoint, _) = endpoint(&urls[0], creds)?;
+    Ok(endpoint.connect_with_connector_lazy(Failover {
+        targets: Arc::new(targets),
+        tls,
+        next: Arc::new(AtomicUsize::new(0)),
+    }))
+}
+
+/// An IO a channel runs over: plaintext TCP or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+/// Connects to one of several servers (see [`lazy_channel`]).
+#[derive(Clone)]
+struct Failover {
+    targets: Arc<Vec<(String, u16)>>,
+    tls: Option<TlsClient>,
+    /// The target that answered last.
+    next: Arc<AtomicUsize>,
+}
+
+impl Failover {
+    async fn connect(self) -> std::io::Result<hyper_util::rt::TokioIo<Box<dyn Io>>> {
+        let first = self.next.load(Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for i in (0..self.targets.len()).map(|k| (first + k) % self.targets.len()) {
+            let (host, port) = &self.targets[i];
+            let attempt = async {
+                let tcp = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    tokio::net::TcpStream::connect((host.as_str(), *port)),
+                )
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                })??;
+                let _ = tcp.set_nodelay(true);
+                Ok::<Box<dyn Io>, std::io::Error>(match &self.tls {
+                    Some(tls) => Box::new(tls.handshake(host, tcp).await?),
+                    None => Box::new(tcp),
+                })
+            };
+            match attempt.await {
+                Ok(io) => {
+                    self.next.store(i, Ordering::Relaxed);
+                    return Ok(hyper_util::rt::TokioIo::new(io));
+                }
+                Err(e) => failures.push(format!("{host}:{port}: {e}")),
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            failures.join("; "),
+        ))
+    }
+}
+
+impl tower_service::Service<tonic::codegen::http::Uri> for Failover {
+    type Response = hyper_util::rt::TokioIo<Box<dyn Io>>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: tonic::codegen::http::Uri) -> Self::Future {
+        Box::pin(self.clone().connect())
+    }
 }
 
 /// A channel to a node's API at `address`, whose certificate names the node.

@@ -326,14 +326,26 @@ impl TlsClient {
             .trim_end_matches(']')
             .to_string();
         let port = uri.port_u16().unwrap_or(443);
-        let name = match self.server_name {
-            Some(name) => name,
-            None => ServerName::try_from(host.clone()).map_err(|e| bad(&e.to_string()))?,
-        };
         let tcp = TcpStream::connect((host.as_str(), port)).await?;
         let _ = tcp.set_nodelay(true);
-        let tls = self.connector.connect(name, tcp).await?;
-        Ok(hyper_util::rt::TokioIo::new(tls))
+        Ok(hyper_util::rt::TokioIo::new(
+            self.handshake(&host, tcp).await?,
+        ))
+    }
+
+    /// TLS over `tcp` to the server at `host` (whose certificate must name it, unless
+    /// [`TlsClient::expecting`] said another name).
+    pub async fn handshake(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let name = match &self.server_name {
+            Some(name) => name.clone(),
+            None => ServerName::try_from(host.to_string())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host}: {e}")))?,
+        };
+        self.connector.connect(name, tcp).await
     }
 }
 
