@@ -900,6 +900,53 @@ fn deleting_the_network_removes_its_devices_from_every_host(c: &mut Cluster) {
     }
 }
 
+/// Every TCP port a host listens on beyond loopback, from `ss`, but the containers'
+/// DNS (53, on the node bridge) and the ports services publish (`published`).
+fn control_ports(c: &Cluster, h: usize, published: &[u16]) -> Vec<String> {
+    c.on_host(h, &["ss", "-ltnH"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_string))
+        .filter(|addr| {
+            let (ip, port) = addr.rsplit_once(':').unwrap_or((addr, ""));
+            let port: u16 = port.parse().unwrap_or(0);
+            !(ip.starts_with("127.") || ip == "[::1]" || port == 53 || published.contains(&port))
+        })
+        .collect()
+}
+
+fn the_hosts_serve_no_plaintext_beyond_loopback(c: &mut Cluster) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    for h in 0..HOSTS {
+        let ports = control_ports(c, h, &[]);
+        assert!(
+            ports.contains(&format!("{NET}.{}:7444", h + 1)),
+            "host {h}: the node API is among {ports:?}"
+        );
+        for addr in &ports {
+            let plain = rt.block_on(async {
+                let channel = shoal_wire::channel(
+                    &format!("http://{addr}"),
+                    &shoal_wire::Credentials::default(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                let mut node = shoal_wire::pb::node_client::NodeClient::new(channel);
+                node.container_logs(shoal_wire::pb::ContainerLogsRequest::default())
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            });
+            assert!(plain.is_err(), "host {h}: {addr} answered plaintext");
+            let tls = rt.block_on(shoal_wire::unverified_channel(&format!("https://{addr}")));
+            assert!(
+                tls.is_ok(),
+                "host {h}: {addr} does not speak TLS: {:?}",
+                tls.err()
+            );
+        }
+    }
+}
+
 #[test]
 fn overlay_networks_across_hosts() {
     assert!(
@@ -910,6 +957,7 @@ fn overlay_networks_across_hosts() {
     run_scenarios(
         &mut c,
         scenarios![
+            the_hosts_serve_no_plaintext_beyond_loopback,
             tasks_on_different_hosts_talk_over_the_overlay,
             tasks_find_each_other_by_name,
             the_service_name_is_its_vip_served_by_replicas_on_every_host,

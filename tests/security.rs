@@ -1,6 +1,7 @@
 //! Identities come from certificates: the probes that used to work against the agent
 //! API (re-registering another node, reading its tasks, completing its tasks,
-//! registering as a manager) are each refused; a node certificate cannot use the
+//! registering as a manager) are each refused, as is a valid token joining under the
+//! name of a node that is up; a node certificate cannot use the
 //! admin API, nor a client without one; a removed node's certificate stops working
 //! at once; and a server listening beyond loopback opens no plaintext port. Raw gRPC
 //! where the probes used it, simulated nodes (`shoal sim`) as the cluster.
@@ -192,6 +193,19 @@ fn a_node_cannot_act_for_another(f: &mut Fixture) {
         .find(|t| t["metadata"]["name"] == name.as_str())
         .expect("the task");
     assert_eq!(state(&after), "running", "{after}");
+}
+
+fn a_token_cannot_join_as_a_node_that_is_there(f: &mut Fixture) {
+    let (url, token) = (f.server.url.clone(), f.server.token());
+    let joined =
+        f.rt.block_on(async move { join_as(&url, &token, "sim-1").await });
+    denied(
+        "join as sim-1",
+        joined.map(drop),
+        Code::AlreadyExists,
+        "is up in the cluster",
+    );
+    sim_1_unchanged(f);
 }
 
 fn a_worker_cannot_register_as_a_manager(f: &mut Fixture) {
@@ -396,6 +410,7 @@ fn identities_come_from_certificates() {
         scenarios![
             a_client_without_a_certificate_gets_nothing,
             a_node_cannot_act_for_another,
+            a_token_cannot_join_as_a_node_that_is_there,
             a_worker_cannot_register_as_a_manager,
             a_node_certificate_cannot_use_the_admin_api,
             a_removed_nodes_certificate_stops_working_at_once,

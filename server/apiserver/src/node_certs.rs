@@ -31,6 +31,15 @@ struct Serials {
     serials: Vec<String>,
 }
 
+/// Which of a node's certificates a new one replaces.
+#[derive(Debug, Clone, Copy)]
+pub enum Replacing {
+    /// A join: whatever the node had before is void.
+    All,
+    /// A renewal: the previous one stays good (connections made with it live on).
+    AllButNewest,
+}
+
 pub struct NodeCerts {
     objects: ObjectStore,
     by_node: Arc<Mutex<HashMap<String, Vec<String>>>>,
@@ -98,18 +107,25 @@ impl NodeCerts {
         Ok(found)
     }
 
-    /// Records a certificate just given to `node`, which replaces all but the newest of
-    /// its earlier ones.
-    pub async fn issued(&self, node: &str, serial: &str) -> Result<(), ObjectError> {
+    /// Records a certificate just given to `node`.
+    pub async fn issued(
+        &self,
+        node: &str,
+        serial: &str,
+        replacing: Replacing,
+    ) -> Result<(), ObjectError> {
         let name = record(node);
         let mut last = 0;
         for _ in 0..TRIES {
             let current = self.objects.record(&name).await?;
             last = current.as_ref().map_or(0, |(_, r)| *r);
-            let mut serials = current
-                .as_ref()
-                .map(|(bytes, _)| decode(bytes))
-                .unwrap_or_default();
+            let mut serials = match replacing {
+                Replacing::All => Vec::new(),
+                Replacing::AllButNewest => current
+                    .as_ref()
+                    .map(|(bytes, _)| decode(bytes))
+                    .unwrap_or_default(),
+            };
             serials.retain(|s| s != serial);
             serials.push(serial.to_string());
             let excess = serials.len().saturating_sub(KEPT);

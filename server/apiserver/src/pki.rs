@@ -11,7 +11,7 @@ use shoal_pki::{Ca, ClusterKey, Identity, Issued, JoinToken, Role};
 use shoal_store::objects::ObjectError;
 use shoal_store::ObjectStore;
 
-use crate::node_certs::NodeCerts;
+use crate::node_certs::{NodeCerts, Replacing};
 
 const CA_RECORD: &str = "ca";
 const TOKENS_RECORD: &str = "join-tokens";
@@ -88,6 +88,8 @@ pub enum JoinRefused {
     Unknown,
     #[error("{0}")]
     BadRequest(String),
+    #[error("node {0:?} is up in the cluster; a token joins a new node, or one that is down")]
+    Taken(String),
 }
 
 pub struct ClusterPki {
@@ -196,12 +198,15 @@ impl ClusterPki {
 
     /// Signs a joining node's CSR if its token is this cluster's: a worker token gives
     /// a node certificate, a manager token a server's.
+    /// `taken` says whether a node of that name is in the cluster already; it is asked
+    /// only once the token is good (an unknown caller learns nothing of the names).
     pub async fn join(
         &self,
         token: &str,
         name: &str,
         csr_pem: &str,
         sans: &[String],
+        taken: impl std::future::Future<Output = Result<bool, ObjectError>>,
     ) -> Result<Issued, JoinError> {
         let token = JoinToken::parse(token).map_err(|e| JoinRefused::BadToken(e.to_string()))?;
         if token.ca_digest != self.ca.digest() {
@@ -214,6 +219,10 @@ impl ClusterPki {
             .ok_or(JoinRefused::Unknown)?;
         shoal_api::meta::check_name(name, true)
             .map_err(|why| JoinRefused::BadRequest(format!("node name: {why}")))?;
+        // A token joins a new node, never one that is there: it would be that node.
+        if taken.await? {
+            return Err(JoinRefused::Taken(name.to_string()).into());
+        }
         let identity = Identity {
             role: match role {
                 JoinRole::Worker => Role::Node,
@@ -264,12 +273,13 @@ async fn issued(
     certs: &NodeCerts,
     node: &str,
     issued: Issued,
+    replacing: Replacing,
 ) -> Result<shoal_wire::pb::JoinResponse, tonic::Status> {
     let serial = shoal_pki::Certified::from_pem(&issued.cert_pem)
         .map_err(|e| tonic::Status::internal(e.to_string()))?
         .serial;
     certs
-        .issued(node, &serial)
+        .issued(node, &serial, replacing)
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     Ok(shoal_wire::pb::JoinResponse {
@@ -290,7 +300,7 @@ pub(crate) async fn renew_rpc(
         .sign(&identity, &req.csr_pem, &req.sans)
         .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
     tracing::info!(node = %identity.name, "node certificate renewed");
-    issued(pki, certs, &identity.name, signed).await
+    issued(pki, certs, &identity.name, signed, Replacing::AllButNewest).await
 }
 
 /// `Agent.Join`: a refusal says why, as the joining node needs to hear it.
@@ -300,13 +310,22 @@ pub(crate) async fn join_rpc(
     req: shoal_wire::pb::JoinRequest,
 ) -> Result<shoal_wire::pb::JoinResponse, tonic::Status> {
     let pki = pki.ok_or_else(no_pki)?;
+    // A node that is up; one that is down may join again (a machine reinstalled),
+    // and the certificates it had stop working.
+    let taken = async {
+        let node = pki.objects.get_typed::<shoal_api::Node>(&req.name).await?;
+        let up = node
+            .and_then(|n| n.status)
+            .is_some_and(|s| s.state == shoal_api::NodeState::Ready);
+        Ok(up)
+    };
     match pki
-        .join(&req.token, &req.name, &req.csr_pem, &req.sans)
+        .join(&req.token, &req.name, &req.csr_pem, &req.sans, taken)
         .await
     {
         Ok(signed) => {
             tracing::info!(node = %req.name, "node joined: its certificate is signed");
-            issued(pki, certs, &req.name, signed).await
+            issued(pki, certs, &req.name, signed, Replacing::All).await
         }
         Err(JoinError::Refused(why)) => {
             tracing::warn!(node = %req.name, %why, "join refused");
@@ -317,6 +336,7 @@ pub(crate) async fn join_rpc(
                 JoinRefused::OtherCa(_) | JoinRefused::Unknown => {
                     tonic::Status::permission_denied(why.to_string())
                 }
+                JoinRefused::Taken(_) => tonic::Status::already_exists(why.to_string()),
             })
         }
         Err(JoinError::Failed(e)) => Err(tonic::Status::internal(e.to_string())),
