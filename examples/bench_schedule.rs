@@ -441,6 +441,10 @@ async fn main() {
             plaintext.p99
         );
         println!(
+            "server_cpu_idle_nodes_pct.{first}.plaintext: {:.1} %",
+            plaintext.server_cpu
+        );
+        println!(
             "tls_overhead.{first}: {:.1} % (placements_per_s lost to mutual TLS: {:.0} vs {:.0} plaintext; apply_to_running_p99_ms {:.0} vs {:.0})",
             (1.0 - tls.placements / plaintext.placements) * 100.0,
             tls.placements,
