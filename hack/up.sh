@@ -19,5 +19,5 @@ if ! ./target/release/shoal image ls -o name --data-dir "$data/node" | grep -qx 
     tar -C "$work/layout" -cf "$work/image.tar" .
     ./target/release/shoal image import "$work/image.tar" --name local/busybox:1 --data-dir "$data/node" >&2
 fi
-echo "shoal: API on http://127.0.0.1:7443; try ./target/release/shoal get tasks, and curl http://127.0.0.1:8080/www/index.html (the example web service)" >&2
+echo "shoal: API on https://127.0.0.1:7443 (mutual TLS; the admin config goes to ~/.shoal/config, also the sudo user's); try ./target/release/shoal get tasks, and curl http://127.0.0.1:8080/www/index.html (the example web service)" >&2
 exec ./target/release/shoal up -f manifests/examples/ --data-dir "$data" "$@"

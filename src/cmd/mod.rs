@@ -208,3 +208,33 @@ pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()>
     f.sync_all()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plaintext_url_of_a_server_the_config_names_over_tls_means_tls() {
+        let mut config = ClientConfig::new("https://127.0.0.1:7443".into());
+        config.client_certificate = Some("cert".into());
+        config.client_key = Some("key".into());
+        assert_eq!(
+            upgraded("http://127.0.0.1:7443", &config),
+            "https://127.0.0.1:7443"
+        );
+        // Another server, or a config with no certificate: as given.
+        assert_eq!(
+            upgraded("http://127.0.0.1:7444", &config),
+            "http://127.0.0.1:7444"
+        );
+        assert_eq!(
+            upgraded("http://127.0.0.1:7443,http://10.0.0.1:7443", &config),
+            "https://127.0.0.1:7443,http://10.0.0.1:7443"
+        );
+        config.client_certificate = None;
+        assert_eq!(
+            upgraded("http://127.0.0.1:7443", &config),
+            "http://127.0.0.1:7443"
+        );
+    }
+}

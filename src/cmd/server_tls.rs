@@ -115,21 +115,40 @@ pub fn write_admin_config(config: &ClientConfig, data_dir: &Path) -> anyhow::Res
         std::fs::write(&ca_path, ca).with_context(|| ca_path.display().to_string())?;
     }
     if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        let user = PathBuf::from(home).join(".shoal/config");
-        let ours = match ClientConfig::read(&user) {
-            Ok(existing) => existing.written_by.is_some(),
-            Err(_) => !user.exists(),
-        };
-        if ours {
-            if let Some(dir) = user.parent() {
-                std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
-            }
-            super::write_private(&user, config.to_yaml().as_bytes())?;
-        } else {
-            tracing::info!(path = %user.display(), "left as it is: not written by shoal");
-        }
+        install_user_config(config, Path::new(&home), None)?;
     }
     Ok(path)
+}
+
+/// Writes `config` to `HOME/.shoal/config` unless a person wrote the file there (one an
+/// earlier shoal server wrote names a cluster that is gone, or this one), owned by
+/// `owner` (uid, gid) when given.
+pub fn install_user_config(
+    config: &ClientConfig,
+    home: &Path,
+    owner: Option<(u32, u32)>,
+) -> anyhow::Result<()> {
+    let user = home.join(".shoal/config");
+    let ours = match ClientConfig::read(&user) {
+        Ok(existing) => existing.written_by.is_some(),
+        Err(_) => !user.exists(),
+    };
+    if !ours {
+        tracing::info!(path = %user.display(), "left as it is: not written by shoal");
+        return Ok(());
+    }
+    let dir = home.join(".shoal");
+    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+    super::write_private(&user, config.to_yaml().as_bytes())?;
+    if let Some((uid, gid)) = owner {
+        let (uid, gid) = (
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        );
+        nix::unistd::chown(&dir, uid, gid).with_context(|| dir.display().to_string())?;
+        nix::unistd::chown(&user, uid, gid).with_context(|| user.display().to_string())?;
+    }
+    Ok(())
 }
 
 /// The admin's config: this server's URL, the CA, and a new admin certificate.

@@ -123,6 +123,9 @@ pub async fn run(_ctx: &Context, a: Args) -> Outcome {
             data.join("server.log").display()
         );
     };
+    if let Err(e) = share_with_sudo_user(&admin) {
+        eprintln!("shoal up: the admin config is not in the sudo user's home: {e:#}");
+    }
     let token = ctx
         .client()
         .await?
@@ -180,4 +183,25 @@ pub async fn run(_ctx: &Context, a: Args) -> Outcome {
     drop(agent);
     drop(server);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Run through sudo, `shoal up` also gives the user who ran sudo the admin config (in
+/// their ~/.shoal/config, theirs alone), so the CLI works in their other terminals as
+/// it does for root: they could read it through sudo anyway.
+fn share_with_sudo_user(admin: &Path) -> anyhow::Result<()> {
+    let Some(name) = std::env::var_os("SUDO_USER") else {
+        return Ok(());
+    };
+    let Ok(Some(user)) = nix::unistd::User::from_name(&name.to_string_lossy()) else {
+        return Ok(());
+    };
+    if user.uid.is_root() || !user.dir.is_dir() {
+        return Ok(());
+    }
+    let config = shoal_wire::ClientConfig::read(admin)?;
+    super::server_tls::install_user_config(
+        &config,
+        &user.dir,
+        Some((user.uid.as_raw(), user.gid.as_raw())),
+    )
 }
