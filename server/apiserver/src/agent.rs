@@ -60,10 +60,10 @@ pub struct AgentService {
     pki: Option<Arc<crate::ClusterPki>>,
     certs: Option<Arc<NodeCerts>>,
     access: Access,
-    /// Which node each heartbeat lease this server granted is for: a node keeps only
-    /// its own alive. A lease granted by another server (or before a restart) is not
-    /// here, and its node is asked to register again.
-    leases: Mutex<HashMap<shoal_store::LeaseId, String>>,
+    /// The heartbeat lease this server last granted each node: a node keeps only that
+    /// one alive (never another node's). A lease granted by another server (or before
+    /// a restart) is not here, and its node is asked to register again.
+    leases: Mutex<HashMap<String, shoal_store::LeaseId>>,
     heartbeats: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -315,7 +315,7 @@ impl Agent for AgentService {
         self.leases
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(lease, req.name.clone());
+            .insert(req.name.clone(), lease);
         tracing::info!(lease, "node registered");
         Ok(Response::new(pb::RegisterResponse {
             lease,
@@ -331,26 +331,17 @@ impl Agent for AgentService {
         self.access.node(&req, &req.get_ref().node).await?;
         let req = req.into_inner();
         if !matches!(self.access, Access::Open) {
-            let owner = self
+            let granted = self
                 .leases
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .get(&req.lease)
-                .cloned();
-            match owner {
-                Some(owner) if owner == req.node => {}
-                Some(_) => {
-                    return Err(Status::permission_denied(format!(
-                        "node {}: lease {} is another node's",
-                        req.node, req.lease
-                    )))
-                }
-                None => {
-                    return Err(Status::not_found(format!(
-                        "node {}: this server did not grant lease {}; register again",
-                        req.node, req.lease
-                    )))
-                }
+                .get(&req.node)
+                .copied();
+            if granted != Some(req.lease) {
+                return Err(Status::not_found(format!(
+                    "node {}: lease {} is not the one this server granted it; register again",
+                    req.node, req.lease
+                )));
             }
         }
         match self.objects.keep_heartbeat(req.lease).await {
