@@ -2,8 +2,8 @@
 //! API (re-registering another node, reading its tasks, completing its tasks,
 //! registering as a manager) are each refused, as is a valid token joining under the
 //! name of a node that is up; a node certificate cannot use the
-//! admin API, nor a client without one; a removed node's certificate stops working
-//! at once; and a server listening beyond loopback opens no plaintext port. Raw gRPC
+//! admin API, nor a client without one; a renewal keeps the certificate before it
+//! and voids older ones; a removed node's certificate stops working at once; and a server listening beyond loopback opens no plaintext port. Raw gRPC
 //! where the probes used it, simulated nodes (`shoal sim`) as the cluster.
 
 mod support;
@@ -246,6 +246,58 @@ fn a_node_certificate_cannot_use_the_admin_api(f: &mut Fixture) {
     );
 }
 
+/// Renews `creds`' node `name` through the agent API: the new credentials.
+fn renew(f: &Fixture, creds: &Credentials, name: &str) -> Credentials {
+    let (key_pem, csr_pem) = shoal_pki::new_key_and_csr(name).expect("key and CSR");
+    let mut agent = f.agent(creds);
+    let renewed =
+        f.rt.block_on(agent.renew(pb::RenewRequest {
+            node: name.into(),
+            csr_pem,
+            sans: Vec::new(),
+        }))
+        .expect("renewed")
+        .into_inner();
+    Credentials {
+        ca_pem: creds.ca_pem.clone(),
+        identity: Some(
+            shoal_wire::LiveIdentity::from_pem(renewed.cert_pem.as_bytes(), key_pem.as_bytes())
+                .expect("the renewed certificate"),
+        ),
+    }
+}
+
+fn a_renewed_certificate_replaces_the_one_before_last(f: &mut Fixture) {
+    let first = f.join("renewer");
+    let second = renew(f, &first, "renewer");
+    let third = renew(f, &second, "renewer");
+    let register = |creds: &Credentials| {
+        f.rt.block_on(f.agent(creds).register(register("renewer", "worker")))
+            .map(drop)
+    };
+    register(&third).expect("the newest works");
+    register(&second).expect("the one before stays good across the renewal");
+    denied(
+        "the first, two renewals ago",
+        register(&first),
+        Code::PermissionDenied,
+        "revoked",
+    );
+    // A node renews only itself.
+    let (_, csr_pem) = shoal_pki::new_key_and_csr("sim-1").expect("csr");
+    let mut agent = f.agent(&third);
+    denied(
+        "renew as sim-1",
+        f.rt.block_on(agent.renew(pb::RenewRequest {
+            node: "sim-1".into(),
+            csr_pem,
+            sans: Vec::new(),
+        })),
+        Code::PermissionDenied,
+        "cannot act for node \"sim-1\"",
+    );
+}
+
 fn a_removed_nodes_certificate_stops_working_at_once(f: &mut Fixture) {
     let creds = f.join("doomed");
     let mut agent = f.agent(&creds);
@@ -413,6 +465,7 @@ fn identities_come_from_certificates() {
             a_token_cannot_join_as_a_node_that_is_there,
             a_worker_cannot_register_as_a_manager,
             a_node_certificate_cannot_use_the_admin_api,
+            a_renewed_certificate_replaces_the_one_before_last,
             a_removed_nodes_certificate_stops_working_at_once,
             no_plaintext_port_beyond_loopback,
         ],
