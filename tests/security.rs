@@ -306,12 +306,36 @@ fn a_removed_nodes_certificate_stops_working_at_once(f: &mut Fixture) {
             .expect("registers")
             .into_inner()
             .lease;
+    let mut assignments =
+        f.rt.block_on(agent.assignments(pb::AssignmentsRequest {
+            node: "doomed".into(),
+        }))
+        .expect("its assignments")
+        .into_inner();
     refused(
         f.server.shoal(&["node", "rm", "doomed"]),
         "node doomed is ready",
     );
     let out = ok(f.server.shoal(&["node", "rm", "doomed", "--force"]));
     assert!(out.contains("revoked"), "{out}");
+    // The stream it holds open ends, saying why.
+    let ended = f.rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match assignments.message().await {
+                    Ok(Some(_)) => continue,
+                    other => return other.map(|_| ()),
+                }
+            }
+        })
+        .await
+    });
+    denied(
+        "the open assignment stream",
+        ended.expect("ends within 5 s"),
+        Code::PermissionDenied,
+        "revoked",
+    );
     denied(
         "heartbeat after rm",
         f.rt.block_on(agent.heartbeat(pb::HeartbeatRequest {

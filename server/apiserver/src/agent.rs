@@ -163,6 +163,42 @@ impl AgentService {
         self
     }
 
+    /// `rx` as the node's stream, ended with PERMISSION_DENIED the moment the node is
+    /// revoked: a removed node keeps nothing open.
+    fn until_revoked<T: Send + 'static>(
+        &self,
+        node: &str,
+        mut rx: tokio::sync::mpsc::Receiver<Result<T, Status>>,
+    ) -> ReceiverStream<Result<T, Status>> {
+        let (Access::Certified(_), Some(certs)) = (&self.access, &self.certs) else {
+            return ReceiverStream::new(rx);
+        };
+        let revoked = certs.revoked(node);
+        let node = node.to_string();
+        let (tx, out) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            tokio::pin!(revoked);
+            loop {
+                tokio::select! {
+                    item = rx.recv() => match item {
+                        Some(item) => {
+                            if tx.send(item).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => return,
+                    },
+                    () = &mut revoked => {
+                        let why = format!("node {node:?}: its certificate is revoked (the node was removed)");
+                        let _ = tx.send(Err(Status::permission_denied(why))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        ReceiverStream::new(out)
+    }
+
     fn certs(&self) -> Result<&NodeCerts, Status> {
         self.certs
             .as_deref()
@@ -371,6 +407,7 @@ impl Agent for AgentService {
         check_node_name(&node)?;
         let mut rx = self.dispatcher.subscribe(&node).await;
         let (tx, out) = tokio::sync::mpsc::channel(256);
+        let out = self.until_revoked(&node, out);
         tokio::spawn(async move {
             while let Some(a) = rx.recv().await {
                 if tx.send(Ok(a)).await.is_err() {
@@ -384,7 +421,7 @@ impl Agent for AgentService {
                 )))
                 .await;
         });
-        Ok(Response::new(ReceiverStream::new(out)))
+        Ok(Response::new(out))
     }
 
     type PeersStream = ReceiverStream<Result<pb::PeerSet, Status>>;
@@ -396,9 +433,9 @@ impl Agent for AgentService {
         self.access.node(&req, &req.get_ref().node).await?;
         let node = req.into_inner().node;
         check_node_name(&node)?;
-        Ok(Response::new(ReceiverStream::new(
-            self.peers.subscribe(&node),
-        )))
+        Ok(Response::new(
+            self.until_revoked(&node, self.peers.subscribe(&node)),
+        ))
     }
 
     type PipelinesStream = ReceiverStream<Result<pb::PipelineSet, Status>>;
@@ -410,9 +447,9 @@ impl Agent for AgentService {
         self.access.node(&req, &req.get_ref().node).await?;
         let node = req.into_inner().node;
         check_node_name(&node)?;
-        Ok(Response::new(ReceiverStream::new(
-            self.pipelines.subscribe(&node),
-        )))
+        Ok(Response::new(
+            self.until_revoked(&node, self.pipelines.subscribe(&node)),
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(node = %req.get_ref().node, reports = req.get_ref().reports.len()))]

@@ -43,9 +43,14 @@ pub enum Replacing {
 pub struct NodeCerts {
     objects: ObjectStore,
     by_node: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    /// Names of nodes as they are revoked, for the streams they hold open.
+    revocations: tokio::sync::broadcast::Sender<String>,
 }
 
-struct Table(Arc<Mutex<HashMap<String, Vec<String>>>>);
+struct Table {
+    by_node: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    revocations: tokio::sync::broadcast::Sender<String>,
+}
 
 fn decode(bytes: &[u8]) -> Vec<String> {
     serde_json::from_slice::<Serials>(bytes)
@@ -55,26 +60,35 @@ fn decode(bytes: &[u8]) -> Vec<String> {
 
 impl Follower<Vec<u8>> for Table {
     fn listed(&mut self, items: Vec<Item<Vec<u8>>>, _revision: Revision) {
-        let mut table = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *table = items
+        let mut table = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
+        let listed: HashMap<String, Vec<String>> = items
             .into_iter()
             .map(|i| (i.name, decode(&i.value)))
             .collect();
+        for gone in table.keys().filter(|n| !listed.contains_key(*n)) {
+            let _ = self.revocations.send(gone.clone());
+        }
+        *table = listed;
     }
     fn applied(&mut self, item: Item<Vec<u8>>) {
-        let mut table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
         table.insert(item.name, decode(&item.value));
     }
     fn deleted(&mut self, name: &str, _revision: Revision) {
-        let mut table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
         table.remove(name);
+        let _ = self.revocations.send(name.to_string());
     }
 }
 
 impl NodeCerts {
     pub fn start(objects: ObjectStore, shutdown: CancellationToken) -> Arc<NodeCerts> {
         let by_node = Arc::new(Mutex::new(HashMap::new()));
-        let mut table = Table(by_node.clone());
+        let (revocations, _) = tokio::sync::broadcast::channel(256);
+        let mut table = Table {
+            by_node: by_node.clone(),
+            revocations: revocations.clone(),
+        };
         let following = objects.clone();
         tokio::spawn(async move {
             tokio::select! {
@@ -82,7 +96,29 @@ impl NodeCerts {
                 _ = shutdown.cancelled() => {}
             }
         });
-        Arc::new(NodeCerts { objects, by_node })
+        Arc::new(NodeCerts {
+            objects,
+            by_node,
+            revocations,
+        })
+    }
+
+    /// Completes when `node` is revoked (through any server): what its open streams
+    /// end on.
+    pub fn revoked(&self, node: &str) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut revocations = self.revocations.subscribe();
+        let node = node.to_string();
+        async move {
+            loop {
+                match revocations.recv().await {
+                    Ok(name) if name == node => return,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await
+                    }
+                }
+            }
+        }
     }
 
     fn seen(&self, node: &str, serial: &str) -> bool {
@@ -163,6 +199,7 @@ impl NodeCerts {
         self.objects.delete_record(&record(node)).await?;
         let mut table = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
         table.remove(node);
+        let _ = self.revocations.send(node.to_string());
         Ok(())
     }
 }
