@@ -117,10 +117,9 @@ pub async fn join(
     let dir = creds.key.parent().unwrap_or(data_dir);
     std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
     super::write_private(&creds.key, key_pem.as_bytes())?;
-    std::fs::write(&creds.ca, &joined.ca_pem).with_context(|| creds.ca.display().to_string())?;
-    // The certificate last: its presence says the node joined.
-    std::fs::write(&creds.cert, &joined.cert_pem)
-        .with_context(|| creds.cert.display().to_string())?;
+    super::write_whole(&creds.ca, joined.ca_pem.as_bytes(), 0o644)?;
+    // The certificate last, whole: its presence says the node joined.
+    super::write_whole(&creds.cert, joined.cert_pem.as_bytes(), 0o644)?;
     eprintln!(
         "shoal agent: joined as {name}; credentials in {}",
         dir.display()

@@ -192,20 +192,31 @@ pub async fn version(ctx: &Context) -> Outcome {
 }
 
 /// Writes `bytes` to `path` readable by this user only, from the moment the file
-/// exists, and durably (a private key, the cluster key).
+/// exists, and durably (a private key, the cluster key, a client config).
 pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_whole(path, bytes, 0o600)
+}
+
+/// Writes `bytes` to `path` with `mode`, whole or not at all: into a file beside it,
+/// synced, then renamed over it, so a reader (a CLI reading its config while a server
+/// restarts) never sees half of it.
+pub fn write_whole(path: &std::path::Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| path.display().to_string())?;
+        .mode(mode)
+        .open(&partial)
+        .with_context(|| partial.display().to_string())?;
     f.write_all(bytes)?;
     f.sync_all()?;
+    std::fs::rename(&partial, path).with_context(|| path.display().to_string())?;
     Ok(())
 }
 

@@ -108,12 +108,12 @@ pub fn local_url(listen: SocketAddr, tls: bool) -> String {
 pub fn write_admin_config(config: &ClientConfig, data_dir: &Path) -> anyhow::Result<PathBuf> {
     let path = data_dir.join("admin.yaml");
     std::fs::create_dir_all(data_dir).with_context(|| data_dir.display().to_string())?;
-    super::write_private(&path, config.to_yaml().as_bytes())?;
-    // The CA alone, public: for curl and git hosts calling the webhook.
+    // The CA alone, public: for curl and git hosts calling the webhook. Before the
+    // config, whose appearance says the server is ready.
     if let Some(ca) = &config.certificate_authority {
-        let ca_path = data_dir.join("ca.pem");
-        std::fs::write(&ca_path, ca).with_context(|| ca_path.display().to_string())?;
+        super::write_whole(&data_dir.join("ca.pem"), ca.as_bytes(), 0o644)?;
     }
+    super::write_private(&path, config.to_yaml().as_bytes())?;
     if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         install_user_config(config, Path::new(&home), None)?;
     }
