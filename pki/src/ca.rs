@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::identity::{Identity, Role};
-use crate::{random, PkiError};
+use crate::{der_of, random, PkiError};
 
 /// The CA outlives every certificate it signs by far (Swarm's lives 20 years).
 const CA_LIFETIME: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
@@ -41,13 +41,6 @@ fn serial() -> Result<SerialNumber, PkiError> {
 
 fn cert_err(e: rcgen::Error) -> PkiError {
     PkiError::Certificate(e.to_string())
-}
-
-pub(crate) fn der_of(pem: &str) -> Result<Vec<u8>, PkiError> {
-    use x509_parser::pem::parse_x509_pem;
-    let (_, pem) =
-        parse_x509_pem(pem.as_bytes()).map_err(|e| PkiError::Certificate(e.to_string()))?;
-    Ok(pem.contents)
 }
 
 impl Ca {

@@ -54,7 +54,7 @@ pub struct Certified {
 impl Certified {
     /// The same, from a PEM certificate.
     pub fn from_pem(pem: &str) -> Result<Certified, PkiError> {
-        Self::from_der(&crate::ca::der_of(pem)?)
+        Self::from_der(&crate::der_of(pem)?)
     }
 
     /// Reads a certificate's identity; one without a role this CA gives is refused.

@@ -36,3 +36,11 @@ fn random<const N: usize>() -> Result<[u8; N], PkiError> {
         .map_err(|_| PkiError::Random)?;
     Ok(b)
 }
+
+/// A PEM certificate's DER.
+fn der_of(pem: &str) -> Result<Vec<u8>, PkiError> {
+    use x509_parser::pem::parse_x509_pem;
+    let (_, pem) =
+        parse_x509_pem(pem.as_bytes()).map_err(|e| PkiError::Certificate(e.to_string()))?;
+    Ok(pem.contents)
+}
