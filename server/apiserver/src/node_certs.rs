@@ -13,14 +13,12 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use shoal_reconcile::CancellationToken;
-use shoal_store::objects::{Follower, Item, ObjectError};
+use shoal_store::objects::{Follower, Item, ObjectError, RecordChange};
 use shoal_store::{ObjectStore, Revision};
 
 const PREFIX: &str = "node-certs";
 /// A renewed node may still hold connections made with its previous certificate.
 const KEPT: usize = 2;
-/// Writes of one node's entry that lose this many races in a row give up.
-const TRIES: u32 = 16;
 
 fn record(node: &str) -> String {
     format!("{PREFIX}/{node}")
@@ -150,48 +148,27 @@ impl NodeCerts {
         serial: &str,
         replacing: Replacing,
     ) -> Result<(), ObjectError> {
-        let name = record(node);
-        let mut last = 0;
-        for _ in 0..TRIES {
-            let current = self.objects.record(&name).await?;
-            last = current.as_ref().map_or(0, |(_, r)| *r);
-            let mut serials = match replacing {
-                Replacing::All => Vec::new(),
-                Replacing::AllButNewest => current
-                    .as_ref()
-                    .map(|(bytes, _)| decode(bytes))
-                    .unwrap_or_default(),
-            };
-            serials.retain(|s| s != serial);
-            serials.push(serial.to_string());
-            let excess = serials.len().saturating_sub(KEPT);
-            serials.drain(..excess);
-            let bytes = serde_json::to_vec(&Serials {
-                serials: serials.clone(),
+        let serials = self
+            .objects
+            .modify_record(&record(node), |current| {
+                let mut serials = match (replacing, current) {
+                    (Replacing::AllButNewest, Some(bytes)) => decode(bytes),
+                    _ => Vec::new(),
+                };
+                serials.retain(|s| s != serial);
+                serials.push(serial.to_string());
+                let excess = serials.len().saturating_sub(KEPT);
+                serials.drain(..excess);
+                let bytes = serde_json::to_vec(&Serials {
+                    serials: serials.clone(),
+                })
+                .map_err(|e| ObjectError::Invalid(e.to_string()))?;
+                Ok::<_, ObjectError>(RecordChange::Write(bytes, serials))
             })
-            .map_err(|e| ObjectError::Invalid(e.to_string()))?;
-            let written = match current {
-                None => self.objects.create_record(&name, bytes).await?,
-                Some((_, revision)) => {
-                    match self.objects.replace_record(&name, bytes, revision).await {
-                        Ok(()) => true,
-                        Err(ObjectError::Conflict { .. }) => false,
-                        Err(e) => return Err(e),
-                    }
-                }
-            };
-            if written {
-                let mut table = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
-                table.insert(node.to_string(), serials);
-                return Ok(());
-            }
-        }
-        Err(ObjectError::Contended {
-            kind: "record".into(),
-            name,
-            tries: TRIES,
-            current: last,
-        })
+            .await?;
+        let mut table = self.by_node.lock().unwrap_or_else(|p| p.into_inner());
+        table.insert(node.to_string(), serials);
+        Ok(())
     }
 
     /// Revokes every certificate of `node`.

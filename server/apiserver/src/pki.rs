@@ -8,15 +8,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shoal_pki::{Ca, ClusterKey, Identity, Issued, JoinToken, Role};
-use shoal_store::objects::ObjectError;
+use shoal_store::objects::{ObjectError, RecordChange};
 use shoal_store::ObjectStore;
 
 use crate::node_certs::{NodeCerts, Replacing};
 
 const CA_RECORD: &str = "ca";
 const TOKENS_RECORD: &str = "join-tokens";
-/// Read-modify-writes of the tokens that lose this many races in a row give up.
-const TRIES: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -28,8 +26,6 @@ pub enum PkiError {
     Corrupt(&'static str, String),
     #[error("the cluster CA in the store is sealed with another cluster key: give this server the cluster's key (--cluster-key-file; the first server's is <data-dir>/cluster.key)")]
     OtherKey,
-    #[error("the join tokens changed under every attempt to rotate them; try again")]
-    Contended,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -143,50 +139,41 @@ impl ClusterPki {
         &self.ca
     }
 
-    async fn secrets(&self) -> Result<Option<(Secrets, shoal_store::Revision)>, PkiError> {
-        let Some((bytes, revision)) = self.objects.record(TOKENS_RECORD).await? else {
-            return Ok(None);
-        };
-        let plain = self.key.open(TOKENS_RECORD, &bytes)?;
-        let secrets = serde_json::from_slice(&plain)
-            .map_err(|e| PkiError::Corrupt("join tokens", e.to_string()))?;
-        Ok(Some((secrets, revision)))
+    fn open_secrets(&self, sealed: &[u8]) -> Result<Secrets, PkiError> {
+        let plain = self.key.open(TOKENS_RECORD, sealed)?;
+        serde_json::from_slice(&plain).map_err(|e| PkiError::Corrupt("join tokens", e.to_string()))
+    }
+
+    async fn secrets(&self) -> Result<Option<Secrets>, PkiError> {
+        match self.objects.record(TOKENS_RECORD).await? {
+            Some((sealed, _)) => self.open_secrets(&sealed).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The role's token; made if there is none, or made anew with `rotate`.
     pub async fn token(&self, role: JoinRole, rotate: bool) -> Result<JoinToken, PkiError> {
-        for _ in 0..TRIES {
-            let current = self.secrets().await?;
-            if let Some(secret) = current.as_ref().and_then(|(s, _)| role.secret(s)) {
-                if !rotate {
-                    return Ok(self.token_of(secret));
+        let secret = self
+            .objects
+            .modify_record(TOKENS_RECORD, |sealed| -> Result<_, PkiError> {
+                let mut secrets = match sealed {
+                    Some(sealed) => self.open_secrets(sealed)?,
+                    None => Secrets::default(),
+                };
+                if let Some(secret) = role.secret(&secrets).filter(|_| !rotate) {
+                    return Ok(RecordChange::Keep(secret.clone()));
                 }
-            }
-            let mut secrets = current.as_ref().map(|(s, _)| s.clone()).unwrap_or_default();
-            let secret = JoinToken::new_secret()?;
-            role.set(&mut secrets, secret.clone());
-            let plain = serde_json::to_vec(&secrets)
-                .map_err(|e| PkiError::Corrupt("join tokens", e.to_string()))?;
-            let sealed = self.key.seal(TOKENS_RECORD, &plain)?;
-            let written = match current {
-                None => self.objects.create_record(TOKENS_RECORD, sealed).await?,
-                Some((_, revision)) => {
-                    match self
-                        .objects
-                        .replace_record(TOKENS_RECORD, sealed, revision)
-                        .await
-                    {
-                        Ok(()) => true,
-                        Err(ObjectError::Conflict { .. }) => false,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            };
-            if written {
-                return Ok(self.token_of(&secret));
-            }
-        }
-        Err(PkiError::Contended)
+                let secret = JoinToken::new_secret()?;
+                role.set(&mut secrets, secret.clone());
+                let plain = serde_json::to_vec(&secrets)
+                    .map_err(|e| PkiError::Corrupt("join tokens", e.to_string()))?;
+                Ok(RecordChange::Write(
+                    self.key.seal(TOKENS_RECORD, &plain)?,
+                    secret,
+                ))
+            })
+            .await?;
+        Ok(self.token_of(&secret))
     }
 
     fn token_of(&self, secret: &str) -> JoinToken {
@@ -212,7 +199,7 @@ impl ClusterPki {
         if token.ca_digest != self.ca.digest() {
             return Err(JoinRefused::OtherCa(token.ca_digest).into());
         }
-        let secrets = self.secrets().await?.map(|(s, _)| s).unwrap_or_default();
+        let secrets = self.secrets().await?.unwrap_or_default();
         let role = [JoinRole::Worker, JoinRole::Manager]
             .into_iter()
             .find(|r| r.secret(&secrets).is_some_and(|s| token.secret_is(s)))

@@ -46,6 +46,7 @@ pub use apply::{ApplyError, ApplyOutcome};
 pub use claims::{Claim, ClaimOwner, ClaimWrite};
 pub use follow::{Follower, Item};
 pub use keys::{kind_prefix, object_key, HEARTBEAT_PREFIX, ROOT};
+pub use records::RecordChange;
 pub use rules::user_fields_equal;
 pub use watch::{ChangeType, ObjectWatchEvent, ObjectWatchStream};
 pub use write::DeleteOutcome;

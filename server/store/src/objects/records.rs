@@ -4,11 +4,20 @@
 
 use super::follow::{follow, Follower};
 use super::keys::ROOT;
+use super::retry::Tries;
 use super::{ObjectError, ObjectStore, Result};
 use crate::{Revision, StoreError};
 
 fn record_key(name: &str) -> String {
     format!("{ROOT}cluster/{name}")
+}
+
+/// What a change of a record decided, with what the caller gets back.
+pub enum RecordChange<T> {
+    /// Leave the record as it is.
+    Keep(T),
+    /// Write these bytes in its place (or as it, if there is none).
+    Write(Vec<u8>, T),
 }
 
 impl ObjectStore {
@@ -32,12 +41,7 @@ impl ObjectStore {
     }
 
     /// Replaces the record `name` if it is still at `expected`.
-    pub async fn replace_record(
-        &self,
-        name: &str,
-        value: Vec<u8>,
-        expected: Revision,
-    ) -> Result<()> {
+    async fn replace_record(&self, name: &str, value: Vec<u8>, expected: Revision) -> Result<()> {
         self.store
             .update(&record_key(name), value, expected, None)
             .await
@@ -53,6 +57,39 @@ impl ObjectStore {
                 },
                 other => other.into(),
             })
+    }
+
+    /// Reads the record `name` (None: there is none), lets `change` decide, and writes
+    /// what it says at the revision read: a read-modify-write on the one retry policy,
+    /// reading again after a lost race.
+    pub async fn modify_record<T, E: From<ObjectError>>(
+        &self,
+        name: &str,
+        mut change: impl FnMut(Option<&[u8]>) -> std::result::Result<RecordChange<T>, E>,
+    ) -> std::result::Result<T, E> {
+        let mut tries = Tries::new("record", name);
+        loop {
+            tries.begin().await?;
+            let current = self.record(name).await?;
+            let (bytes, out) = match change(current.as_ref().map(|(b, _)| b.as_slice()))? {
+                RecordChange::Keep(out) => return Ok(out),
+                RecordChange::Write(bytes, out) => (bytes, out),
+            };
+            let lost = match current {
+                None => !self.create_record(name, bytes).await?,
+                Some((_, revision)) => match self.replace_record(name, bytes, revision).await {
+                    Ok(()) => false,
+                    Err(ObjectError::Conflict { current, .. }) => {
+                        tries.lost(current);
+                        true
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            if !lost {
+                return Ok(out);
+            }
+        }
     }
 
     /// Deletes the record `name`; false if there was none.
