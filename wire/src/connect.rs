@@ -44,25 +44,50 @@ impl Credentials {
     }
 }
 
-/// The endpoint for `url` (`http://host:port`, or `https://`), and the TLS it needs.
-/// The endpoint always says `http`: TLS is the connector's job, not tonic's.
-fn endpoint(url: &str, creds: &Credentials) -> Result<(Endpoint, Option<TlsClient>), ClientError> {
-    let bad = |why: &str| ClientError::BadUrl {
+/// The endpoint tonic drives and the connector under it, for the servers `list` names
+/// (one URL, or several comma-separated, all `http://` or all `https://`); `tls` makes
+/// the TLS side for https. The endpoint always says `http`: TLS is the connector's job.
+fn target(
+    list: &str,
+    tls: impl FnOnce() -> Result<TlsClient, ClientError>,
+) -> Result<(Endpoint, Failover), ClientError> {
+    let bad = |url: &str, why: &str| ClientError::BadUrl {
         url: url.into(),
         why: why.into(),
     };
-    let (rest, tls) = if let Some(rest) = url.strip_prefix("https://") {
-        (rest, Some(creds.tls()?))
-    } else if let Some(rest) = url.strip_prefix("http://") {
-        (rest, None)
-    } else {
-        return Err(bad("expected http://host:port or https://host:port"));
-    };
-    let endpoint = Endpoint::from_shared(format!("http://{rest}"))
-        .map_err(|e| bad(&e.to_string()))?
+    let urls = server_urls(list)?;
+    let secure = urls[0].starts_with("https://");
+    let scheme = if secure { "https://" } else { "http://" };
+    let mut targets = Vec::new();
+    let mut plain_urls = Vec::new();
+    for url in &urls {
+        let rest = url
+            .strip_prefix(scheme)
+            .ok_or_else(|| match url.contains("://") {
+                true => bad(list, "mixes http:// and https:// servers"),
+                false => bad(url, "expected http://host:port or https://host:port"),
+            })?;
+        let uri: tonic::codegen::http::Uri = format!("http://{rest}")
+            .parse()
+            .map_err(|e: tonic::codegen::http::uri::InvalidUri| bad(url, &e.to_string()))?;
+        let host = uri.host().ok_or_else(|| bad(url, "no host"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        targets.push((host, uri.port_u16().unwrap_or(443)));
+        plain_urls.push(uri.to_string());
+    }
+    let endpoint = Endpoint::from_shared(plain_urls.swap_remove(0))
+        .map_err(|e| bad(list, &e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
-    Ok((endpoint, tls))
+    let failover = Failover {
+        targets: Arc::new(targets),
+        tls: if secure { Some(tls()?) } else { None },
+        next: Arc::new(AtomicUsize::new(0)),
+    };
+    Ok((endpoint, failover))
 }
 
 /// A channel that connects when first used (an agent starts before its server), to
@@ -70,33 +95,56 @@ fn endpoint(url: &str, creds: &Credentials) -> Result<(Endpoint, Option<TlsClien
 /// connection starts with the one that answered last, so a node stays on its server
 /// while it is there and moves to another when it goes.
 pub fn lazy_channel(list: &str, creds: &Credentials) -> Result<Channel, ClientError> {
-    let urls = server_urls(list)?;
-    let mut targets = Vec::new();
-    let mut tls = None;
-    for url in &urls {
-        let (endpoint, t) = endpoint(url, creds)?;
-        if t.is_some() != urls[0].starts_with("https://") {
-            return Err(ClientError::BadUrl {
-                url: list.into(),
-                why: "mixes http:// and https:// servers".into(),
-            });
-        }
-        tls = t;
-        let uri = endpoint.uri();
-        let host = uri
-            .host()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        targets.push((host, uri.port_u16().unwrap_or(443)));
+    let (endpoint, connector) = target(list, || creds.tls())?;
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+/// Connects now: an unreachable server is an error at once (the CLI's case).
+pub async fn channel(url: &str, creds: &Credentials) -> Result<Channel, ClientError> {
+    let (endpoint, connector) = target(url, || creds.tls())?;
+    connect_now(url, endpoint, connector).await
+}
+
+async fn connect_now(
+    url: &str,
+    endpoint: Endpoint,
+    connector: Failover,
+) -> Result<Channel, ClientError> {
+    endpoint
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| ClientError::Unreachable {
+            url: url.into(),
+            why: shoal_api::error_chain(&e),
+        })
+}
+
+/// A channel to a node's API at `address`, whose certificate names the node (None:
+/// plaintext, in a cluster without TLS).
+pub fn node_channel(
+    address: &str,
+    node: &str,
+    creds: Option<&Credentials>,
+) -> Result<Channel, ClientError> {
+    let (endpoint, connector) = match creds {
+        Some(creds) => target(&format!("https://{address}"), || {
+            Ok(creds.tls()?.expecting(node)?)
+        })?,
+        None => target(&format!("http://{address}"), || Err(ClientError::NoCa))?,
+    };
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+/// Connects now to `url` over TLS trusting any server (see [`TlsClient::unverified`]).
+pub async fn unverified_channel(url: &str) -> Result<Channel, ClientError> {
+    if !url.starts_with("https://") {
+        return Err(ClientError::BadUrl {
+            url: url.into(),
+            why: "expected https://host:port".into(),
+        });
     }
-    let (endpoint, _) = endpoint(&urls[0], creds)?;
-    Ok(endpoint.connect_with_connector_lazy(Failover {
-        targets: Arc::new(targets),
-        tls,
-        next: Arc::new(AtomicUsize::new(0)),
-    }))
+    let (endpoint, connector) = target(url, || Ok(TlsClient::unverified()?))?;
+    connect_now(url, endpoint, connector).await
 }
 
 /// An IO a channel runs over: plaintext TCP or TLS.
@@ -165,52 +213,6 @@ impl tower_service::Service<tonic::codegen::http::Uri> for Failover {
     fn call(&mut self, _uri: tonic::codegen::http::Uri) -> Self::Future {
         Box::pin(self.clone().connect())
     }
-}
-
-/// A channel to a node's API at `address`, whose certificate names the node.
-pub fn node_channel(
-    address: &str,
-    node: &str,
-    creds: Option<&Credentials>,
-) -> Result<Channel, ClientError> {
-    match creds {
-        Some(creds) => {
-            let (endpoint, _) = endpoint(&format!("http://{address}"), creds)?;
-            Ok(endpoint.connect_with_connector_lazy(creds.tls()?.expecting(node)?))
-        }
-        None => lazy_channel(&format!("http://{address}"), &Credentials::default()),
-    }
-}
-
-/// Connects now to `url` over TLS trusting any server (see [`TlsClient::unverified`]).
-pub async fn unverified_channel(url: &str) -> Result<Channel, ClientError> {
-    let tls = TlsClient::unverified()?;
-    let rest = url
-        .strip_prefix("https://")
-        .ok_or_else(|| ClientError::BadUrl {
-            url: url.into(),
-            why: "expected https://host:port".into(),
-        })?;
-    let (endpoint, _) = endpoint(&format!("http://{rest}"), &Credentials::default())?;
-    endpoint
-        .connect_with_connector(tls)
-        .await
-        .map_err(|e| ClientError::Unreachable {
-            url: url.into(),
-            why: shoal_api::error_chain(&e),
-        })
-}
-
-/// Connects now: an unreachable server is an error at once (the CLI's case).
-pub async fn channel(url: &str, creds: &Credentials) -> Result<Channel, ClientError> {
-    let connected = match endpoint(url, creds)? {
-        (endpoint, Some(tls)) => endpoint.connect_with_connector(tls).await,
-        (endpoint, None) => endpoint.connect().await,
-    };
-    connected.map_err(|e| ClientError::Unreachable {
-        url: url.into(),
-        why: shoal_api::error_chain(&e),
-    })
 }
 
 /// The servers `--server` names: one URL, or several separated by commas (servers on
@@ -302,12 +304,16 @@ mod tests {
 
     #[test]
     fn urls_without_a_scheme_are_refused_with_the_flag_named() {
-        let e = endpoint("127.0.0.1:7443", &Credentials::default())
+        let e = target("127.0.0.1:7443", || Err(ClientError::NoCa))
             .err()
             .expect("no scheme");
         assert!(
             e.to_string().starts_with("--server \"127.0.0.1:7443\""),
             "{e}"
         );
+        let e = target("http://a:1,https://b:2", || Err(ClientError::NoCa))
+            .err()
+            .expect("mixed");
+        assert!(e.to_string().contains("mixes http:// and https://"), "{e}");
     }
 }

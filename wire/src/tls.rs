@@ -314,25 +314,6 @@ impl TlsClient {
         Ok(self)
     }
 
-    async fn connect(
-        self,
-        uri: tonic::codegen::http::Uri,
-    ) -> io::Result<hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>> {
-        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{uri}: {why}"));
-        let host = uri
-            .host()
-            .ok_or_else(|| bad("no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = uri.port_u16().unwrap_or(443);
-        let tcp = TcpStream::connect((host.as_str(), port)).await?;
-        let _ = tcp.set_nodelay(true);
-        Ok(hyper_util::rt::TokioIo::new(
-            self.handshake(&host, tcp).await?,
-        ))
-    }
-
     /// TLS over `tcp` to the server at `host` (whose certificate must name it, unless
     /// [`TlsClient::expecting`] said another name).
     pub async fn handshake(
@@ -396,20 +377,5 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-impl tower_service::Service<tonic::codegen::http::Uri> for TlsClient {
-    type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
-    type Error = io::Error;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = io::Result<Self::Response>> + Send + 'static>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: tonic::codegen::http::Uri) -> Self::Future {
-        Box::pin(self.clone().connect(uri))
     }
 }
