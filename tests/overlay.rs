@@ -900,49 +900,37 @@ fn deleting_the_network_removes_its_devices_from_every_host(c: &mut Cluster) {
     }
 }
 
-/// Every TCP port a host listens on beyond loopback, from `ss`, but the containers'
-/// DNS (53, on the node bridge) and the ports services publish (`published`).
-fn control_ports(c: &Cluster, h: usize, published: &[u16]) -> Vec<String> {
-    c.on_host(h, &["ss", "-ltnH"])
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_string))
-        .filter(|addr| {
-            let (ip, port) = addr.rsplit_once(':').unwrap_or((addr, ""));
-            let port: u16 = port.parse().unwrap_or(0);
-            !(ip.starts_with("127.") || ip == "[::1]" || port == 53 || published.contains(&port))
-        })
-        .collect()
-}
-
 fn the_hosts_serve_no_plaintext_beyond_loopback(c: &mut Cluster) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     for h in 0..HOSTS {
-        let ports = control_ports(c, h, &[]);
+        // All but the containers' DNS (53, on the node bridge); no service publishes
+        // a port yet.
+        let ports: Vec<(String, u16)> = listening_beyond_loopback(&c.on_host(h, &["ss", "-ltnH"]))
+            .into_iter()
+            .filter(|(_, port)| *port != 53)
+            .collect();
         assert!(
-            ports.contains(&format!("{NET}.{}:7444", h + 1)),
+            ports.contains(&(format!("{NET}.{}", h + 1), 7444)),
             "host {h}: the node API is among {ports:?}"
         );
-        for addr in &ports {
-            let plain = rt.block_on(async {
-                let channel = shoal_wire::channel(
-                    &format!("http://{addr}"),
-                    &shoal_wire::Credentials::default(),
-                )
+        for (ip, port) in &ports {
+            only_tls(&rt, &format!("{ip}:{port}"))
+                .unwrap_or_else(|e| panic!("host {h}: {ip}:{port}: {e}"));
+        }
+        // The node API is the servers' alone: an admin certificate is turned away.
+        let admin = credentials_for(&c.url);
+        let node = format!("{PREFIX}{h}");
+        let address = format!("{NET}.{}:7444", h + 1);
+        let asked = rt.block_on(async {
+            let channel = shoal_wire::node_channel(&address, &node, Some(&admin)).expect("channel");
+            shoal_wire::pb::node_client::NodeClient::new(channel)
+                .container_logs(shoal_wire::pb::ContainerLogsRequest::default())
                 .await
-                .map_err(|e| e.to_string())?;
-                let mut node = shoal_wire::pb::node_client::NodeClient::new(channel);
-                node.container_logs(shoal_wire::pb::ContainerLogsRequest::default())
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            });
-            assert!(plain.is_err(), "host {h}: {addr} answered plaintext");
-            let tls = rt.block_on(shoal_wire::unverified_channel(&format!("https://{addr}")));
-            assert!(
-                tls.is_ok(),
-                "host {h}: {addr} does not speak TLS: {:?}",
-                tls.err()
-            );
+                .map(drop)
+        });
+        match asked {
+            Err(s) => assert_eq!(s.code(), tonic::Code::PermissionDenied, "host {h}: {s:?}"),
+            Ok(()) => panic!("host {h}: the node API served an admin certificate"),
         }
     }
 }

@@ -8,8 +8,7 @@
 
 mod support;
 
-use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::process::Command;
 use std::time::Duration;
 
 use shoal_wire::{pb, Credentials};
@@ -357,87 +356,32 @@ fn a_removed_nodes_certificate_stops_working_at_once(f: &mut Fixture) {
     );
 }
 
-/// The TCP ports `pid` listens on.
-fn listening(pid: u32) -> Vec<SocketAddr> {
-    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .filter_map(|l| {
-            let l = l.display().to_string();
-            l.strip_prefix("socket:[")
-                .and_then(|r| r.strip_suffix(']'))
-                .map(str::to_string)
-        })
-        .collect();
-    let mut found = Vec::new();
-    for (table, v6) in [("tcp", false), ("tcp6", true)] {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            // State 0A is LISTEN.
-            if f.len() > 9 && f[3] == "0A" && inodes.contains(f[9]) {
-                if let Some(addr) = parse_proc_addr(f[1], v6) {
-                    found.push(addr);
-                }
-            }
-        }
-    }
-    found
-}
-
-fn parse_proc_addr(s: &str, v6: bool) -> Option<SocketAddr> {
-    let (ip, port) = s.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let bytes: Vec<u8> = (0..ip.len() / 2)
-        .map(|i| u8::from_str_radix(&ip[2 * i..2 * i + 2], 16))
-        .collect::<Result<_, _>>()
-        .ok()?;
-    // /proc prints each 32-bit word in host (little-endian) order.
-    let fixed: Vec<u8> = bytes
-        .chunks(4)
-        .flat_map(|w| w.iter().rev().copied())
-        .collect();
-    let ip: std::net::IpAddr = if v6 {
-        <[u8; 16]>::try_from(fixed)
-            .ok()
-            .map(std::net::Ipv6Addr::from)?
-            .into()
-    } else {
-        <[u8; 4]>::try_from(fixed)
-            .ok()
-            .map(std::net::Ipv4Addr::from)?
-            .into()
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
 fn no_plaintext_port_beyond_loopback(f: &mut Fixture) {
     let dir = tempfile::tempdir().expect("tmp");
     let wide = Server::embedded_wide(dir.path());
     let pid = wide.pid().expect("running");
-    let open = listening(pid);
-    assert!(!open.is_empty(), "the server listens somewhere");
-    for addr in open.iter().filter(|a| !a.ip().is_loopback()) {
+    let ss = Command::new("ss")
+        .arg("-ltnpH")
+        .output()
+        .expect("ss (iproute2)");
+    let of_server: String = stdout(&ss)
+        .lines()
+        .filter(|l| l.contains(&format!("pid={pid},")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let open = listening_beyond_loopback(&of_server);
+    assert!(
+        !open.is_empty(),
+        "the server listens beyond loopback: {of_server}"
+    );
+    for (addr, port) in &open {
         // Reached at this machine's loopback: the same socket, as the wildcard holds it.
-        let at = format!("127.0.0.1:{}", addr.port());
-        let plain = f.rt.block_on(async {
-            let mut api = shoal_wire::api_client(&format!("http://{at}"), &Credentials::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            api.info(pb::InfoRequest {})
-                .await
-                .map_err(|e| e.to_string())
-        });
-        assert!(plain.is_err(), "{addr} answered plaintext: {plain:?}");
-        let tls =
-            f.rt.block_on(shoal_wire::unverified_channel(&format!("https://{at}")));
-        assert!(tls.is_ok(), "{addr} does not speak TLS: {:?}", tls.err());
+        let at = format!("127.0.0.1:{port}");
+        only_tls(&f.rt, &at).unwrap_or_else(|e| panic!("{addr}:{port}: {e}"));
     }
     // And plaintext beyond loopback is refused outright.
     let refused_dir = tempfile::tempdir().expect("tmp");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args([
             "server",
             "--insecure",

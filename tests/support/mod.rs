@@ -583,3 +583,40 @@ pub fn run_scenarios<F>(fixture: &mut F, scenarios: &[Scenario<F>]) {
     }
     assert!(failed.is_empty(), "failed scenarios: {failed:?}");
 }
+
+/// The TCP listeners beyond loopback in `ss -ltnH` output (its fourth column), as
+/// address and port.
+pub fn listening_beyond_loopback(ss: &str) -> Vec<(String, u16)> {
+    ss.lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .filter_map(|local| {
+            let (ip, port) = local.rsplit_once(':')?;
+            Some((ip.to_string(), port.parse().ok()?))
+        })
+        .filter(|(ip, _)| !(ip.starts_with("127.") || ip == "[::1]"))
+        .collect()
+}
+
+/// Whether `addr` (host:port) speaks TLS only: a TLS handshake succeeds and a
+/// plaintext gRPC call fails.
+pub fn only_tls(rt: &tokio::runtime::Runtime, addr: &str) -> Result<(), String> {
+    let plain = rt.block_on(async {
+        let channel = shoal_wire::channel(
+            &format!("http://{addr}"),
+            &shoal_wire::Credentials::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        shoal_wire::pb::node_client::NodeClient::new(channel)
+            .container_logs(shoal_wire::pb::ContainerLogsRequest::default())
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    if plain.is_ok() {
+        return Err("answered a plaintext call".into());
+    }
+    rt.block_on(shoal_wire::unverified_channel(&format!("https://{addr}")))
+        .map(drop)
+        .map_err(|e| format!("does not speak TLS: {e}"))
+}

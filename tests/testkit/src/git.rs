@@ -121,8 +121,10 @@ impl GitServer {
     pub fn daemon(repo: &GitRepo) -> GitServer {
         let port = free_port();
         let repos = repo.repos();
-        let child = Command::new("git")
-            .arg("daemon")
+        // git-daemon itself, not `git daemon`: a git that runs its dashed commands as
+        // children would leave the daemon behind when the test kills `git`.
+        let exec_path = git(Path::new("/"), &["--exec-path"]);
+        let child = Command::new(Path::new(&exec_path).join("git-daemon"))
             .arg("--reuseaddr")
             .arg("--export-all")
             .arg("--listen=127.0.0.1")
