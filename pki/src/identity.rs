@@ -52,6 +52,13 @@ pub struct Certified {
 }
 
 impl Certified {
+    /// When to renew it (seconds since the epoch): at a random point between 50% and
+    /// 80% of its life, as Swarm does, so a cluster's nodes do not all renew at once.
+    pub fn renewal_at(&self) -> Result<i64, PkiError> {
+        let fraction = f64::from(u32::from_le_bytes(crate::random::<4>()?)) / f64::from(u32::MAX);
+        Ok(renewal_point(self.not_before, self.not_after, fraction))
+    }
+
     /// The same, from a PEM certificate.
     pub fn from_pem(pem: &str) -> Result<Certified, PkiError> {
         Self::from_der(&crate::der_of(pem)?)
@@ -81,5 +88,25 @@ impl Certified {
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
         })
+    }
+}
+
+/// The point `fraction` (0 to 1) of the way from 50% to 80% of a life from
+/// `not_before` to `not_after`.
+fn renewal_point(not_before: i64, not_after: i64, fraction: f64) -> i64 {
+    let life = (not_after - not_before).max(0) as f64;
+    not_before + (life * (0.5 + 0.3 * fraction.clamp(0.0, 1.0))) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_falls_between_half_and_four_fifths_of_the_life() {
+        assert_eq!(renewal_point(1000, 2000, 0.0), 1500);
+        assert_eq!(renewal_point(1000, 2000, 1.0), 1800);
+        assert_eq!(renewal_point(1000, 2000, 0.5), 1650);
+        assert_eq!(renewal_point(1000, 2000, 7.0), 1800);
     }
 }

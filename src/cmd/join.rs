@@ -160,14 +160,6 @@ fn check_ca(url: &str, ca_pem: &str, token: &shoal_pki::JoinToken) -> anyhow::Re
     Ok(())
 }
 
-/// When to renew a certificate valid from `not_before` to `not_after` (seconds since
-/// the epoch): at a random point between 50% and 80% of its life, as Swarm does, so a
-/// cluster's nodes do not all renew at once.
-fn renewal_at(not_before: i64, not_after: i64, random: f64) -> i64 {
-    let life = (not_after - not_before).max(0) as f64;
-    not_before + (life * (0.5 + 0.3 * random.clamp(0.0, 1.0))) as i64
-}
-
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -187,8 +179,7 @@ pub async fn keep_renewed(
 ) {
     let name = current.identity.name.clone();
     loop {
-        let random = f64::from(u32::from_le_bytes(rand_bytes())) / f64::from(u32::MAX);
-        let at = renewal_at(current.not_before, current.not_after, random);
+        let at = current.renewal_at().unwrap_or(current.not_before);
         let wait = (at - now()).max(0) as u64;
         tracing::info!(in_s = wait, "node certificate renewal scheduled");
         tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
@@ -203,15 +194,6 @@ pub async fn keep_renewed(
             }
         }
     }
-}
-
-fn rand_bytes() -> [u8; 4] {
-    let mut b = [0u8; 4];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read as _;
-        let _ = f.read_exact(&mut b);
-    }
-    b
 }
 
 async fn renew(
@@ -235,17 +217,4 @@ async fn renew(
     creds.replace(&key_pem, &renewed.cert_pem)?;
     live.replace(renewed.cert_pem.as_bytes(), key_pem.as_bytes())?;
     Ok(certified)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renewal_falls_between_half_and_four_fifths_of_the_life() {
-        assert_eq!(renewal_at(1000, 2000, 0.0), 1500);
-        assert_eq!(renewal_at(1000, 2000, 1.0), 1800);
-        assert_eq!(renewal_at(1000, 2000, 0.5), 1650);
-        assert_eq!(renewal_at(1000, 2000, 7.0), 1800);
-    }
 }

@@ -258,19 +258,11 @@ pub async fn run(a: Args) -> Outcome {
     let heartbeats = agent.heartbeats();
     let webhooks = Webhooks::new(ObjectStore::new(store.clone()), webhook_secret);
     let url = server_tls::local_url(listener.local_addr()?, !a.insecure);
-    let admin = match a.insecure {
-        true => {
-            let mut c = shoal_wire::ClientConfig::new(url.clone());
-            c.written_by = Some(format!("shoal server --data-dir {}", data_dir.display()));
-            c
-        }
-        false => server_tls::admin_config(&pki, url.clone(), a.cert_lifetime, &data_dir)?,
-    };
+    let admin = server_tls::admin_config((!a.insecure).then_some(&*pki), url.clone(), &data_dir)?;
     let admin_path = server_tls::write_admin_config(&admin, &data_dir)?;
     let service = ApiService::new(store.clone(), id.clone(), a.watch_cache_size)
         .with_pki(pki.clone(), certs, security.node_creds.clone())
         .with_heartbeats(heartbeats);
-    security.keep_renewed(&pki, a.cert_lifetime);
     tracing::info!(
         listen = %url,
         store = store.backend(),
@@ -381,17 +373,15 @@ async fn signal_shutdown(token: CancellationToken) {
 }
 
 /// What this server presents: its listener's TLS (None with --insecure), and the
-/// identity it calls nodes' APIs with.
+/// identity it calls nodes' APIs with (renewed in place while it runs).
 struct Security {
     tls: Option<TlsServer>,
     node_creds: Option<Credentials>,
-    /// The CA-made identities to renew, with their names.
-    renew: Vec<(Identity, Vec<String>, LiveIdentity)>,
 }
 
 impl Security {
     fn new(
-        pki: &ClusterPki,
+        pki: &Arc<ClusterPki>,
         tls_san: &[String],
         tls_cert: &Option<PathBuf>,
         tls_key: &Option<PathBuf>,
@@ -402,7 +392,6 @@ impl Security {
             return Ok(Security {
                 tls: None,
                 node_creds: None,
-                renew: Vec::new(),
             });
         }
         let identity = Identity {
@@ -410,8 +399,7 @@ impl Security {
             name: format!("server-{}", host_name()),
         };
         let names = server_tls::server_names(listen, tls_san);
-        let lifetime = pki.node_cert_lifetime;
-        let (_, _, own) = server_tls::issue(pki, &identity, &names, lifetime)?;
+        let own = server_tls::own_identity(pki.clone(), identity, names)?;
         let serving = match (tls_cert, tls_key) {
             (Some(cert), Some(key)) => {
                 let read = |p: &PathBuf| {
@@ -426,20 +414,7 @@ impl Security {
         let ca = pki.ca().cert_pem().as_bytes();
         Ok(Security {
             tls: Some(TlsServer::new(serving, ca)?),
-            node_creds: Some(server_tls::node_credentials(pki, own.clone())),
-            renew: vec![(identity, names, own)],
+            node_creds: Some(server_tls::node_credentials(pki, own)),
         })
-    }
-
-    fn keep_renewed(&self, pki: &Arc<ClusterPki>, lifetime: Duration) {
-        for (identity, names, live) in &self.renew {
-            server_tls::keep_renewed(
-                pki.clone(),
-                identity.clone(),
-                names.clone(),
-                lifetime,
-                live.clone(),
-            );
-        }
     }
 }

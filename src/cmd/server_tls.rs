@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use shoal_apiserver::ClusterPki;
@@ -40,46 +40,39 @@ pub fn server_names(listen: SocketAddr, extra: &[String]) -> Vec<String> {
     names
 }
 
-/// A certificate and key the CA makes for `identity`, ready to present.
-pub fn issue(
+/// A certificate the CA makes for `identity` (valid the cluster's certificate
+/// lifetime) and its key, PEM.
+fn issue(
     pki: &ClusterPki,
     identity: &Identity,
     names: &[String],
-    lifetime: Duration,
-) -> anyhow::Result<(String, String, LiveIdentity)> {
-    let issued = pki.ca().issue(identity, names, lifetime)?;
-    let key = issued.key_pem.unwrap_or_default();
-    let live = LiveIdentity::from_pem(issued.cert_pem.as_bytes(), key.as_bytes())?;
-    Ok((issued.cert_pem, key, live))
+) -> anyhow::Result<(String, String)> {
+    let issued = pki.ca().issue(identity, names, pki.node_cert_lifetime)?;
+    Ok((issued.cert_pem, issued.key_pem.unwrap_or_default()))
 }
 
-/// Re-issues `identity` into `live` at two thirds of each certificate's life, for as
-/// long as the server runs.
-pub fn keep_renewed(
-    pki: std::sync::Arc<ClusterPki>,
+/// The server's own certificate as `identity`, ready to present, and renewed in place
+/// at two thirds of each certificate's life for as long as the server runs.
+pub fn own_identity(
+    pki: Arc<ClusterPki>,
     identity: Identity,
     names: Vec<String>,
-    lifetime: Duration,
-    live: LiveIdentity,
-) {
+) -> anyhow::Result<LiveIdentity> {
+    let (cert, key) = issue(&pki, &identity, &names)?;
+    let live = LiveIdentity::from_pem(cert.as_bytes(), key.as_bytes())?;
+    let renewing = live.clone();
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(lifetime * 2 / 3).await;
-            let renewed = pki
-                .ca()
-                .issue(&identity, &names, lifetime)
-                .map_err(anyhow::Error::from)
-                .and_then(|i| {
-                    let key = i.key_pem.unwrap_or_default();
-                    live.replace(i.cert_pem.as_bytes(), key.as_bytes())
-                        .map_err(anyhow::Error::from)
-                });
+            tokio::time::sleep(pki.node_cert_lifetime * 2 / 3).await;
+            let renewed = issue(&pki, &identity, &names)
+                .and_then(|(cert, key)| Ok(renewing.replace(cert.as_bytes(), key.as_bytes())?));
             match renewed {
                 Ok(()) => tracing::info!(name = %identity.name, "server certificate renewed"),
                 Err(e) => tracing::error!(error = %e, "renewing the server certificate failed"),
             }
         }
     });
+    Ok(live)
 }
 
 /// How this server calls nodes' APIs: as a server of the cluster.
@@ -151,22 +144,24 @@ pub fn install_user_config(
     Ok(())
 }
 
-/// The admin's config: this server's URL, the CA, and a new admin certificate.
+/// The admin's config: this server's URL and, with `pki` (a server on TLS), the CA
+/// and a new admin certificate.
 pub fn admin_config(
-    pki: &ClusterPki,
+    pki: Option<&ClusterPki>,
     url: String,
-    lifetime: Duration,
     data_dir: &Path,
 ) -> anyhow::Result<ClientConfig> {
-    let admin = Identity {
-        role: Role::Admin,
-        name: "admin".into(),
-    };
-    let (cert, key, _) = issue(pki, &admin, &[], lifetime)?;
     let mut config = ClientConfig::new(url);
-    config.certificate_authority = Some(pki.ca().cert_pem().to_string());
-    config.client_certificate = Some(cert);
-    config.client_key = Some(key);
     config.written_by = Some(format!("shoal server --data-dir {}", data_dir.display()));
+    if let Some(pki) = pki {
+        let admin = Identity {
+            role: Role::Admin,
+            name: "admin".into(),
+        };
+        let (cert, key) = issue(pki, &admin, &[])?;
+        config.certificate_authority = Some(pki.ca().cert_pem().to_string());
+        config.client_certificate = Some(cert);
+        config.client_key = Some(key);
+    }
     Ok(config)
 }

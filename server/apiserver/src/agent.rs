@@ -170,7 +170,7 @@ impl AgentService {
         node: &str,
         mut rx: tokio::sync::mpsc::Receiver<Result<T, Status>>,
     ) -> ReceiverStream<Result<T, Status>> {
-        let (Access::Certified(_), Some(certs)) = (&self.access, &self.certs) else {
+        let Access::Certified(certs) = &self.access else {
             return ReceiverStream::new(rx);
         };
         let revoked = certs.revoked(node);
@@ -200,9 +200,7 @@ impl AgentService {
     }
 
     fn certs(&self) -> Result<&NodeCerts, Status> {
-        self.certs
-            .as_deref()
-            .ok_or_else(|| Status::failed_precondition("this server runs without a cluster PKI"))
+        self.certs.as_deref().ok_or_else(crate::pki::no_pki)
     }
 
     fn node_status(req: &pb::RegisterRequest, previous: Option<NodeStatus>) -> NodeStatus {
@@ -295,13 +293,7 @@ impl Agent for AgentService {
         &self,
         _req: Request<pb::ClusterCaRequest>,
     ) -> Result<Response<pb::ClusterCaResponse>, Status> {
-        let pki = self
-            .pki
-            .as_deref()
-            .ok_or_else(|| Status::failed_precondition("this server runs without a cluster PKI"))?;
-        Ok(Response::new(pb::ClusterCaResponse {
-            ca_pem: pki.ca().cert_pem().to_string(),
-        }))
+        crate::pki::cluster_ca_rpc(self.pki.as_deref()).map(Response::new)
     }
 
     #[tracing::instrument(skip_all, fields(node = %req.get_ref().node))]

@@ -250,8 +250,18 @@ impl From<ObjectError> for JoinError {
     }
 }
 
-fn no_pki() -> tonic::Status {
+pub(crate) fn no_pki() -> tonic::Status {
     tonic::Status::failed_precondition("this server runs without a cluster PKI")
+}
+
+/// `Agent.ClusterCa`: the CA, to anyone (it is public; a joining node checks it).
+pub(crate) fn cluster_ca_rpc(
+    pki: Option<&ClusterPki>,
+) -> Result<shoal_wire::pb::ClusterCaResponse, tonic::Status> {
+    let pki = pki.ok_or_else(no_pki)?;
+    Ok(shoal_wire::pb::ClusterCaResponse {
+        ca_pem: pki.ca().cert_pem().to_string(),
+    })
 }
 
 /// Puts a certificate just signed for `node` in force and answers with it.
