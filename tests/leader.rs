@@ -19,6 +19,18 @@ fn leader_seen_by(server: &Server) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Servers `PREFIX-a`, which leads, and `PREFIX-b`, started once `a` leads.
+fn leader_and_standby(etcd: &Etcd, prefix: &str) -> (Server, Server) {
+    let leader = format!("{prefix}-a");
+    let first = Server::etcd(&etcd.address(), &leader);
+    eventually(Duration::from_secs(20), || {
+        leader_seen_by(&first).filter(|l| *l == leader)
+    })
+    .expect("leader");
+    let second = Server::etcd(&etcd.address(), &format!("{prefix}-b"));
+    (first, second)
+}
+
 #[test]
 fn a_standby_server_takes_over_when_the_leader_dies() {
     let etcd = Etcd::start();
@@ -75,12 +87,7 @@ fn a_standby_server_takes_over_when_the_leader_dies() {
 #[test]
 fn a_leader_that_stops_cleanly_hands_over_at_once() {
     let etcd = Etcd::start();
-    let mut first = Server::etcd(&etcd.address(), "clean-a");
-    eventually(Duration::from_secs(20), || {
-        leader_seen_by(&first).filter(|l| l == "clean-a")
-    })
-    .expect("leader");
-    let second = Server::etcd(&etcd.address(), "clean-b");
+    let (mut first, second) = leader_and_standby(&etcd, "clean");
     first.stop();
     let new_leader = eventually(Duration::from_secs(30), || {
         leader_seen_by(&second).filter(|l| l == "clean-b")
@@ -94,12 +101,7 @@ fn a_leader_that_stops_cleanly_hands_over_at_once() {
 #[test]
 fn a_client_given_both_servers_fails_over_when_its_server_dies() {
     let etcd = Etcd::start();
-    let mut first = Server::etcd(&etcd.address(), "both-a");
-    eventually(Duration::from_secs(20), || {
-        leader_seen_by(&first).filter(|l| l == "both-a")
-    })
-    .expect("leader");
-    let second = Server::etcd(&etcd.address(), "both-b");
+    let (mut first, second) = leader_and_standby(&etcd, "both");
     let both = format!("{},{}", first.url, second.url);
     let network = |name: &str| {
         format!("apiVersion: shoal.dev/v1\nkind: Network\nmetadata: {{name: {name}}}\nspec: {{}}\n")
@@ -148,12 +150,7 @@ fn a_client_given_both_servers_fails_over_when_its_server_dies() {
 #[test]
 fn nodes_given_both_servers_move_to_the_other_when_theirs_dies() {
     let etcd = Etcd::start();
-    let mut first = Server::etcd(&etcd.address(), "nodes-a");
-    eventually(Duration::from_secs(20), || {
-        leader_seen_by(&first).filter(|l| l == "nodes-a")
-    })
-    .expect("leader");
-    let second = Server::etcd(&etcd.address(), "nodes-b");
+    let (mut first, second) = leader_and_standby(&etcd, "nodes");
     let both = format!("{},{}", first.url, second.url);
     let _sim = client(&both)
         .args(["sim", "--nodes", "2", "--prefix", "ha"])

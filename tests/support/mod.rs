@@ -123,26 +123,12 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::start_env(data_dir, None, "embedded", extra, env)
+        Self::start_env(data_dir, None, "embedded", extra, env, "127.0.0.1")
     }
 
     /// Embedded store, listening on every address (the wildcard) rather than loopback.
     pub fn embedded_wide(data_dir: &Path) -> Server {
-        let mut s = Server {
-            child: None,
-            url: String::new(),
-            port: free_port(),
-            data_dir: data_dir.to_path_buf(),
-            config: data_dir.join("admin.yaml"),
-            id: "embedded".into(),
-            store: None,
-            extra: Vec::new(),
-            env: Vec::new(),
-            listen_ip: "0.0.0.0".into(),
-        };
-        s.url = format!("https://127.0.0.1:{}", s.port);
-        s.spawn();
-        s
+        Self::start_env(data_dir, None, "embedded", &[], Vec::new(), "0.0.0.0")
     }
 
     /// etcd store, with extra `shoal server` flags.
@@ -156,7 +142,7 @@ impl Server {
     }
 
     fn start_with(data_dir: &Path, store: Option<String>, id: &str, extra: &[&str]) -> Server {
-        Self::start_env(data_dir, store, id, extra, Vec::new())
+        Self::start_env(data_dir, store, id, extra, Vec::new(), "127.0.0.1")
     }
 
     fn start_env(
@@ -165,6 +151,7 @@ impl Server {
         id: &str,
         extra: &[&str],
         env: Vec<(String, String)>,
+        listen_ip: &str,
     ) -> Server {
         let port = free_port();
         let insecure = extra.contains(&"--insecure");
@@ -179,7 +166,7 @@ impl Server {
             store,
             extra: extra.iter().map(|e| e.to_string()).collect(),
             env,
-            listen_ip: "127.0.0.1".into(),
+            listen_ip: listen_ip.into(),
         };
         s.spawn();
         s
