@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures::StreamExt;
 use shoal_api::{
     ByteSize, DynamicObject, Node, NodeResources, NodeRole, NodeSpec, NodeState, NodeStatus,
 };
@@ -44,6 +45,10 @@ impl HeartbeatConfig {
         self.period * self.missed
     }
 }
+
+/// A stream the agent API sends a node.
+type NodeStream<T> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// lastHeartbeat in Node status is refreshed at most this often, to keep heartbeats
 /// from turning into a stream of writes; liveness itself is the lease.
@@ -164,39 +169,32 @@ impl AgentService {
     }
 
     /// `rx` as the node's stream, ended with PERMISSION_DENIED the moment the node is
-    /// revoked: a removed node keeps nothing open.
+    /// revoked: a removed node keeps nothing open. Polled in the stream's own task, so
+    /// a message takes no extra hop on its way to the node.
     fn until_revoked<T: Send + 'static>(
         &self,
         node: &str,
-        mut rx: tokio::sync::mpsc::Receiver<Result<T, Status>>,
-    ) -> ReceiverStream<Result<T, Status>> {
+        rx: tokio::sync::mpsc::Receiver<Result<T, Status>>,
+    ) -> NodeStream<T> {
+        let stream = ReceiverStream::new(rx);
         let Access::Certified(certs) = &self.access else {
-            return ReceiverStream::new(rx);
+            return Box::pin(stream);
         };
-        let revoked = certs.revoked(node);
-        let node = node.to_string();
-        let (tx, out) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(async move {
-            tokio::pin!(revoked);
-            loop {
-                tokio::select! {
-                    item = rx.recv() => match item {
-                        Some(item) => {
-                            if tx.send(item).await.is_err() {
-                                return;
-                            }
-                        }
-                        None => return,
-                    },
-                    () = &mut revoked => {
-                        let why = format!("node {node:?}: its certificate is revoked (the node was removed)");
-                        let _ = tx.send(Err(Status::permission_denied(why))).await;
-                        return;
+        let revoked = Box::pin(certs.revoked(node));
+        let why = format!("node {node:?}: its certificate is revoked (the node was removed)");
+        Box::pin(futures::stream::unfold(
+            Some((stream, revoked)),
+            move |state| {
+                let why = why.clone();
+                async move {
+                    let (mut stream, mut revoked) = state?;
+                    tokio::select! {
+                        item = stream.next() => item.map(|i| (i, Some((stream, revoked)))),
+                        () = &mut revoked => Some((Err(Status::permission_denied(why)), None)),
                     }
                 }
-            }
-        });
-        ReceiverStream::new(out)
+            },
+        ))
     }
 
     fn certs(&self) -> Result<&NodeCerts, Status> {
@@ -388,7 +386,7 @@ impl Agent for AgentService {
         Ok(Response::new(pb::HeartbeatResponse {}))
     }
 
-    type AssignmentsStream = ReceiverStream<Result<pb::Assignment, Status>>;
+    type AssignmentsStream = NodeStream<pb::Assignment>;
 
     async fn assignments(
         &self,
@@ -416,7 +414,7 @@ impl Agent for AgentService {
         Ok(Response::new(out))
     }
 
-    type PeersStream = ReceiverStream<Result<pb::PeerSet, Status>>;
+    type PeersStream = NodeStream<pb::PeerSet>;
 
     async fn peers(
         &self,
@@ -430,7 +428,7 @@ impl Agent for AgentService {
         ))
     }
 
-    type PipelinesStream = ReceiverStream<Result<pb::PipelineSet, Status>>;
+    type PipelinesStream = NodeStream<pb::PipelineSet>;
 
     async fn pipelines(
         &self,
