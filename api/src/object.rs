@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::kinds::{Event, GitSync, LogPipeline, Network, Node, Service, Task};
+use crate::kinds::{Config, Event, GitSync, LogPipeline, Network, Node, Secret, Service, Task};
 use crate::meta::ObjectMeta;
 use crate::validate::{join_index, join_key, Problems, Validate};
 
@@ -100,13 +100,15 @@ const fn desc<R: Resource>() -> KindDesc {
 }
 
 /// Every kind, in the order `shoal get all` would list them.
-pub static KINDS: [KindDesc; 7] = [
+pub static KINDS: [KindDesc; 9] = [
     desc::<Service>(),
     desc::<Task>(),
     desc::<Network>(),
     desc::<Node>(),
     desc::<GitSync>(),
     desc::<LogPipeline>(),
+    desc::<Secret>(),
+    desc::<Config>(),
     desc::<Event>(),
 ];
 
@@ -276,6 +278,8 @@ mod tests {
             kind_of::<Node>(),
             kind_of::<GitSync>(),
             kind_of::<LogPipeline>(),
+            kind_of::<Secret>(),
+            kind_of::<Config>(),
             kind_of::<Event>(),
         ] {
             assert!(kind_by_name(kind.kind).is_some());

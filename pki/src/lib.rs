@@ -1,16 +1,19 @@
 //! The cluster's PKI: a CA that signs certificates by role (`ca.rs`), who a
 //! certificate says its holder is (`identity.rs`), the tokens a node joins with
-//! (`token.rs`), and keys sealed under the cluster key so the store never holds a
-//! private key in the clear (`seal.rs`). No I/O: callers keep the bytes.
+//! (`token.rs`), keys sealed under the cluster key so the store never holds a
+//! private key in the clear (`seal.rs`), and the envelope Secrets and Configs are
+//! sealed in (`envelope.rs`). No I/O: callers keep the bytes.
 
 mod ca;
+mod envelope;
 mod identity;
 mod seal;
 mod token;
 
 pub use ca::{cert_digest, new_key_and_csr, Ca, Issued};
 pub use identity::{Certified, Identity, Role};
-pub use seal::ClusterKey;
+pub use envelope::{sealed_under, Keyring};
+pub use seal::SealKey;
 pub use token::JoinToken;
 
 #[derive(Debug, thiserror::Error)]

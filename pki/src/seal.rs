@@ -1,6 +1,6 @@
-//! Sealing with the cluster key: AES-256-GCM (ring's), a fresh random nonce per
-//! seal, and a label bound in as associated data so a sealed value cannot be moved
-//! to another place and opened there. Layout: version 1, nonce, ciphertext and tag.
+//! Sealing: AES-256-GCM (ring's), a fresh random nonce per seal, and a label bound
+//! in as associated data so a sealed value cannot be moved to another place and
+//! opened there. Layout: version 1, nonce, ciphertext and tag.
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 
@@ -8,17 +8,18 @@ use crate::{random, PkiError};
 
 const VERSION: u8 = 1;
 
-/// The key the store's secrets are sealed with; it lives outside the store.
-pub struct ClusterKey([u8; 32]);
+/// An AES-256 key: the cluster key (outside the store, sealing the CA, the tokens and
+/// the value keys), a value key (sealing data keys) or a data key (one value's).
+pub struct SealKey([u8; 32]);
 
-impl ClusterKey {
-    pub fn generate() -> Result<ClusterKey, PkiError> {
-        Ok(ClusterKey(random()?))
+impl SealKey {
+    pub fn generate() -> Result<SealKey, PkiError> {
+        Ok(SealKey(random()?))
     }
 
-    pub fn from_bytes(bytes: &[u8]) -> Result<ClusterKey, PkiError> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<SealKey, PkiError> {
         <[u8; 32]>::try_from(bytes)
-            .map(ClusterKey)
+            .map(SealKey)
             .map_err(|_| PkiError::Seal(format!("a cluster key is 32 bytes, not {}", bytes.len())))
     }
 
@@ -77,11 +78,11 @@ mod tests {
 
     #[test]
     fn what_is_sealed_opens_only_with_its_key_and_label() {
-        let key = ClusterKey::generate().expect("key");
+        let key = SealKey::generate().expect("key");
         let sealed = key.seal("ca", b"private").expect("seal");
         assert_eq!(key.open("ca", &sealed).expect("open"), b"private");
         assert!(key.open("tokens", &sealed).is_err(), "another label");
-        let other = ClusterKey::generate().expect("key");
+        let other = SealKey::generate().expect("key");
         assert!(other.open("ca", &sealed).is_err(), "another key");
         let mut altered = sealed.clone();
         let last = altered.len() - 1;
@@ -96,10 +97,10 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        let key = ClusterKey::generate().expect("key");
+        let key = SealKey::generate().expect("key");
         for junk in [&b""[..], &[1], &[1, 2, 3], &[9; 40], &[1; 12]] {
             assert!(key.open("x", junk).is_err(), "{junk:?}");
         }
-        assert!(ClusterKey::from_bytes(&[0; 31]).is_err());
+        assert!(SealKey::from_bytes(&[0; 31]).is_err());
     }
 }

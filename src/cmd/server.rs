@@ -109,15 +109,15 @@ fn parse_cert_lifetime(s: &str) -> Result<Duration, String> {
 }
 
 /// The cluster key at `path`, made (readable by this user only) if there is none.
-fn cluster_key(path: &std::path::Path) -> anyhow::Result<shoal_pki::ClusterKey> {
+fn cluster_key(path: &std::path::Path) -> anyhow::Result<shoal_pki::SealKey> {
     match std::fs::read(path) {
-        Ok(bytes) => shoal_pki::ClusterKey::from_bytes(&bytes)
+        Ok(bytes) => shoal_pki::SealKey::from_bytes(&bytes)
             .with_context(|| format!("cluster key {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
             }
-            let key = shoal_pki::ClusterKey::generate()?;
+            let key = shoal_pki::SealKey::generate()?;
             super::write_private(path, key.bytes())
                 .with_context(|| format!("cluster key {}", path.display()))?;
             Ok(key)

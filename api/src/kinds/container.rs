@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::network::{check_networks, NetworkRef};
 use super::require;
+use super::value::{check_file_refs, FileKind, FileRef};
 use super::workload::{
     check_healthcheck, check_ports, check_resources, HealthCheck, PortSpec, Resources,
 };
@@ -57,6 +58,12 @@ pub struct ContainerSpec {
     /// to the task NAME on a network both join.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<String>,
+    /// Secrets mounted read-only on tmpfs, under `/run/secrets` unless a target says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<FileRef>,
+    /// Configs mounted read-only at their targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<FileRef>,
 }
 
 /// A link's task name and the alias it is known by here (the name itself when none).
@@ -112,6 +119,10 @@ impl ContainerSpec {
                 );
             }
         }
+        let mut files = std::collections::BTreeSet::new();
+        let (secrets, configs) = (format!("{spec}.secrets"), format!("{spec}.configs"));
+        check_file_refs(p, &secrets, &self.secrets, FileKind::Secret, &mut files);
+        check_file_refs(p, &configs, &self.configs, FileKind::Config, &mut files);
         check_resources(p, &format!("{spec}.resources"), &self.resources);
         check_healthcheck(p, &format!("{spec}.healthcheck"), &self.healthcheck);
         if self

@@ -11,6 +11,7 @@ mod network;
 mod node;
 mod service;
 mod task;
+mod value;
 mod workload;
 
 pub use container::{parse_link, ContainerSpec, LogOptions, Mount, MountType};
@@ -32,6 +33,9 @@ pub use task::{
     all_attached, Attachment, DesiredState, Health, Task, TaskSpec, TaskState, TaskStatus,
     START_ANNOTATION,
 };
+pub use value::{
+    Config, FileKind, FileRef, Secret, ValueSpec, ValueStatus, MAX_VALUE_BYTES, SECRETS_DIR,
+};
 pub use workload::*;
 
 /// Defines a spec/status kind: the struct, its `Resource` impl and the checks every
@@ -45,7 +49,8 @@ macro_rules! define_kind {
             short: [$($short:literal),*],
             spec: $spec:ty,
             status: $status:ty,
-            dotted_names: $dots:expr $(,)?
+            dotted_names: $dots:expr
+            $(, user_writable: $writable:literal)? $(,)?
         }
     ) => {
         $(#[$doc])*
@@ -79,6 +84,7 @@ macro_rules! define_kind {
             const KIND: &'static str = $kind;
             const PLURAL: &'static str = $plural;
             const SHORT: &'static [&'static str] = &[$($short),*];
+            $(const USER_WRITABLE: bool = $writable;)?
             fn metadata(&self) -> &$crate::meta::ObjectMeta {
                 &self.metadata
             }

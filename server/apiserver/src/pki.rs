@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shoal_pki::{Ca, ClusterKey, Identity, Issued, JoinToken, Role};
+use shoal_pki::{Ca, SealKey, Identity, Issued, JoinToken, Role};
 use shoal_store::objects::{ObjectError, RecordChange};
 use shoal_store::ObjectStore;
 
@@ -90,7 +90,7 @@ pub enum JoinRefused {
 
 pub struct ClusterPki {
     ca: Ca,
-    key: ClusterKey,
+    key: SealKey,
     objects: ObjectStore,
     /// How long the certificates the CA signs for nodes are valid.
     pub node_cert_lifetime: Duration,
@@ -100,7 +100,7 @@ impl ClusterPki {
     /// The cluster's CA, made now if this is the cluster's first server.
     pub async fn bootstrap(
         objects: ObjectStore,
-        key: ClusterKey,
+        key: SealKey,
         node_cert_lifetime: Duration,
     ) -> Result<ClusterPki, PkiError> {
         loop {
