@@ -33,6 +33,7 @@ mod patch;
 mod records;
 mod retry;
 mod rules;
+mod sealed;
 mod watch;
 mod write;
 
@@ -48,6 +49,7 @@ pub use follow::{Follower, Item};
 pub use keys::{kind_prefix, object_key, HEARTBEAT_PREFIX, ROOT};
 pub use records::RecordChange;
 pub use rules::user_fields_equal;
+pub use sealed::{SealedValue, KEYRING_RECORD};
 pub use watch::{ChangeType, ObjectWatchEvent, ObjectWatchStream};
 pub use write::DeleteOutcome;
 

@@ -8,7 +8,7 @@ use super::retry::Tries;
 use super::{ObjectError, ObjectStore, Result};
 use crate::{Revision, StoreError};
 
-fn record_key(name: &str) -> String {
+pub(super) fn record_key(name: &str) -> String {
     format!("{ROOT}cluster/{name}")
 }
 
