@@ -73,6 +73,13 @@ enum Command {
     /// Drain, pause or activate a node.
     #[command(subcommand)]
     Node(cmd::node::Command),
+    /// Create, list or remove secrets (mounted on tmpfs at /run/secrets/NAME; never
+    /// printed), or rotate the key they are sealed under.
+    #[command(subcommand)]
+    Secret(cmd::value::Command),
+    /// Create, list or remove configs (files mounted at their target).
+    #[command(subcommand)]
+    Config(cmd::value::Command),
     /// Sync a GitSync now, or suspend and resume it.
     #[command(subcommand)]
     Gitsync(cmd::gitsync::Command),
@@ -171,6 +178,8 @@ async fn run(cli: Cli) -> Outcome {
         Command::Rollout(c) => cmd::rollout::run(&ctx, c).await,
         Command::Network(c) => cmd::network::run(&ctx, c).await,
         Command::Node(c) => cmd::node::run(&ctx, c).await,
+        Command::Secret(c) => cmd::value::run(&ctx, "Secret", c).await,
+        Command::Config(c) => cmd::value::run(&ctx, "Config", c).await,
         Command::Gitsync(c) => cmd::gitsync::run(&ctx, c).await,
         Command::Sim(a) => cmd::sim::run(&ctx, a).await,
         Command::Image(a) => cmd::image::run(&ctx, a).await,

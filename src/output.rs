@@ -284,6 +284,15 @@ impl Table {
                 ("READY", |_, v| condition(v, "Ready")),
                 age_col,
             ],
+            "Secret" | "Config" => vec![
+                name,
+                ("DIGEST", |_, v| {
+                    let d = s(v, &["status", "digest"]);
+                    d.get(..19).map_or(d.clone(), str::to_string)
+                }),
+                ("SIZE", |_, v| s(v, &["status", "size"])),
+                age_col,
+            ],
             "Node" => vec![
                 name,
                 ("STATE", |_, v| or_dash(s(v, &["status", "state"]))),

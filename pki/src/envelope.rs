@@ -223,11 +223,23 @@ mod tests {
     fn a_value_opens_only_as_itself_and_with_its_ring() {
         let ring = Keyring::generate().expect("ring");
         let sealed = ring.seal_value("secret/a", b"hunter2").expect("seal");
-        assert_eq!(ring.open_value("secret/a", &sealed).expect("open"), b"hunter2");
-        assert!(ring.open_value("secret/b", &sealed).is_err(), "another name");
-        assert!(ring.open_value("config/a", &sealed).is_err(), "another kind");
+        assert_eq!(
+            ring.open_value("secret/a", &sealed).expect("open"),
+            b"hunter2"
+        );
+        assert!(
+            ring.open_value("secret/b", &sealed).is_err(),
+            "another name"
+        );
+        assert!(
+            ring.open_value("config/a", &sealed).is_err(),
+            "another kind"
+        );
         let other = Keyring::generate().expect("ring");
-        assert!(other.open_value("secret/a", &sealed).is_err(), "another ring");
+        assert!(
+            other.open_value("secret/a", &sealed).is_err(),
+            "another ring"
+        );
         assert!(
             !sealed.windows(7).any(|w| w == b"hunter2"),
             "the value is not in the clear"
@@ -246,18 +258,34 @@ mod tests {
             .expect("under the old key");
         assert_eq!(sealed_under(&rewrapped).expect("id"), 2);
         let value_part = |b: &[u8]| Sealed::parse(b).expect("parse").value.to_vec();
-        assert_eq!(value_part(&rewrapped), value_part(&sealed), "value untouched");
-        assert!(rotated.rewrap("secret/a", &rewrapped).expect("again").is_none());
+        assert_eq!(
+            value_part(&rewrapped),
+            value_part(&sealed),
+            "value untouched"
+        );
+        assert!(rotated
+            .rewrap("secret/a", &rewrapped)
+            .expect("again")
+            .is_none());
         assert!(rotated.retain(&BTreeSet::new()), "key 1 is unused now");
         assert_eq!(rotated.ids(), vec![2]);
-        assert_eq!(rotated.open_value("secret/a", &rewrapped).expect("open"), b"v");
-        assert!(rotated.open_value("secret/a", &sealed).is_err(), "old key gone");
+        assert_eq!(
+            rotated.open_value("secret/a", &rewrapped).expect("open"),
+            b"v"
+        );
+        assert!(
+            rotated.open_value("secret/a", &sealed).is_err(),
+            "old key gone"
+        );
     }
 
     #[test]
     fn a_ring_survives_sealing_and_only_opens_with_its_cluster_key() {
         let cluster = SealKey::generate().expect("key");
-        let ring = Keyring::generate().expect("ring").rotated().expect("rotate");
+        let ring = Keyring::generate()
+            .expect("ring")
+            .rotated()
+            .expect("rotate");
         let sealed = ring.seal(&cluster).expect("seal");
         let opened = Keyring::open(&cluster, &sealed).expect("open");
         assert_eq!((opened.current(), opened.ids()), (2, vec![1, 2]));
@@ -272,14 +300,20 @@ mod tests {
         let ring = Keyring::generate().expect("ring");
         let good = ring.seal_value("secret/a", b"v").expect("seal");
         for cut in 0..good.len() {
-            assert!(ring.open_value("secret/a", &good[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                ring.open_value("secret/a", &good[..cut]).is_err(),
+                "cut at {cut}"
+            );
             let _ = ring.rewrap("secret/a", &good[..cut]);
             let _ = sealed_under(&good[..cut]);
         }
         let mut flipped = good.clone();
         for i in 0..flipped.len() {
             flipped[i] ^= 0x40;
-            assert!(ring.open_value("secret/a", &flipped).is_err(), "byte {i} altered");
+            assert!(
+                ring.open_value("secret/a", &flipped).is_err(),
+                "byte {i} altered"
+            );
             flipped[i] ^= 0x40;
         }
     }

@@ -11,8 +11,8 @@ mod seal;
 mod token;
 
 pub use ca::{cert_digest, new_key_and_csr, Ca, Issued};
-pub use identity::{Certified, Identity, Role};
 pub use envelope::{sealed_under, Keyring};
+pub use identity::{Certified, Identity, Role};
 pub use seal::SealKey;
 pub use token::JoinToken;
 

@@ -29,6 +29,12 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
         ([], true) => anyhow::bail!("say what to delete: KIND NAME, KIND/NAME or -f FILE"),
         _ => anyhow::bail!("give either KIND NAME or -f FILE, not both"),
     };
+    delete_each(ctx, targets).await
+}
+
+/// Deletes each `(kind, name)`, saying what became of it; a failure does not stop the
+/// rest, and makes the exit code 1.
+pub async fn delete_each(ctx: &Context, targets: Vec<(String, String)>) -> Outcome {
     let mut client = ctx.client().await?;
     let mut failed = false;
     for (kind, name) in targets {

@@ -31,6 +31,7 @@ pub mod stop;
 pub mod tasks;
 pub mod token;
 pub mod up;
+pub mod value;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

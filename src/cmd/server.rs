@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use shoal_apiserver::{
     Access, AgentService, ApiService, ClusterPki, Dispatcher, HeartbeatConfig, ListenConfig,
-    NodeCerts, PeerTable, PipelineTable, StatusWriter, Webhooks, CONTROLLER_LEADER_KEY,
+    NodeCerts, PeerTable, PipelineTable, StatusWriter, Values, Webhooks, CONTROLLER_LEADER_KEY,
 };
 use shoal_pki::{Identity, Role};
 use shoal_reconcile::{CancellationToken, Informers, LeaderElection};
@@ -232,14 +232,19 @@ pub async fn run(a: Args) -> Outcome {
     let key_file = a
         .cluster_key_file
         .unwrap_or_else(|| data_dir.join("cluster.key"));
-    let pki = Arc::new(
-        ClusterPki::bootstrap(
+    let key = cluster_key(&key_file)?;
+    let values = Arc::new(
+        Values::bootstrap(
             ObjectStore::new(store.clone()),
-            cluster_key(&key_file)?,
-            a.cert_lifetime,
+            shoal_pki::SealKey::from_bytes(key.bytes())?,
         )
         .await
-        .with_context(|| format!("the cluster CA (cluster key {})", key_file.display()))?,
+        .with_context(|| format!("the value keyring (cluster key {})", key_file.display()))?,
+    );
+    let pki = Arc::new(
+        ClusterPki::bootstrap(ObjectStore::new(store.clone()), key, a.cert_lifetime)
+            .await
+            .with_context(|| format!("the cluster CA (cluster key {})", key_file.display()))?,
     );
     let certs = NodeCerts::start(ObjectStore::new(store.clone()), shutdown.clone());
     let security = Security::new(
@@ -254,7 +259,9 @@ pub async fn run(a: Args) -> Outcome {
         true => Access::Open,
         false => Access::Certified(certs.clone()),
     };
-    let agent = agent.with_pki(pki.clone(), certs.clone(), access.clone());
+    let agent = agent
+        .with_pki(pki.clone(), certs.clone(), access.clone())
+        .with_values(values.clone());
     let heartbeats = agent.heartbeats();
     let webhooks = Webhooks::new(ObjectStore::new(store.clone()), webhook_secret);
     let url = server_tls::local_url(listener.local_addr()?, !a.insecure);
@@ -262,7 +269,8 @@ pub async fn run(a: Args) -> Outcome {
     let admin_path = server_tls::write_admin_config(&admin, &data_dir)?;
     let service = ApiService::new(store.clone(), id.clone(), a.watch_cache_size)
         .with_pki(pki.clone(), certs, security.node_creds.clone())
-        .with_heartbeats(heartbeats);
+        .with_heartbeats(heartbeats)
+        .with_values(values);
     tracing::info!(
         listen = %url,
         store = store.backend(),

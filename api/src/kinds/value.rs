@@ -150,7 +150,10 @@ pub(crate) fn check_file_refs(
         }
         let file = r.path(kind);
         if file == "/" || file.starts_with("/proc/") || file.starts_with("/sys/") {
-            p.push(format!("{at}.target"), format!("{file}: not a place for a file"));
+            p.push(
+                format!("{at}.target"),
+                format!("{file}: not a place for a file"),
+            );
         } else if !seen.insert(file.clone()) {
             p.push(format!("{at}.target"), format!("{file} is taken twice"));
         }
@@ -196,7 +199,11 @@ mod tests {
             file("Bad Name", None, None),
         ];
         check_file_refs(&mut p, "spec.secrets", &refs, FileKind::Secret, &mut seen);
-        let text = p.0.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n");
+        let text =
+            p.0.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join("\n");
         for expected in [
             "spec.secrets[0].target",
             "spec.secrets[1].mode",

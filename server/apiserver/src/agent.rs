@@ -70,6 +70,7 @@ pub struct AgentService {
     /// a restart) is not here, and its node is asked to register again.
     leases: Mutex<HashMap<String, shoal_store::LeaseId>>,
     heartbeats: Arc<std::sync::atomic::AtomicU64>,
+    values: Option<Arc<crate::Values>>,
 }
 
 fn check_node_name(name: &str) -> Result<(), Status> {
@@ -146,7 +147,14 @@ impl AgentService {
             access: Access::Open,
             leases: Mutex::new(HashMap::new()),
             heartbeats: Arc::default(),
+            values: None,
         }
+    }
+
+    /// Hands nodes the Secrets and Configs of their tasks from `values`.
+    pub fn with_values(mut self, values: Arc<crate::Values>) -> Self {
+        self.values = Some(values);
+        self
     }
 
     /// How many heartbeats this service has renewed; `Info` reports it.
@@ -466,5 +474,23 @@ impl Agent for AgentService {
         check_node_name(&req.node)?;
         let errors = self.status.report(&req.node, req.reports).await;
         Ok(Response::new(pb::ReportStatusResponse { errors }))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = %req.get_ref().node, task = %req.get_ref().task))]
+    async fn task_files(
+        &self,
+        req: Request<pb::TaskFilesRequest>,
+    ) -> Result<Response<pb::TaskFilesResponse>, Status> {
+        self.access.node(&req, &req.get_ref().node).await?;
+        let req = req.into_inner();
+        check_node_name(&req.node)?;
+        let values = self
+            .values
+            .as_deref()
+            .ok_or_else(|| Status::unimplemented("this server keeps no secrets or configs"))?;
+        values
+            .task_files(&req.node, &req.task)
+            .await
+            .map(Response::new)
     }
 }

@@ -21,6 +21,7 @@ mod pipelines;
 pub mod pki;
 mod service;
 mod status_writer;
+mod values;
 mod watch;
 mod watch_cache;
 pub mod webhook;
@@ -35,6 +36,7 @@ pub use pipelines::PipelineTable;
 pub use pki::ClusterPki;
 pub use service::ApiService;
 pub use status_writer::StatusWriter;
+pub use values::{ValueError, Values};
 pub use webhook::Webhooks;
 
 pub use shoal_wire::pb;

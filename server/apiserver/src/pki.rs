@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shoal_pki::{Ca, SealKey, Identity, Issued, JoinToken, Role};
+use shoal_pki::{Ca, Identity, Issued, JoinToken, Role, SealKey};
 use shoal_store::objects::{ObjectError, RecordChange};
 use shoal_store::ObjectStore;
 

@@ -33,6 +33,7 @@ pub struct ApiService {
     /// How this server reaches nodes' APIs: as itself, over mutual TLS.
     node_creds: Option<shoal_wire::Credentials>,
     heartbeats: Arc<std::sync::atomic::AtomicU64>,
+    values: Option<Arc<crate::Values>>,
 }
 
 impl ApiService {
@@ -48,7 +49,20 @@ impl ApiService {
             certs: None,
             node_creds: None,
             heartbeats: Arc::default(),
+            values: None,
         }
+    }
+
+    /// Keeps Secrets and Configs in `values`.
+    pub fn with_values(mut self, values: Arc<crate::Values>) -> Self {
+        self.values = Some(values);
+        self
+    }
+
+    fn values(&self) -> Result<&crate::Values, Status> {
+        self.values
+            .as_deref()
+            .ok_or_else(|| Status::unimplemented("this server keeps no secrets or configs"))
     }
 
     /// Reports `heartbeats` (the agent service's count) in `Info`.
@@ -330,6 +344,14 @@ impl Api for ApiService {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let req = req.into_inner();
         let kind = kind_of(&req.kind)?;
+        if let Some(value_kind) = crate::values::file_kind(kind) {
+            let obj = self.values()?.delete(value_kind, &req.name).await?;
+            tracing::info!(kind = kind.kind, name = %req.name, "delete");
+            return Ok(Response::new(pb::DeleteResponse {
+                outcome: "deleted".into(),
+                json: to_json(&obj)?,
+            }));
+        }
         if kind.kind == shoal_api::kind_of::<shoal_api::Node>().kind {
             // Revoked first: the node's agent must not register it again meanwhile.
             if let Some(certs) = &self.certs {
@@ -458,6 +480,25 @@ impl Api for ApiService {
         crate::pki::token_rpc(self.pki.as_deref(), req.into_inner())
             .await
             .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(kind = %req.get_ref().kind, name = %req.get_ref().name))]
+    async fn create_value(
+        &self,
+        req: Request<pb::CreateValueRequest>,
+    ) -> Result<Response<pb::ObjectResponse>, Status> {
+        let created = self.values()?.create(req.into_inner()).await?;
+        Ok(Response::new(pb::ObjectResponse {
+            json: to_json(&created)?,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn rotate_value_key(
+        &self,
+        _: Request<pb::RotateValueKeyRequest>,
+    ) -> Result<Response<pb::RotateValueKeyResponse>, Status> {
+        self.values()?.rotate().await.map(Response::new)
     }
 
     async fn info(

@@ -35,8 +35,17 @@ async fn create(objects: ObjectStore, i: usize) -> Result<(), ObjectError> {
 }
 
 async fn values_follow_the_keyring(objects: ObjectStore) {
-    assert!(objects.create_keyring(b"ring1".to_vec()).await.expect("ring"));
-    assert!(!objects.create_keyring(b"other".to_vec()).await.expect("ring"), "one ring");
+    assert!(objects
+        .create_keyring(b"ring1".to_vec())
+        .await
+        .expect("ring"));
+    assert!(
+        !objects
+            .create_keyring(b"other".to_vec())
+            .await
+            .expect("ring"),
+        "one ring"
+    );
     // Creates race a change of the ring and the reseal that follows it.
     let writers: Vec<_> = (0..12)
         .map(|i| tokio::spawn(create(objects.clone(), i)))
@@ -91,7 +100,11 @@ async fn values_follow_the_keyring(objects: ObjectStore) {
     let gone = objects.delete_sealed(kind, "s0").await.expect("delete");
     assert_eq!(gone.map(|o| o.metadata.name), Some("s0".to_string()));
     assert!(objects.sealed(kind, "s0").await.expect("read").is_none());
-    assert!(objects.delete_sealed(kind, "s0").await.expect("again").is_none());
+    assert!(objects
+        .delete_sealed(kind, "s0")
+        .await
+        .expect("again")
+        .is_none());
     let twice = create(objects.clone(), 1).await;
     assert!(
         matches!(twice, Err(ObjectError::AlreadyExists { .. })),

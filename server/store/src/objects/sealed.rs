@@ -105,7 +105,11 @@ impl ObjectStore {
 
     /// The sealed value of `kind/name`, if there is one.
     pub async fn sealed(&self, kind: &KindDesc, name: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.store.get(&sealed_key(kind, name)).await?.map(|kv| kv.value))
+        Ok(self
+            .store
+            .get(&sealed_key(kind, name))
+            .await?
+            .map(|kv| kv.value))
     }
 
     /// Deletes `kind/name` and its value together; None if there was no object.

@@ -1,0 +1,347 @@
+//! Secrets and Configs on the server: made with their value (sealed in the store's
+//! envelope, `shoal_pki::Keyring`), handed to a node only for a task of its that is
+//! meant to run and names them (Swarm's dispatcher rule), removed only when nothing
+//! uses them, and their value key rotated on demand. No value is ever logged: spans
+//! name values, never their bytes.
+
+use std::collections::BTreeSet;
+
+use sha2::{Digest, Sha256};
+use shoal_api::{
+    kind_of, Config, DesiredState, DynamicObject, FileKind, FileRef, KindDesc, Resource, Secret,
+    Service, Task, ValueSpec, ValueStatus, MAX_VALUE_BYTES,
+};
+use shoal_pki::{sealed_under, Keyring, PkiError, SealKey};
+use shoal_store::objects::{ObjectError, KEYRING_RECORD};
+use shoal_store::ObjectStore;
+use tonic::Status;
+
+use crate::pb;
+use crate::service::status_of;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+}
+
+impl From<ValueError> for Status {
+    fn from(e: ValueError) -> Status {
+        match e {
+            ValueError::Object(e) => status_of(e),
+            ValueError::Pki(e) => Status::internal(e.to_string()),
+        }
+    }
+}
+
+/// What the value is sealed as: `secret/db-pass`, so it opens as nothing else.
+fn label(kind: FileKind, name: &str) -> String {
+    format!("{}/{name}", kind.kind().to_ascii_lowercase())
+}
+
+/// The label of a stored value from its path (`secrets/db-pass`).
+fn label_of_path(path: &str) -> Option<String> {
+    let (plural, name) = path.split_once('/')?;
+    let kind = file_kind(shoal_api::kind_by_name(plural)?)?;
+    Some(label(kind, name))
+}
+
+/// Secret or Config, or None for any other kind.
+pub(crate) fn file_kind(desc: &KindDesc) -> Option<FileKind> {
+    match desc.kind {
+        k if k == Secret::KIND => Some(FileKind::Secret),
+        k if k == Config::KIND => Some(FileKind::Config),
+        _ => None,
+    }
+}
+
+fn desc(kind: FileKind) -> &'static KindDesc {
+    match kind {
+        FileKind::Secret => kind_of::<Secret>(),
+        FileKind::Config => kind_of::<Config>(),
+    }
+}
+
+fn refs(spec: &shoal_api::ContainerSpec, kind: FileKind) -> &[FileRef] {
+    match kind {
+        FileKind::Secret => &spec.secrets,
+        FileKind::Config => &spec.configs,
+    }
+}
+
+pub struct Values {
+    objects: ObjectStore,
+    /// The cluster key, which the keyring is sealed under.
+    key: SealKey,
+}
+
+impl Values {
+    /// The cluster's value keyring, made now if this is its first server. Fails if the
+    /// ring does not open with `key` (another cluster's key file).
+    pub async fn bootstrap(objects: ObjectStore, key: SealKey) -> Result<Values, ValueError> {
+        loop {
+            if let Some((sealed, _)) = objects.record(KEYRING_RECORD).await? {
+                Keyring::open(&key, &sealed)?;
+                return Ok(Values { objects, key });
+            }
+            let ring = Keyring::generate()?.seal(&key)?;
+            if objects.create_keyring(ring).await? {
+                tracing::info!("value keyring created");
+            }
+        }
+    }
+
+    fn ring(&self, sealed: &[u8]) -> Result<Keyring, ValueError> {
+        Ok(Keyring::open(&self.key, sealed)?)
+    }
+
+    /// Makes `kind/name` holding `data`.
+    pub async fn create(&self, req: pb::CreateValueRequest) -> Result<DynamicObject, Status> {
+        let desc = shoal_api::kind_by_name(&req.kind)
+            .filter(|d| file_kind(d).is_some())
+            .ok_or_else(|| {
+                Status::invalid_argument(format!("{:?}: values are Secret or Config", req.kind))
+            })?;
+        let kind = file_kind(desc).ok_or_else(|| Status::internal("not a value kind"))?;
+        let reference = label(kind, &req.name);
+        if req.data.is_empty() || req.data.len() > MAX_VALUE_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "{reference}: {} bytes; a value is 1 byte to 500 KiB ({MAX_VALUE_BYTES} bytes)",
+                req.data.len()
+            )));
+        }
+        let status = ValueStatus {
+            digest: format!("sha256:{}", hex::encode(Sha256::digest(&req.data))),
+            size: req.data.len() as u64,
+        };
+        let obj = match kind {
+            FileKind::Secret => typed::<Secret>(&req, Secret::new(&req.name, ValueSpec {}), status),
+            FileKind::Config => typed::<Config>(&req, Config::new(&req.name, ValueSpec {}), status),
+        }?;
+        let created = self
+            .objects
+            .create_sealed(obj, |ring| {
+                Ok::<_, ValueError>(self.ring(ring)?.seal_value(&reference, &req.data)?)
+            })
+            .await
+            .map_err(|e| match e {
+                ValueError::Object(ObjectError::AlreadyExists { .. }) => Status::already_exists(format!(
+                    "{reference} exists, and a value never changes: create the new one under another name and point the service at it (a rolling update)"
+                )),
+                other => other.into(),
+            })?;
+        tracing::info!(value = %reference, size = req.data.len(), "value created");
+        Ok(created)
+    }
+
+    /// The value of `kind/name`, opened.
+    async fn open(&self, kind: FileKind, name: &str) -> Result<Option<Vec<u8>>, ValueError> {
+        let Some(sealed) = self.objects.sealed(desc(kind), name).await? else {
+            return Ok(None);
+        };
+        let ring = self.ring(&self.objects.keyring().await?)?;
+        Ok(Some(ring.open_value(&label(kind, name), &sealed)?))
+    }
+
+    /// The values a node's task names, if the task is the node's and meant to run.
+    #[tracing::instrument(skip(self))]
+    pub async fn task_files(
+        &self,
+        node: &str,
+        task: &str,
+    ) -> Result<pb::TaskFilesResponse, Status> {
+        let denied = || {
+            Status::permission_denied(format!(
+                "task/{task} is not a task of node/{node} meant to run: its secrets and configs go only to the node running it"
+            ))
+        };
+        let task: Task = self
+            .objects
+            .get_typed(task)
+            .await
+            .map_err(status_of)?
+            .ok_or_else(denied)?;
+        let live = task.spec.node.as_deref() == Some(node)
+            && task.spec.desired_state == DesiredState::Running
+            && !task.status.as_ref().is_some_and(|s| s.state.is_terminal());
+        if !live {
+            return Err(denied());
+        }
+        let mut files = Vec::new();
+        let mut seen = BTreeSet::new();
+        for kind in [FileKind::Secret, FileKind::Config] {
+            for r in refs(&task.spec.container, kind) {
+                if !seen.insert((kind.kind(), r.name.as_str())) {
+                    continue;
+                }
+                let data = self.open(kind, &r.name).await?.ok_or_else(|| {
+                    Status::not_found(format!("{} not found", label(kind, &r.name)))
+                })?;
+                files.push(pb::TaskFile {
+                    kind: kind.kind().into(),
+                    name: r.name.clone(),
+                    data,
+                });
+            }
+        }
+        Ok(pb::TaskFilesResponse { files })
+    }
+
+    /// What still uses `kind/name`: services, and tasks of no service meant to run.
+    async fn users(&self, kind: FileKind, name: &str) -> Result<Vec<String>, ObjectError> {
+        let names =
+            |spec: &shoal_api::ContainerSpec| refs(spec, kind).iter().any(|r| r.name == name);
+        let (services, _) = self.objects.list_typed::<Service>().await?;
+        let (tasks, _) = self.objects.list_typed::<Task>().await?;
+        let mut users: Vec<String> = services
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|s| names(&s.spec.container))
+            .map(|s| format!("service/{}", s.metadata.name))
+            .collect();
+        users.extend(
+            tasks
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter(|t| {
+                    !t.metadata.labels.contains_key(shoal_api::labels::SERVICE)
+                        && t.spec.desired_state == DesiredState::Running
+                        && names(&t.spec.container)
+                })
+                .map(|t| format!("task/{}", t.metadata.name)),
+        );
+        Ok(users)
+    }
+
+    /// Removes `kind/name` and its value, unless something uses it.
+    pub async fn delete(&self, kind: FileKind, name: &str) -> Result<DynamicObject, Status> {
+        let users = self.users(kind, name).await.map_err(status_of)?;
+        if !users.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "{} is in use by {}; remove it from them first",
+                label(kind, name),
+                users.join(", ")
+            )));
+        }
+        let gone = self
+            .objects
+            .delete_sealed(desc(kind), name)
+            .await
+            .map_err(status_of)?;
+        gone.ok_or_else(|| Status::not_found(format!("{} not found", label(kind, name))))
+    }
+
+    /// A new value key for new seals; every data key sealed again under it; the keys
+    /// nothing is sealed under any more dropped.
+    #[tracing::instrument(skip(self))]
+    pub async fn rotate(&self) -> Result<pb::RotateValueKeyResponse, Status> {
+        let key = self
+            .objects
+            .modify_keyring(|sealed| {
+                let ring = self.ring(sealed)?.rotated()?;
+                Ok::<_, ValueError>((Some(ring.seal(&self.key)?), ring.current()))
+            })
+            .await?;
+        tracing::info!(key, "value key rotated; resealing data keys");
+        let resealed = self
+            .objects
+            .reseal_all(|sealed_ring, value| {
+                let ring = self.ring(sealed_ring)?;
+                let label = label_of_path(&value.path).ok_or_else(|| {
+                    ObjectError::Invalid(format!("{}: not a value's place", value.path))
+                })?;
+                Ok::<_, ValueError>(ring.rewrap(&label, &value.bytes)?)
+            })
+            .await?;
+        let mut dropped = Vec::new();
+        self.objects
+            .prune_keyring(|sealed_ring, values| {
+                let mut ring = self.ring(sealed_ring)?;
+                let in_use = values
+                    .iter()
+                    .map(|v| sealed_under(&v.bytes))
+                    .collect::<Result<BTreeSet<u32>, _>>()?;
+                let before = ring.ids();
+                if !ring.retain(&in_use) {
+                    return Ok::<_, ValueError>(None);
+                }
+                let after = ring.ids();
+                dropped = before
+                    .into_iter()
+                    .filter(|id| !after.contains(id))
+                    .collect();
+                Ok(Some(ring.seal(&self.key)?))
+            })
+            .await?;
+        tracing::info!(key, resealed, ?dropped, "value key rotation done");
+        Ok(pb::RotateValueKeyResponse {
+            key,
+            resealed: u32::try_from(resealed).unwrap_or(u32::MAX),
+            dropped,
+        })
+    }
+}
+
+/// The object of a new value: labels from the request, checked as any object is.
+fn typed<R: Resource>(
+    req: &pb::CreateValueRequest,
+    mut obj: R,
+    status: ValueStatus,
+) -> Result<DynamicObject, Status>
+where
+    R: WithValueStatus,
+{
+    obj.metadata_mut().labels = req.labels.clone().into_iter().collect();
+    obj.set_status(status);
+    let mut problems = shoal_api::validate::Problems::default();
+    shoal_api::validate::Validate::validate(&obj, &mut problems);
+    if !problems.is_empty() {
+        return Err(Status::invalid_argument(
+            problems
+                .0
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ));
+    }
+    DynamicObject::from_typed(&obj).map_err(|e| Status::internal(e.to_string()))
+}
+
+/// Secret and Config alike.
+trait WithValueStatus {
+    fn set_status(&mut self, status: ValueStatus);
+}
+
+impl WithValueStatus for Secret {
+    fn set_status(&mut self, status: ValueStatus) {
+        self.status = Some(status);
+    }
+}
+
+impl WithValueStatus for Config {
+    fn set_status(&mut self, status: ValueStatus) {
+        self.status = Some(status);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_paths_name_their_values() {
+        assert_eq!(
+            label_of_path("secrets/db-pass").as_deref(),
+            Some("secret/db-pass")
+        );
+        assert_eq!(
+            label_of_path("configs/a.conf").as_deref(),
+            Some("config/a.conf")
+        );
+        assert_eq!(label_of_path("tasks/x"), None);
+        assert_eq!(label_of_path("nonsense"), None);
+    }
+}
