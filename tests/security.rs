@@ -3,7 +3,9 @@
 //! registering as a manager) are each refused, as is a valid token joining under the
 //! name of a node that is up; a node certificate cannot use the
 //! admin API, nor a client without one; a renewal keeps the certificate before it
-//! and voids older ones; a removed node's certificate stops working at once; and a server listening beyond loopback opens no plaintext port. Raw gRPC
+//! and voids older ones; a removed node's certificate stops working at once; a node
+//! gets the secrets of its own live tasks and no others; and a server listening beyond
+//! loopback opens no plaintext port. Raw gRPC
 //! where the probes used it, simulated nodes (`shoal sim`) as the cluster.
 
 mod support;
@@ -192,6 +194,83 @@ fn a_node_cannot_act_for_another(f: &mut Fixture) {
         .find(|t| t["metadata"]["name"] == name.as_str())
         .expect("the task");
     assert_eq!(state(&after), "running", "{after}");
+}
+
+/// A standalone task on `node` that names the secret `vault-key`.
+fn vaulted_task(name: &str, node: &str) -> String {
+    format!(
+        "apiVersion: shoal.dev/v1\nkind: Task\nmetadata: {{name: {name}}}\nspec:\n  \
+         image: web:1\n  node: {node}\n  secrets: [{{name: vault-key}}]\n"
+    )
+}
+
+fn a_node_gets_only_the_secrets_of_its_own_live_tasks(f: &mut Fixture) {
+    let server = &f.server;
+    ok(server.shoal_stdin(&["secret", "create", "vault-key", "-f", "-"], "open-sesame"));
+    apply(server, &vaulted_task("vaulted", "sim-1"));
+    apply(server, &vaulted_task("snoops-own", "snoop"));
+    let creds = f.join("snoop");
+    let mut agent = f.agent(&creds);
+    let rt = &f.rt;
+    let mut files = |node: &str, task: &str| {
+        rt.block_on(agent.task_files(pb::TaskFilesRequest {
+            node: node.into(),
+            task: task.into(),
+        }))
+    };
+    denied(
+        "snoop asks for sim-1's task's secrets",
+        files("snoop", "vaulted"),
+        Code::PermissionDenied,
+        "not a task of node/snoop",
+    );
+    denied(
+        "snoop asks for them as sim-1",
+        files("sim-1", "vaulted"),
+        Code::PermissionDenied,
+        "cannot act for node \"sim-1\"",
+    );
+    let given = files("snoop", "snoops-own")
+        .expect("its own task's secrets")
+        .into_inner()
+        .files;
+    assert_eq!(
+        given,
+        [pb::TaskFile {
+            kind: "Secret".into(),
+            name: "vault-key".into(),
+            data: b"open-sesame".to_vec(),
+        }]
+    );
+    // Only while the task is meant to run there.
+    ok(server.shoal(&["delete", "task", "snoops-own"]));
+    denied(
+        "snoop asks for a task it no longer runs",
+        files("snoop", "snoops-own"),
+        Code::PermissionDenied,
+        "not a task of node/snoop",
+    );
+    let mut admin = f.agent(&server.credentials());
+    denied(
+        "an admin asks as sim-1 through the agent API",
+        f.rt.block_on(admin.task_files(pb::TaskFilesRequest {
+            node: "sim-1".into(),
+            task: "vaulted".into(),
+        })),
+        Code::PermissionDenied,
+        "",
+    );
+    refused(
+        server.shoal(&["secret", "rm", "vault-key"]),
+        "secret/vault-key is in use by task/vaulted",
+    );
+    ok(server.shoal(&["delete", "task", "vaulted"]));
+    wait("vault-key removed once nothing uses it", 30, || {
+        server
+            .shoal(&["secret", "rm", "vault-key"])
+            .status
+            .success()
+    });
 }
 
 fn a_token_cannot_join_as_a_node_that_is_there(f: &mut Fixture) {
@@ -430,6 +509,7 @@ fn identities_come_from_certificates() {
         scenarios![
             a_client_without_a_certificate_gets_nothing,
             a_node_cannot_act_for_another,
+            a_node_gets_only_the_secrets_of_its_own_live_tasks,
             a_token_cannot_join_as_a_node_that_is_there,
             a_worker_cannot_register_as_a_manager,
             a_node_certificate_cannot_use_the_admin_api,

@@ -185,11 +185,12 @@ impl Server {
             .env("HOME", &self.data_dir)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            // Server logs are noise unless a failure is being chased.
+            // Server logs are noise unless a failure is being chased: kept in
+            // `server.log` (which a test may read), or shown with SHOAL_TEST_LOGS.
             .stderr(if std::env::var_os("SHOAL_TEST_LOGS").is_some() {
                 Stdio::inherit()
             } else {
-                Stdio::null()
+                log_file(&self.log())
             });
         if let Some(store) = &self.store {
             cmd.arg("--store").arg(store);
@@ -222,6 +223,11 @@ impl Server {
         let mut configs = CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
         configs.retain(|(p, _)| *p != self.port);
         configs.push((self.port, self.config.clone()));
+    }
+
+    /// Where its log goes (unless SHOAL_TEST_LOGS shows it).
+    pub fn log(&self) -> PathBuf {
+        self.data_dir.join("server.log")
     }
 
     /// The server process's id, while it runs.
@@ -399,6 +405,18 @@ pub fn shoal_at(url: &str, args: &[&str], stdin: Option<&str>) -> Output {
         }
     }
     child.wait_with_output().expect("shoal output")
+}
+
+/// `path` opened for appending, as a child's stderr (nowhere if it cannot be).
+pub fn log_file(path: &Path) -> Stdio {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
 pub fn stdout(o: &Output) -> String {

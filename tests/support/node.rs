@@ -43,9 +43,15 @@ fn spawn_agent(
         .arg("--data-dir")
         .arg(data)
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        // Beside its data, where a test may read it; shown when a test fails.
+        .stderr(super::log_file(&log_of(data)))
         .spawn()
         .expect("start shoal agent")
+}
+
+/// Where the agent on `data` logs.
+fn log_of(data: &Path) -> PathBuf {
+    data.with_extension("log")
 }
 
 impl Agent {
@@ -95,6 +101,11 @@ impl Agent {
         survivors
     }
 
+    /// Where it logs.
+    pub fn log(&self) -> PathBuf {
+        log_of(&self.data)
+    }
+
     pub fn runc(&self, args: &[&str]) -> String {
         let out = Command::new("runc")
             .arg("--root")
@@ -141,6 +152,14 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.log()).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("--- the agent's last log lines ({}):", self.log().display());
+            for line in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{line}");
+            }
+        }
         remove_containers(&self.data, &self.bridge);
     }
 }

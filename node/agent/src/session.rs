@@ -51,10 +51,13 @@ pub trait Executor: Send + Sync + 'static {
     }
 }
 
-/// Queues status reports; they are sent in batches.
+/// A task's line to the server: queues its status reports (sent in batches) and asks
+/// for the Secrets and Configs it names.
 #[derive(Clone)]
 pub struct Reporter {
     tx: mpsc::UnboundedSender<pb::TaskStatusReport>,
+    /// None in tests: no server to ask.
+    files: Option<(AgentClient<Channel>, String)>,
 }
 
 impl Reporter {
@@ -62,7 +65,26 @@ impl Reporter {
     #[cfg(test)]
     pub(crate) fn for_test() -> (Self, mpsc::UnboundedReceiver<pb::TaskStatusReport>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Reporter { tx }, rx)
+        (Reporter { tx, files: None }, rx)
+    }
+
+    /// The Secrets and Configs `task` names, from the server, which gives them only
+    /// while the task is this node's and meant to run. Err says why not, for the task.
+    pub async fn task_files(&self, task: &Task) -> Result<Vec<pb::TaskFile>, String> {
+        let Some((client, node)) = &self.files else {
+            return Err("no server to ask for the task's secrets and configs".into());
+        };
+        let asked = within(
+            Duration::from_secs(30),
+            client.clone().task_files(pb::TaskFilesRequest {
+                node: node.clone(),
+                task: task.metadata.name.clone(),
+            }),
+        )
+        .await;
+        asked
+            .map(|r| r.into_inner().files)
+            .map_err(|e| format!("secrets and configs: {}", e.message()))
     }
 
     pub fn report(&self, task: &Task, status: &TaskStatus) {
@@ -88,7 +110,10 @@ pub async fn run_node(
 ) {
     let client = shoal_wire::agent_client(channel);
     let (tx, rx) = mpsc::unbounded_channel();
-    let reporter = Reporter { tx };
+    let reporter = Reporter {
+        tx,
+        files: Some((client.clone(), config.name.clone())),
+    };
     tokio::spawn(send_reports(
         client.clone(),
         config.name.clone(),

@@ -11,6 +11,7 @@ pub mod bundle;
 mod config;
 pub mod egress;
 pub mod executor;
+mod files;
 mod health;
 pub mod logs;
 mod mesh_netlink;

@@ -13,6 +13,8 @@ pub trait Mounter: Send + Sync {
         work: &Path,
         target: &Path,
     ) -> io::Result<()>;
+    /// A tmpfs of `size` bytes at `target`, only root may enter (a task's secrets).
+    fn tmpfs(&self, target: &Path, size: u64) -> io::Result<()>;
     fn unmount(&self, target: &Path) -> io::Result<()>;
 }
 
@@ -39,6 +41,19 @@ impl Mounter for Overlay {
             target,
             Some("overlay"),
             nix::mount::MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .map_err(io::Error::from)
+    }
+
+    fn tmpfs(&self, target: &Path, size: u64) -> io::Result<()> {
+        use nix::mount::MsFlags;
+        let options = format!("size={size},mode=0700");
+        nix::mount::mount(
+            Some("tmpfs"),
+            target,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
             Some(options.as_str()),
         )
         .map_err(io::Error::from)
@@ -86,9 +101,16 @@ impl RootfsLayout {
         Ok(rootfs)
     }
 
+    /// Where the container's secrets and configs are, on a tmpfs of their own.
+    pub fn files(&self) -> PathBuf {
+        self.dir.join("files")
+    }
+
     /// Unmounts and removes everything of this container's filesystem.
     pub fn remove(&self, mounter: &dyn Mounter) -> io::Result<()> {
         mounter.unmount(&self.rootfs())?;
+        // Before the directory goes: its files vanish with the tmpfs, never touching disk.
+        mounter.unmount(&self.files())?;
         match std::fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -1,6 +1,7 @@
 //! Preparing and starting a task's container: the image (pulled if missing, with
-//! progress in the task's message), its address and published ports, its mounts, the
-//! bundle, and the monitor that runs it; and starting the same bundle again.
+//! progress in the task's message), its address and published ports, its mounts (with
+//! its secrets and configs), the bundle, and the monitor that runs it; and starting the
+//! same bundle again.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -10,6 +11,7 @@ use shoal_api::{MountType, Task, TaskState};
 
 use super::bundle::make_bundle;
 use super::config::{container_id, runc, RuncConfig};
+use super::files;
 use super::overlay::Join;
 use super::ports::PortLease;
 use super::rootfs::{Overlay, RootfsLayout};
@@ -76,6 +78,15 @@ pub(super) async fn start(
     starting.addresses = addresses.to_vec();
     reporter.report(task, &starting);
     let mut mounts = mounts(config, task)?;
+    if files::wanted(task) {
+        let given = reporter.task_files(task).await?;
+        mounts.extend(files::place(
+            &RootfsLayout::new(dir),
+            task,
+            &given,
+            &Overlay,
+        )?);
+    }
     if let Some(net) = &config.network {
         mounts.push(resolv_conf(dir, net.gateway())?);
     }
