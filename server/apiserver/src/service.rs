@@ -16,7 +16,7 @@ use crate::watch::{self, watch_stream};
 use crate::watch_cache::WatchCache;
 use crate::CONTROLLER_LEADER_KEY;
 
-mod network_refs;
+mod refs;
 
 /// Most manifests one apply may carry.
 const MAX_APPLY: usize = 10_000;
@@ -164,6 +164,13 @@ fn check_manifest(m: &pb::Manifest) -> Result<DynamicObject, Vec<String>> {
     let desc = obj
         .kind_desc()
         .ok_or_else(|| vec![format!("{source}: unknown kind")])?;
+    if let Some(kind) = crate::values::file_kind(desc) {
+        return Err(vec![format!(
+            "{source}: {} objects are made with `shoal {} create NAME -f FILE`, which takes the value; a manifest cannot carry one",
+            desc.kind,
+            kind.kind().to_ascii_lowercase()
+        )]);
+    }
     if !desc.user_writable {
         return Err(vec![format!(
             "{source}: {} objects are written by shoal itself and cannot be applied",
@@ -224,7 +231,7 @@ impl Api for ApiService {
             }
         }
         if problems.is_empty() {
-            problems.extend(self.missing_networks(&req.manifests, &objects).await?);
+            problems.extend(self.missing_references(&req.manifests, &objects).await?);
         }
         if !problems.is_empty() {
             return Err(Status::invalid_argument(problems.join("\n")));
