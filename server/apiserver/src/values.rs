@@ -117,8 +117,16 @@ impl Values {
             size: req.data.len() as u64,
         };
         let obj = match kind {
-            FileKind::Secret => typed::<Secret>(&req, Secret::new(&req.name, ValueSpec {}), status),
-            FileKind::Config => typed::<Config>(&req, Config::new(&req.name, ValueSpec {}), status),
+            FileKind::Secret => {
+                let mut secret = Secret::new(&req.name, ValueSpec {});
+                secret.status = Some(status);
+                checked(&req, secret)
+            }
+            FileKind::Config => {
+                let mut config = Config::new(&req.name, ValueSpec {});
+                config.status = Some(status);
+                checked(&req, config)
+            }
         }?;
         let created = self
             .objects
@@ -284,47 +292,16 @@ impl Values {
     }
 }
 
-/// The object of a new value: labels from the request, checked as any object is.
-fn typed<R: Resource>(
-    req: &pb::CreateValueRequest,
-    mut obj: R,
-    status: ValueStatus,
-) -> Result<DynamicObject, Status>
-where
-    R: WithValueStatus,
-{
+/// The object of a new value, with the request's labels, checked as any object is.
+fn checked<R: Resource>(req: &pb::CreateValueRequest, mut obj: R) -> Result<DynamicObject, Status> {
     obj.metadata_mut().labels = req.labels.clone().into_iter().collect();
-    obj.set_status(status);
     let mut problems = shoal_api::validate::Problems::default();
     shoal_api::validate::Validate::validate(&obj, &mut problems);
     if !problems.is_empty() {
-        return Err(Status::invalid_argument(
-            problems
-                .0
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ));
+        let lines: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
+        return Err(Status::invalid_argument(lines.join("\n")));
     }
     DynamicObject::from_typed(&obj).map_err(|e| Status::internal(e.to_string()))
-}
-
-/// Secret and Config alike.
-trait WithValueStatus {
-    fn set_status(&mut self, status: ValueStatus);
-}
-
-impl WithValueStatus for Secret {
-    fn set_status(&mut self, status: ValueStatus) {
-        self.status = Some(status);
-    }
-}
-
-impl WithValueStatus for Config {
-    fn set_status(&mut self, status: ValueStatus) {
-        self.status = Some(status);
-    }
 }
 
 #[cfg(test)]
