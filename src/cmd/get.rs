@@ -39,19 +39,8 @@ pub async fn run(ctx: &Context, a: Args) -> Outcome {
             output::print_one(&parse_object(&obj.json)?, ctx.format)?;
         }
         None => {
-            let list = client
-                .list(pb::ListRequest {
-                    kind: desc.kind.into(),
-                    label_selector: a.selector.unwrap_or_default(),
-                    involved_object: String::new(),
-                })
-                .await?
-                .into_inner();
-            let items = list
-                .items
-                .iter()
-                .map(|j| parse_object(j))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let selector = a.selector.unwrap_or_default();
+            let items = super::list_objects(ctx, desc.kind, &selector).await?;
             output::print_list(desc.kind, &items, ctx.format)?;
         }
     }

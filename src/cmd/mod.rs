@@ -155,6 +155,28 @@ fn upgraded(server: &str, config: &ClientConfig) -> String {
         .join(",")
 }
 
+/// The objects of `kind` whose labels `selector` takes (empty: all).
+pub async fn list_objects(
+    ctx: &Context,
+    kind: &str,
+    selector: &str,
+) -> anyhow::Result<Vec<shoal_api::DynamicObject>> {
+    let list = ctx
+        .client()
+        .await?
+        .list(shoal_wire::pb::ListRequest {
+            kind: kind.into(),
+            label_selector: selector.into(),
+            involved_object: String::new(),
+        })
+        .await?
+        .into_inner();
+    list.items
+        .iter()
+        .map(|j| crate::output::parse_object(j))
+        .collect()
+}
+
 /// Resolves a kind the way users type it, with the list of kinds when it is unknown.
 pub fn kind(name: &str) -> anyhow::Result<&'static shoal_api::KindDesc> {
     shoal_api::kind_by_name(name).ok_or_else(|| {

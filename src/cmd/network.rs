@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 use serde_json::Value;
-use shoal_api::{DynamicObject, Network, Service, Task};
+use shoal_api::{Network, Service, Task};
 use shoal_wire::pb;
 
-use super::Context;
+use super::{list_objects, Context};
 use crate::output::{self, parse_object, print_rows};
 use crate::{Format, Outcome};
 
@@ -25,26 +25,12 @@ pub enum Command {
 pub async fn run(ctx: &Context, c: Command) -> Outcome {
     match c {
         Command::Ls => {
-            let items = list(ctx, "Network").await?;
+            let items = list_objects(ctx, "Network", "").await?;
             output::print_list("Network", &items, ctx.format)?;
         }
         Command::Inspect { name } => inspect(ctx, &name).await?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn list(ctx: &Context, kind: &str) -> anyhow::Result<Vec<DynamicObject>> {
-    let list = ctx
-        .client()
-        .await?
-        .list(pb::ListRequest {
-            kind: kind.into(),
-            label_selector: String::new(),
-            involved_object: String::new(),
-        })
-        .await?
-        .into_inner();
-    list.items.iter().map(|j| parse_object(j)).collect()
 }
 
 /// A network as `inspect` shows it.
@@ -110,7 +96,7 @@ async fn inspect(ctx: &Context, name: &str) -> anyhow::Result<()> {
             || (name == shoal_api::INGRESS_NETWORK && c.publishes_through_mesh())
     };
     let mut services = Vec::new();
-    for obj in list(ctx, "Service").await? {
+    for obj in list_objects(ctx, "Service", "").await? {
         let svc: Service = obj.to_typed()?;
         if !on(&svc.spec.container) {
             continue;
@@ -127,7 +113,7 @@ async fn inspect(ctx: &Context, name: &str) -> anyhow::Result<()> {
         });
     }
     let mut tasks = Vec::new();
-    for obj in list(ctx, "Task").await? {
+    for obj in list_objects(ctx, "Task", "").await? {
         let task: Task = obj.to_typed()?;
         let Some(st) = task.status.as_ref() else {
             continue;

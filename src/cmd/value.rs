@@ -90,21 +90,7 @@ pub async fn run(ctx: &Context, kind: &'static str, c: Command) -> Outcome {
             println!("{} created", output::name_of(&obj));
         }
         Command::Ls => {
-            let list = ctx
-                .client()
-                .await?
-                .list(pb::ListRequest {
-                    kind: kind.into(),
-                    label_selector: String::new(),
-                    involved_object: String::new(),
-                })
-                .await?
-                .into_inner();
-            let items = list
-                .items
-                .iter()
-                .map(|j| output::parse_object(j))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let items = super::list_objects(ctx, kind, "").await?;
             output::print_list(kind, &items, ctx.format)?;
         }
         Command::Rm { names } => {
