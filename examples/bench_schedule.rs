@@ -316,6 +316,11 @@ async fn bench_store(a: &Args, etcd: Option<&str>, plaintext: bool) -> Figures {
         samples.push(took.as_secs_f64() * 1000.0);
         delete_and_wait(&mut client, &name).await;
     }
+    let in_order: Vec<String> = samples.iter().map(|s| format!("{s:.0}")).collect();
+    eprintln!(
+        "[{label}] apply to running, ms in run order: {}",
+        in_order.join(" ")
+    );
     samples.sort_by(|a, b| a.total_cmp(b));
     let p50 = samples[samples.len() / 2];
     let p99 = samples[(samples.len() * 99 / 100).min(samples.len() - 1)];

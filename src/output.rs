@@ -287,8 +287,10 @@ impl Table {
             "Secret" | "Config" => vec![
                 name,
                 ("DIGEST", |_, v| {
+                    // Its first 12 hex digits, as docker shows ids.
                     let d = s(v, &["status", "digest"]);
-                    d.get(..19).map_or(d.clone(), str::to_string)
+                    let hex = d.rsplit(':').next().unwrap_or_default();
+                    hex.get(..12).unwrap_or(hex).to_string()
                 }),
                 ("SIZE", |_, v| s(v, &["status", "size"])),
                 age_col,

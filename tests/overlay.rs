@@ -89,13 +89,26 @@ impl Cluster {
         found
     }
 
-    /// Runs `cmd` in the namespace at `netns`; its stdout.
+    /// Runs `cmd` in the namespace at `netns`; its stdout. A namespace the agent
+    /// removed since it was listed (its network no longer used here) has nothing in
+    /// it: empty.
     fn in_namespace(netns: &std::path::Path, cmd: &[&str]) -> String {
-        ok(Command::new("nsenter")
+        let out = Command::new("nsenter")
             .arg(format!("--net={}", netns.display()))
             .args(cmd)
             .output()
-            .expect("nsenter"))
+            .expect("nsenter");
+        let mounted = || {
+            let path = netns.display().to_string();
+            std::fs::read_to_string("/proc/self/mounts")
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.split(' ').nth(1) == Some(path.as_str()))
+        };
+        if !out.status.success() && !mounted() {
+            return String::new();
+        }
+        ok(out)
     }
 
     /// Host `h`'s links, and those in its overlay networks' namespaces (as

@@ -3,7 +3,8 @@
 //! (`/run/secrets/NAME`, a target with owner and mode, a config at its path), the
 //! value is in no file on the node's or the server's disk, in no log and in no `get`
 //! or `describe`; `rm` is refused while a service uses it; `rotate-key` leaves every
-//! value readable by the next task; and the tmpfs goes with the container.
+//! value readable by the next task; a new value reaches the service by a new name and a
+//! rolling update; and the tmpfs goes with the container.
 
 mod support;
 
@@ -148,7 +149,11 @@ fn secrets_and_configs_reach_their_containers_and_nowhere_else() {
     for out in &printed {
         assert!(!out.contains(&value), "printed: {out}");
     }
-    assert!(printed[0].contains("digest: sha256:"), "{}", printed[0]);
+    assert!(
+        printed[0].contains("digest: hmac-sha256:"),
+        "{}",
+        printed[0]
+    );
     let mounts = mount_points();
     for dir in [&node.agent.data, &server.data_dir] {
         let holding = files_holding(dir, value.as_bytes(), &mounts);
@@ -186,14 +191,37 @@ fn secrets_and_configs_reach_their_containers_and_nowhere_else() {
     let task = running_task(server, "vault");
     assert_eq!(exec(server, &task, "cat /run/secrets/db-pass"), value);
 
+    // A new value is a new name and a rolling update, at the same path.
+    let value2 = unique_value();
+    ok(server.shoal_stdin(&["secret", "create", "db-pass-2", "-f", "-"], &value2));
+    let rolled = vault_service(&node.image).replace(
+        "  - {name: db-pass}\n",
+        "  - {name: db-pass-2, target: db-pass}\n",
+    );
+    assert_ne!(rolled, vault_service(&node.image));
+    apply(server, &rolled);
+    let mut now = String::new();
+    wait("the rolled task reads the new value", 60, || {
+        now = running_task(server, "vault");
+        server
+            .shoal(&["exec", &now, "--", "cat", "/run/secrets/db-pass"])
+            .stdout
+            == value2.as_bytes()
+    });
+    assert_eq!(
+        exec(server, &now, "cat /etc/pw"),
+        value,
+        "the other reference stays"
+    );
+
     // Gone with the service: its tmpfs unmounted, then the secret can go.
     ok(server.shoal(&["delete", "service", "vault"]));
     wait("the vault's containers and mounts gone", 60, || {
         node.agent.containers().is_empty() && node.agent.mounts() == 0
     });
     assert_eq!(
-        ok(server.shoal(&["secret", "rm", "db-pass"])),
-        "secret/db-pass deleted\n"
+        ok(server.shoal(&["secret", "rm", "db-pass", "db-pass-2"])),
+        "secret/db-pass deleted\nsecret/db-pass-2 deleted\n"
     );
     ok(server.shoal(&["config", "rm", "app.conf"]));
     let holding = files_holding(&server.data_dir, value.as_bytes(), &mount_points());

@@ -50,6 +50,19 @@ impl SealKey {
         Ok(out)
     }
 
+    /// A digest of `data` only holders of this key can compute: HMAC-SHA256 under a
+    /// key derived from this one. The same value gives the same digest, but a copy of
+    /// the store cannot be searched for a guessed password as a plain hash could.
+    pub fn keyed_digest(&self, data: &[u8]) -> String {
+        use ring::hmac;
+        let derived = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, &self.0),
+            b"shoal value digest",
+        );
+        let key = hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref());
+        format!("hmac-sha256:{}", hex::encode(hmac::sign(&key, data)))
+    }
+
     pub fn open(&self, label: &str, sealed: &[u8]) -> Result<Vec<u8>, PkiError> {
         let bad = |why: &str| PkiError::Seal(format!("{label}: {why}"));
         let (&version, rest) = sealed.split_first().ok_or_else(|| bad("empty"))?;
@@ -93,6 +106,21 @@ mod tests {
             sealed,
             "fresh nonce"
         );
+    }
+
+    #[test]
+    fn keyed_digests_are_stable_per_key_and_not_a_plain_hash() {
+        let key = SealKey::generate().expect("key");
+        let d = key.keyed_digest(b"hunter2");
+        assert_eq!(d, key.keyed_digest(b"hunter2"));
+        assert_ne!(d, key.keyed_digest(b"hunter3"));
+        assert_ne!(
+            d,
+            SealKey::generate().expect("key").keyed_digest(b"hunter2")
+        );
+        use sha2::Digest;
+        let plain = hex::encode(sha2::Sha256::digest(b"hunter2"));
+        assert!(d.starts_with("hmac-sha256:") && !d.contains(&plain), "{d}");
     }
 
     #[test]

@@ -52,7 +52,8 @@ impl Validate for ValueSpec {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ValueStatus {
-    /// `sha256:<hex>` of the value.
+    /// `hmac-sha256:<hex>`: the value's HMAC under a key derived from the cluster key,
+    /// the same for the same value in one cluster, and no help in guessing it.
     pub digest: String,
     /// Its length in bytes.
     pub size: u64,

@@ -27,6 +27,10 @@ pub fn template_hash(spec: &ServiceSpec) -> String {
             ("workdir", serde_json::json!(spec.container.workdir)),
             ("user", serde_json::json!(spec.container.user)),
             ("mounts", serde_json::json!(spec.container.mounts)),
+            ("networks", serde_json::json!(spec.container.networks)),
+            ("links", serde_json::json!(spec.container.links)),
+            ("secrets", serde_json::json!(spec.container.secrets)),
+            ("configs", serde_json::json!(spec.container.configs)),
         ];
         for (key, value) in later {
             if !value.is_null() && value != serde_json::json!([]) {
@@ -116,4 +120,34 @@ pub fn attempt_of(t: &Task) -> u32 {
 
 pub fn is_history(t: &Task) -> bool {
     label(t, HISTORY) == Some("true")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> ServiceSpec {
+        serde_json::from_str(json).expect("spec")
+    }
+
+    #[test]
+    fn what_a_container_is_given_rolls_it_and_an_unset_field_changes_nothing() {
+        let plain = template_hash(&spec(r#"{"image": "a"}"#));
+        assert_eq!(
+            plain,
+            template_hash(&spec(r#"{"image": "a", "secrets": []}"#))
+        );
+        let mut seen = vec![plain];
+        for changed in [
+            r#"{"image": "a", "secrets": [{"name": "s1"}]}"#,
+            r#"{"image": "a", "secrets": [{"name": "s2", "target": "s1"}]}"#,
+            r#"{"image": "a", "configs": [{"name": "c"}]}"#,
+            r#"{"image": "a", "networks": ["front"]}"#,
+            r#"{"image": "a", "networks": ["front"], "links": ["web.1"]}"#,
+        ] {
+            let hash = template_hash(&spec(changed));
+            assert!(!seen.contains(&hash), "{changed} has a hash of its own");
+            seen.push(hash);
+        }
+    }
 }

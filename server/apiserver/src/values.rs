@@ -6,7 +6,6 @@
 
 use std::collections::BTreeSet;
 
-use sha2::{Digest, Sha256};
 use shoal_api::{
     kind_of, Config, DesiredState, DynamicObject, FileKind, FileRef, KindDesc, Resource, Secret,
     Service, Task, ValueSpec, ValueStatus, MAX_VALUE_BYTES,
@@ -113,7 +112,7 @@ impl Values {
             )));
         }
         let status = ValueStatus {
-            digest: format!("sha256:{}", hex::encode(Sha256::digest(&req.data))),
+            digest: self.key.keyed_digest(&req.data),
             size: req.data.len() as u64,
         };
         let obj = match kind {
