@@ -1,10 +1,11 @@
 //! Secrets and Configs end to end, as root, with real runc: `shoal secret|config
-//! create` from stdin, a service's containers find them as read-only files on tmpfs
-//! (`/run/secrets/NAME`, a target with owner and mode, a config at its path), the
-//! value is in no file on the node's or the server's disk, in no log and in no `get`
-//! or `describe`; `rm` is refused while a service uses it; `rotate-key` leaves every
-//! value readable by the next task; a new value reaches the service by a new name and a
-//! rolling update; and the tmpfs goes with the container.
+//! create` from stdin (a changed, oversized or applied value refused, and so is a
+//! reference to one that is not there); a service's containers find them as read-only
+//! files on tmpfs (`/run/secrets/NAME`, a target with owner and mode, a config at its
+//! path); the value is in no file on the node's or the server's disk, in no log and in
+//! no `get` or `describe`; `rm` is refused while a service uses it; `rotate-key` leaves
+//! every value readable by the next task; a new value reaches the service by a new name
+//! and a rolling update; and the tmpfs goes with the container.
 
 mod support;
 
@@ -83,6 +84,69 @@ fn exec(server: &Server, task: &str, script: &str) -> String {
     ok(server.shoal(&["exec", task, "--", "sh", "-c", script]))
 }
 
+/// A value that changes, is too big or comes in a manifest, and a reference to a value
+/// that is not there, are each refused with the reason; the CLI's checks skipped, the
+/// server refuses the same.
+fn refuses_what_it_cannot_keep(node: &Node) {
+    let server = &node.server;
+    refused(
+        server.shoal_stdin(&["secret", "create", "db-pass", "-f", "-"], "other"),
+        "secret/db-pass exists, and a value never changes",
+    );
+    let big = node.tmp.path().join("big");
+    std::fs::write(&big, vec![b'x'; 500 * 1024 + 1]).expect("write");
+    let big = big.display().to_string();
+    refused(
+        server.shoal(&["secret", "create", "big", "-f", &big]),
+        "500 KiB",
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let raw = rt.block_on(async {
+        let mut api = shoal_wire::api_client(&server.url, &server.credentials())
+            .await
+            .expect("connect");
+        api.create_value(shoal_wire::pb::CreateValueRequest {
+            kind: "Secret".into(),
+            name: "big".into(),
+            labels: Default::default(),
+            data: vec![b'x'; 500 * 1024 + 1],
+        })
+        .await
+    });
+    let status = raw.expect_err("the server refuses it too");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("500 KiB"), "{status:?}");
+    refused(
+        server.shoal_stdin(
+            &["apply", "-f", "-"],
+            "apiVersion: shoal.dev/v1\nkind: Secret\nmetadata: {name: in-git}\n",
+        ),
+        "Secret objects are made with `shoal secret create NAME -f FILE`",
+    );
+    let naming = |refs: &str| {
+        format!(
+            "apiVersion: shoal.dev/v1\nkind: Service\nmetadata: {{name: lost}}\nspec:\n  \
+             image: {}\n  {refs}\n",
+            node.image
+        )
+    };
+    refused(
+        server.shoal_stdin(&["apply", "-f", "-"], &naming("secrets: [{name: nope}]")),
+        "spec.secrets[0].name: secret \"nope\" does not exist",
+    );
+    refused(
+        server.shoal_stdin(
+            &["apply", "-f", "-"],
+            &naming("secrets: [{name: db-pass, mode: 0400}]"),
+        ),
+        "spec.secrets[0].mode",
+    );
+    assert!(
+        !ok(server.shoal(&["get", "services", "-o", "name"])).contains("lost"),
+        "nothing applied"
+    );
+}
+
 #[test]
 fn secrets_and_configs_reach_their_containers_and_nowhere_else() {
     let node = Node::start("shoaltest5", "10.235.0.0/24");
@@ -96,6 +160,7 @@ fn secrets_and_configs_reach_their_containers_and_nowhere_else() {
         &["config", "create", "app.conf", "-f", "-"],
         "listen 8080\n",
     ));
+    refuses_what_it_cannot_keep(&node);
     apply(server, &vault_service(&node.image));
     let task = running_task(server, "vault");
 
