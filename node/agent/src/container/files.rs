@@ -38,8 +38,9 @@ pub(super) fn place(
     mounter: &dyn Mounter,
 ) -> Result<Vec<ContainerMount>, String> {
     let dir = layout.files();
-    let size: u64 = given
-        .iter()
+    // A file per reference: one value named twice is written twice.
+    let size: u64 = references(task)
+        .filter_map(|(kind, r)| given_for(given, kind, r))
         .map(|f| f.data.len() as u64 + PER_FILE)
         .sum::<u64>()
         .max(64 * 1024);
@@ -54,9 +55,7 @@ pub(super) fn place(
     // owner and mode.
     for (i, (kind, r)) in references(task).enumerate() {
         let label = format!("{}/{}", kind.kind().to_ascii_lowercase(), r.name);
-        let file = given
-            .iter()
-            .find(|f| f.kind == kind.kind() && f.name == r.name)
+        let file = given_for(given, kind, r)
             .ok_or_else(|| format!("{label}: the server sent no value"))?;
         let mode = r
             .mode_bits()
@@ -75,6 +74,17 @@ pub(super) fn place(
         });
     }
     Ok(mounts)
+}
+
+/// What the server sent for reference `r`.
+fn given_for<'g>(
+    given: &'g [pb::TaskFile],
+    kind: FileKind,
+    r: &FileRef,
+) -> Option<&'g pb::TaskFile> {
+    given
+        .iter()
+        .find(|f| f.kind == kind.kind() && f.name == r.name)
 }
 
 fn write_file(
@@ -185,6 +195,31 @@ mod tests {
                 format!("tmpfs {files_dir} 65536")
             ],
             "the tmpfs is mounted before any file is written"
+        );
+    }
+
+    #[test]
+    fn a_value_named_twice_has_room_twice() {
+        let dir = tempfile::tempdir().expect("dir");
+        let layout = RootfsLayout::new(dir.path());
+        let mounter = Recorded::default();
+        let mut t = task();
+        t.spec.container.secrets = serde_json::from_value(serde_json::json!([
+            {"name": "big"}, {"name": "big", "target": "/etc/big"}
+        ]))
+        .expect("refs");
+        t.spec.container.configs.clear();
+        let big = given("Secret", "big", &[7; 100_000]);
+        let mounts = place(&layout, &t, &[big], &mounter).expect("placed");
+        assert_eq!(mounts.len(), 2);
+        let calls = mounter.0.lock().expect("lock").clone();
+        assert!(
+            calls.contains(&format!(
+                "tmpfs {} {}",
+                layout.files().display(),
+                2 * (100_000 + PER_FILE)
+            )),
+            "{calls:?}"
         );
     }
 
