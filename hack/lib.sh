@@ -8,6 +8,8 @@ ensure_packages() {
     command -v protoc >/dev/null || missing+=(protobuf-compiler)
     command -v runc >/dev/null || missing+=(runc)
     command -v openssl >/dev/null || missing+=(openssl)
+    # An agent whose clock is later than the test's, to see it renew its certificate.
+    command -v faketime >/dev/null || missing+=(faketime)
     # Images: a real registry, a client to fill it, and the test image's busybox.
     command -v docker-registry >/dev/null || missing+=(docker-registry)
     command -v skopeo >/dev/null || missing+=(skopeo)

@@ -1,7 +1,8 @@
 //! Joining a cluster with a token: `shoal token create|rotate`, and a real agent
 //! (`shoal agent --join URL --token T`) that gets its certificate from the cluster CA
 //! through a CSR, keeps its key to itself, pins the CA the token names, and is
-//! refused, changing nothing on the machine, with a token that is wrong or rotated.
+//! refused, changing nothing on the machine, with a token that is wrong or rotated;
+//! and that renews its certificate once its clock reaches the renewal point.
 //! Certificates are read back with the real openssl. As root (the agent).
 
 mod support;
@@ -43,13 +44,29 @@ fn token(c: &Cluster, args: &[&str]) -> String {
 
 fn agent_cmd(c: &Cluster, data: &Path, token: &str, bridge: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    agent_args(&mut cmd, data, bridge);
+    cmd.args(["--join", &c.server.url, "--token", token]);
+    cmd
+}
+
+/// What every agent here runs with.
+fn agent_args(cmd: &mut Command, data: &Path, bridge: &str) {
     cmd.args(["agent", "--name", "joiner", "--netns-pool", "0"])
         .args(["--bridge", bridge, "--subnet", SUBNET])
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--join", &c.server.url, "--token", token])
         .arg("--data-dir")
         .arg(data);
-    cmd
+}
+
+/// A certificate's serial number, as openssl reads it.
+fn serial_of(cert: &Path) -> String {
+    openssl(&[
+        "x509",
+        "-in",
+        &cert.display().to_string(),
+        "-noout",
+        "-serial",
+    ])
 }
 
 /// An agent that must fail to join: its output, once it has exited.
@@ -198,6 +215,69 @@ fn a_node_joins_and_gets_a_certificate_for_its_key_alone(c: &mut Cluster) {
     assert_eq!(hex, digest_of(&t), "{fingerprint}");
 }
 
+/// The joined agent again, its clock 50 minutes on (libfaketime; the server's clock
+/// and every other are real): past the renewal point of its one-hour certificate
+/// (50-80% of its life), it renews through `Agent.Renew`, writes the new key and
+/// certificate in place, and goes on as the node with them.
+fn a_node_renews_its_certificate_when_its_time_comes(c: &mut Cluster) {
+    let data = c.dir.path().join("node");
+    let pki = data.join("pki");
+    let (ca, cert, key) = (
+        pki.join("ca.pem"),
+        pki.join("node.pem"),
+        pki.join("node.key"),
+    );
+    let before = serial_of(&cert);
+    if let Some(mut a) = c.agent.take() {
+        let _ = a.kill();
+        let _ = a.wait();
+    }
+    let mut later = Command::new("faketime");
+    later
+        .args(["-f", "+50m"])
+        .arg(env!("CARGO_BIN_EXE_shoal"))
+        // Timers run on the real monotonic clock; only the calendar moves.
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        // Files keep their real times: the certificate arrived 50 minutes ago.
+        .env("NO_FAKE_STAT", "1");
+    agent_args(&mut later, &data, BRIDGE);
+    later.args(["--server", &c.server.url]);
+    c.agent = Some(
+        later
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("faketime shoal agent"),
+    );
+    wait("the node renewed its certificate", 30, || {
+        serial_of(&cert) != before
+    });
+    let verified = openssl(&[
+        "verify",
+        "-CAfile",
+        &ca.display().to_string(),
+        &cert.display().to_string(),
+    ]);
+    assert!(verified.contains(": OK"), "{verified}");
+    let of_cert = openssl(&[
+        "x509",
+        "-in",
+        &cert.display().to_string(),
+        "-noout",
+        "-pubkey",
+    ]);
+    let of_key = openssl(&["pkey", "-in", &key.display().to_string(), "-pubout"]);
+    assert_eq!(of_cert, of_key, "the new certificate is for the new key");
+    assert_eq!(mode_of(&key), 0o600, "the new key is private");
+    // Past a heartbeat window, the node is still ready: it goes on with the new one.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let node = json(c.server.shoal(&["get", "node", "joiner", "-o", "json"]));
+    assert_eq!(node["status"]["state"], "ready", "{node}");
+    let renewed = serial_of(&cert);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(serial_of(&cert), renewed, "renewed once, not in a loop");
+}
+
 fn a_rotated_token_no_longer_joins(c: &mut Cluster) {
     let old = token(c, &["create"]);
     let rotated = ok(c.server.shoal(&["token", "rotate", "--role", "worker"]));
@@ -221,7 +301,8 @@ fn the_ca_and_its_tokens_outlive_a_server_restart(c: &mut Cluster) {
 fn joining_with_a_token() {
     assert!(nix::unistd::geteuid().is_root(), "needs root (the agent)");
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::embedded(&dir.path().join("server"));
+    // The shortest life a certificate may have, so a renewal is due within the hour.
+    let server = Server::embedded_with(&dir.path().join("server"), &["--cert-lifetime", "1h"]);
     let mut c = Cluster {
         server,
         dir,
@@ -233,6 +314,7 @@ fn joining_with_a_token() {
             a_token_is_made_once_and_names_the_clusters_ca,
             a_wrong_token_is_refused_and_the_machine_left_alone,
             a_node_joins_and_gets_a_certificate_for_its_key_alone,
+            a_node_renews_its_certificate_when_its_time_comes,
             a_rotated_token_no_longer_joins,
             the_ca_and_its_tokens_outlive_a_server_restart,
         ],

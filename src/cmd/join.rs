@@ -160,6 +160,16 @@ fn check_ca(url: &str, ca_pem: &str, token: &shoal_pki::JoinToken) -> anyhow::Re
     Ok(())
 }
 
+/// Seconds until a certificate valid from `not_before` is due for renewal at `at` (both
+/// by the CA's clock), counted from when it reached this machine (`received`, by this
+/// machine's clock, like `now`): a node whose clock runs ahead of the server's would
+/// otherwise find every new certificate already due, and renew in a loop.
+fn renewal_wait(not_before: i64, at: i64, received: i64, now: i64) -> u64 {
+    let due_after = at - not_before;
+    let held = (now - received).max(0);
+    (due_after - held).max(0) as u64
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -178,15 +188,22 @@ pub async fn keep_renewed(
     sans: Vec<String>,
 ) {
     let name = current.identity.name.clone();
+    // When the certificate on disk reached this machine, by this machine's clock.
+    let mut received = std::fs::metadata(&creds.cert)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(current.not_before, |d| d.as_secs() as i64);
     loop {
         let at = current.renewal_at().unwrap_or(current.not_before);
-        let wait = (at - now()).max(0) as u64;
+        let wait = renewal_wait(current.not_before, at, received, now());
         tracing::info!(in_s = wait, "node certificate renewal scheduled");
         tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
         match renew(&channel, &creds, &name, &sans, &live).await {
             Ok(renewed) => {
                 tracing::info!(not_after = renewed.not_after, "node certificate renewed");
                 current = renewed;
+                received = now();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "renewing the node certificate failed; trying again in a minute");
@@ -217,4 +234,21 @@ async fn renew(
     creds.replace(&key_pem, &renewed.cert_pem)?;
     live.replace(renewed.cert_pem.as_bytes(), key_pem.as_bytes())?;
     Ok(certified)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renewal_wait;
+
+    #[test]
+    fn renewal_is_counted_from_receipt_on_this_machines_clock() {
+        // Issued at 1000 (the CA's clock), due 600 s later.
+        assert_eq!(renewal_wait(1000, 1600, 1000, 1000), 600, "clocks agree");
+        assert_eq!(renewal_wait(1000, 1600, 1000, 1400), 200, "held 400 s");
+        assert_eq!(renewal_wait(1000, 1600, 1000, 1700), 0, "overdue");
+        // This machine's clock 50 minutes ahead: a new certificate is not yet due.
+        assert_eq!(renewal_wait(1000, 1600, 4000, 4000), 600);
+        // ... or behind: not late either.
+        assert_eq!(renewal_wait(1000, 1600, 10, 310), 300);
+    }
 }

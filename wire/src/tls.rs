@@ -71,7 +71,11 @@ fn roots(ca_pem: &[u8]) -> Result<Arc<RootCertStore>, TlsError> {
 /// A certificate and its key that may be replaced while in use: the next handshake, as
 /// server or as client, presents the new one.
 #[derive(Clone)]
-pub struct LiveIdentity(Arc<RwLock<Arc<CertifiedKey>>>);
+pub struct LiveIdentity {
+    current: Arc<RwLock<Arc<CertifiedKey>>>,
+    /// Moves with every replacement, so connections made with an older one can end.
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
+}
 
 impl std::fmt::Debug for LiveIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,9 +85,10 @@ impl std::fmt::Debug for LiveIdentity {
 
 impl LiveIdentity {
     pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<LiveIdentity, TlsError> {
-        Ok(LiveIdentity(Arc::new(RwLock::new(Self::load(
-            cert_pem, key_pem,
-        )?))))
+        Ok(LiveIdentity {
+            current: Arc::new(RwLock::new(Self::load(cert_pem, key_pem)?)),
+            generation: Arc::new(tokio::sync::watch::channel(0).0),
+        })
     }
 
     fn load(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertifiedKey>, TlsError> {
@@ -97,15 +102,32 @@ impl LiveIdentity {
         Ok(Arc::new(certified))
     }
 
-    /// Replaces the certificate and key (a renewal); connections made from now on use it.
+    /// Replaces the certificate and key (a renewal): connections made from now on use
+    /// it, and a client's connections made with the old one end (a server reads a
+    /// caller's identity once per connection, and the one before last stops being in
+    /// force at the next renewal).
     pub fn replace(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<(), TlsError> {
         let new = Self::load(cert_pem, key_pem)?;
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = new;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = new;
+        self.generation.send_modify(|g| *g += 1);
         Ok(())
     }
 
     fn current(&self) -> Arc<CertifiedKey> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Ready once the identity is replaced after this call.
+    fn replaced(&self) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let mut seen = self.generation.subscribe();
+        Box::pin(async move {
+            if seen.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
     }
 }
 
@@ -267,6 +289,8 @@ impl TlsServer {
 #[derive(Clone)]
 pub struct TlsClient {
     connector: tokio_rustls::TlsConnector,
+    /// The identity it presents, if any: a connection lasts as long as it does.
+    identity: Option<LiveIdentity>,
     /// The name the server's certificate must carry, when it is not the URL's host (a
     /// node's API, reached at its address, is certified under the node's name).
     server_name: Option<ServerName<'static>>,
@@ -278,13 +302,14 @@ impl TlsClient {
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_root_certificates(roots(ca_pem)?);
-        let mut config = match identity {
-            Some(identity) => builder.with_client_cert_resolver(Arc::new(identity)),
+        let mut config = match &identity {
+            Some(identity) => builder.with_client_cert_resolver(Arc::new(identity.clone())),
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(TlsClient {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            identity,
             server_name: None,
         })
     }
@@ -301,6 +326,7 @@ impl TlsClient {
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(TlsClient {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            identity: None,
             server_name: None,
         })
     }
@@ -315,18 +341,81 @@ impl TlsClient {
     }
 
     /// TLS over `tcp` to the server at `host` (whose certificate must name it, unless
-    /// [`TlsClient::expecting`] said another name).
-    pub async fn handshake(
-        &self,
-        host: &str,
-        tcp: TcpStream,
-    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    /// [`TlsClient::expecting`] said another name). The connection ends when the
+    /// identity it was made with is replaced: the channel then connects again with the
+    /// new one.
+    pub async fn handshake(&self, host: &str, tcp: TcpStream) -> io::Result<ClientConnection> {
         let name = match &self.server_name {
             Some(name) => name.clone(),
             None => ServerName::try_from(host.to_string())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host}: {e}")))?,
         };
-        self.connector.connect(name, tcp).await
+        // Watched before the handshake: a replacement during it ends this one too.
+        let replaced = self.identity.as_ref().map(LiveIdentity::replaced);
+        let stream = self.connector.connect(name, tcp).await?;
+        Ok(ClientConnection {
+            stream,
+            replaced,
+            retired: false,
+        })
+    }
+}
+
+/// A client's TLS connection, which reads as closed (and refuses writes) once the
+/// identity it was made with has been replaced.
+pub struct ClientConnection {
+    stream: tokio_rustls::client::TlsStream<TcpStream>,
+    replaced: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    retired: bool,
+}
+
+impl ClientConnection {
+    fn retired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.retired {
+            if let Some(replaced) = &mut self.replaced {
+                self.retired = replaced.as_mut().poll(cx).is_ready();
+            }
+        }
+        self.retired
+    }
+}
+
+fn retired_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "the client's certificate was renewed; connecting again with the new one",
+    )
+}
+
+impl AsyncRead for ClientConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.retired(cx) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ClientConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.retired(cx) {
+            return Poll::Ready(Err(retired_error()));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -377,5 +466,95 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use shoal_pki::{Ca, Identity, Role};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_stream::StreamExt;
+
+    use super::*;
+
+    fn identity(ca: &Ca, role: Role, name: &str) -> LiveIdentity {
+        let who = Identity {
+            role,
+            name: name.into(),
+        };
+        let issued = ca
+            .issue(&who, &["localhost".into()], Duration::from_secs(3600))
+            .expect("issue");
+        let key = issued.key_pem.expect("a key");
+        LiveIdentity::from_pem(issued.cert_pem.as_bytes(), key.as_bytes()).expect("identity")
+    }
+
+    async fn connect(
+        client: &TlsClient,
+        addr: SocketAddr,
+        incoming: &mut tokio_stream::wrappers::ReceiverStream<io::Result<TlsConnection>>,
+    ) -> (ClientConnection, TlsConnection) {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let conn = client.handshake("localhost", tcp).await.expect("handshake");
+        let accepted = incoming.next().await.expect("accepted").expect("tls");
+        (conn, accepted)
+    }
+
+    /// A server reads a client's identity once per connection: a client's connection made
+    /// with a certificate it has since replaced would carry the old one for as long as
+    /// it lasts, so it ends, and the next one presents the new certificate.
+    #[tokio::test]
+    async fn a_client_connection_ends_when_its_identity_is_replaced() {
+        let ca = Ca::create("test").expect("ca");
+        let server = TlsServer::new(identity(&ca, Role::Server, "s"), ca.cert_pem().as_bytes())
+            .expect("server");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut incoming = server.incoming(listener);
+        let client_identity = identity(&ca, Role::Node, "n");
+        let client = TlsClient::new(ca.cert_pem().as_bytes(), Some(client_identity.clone()))
+            .expect("client");
+        let (mut conn, mut accepted) = connect(&client, addr, &mut incoming).await;
+        conn.write_all(b"ping").await.expect("write");
+        let mut buf = [0u8; 4];
+        accepted.read_exact(&mut buf).await.expect("read");
+        let first = accepted.connect_info().client.expect("a certificate");
+
+        let renewed = ca
+            .issue(
+                &Identity {
+                    role: Role::Node,
+                    name: "n".into(),
+                },
+                &[],
+                Duration::from_secs(3600),
+            )
+            .expect("issue");
+        client_identity
+            .replace(
+                renewed.cert_pem.as_bytes(),
+                renewed.key_pem.expect("a key").as_bytes(),
+            )
+            .expect("replace");
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest))
+            .await
+            .expect("the idle connection ends at once");
+        assert_eq!(read.expect("an end, not an error"), 0);
+        assert!(
+            conn.write_all(b"more").await.is_err(),
+            "no more writes on it"
+        );
+
+        drop(accepted);
+        let (_conn, accepted) = connect(&client, addr, &mut incoming).await;
+        let second = accepted.connect_info().client.expect("a certificate");
+        assert_eq!(second.identity, first.identity);
+        assert_ne!(
+            second.serial, first.serial,
+            "the new connection shows the new one"
+        );
     }
 }
