@@ -58,6 +58,17 @@ fn agent_args(cmd: &mut Command, data: &Path, bridge: &str) {
         .arg(data);
 }
 
+/// `cert` verifies against `ca` and is for `key`: their public keys agree (openssl's
+/// reading).
+fn signed_for_its_key(ca: &Path, cert: &Path, key: &Path) {
+    let (ca, cert, key) = (ca.display(), cert.display(), key.display());
+    let verified = openssl(&["verify", "-CAfile", &ca.to_string(), &cert.to_string()]);
+    assert!(verified.contains(": OK"), "{verified}");
+    let of_cert = openssl(&["x509", "-in", &cert.to_string(), "-noout", "-pubkey"]);
+    let of_key = openssl(&["pkey", "-in", &key.to_string(), "-pubout"]);
+    assert_eq!(of_cert, of_key, "{cert} is for {key}");
+}
+
 /// A certificate's serial number, as openssl reads it.
 fn serial_of(cert: &Path) -> String {
     openssl(&[
@@ -179,23 +190,7 @@ fn a_node_joins_and_gets_a_certificate_for_its_key_alone(c: &mut Cluster) {
         subject.contains("CN = joiner") && subject.contains("OU = shoal-node"),
         "{subject}"
     );
-    let verified = openssl(&[
-        "verify",
-        "-CAfile",
-        &ca.display().to_string(),
-        &cert.display().to_string(),
-    ]);
-    assert!(verified.contains(": OK"), "{verified}");
-    // The certificate is for the key the node made: their public keys agree.
-    let of_cert = openssl(&[
-        "x509",
-        "-in",
-        &cert.display().to_string(),
-        "-noout",
-        "-pubkey",
-    ]);
-    let of_key = openssl(&["pkey", "-in", &key.display().to_string(), "-pubout"]);
-    assert_eq!(of_cert, of_key);
+    signed_for_its_key(&ca, &cert, &key);
     // And the CA is the one the token names (its SHA-256 fingerprint).
     let fingerprint = openssl(&[
         "x509",
@@ -232,10 +227,17 @@ fn a_node_renews_its_certificate_when_its_time_comes(c: &mut Cluster) {
         let _ = a.kill();
         let _ = a.wait();
     }
-    let mut later = Command::new("faketime");
+    // libfaketime preloaded into the agent itself: the `faketime` wrapper would run it
+    // as a child of its own, which outlives a kill of the wrapper.
+    let lib = format!(
+        "/usr/lib/{}-linux-gnu/faketime/libfaketime.so.1",
+        std::env::consts::ARCH
+    );
+    assert!(Path::new(&lib).is_file(), "{lib}: install faketime");
+    let mut later = Command::new(env!("CARGO_BIN_EXE_shoal"));
     later
-        .args(["-f", "+50m"])
-        .arg(env!("CARGO_BIN_EXE_shoal"))
+        .env("LD_PRELOAD", &lib)
+        .env("FAKETIME", "+50m")
         // Timers run on the real monotonic clock; only the calendar moves.
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
         // Files keep their real times: the certificate arrived 50 minutes ago.
@@ -247,27 +249,12 @@ fn a_node_renews_its_certificate_when_its_time_comes(c: &mut Cluster) {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("faketime shoal agent"),
+            .expect("shoal agent under libfaketime"),
     );
     wait("the node renewed its certificate", 30, || {
         serial_of(&cert) != before
     });
-    let verified = openssl(&[
-        "verify",
-        "-CAfile",
-        &ca.display().to_string(),
-        &cert.display().to_string(),
-    ]);
-    assert!(verified.contains(": OK"), "{verified}");
-    let of_cert = openssl(&[
-        "x509",
-        "-in",
-        &cert.display().to_string(),
-        "-noout",
-        "-pubkey",
-    ]);
-    let of_key = openssl(&["pkey", "-in", &key.display().to_string(), "-pubout"]);
-    assert_eq!(of_cert, of_key, "the new certificate is for the new key");
+    signed_for_its_key(&ca, &cert, &key);
     assert_eq!(mode_of(&key), 0o600, "the new key is private");
     // Past a heartbeat window, the node is still ready: it goes on with the new one.
     std::thread::sleep(std::time::Duration::from_secs(5));
