@@ -87,6 +87,12 @@ impl ContainerSpec {
             .any(|p| p.published.is_some() && p.mode == crate::PublishMode::Ingress)
     }
 
+    /// Each secret and config the container gets, with its kind, secrets first.
+    pub fn files(&self) -> impl Iterator<Item = (FileKind, &FileRef)> {
+        (self.secrets.iter().map(|r| (FileKind::Secret, r)))
+            .chain(self.configs.iter().map(|r| (FileKind::Config, r)))
+    }
+
     /// Checks the container's fields, found under `spec` (`spec.image`, ...).
     pub(crate) fn check(&self, p: &mut Problems, spec: &str) {
         require(p, &format!("{spec}.image"), &self.image);

@@ -83,7 +83,7 @@ pub struct FileRef {
 pub const SECRETS_DIR: &str = "/run/secrets";
 
 /// Secret or Config: where its unnamed target goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FileKind {
     Secret,
     Config,
@@ -95,6 +95,11 @@ impl FileKind {
             FileKind::Secret => "Secret",
             FileKind::Config => "Config",
         }
+    }
+
+    /// `secret/db-pass`: how messages name a value, and the label it is sealed as.
+    pub fn reference(self, name: &str) -> String {
+        format!("{}/{name}", self.kind().to_ascii_lowercase())
     }
 }
 

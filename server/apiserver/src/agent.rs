@@ -484,11 +484,7 @@ impl Agent for AgentService {
         self.access.node(&req, &req.get_ref().node).await?;
         let req = req.into_inner();
         check_node_name(&req.node)?;
-        let values = self
-            .values
-            .as_deref()
-            .ok_or_else(|| Status::unimplemented("this server keeps no secrets or configs"))?;
-        values
+        crate::values::kept(&self.values)?
             .task_files(&req.node, &req.task)
             .await
             .map(Response::new)

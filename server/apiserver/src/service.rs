@@ -60,9 +60,7 @@ impl ApiService {
     }
 
     fn values(&self) -> Result<&crate::Values, Status> {
-        self.values
-            .as_deref()
-            .ok_or_else(|| Status::unimplemented("this server keeps no secrets or configs"))
+        crate::values::kept(&self.values)
     }
 
     /// Reports `heartbeats` (the agent service's count) in `Info`.

@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 
 use shoal_api::{
-    kind_of, Config, DesiredState, DynamicObject, FileKind, FileRef, KindDesc, Resource, Secret,
-    Service, Task, ValueSpec, ValueStatus, MAX_VALUE_BYTES,
+    kind_of, Config, DesiredState, DynamicObject, FileKind, KindDesc, Resource, Secret, Service,
+    Task, ValueSpec, ValueStatus, MAX_VALUE_BYTES,
 };
 use shoal_pki::{sealed_under, Keyring, PkiError, SealKey};
 use shoal_store::objects::{ObjectError, KEYRING_RECORD};
@@ -35,16 +35,11 @@ impl From<ValueError> for Status {
     }
 }
 
-/// What the value is sealed as: `secret/db-pass`, so it opens as nothing else.
-fn label(kind: FileKind, name: &str) -> String {
-    format!("{}/{name}", kind.kind().to_ascii_lowercase())
-}
-
 /// The label of a stored value from its path (`secrets/db-pass`).
 fn label_of_path(path: &str) -> Option<String> {
     let (plural, name) = path.split_once('/')?;
     let kind = file_kind(shoal_api::kind_by_name(plural)?)?;
-    Some(label(kind, name))
+    Some(kind.reference(name))
 }
 
 /// Secret or Config, or None for any other kind.
@@ -63,11 +58,11 @@ fn desc(kind: FileKind) -> &'static KindDesc {
     }
 }
 
-fn refs(spec: &shoal_api::ContainerSpec, kind: FileKind) -> &[FileRef] {
-    match kind {
-        FileKind::Secret => &spec.secrets,
-        FileKind::Config => &spec.configs,
-    }
+/// `values`, or why this server cannot answer for secrets and configs.
+pub(crate) fn kept(values: &Option<std::sync::Arc<Values>>) -> Result<&Values, Status> {
+    values
+        .as_deref()
+        .ok_or_else(|| Status::unimplemented("this server keeps no secrets or configs"))
 }
 
 pub struct Values {
@@ -98,13 +93,12 @@ impl Values {
 
     /// Makes `kind/name` holding `data`.
     pub async fn create(&self, req: pb::CreateValueRequest) -> Result<DynamicObject, Status> {
-        let desc = shoal_api::kind_by_name(&req.kind)
-            .filter(|d| file_kind(d).is_some())
+        let kind = shoal_api::kind_by_name(&req.kind)
+            .and_then(file_kind)
             .ok_or_else(|| {
                 Status::invalid_argument(format!("{:?}: values are Secret or Config", req.kind))
             })?;
-        let kind = file_kind(desc).ok_or_else(|| Status::internal("not a value kind"))?;
-        let reference = label(kind, &req.name);
+        let reference = kind.reference(&req.name);
         if req.data.is_empty() || req.data.len() > MAX_VALUE_BYTES {
             return Err(Status::invalid_argument(format!(
                 "{reference}: {} bytes; a value is 1 byte to 500 KiB ({MAX_VALUE_BYTES} bytes)",
@@ -143,13 +137,17 @@ impl Values {
         Ok(created)
     }
 
-    /// The value of `kind/name`, opened.
-    async fn open(&self, kind: FileKind, name: &str) -> Result<Option<Vec<u8>>, ValueError> {
+    /// The value of `kind/name`, opened with `ring`.
+    async fn open(
+        &self,
+        ring: &Keyring,
+        kind: FileKind,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, ValueError> {
         let Some(sealed) = self.objects.sealed(desc(kind), name).await? else {
             return Ok(None);
         };
-        let ring = self.ring(&self.objects.keyring().await?)?;
-        Ok(Some(ring.open_value(&label(kind, name), &sealed)?))
+        Ok(Some(ring.open_value(&kind.reference(name), &sealed)?))
     }
 
     /// The values a node's task names, if the task is the node's and meant to run.
@@ -176,30 +174,31 @@ impl Values {
         if !live {
             return Err(denied());
         }
+        // The keyring once for all of the task's values.
+        let ring = self.ring(&self.objects.keyring().await.map_err(status_of)?)?;
         let mut files = Vec::new();
         let mut seen = BTreeSet::new();
-        for kind in [FileKind::Secret, FileKind::Config] {
-            for r in refs(&task.spec.container, kind) {
-                if !seen.insert((kind.kind(), r.name.as_str())) {
-                    continue;
-                }
-                let data = self.open(kind, &r.name).await?.ok_or_else(|| {
-                    Status::not_found(format!("{} not found", label(kind, &r.name)))
-                })?;
-                files.push(pb::TaskFile {
-                    kind: kind.kind().into(),
-                    name: r.name.clone(),
-                    data,
-                });
+        for (kind, r) in task.spec.container.files() {
+            if !seen.insert((kind, r.name.as_str())) {
+                continue;
             }
+            let data = self.open(&ring, kind, &r.name).await?.ok_or_else(|| {
+                Status::not_found(format!("{} not found", kind.reference(&r.name)))
+            })?;
+            files.push(pb::TaskFile {
+                kind: kind.kind().into(),
+                name: r.name.clone(),
+                data,
+            });
         }
         Ok(pb::TaskFilesResponse { files })
     }
 
     /// What still uses `kind/name`: services, and tasks of no service meant to run.
     async fn users(&self, kind: FileKind, name: &str) -> Result<Vec<String>, ObjectError> {
-        let names =
-            |spec: &shoal_api::ContainerSpec| refs(spec, kind).iter().any(|r| r.name == name);
+        let names = |spec: &shoal_api::ContainerSpec| {
+            spec.files().any(|(k, r)| k == kind && r.name == name)
+        };
         let (services, _) = self.objects.list_typed::<Service>().await?;
         let (tasks, _) = self.objects.list_typed::<Task>().await?;
         let mut users: Vec<String> = services
@@ -228,7 +227,7 @@ impl Values {
         if !users.is_empty() {
             return Err(Status::failed_precondition(format!(
                 "{} is in use by {}; remove it from them first",
-                label(kind, name),
+                kind.reference(name),
                 users.join(", ")
             )));
         }
@@ -237,7 +236,7 @@ impl Values {
             .delete_sealed(desc(kind), name)
             .await
             .map_err(status_of)?;
-        gone.ok_or_else(|| Status::not_found(format!("{} not found", label(kind, name))))
+        gone.ok_or_else(|| Status::not_found(format!("{} not found", kind.reference(name))))
     }
 
     /// A new value key for new seals; every data key sealed again under it; the keys

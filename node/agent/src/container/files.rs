@@ -17,16 +17,9 @@ use super::spec::ContainerMount;
 /// Room for a file's own bookkeeping on the tmpfs, beyond its bytes.
 const PER_FILE: u64 = 4096;
 
-/// Each reference of the task with its kind, secrets first.
-fn references(task: &Task) -> impl Iterator<Item = (FileKind, &FileRef)> {
-    let c = &task.spec.container;
-    (c.secrets.iter().map(|r| (FileKind::Secret, r)))
-        .chain(c.configs.iter().map(|r| (FileKind::Config, r)))
-}
-
 /// Whether the task names any secret or config.
 pub(super) fn wanted(task: &Task) -> bool {
-    references(task).next().is_some()
+    task.spec.container.files().next().is_some()
 }
 
 /// Writes `given` (what the server sent for `task`) to the container's tmpfs under
@@ -39,7 +32,10 @@ pub(super) fn place(
 ) -> Result<Vec<ContainerMount>, String> {
     let dir = layout.files();
     // A file per reference: one value named twice is written twice.
-    let size: u64 = references(task)
+    let size: u64 = task
+        .spec
+        .container
+        .files()
         .filter_map(|(kind, r)| given_for(given, kind, r))
         .map(|f| f.data.len() as u64 + PER_FILE)
         .sum::<u64>()
@@ -53,18 +49,14 @@ pub(super) fn place(
     let mut mounts = Vec::new();
     // A file per reference, not per value: two references to one value may differ in
     // owner and mode.
-    for (i, (kind, r)) in references(task).enumerate() {
-        let label = format!("{}/{}", kind.kind().to_ascii_lowercase(), r.name);
+    for (i, (kind, r)) in task.spec.container.files().enumerate() {
+        let label = kind.reference(&r.name);
         let file = given_for(given, kind, r)
             .ok_or_else(|| format!("{label}: the server sent no value"))?;
         let mode = r
             .mode_bits()
             .ok_or_else(|| format!("{label}: mode {:?} is not octal", r.mode))?;
-        let host = dir.join(format!(
-            "{i}-{}-{}",
-            kind.kind().to_ascii_lowercase(),
-            r.name
-        ));
+        let host = dir.join(format!("{i}-{}", label.replace('/', "-")));
         write_file(&host, &file.data, mode, r.uid, r.gid).map_err(|e| format!("{label}: {e}"))?;
         mounts.push(ContainerMount {
             source: Some(host),
